@@ -1,0 +1,1 @@
+"""HTTP layer of archscreen (FastAPI). Built by the service issue; see docs/architecture.md."""

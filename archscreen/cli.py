@@ -1,0 +1,425 @@
+"""The ``archscreen`` command line.
+
+Local commands (no server): ``validate``, ``screen``, ``grid``, ``datasets``.
+Errors are one readable line on stderr with a non-zero exit: 1 for an invalid
+spec or dataset, 2 for a usage error (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code attached."""
+
+    def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _rate_list(text: str) -> list[float]:
+    rates = [_positive_float(t.strip()) for t in text.split(",") if t.strip()]
+    if not rates:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of rates, e.g. 0.001,0.01,0.1")
+    return rates
+
+
+def _add_training_args(p: argparse.ArgumentParser, max_epochs: int, patience: int) -> None:
+    p.add_argument("spec", help="architecture spec file (YAML or JSON)")
+    p.add_argument(
+        "--dataset", required=True, help="registry name (see `archscreen datasets`) or a .npz path"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, init and rates (default 0)")
+    p.add_argument("--max-epochs", type=_positive_int, default=max_epochs, help=f"default {max_epochs}")
+    p.add_argument(
+        "--patience", type=_positive_int, default=patience, help=f"early stopping (default {patience})"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="default 32 (the Alrao paper's)")
+    p.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object, no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archscreen",
+        description="Screen neural-network architectures fairly with one Alrao run each.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a spec against a dataset (shapes, limits) without training")
+    p.add_argument("spec", help="architecture spec file (YAML or JSON)")
+    p.add_argument("--dataset", required=True, help="registry name or a .npz path")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "screen",
+        help="train a candidate once with Alrao and estimate its best-learning-rate score",
+        description="Train SPEC once with Alrao (random per-feature rates, Switch-averaged output "
+        "copies) and report its score, the rate the copies preferred and the Switch posterior.",
+    )
+    _add_training_args(p, max_epochs=30, patience=10)
+    p.add_argument("--lr-min", type=_positive_float, default=None, help="default 1e-5 (sgd), 1e-5 (adam)")
+    p.add_argument("--lr-max", type=_positive_float, default=None, help="default 10 (sgd), 0.1 (adam)")
+    p.add_argument("--copies", type=_positive_int, default=10, help="output-layer copies (default 10)")
+    p.add_argument("--base", choices=["sgd", "adam"], default="sgd", help="Alrao-SGD (default) or Alrao-Adam")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint file; resumes if it exists")
+    p.set_defaults(func=cmd_screen)
+
+    p = sub.add_parser(
+        "grid",
+        help="train plain SGD (or Adam) at each rate of a grid and report the best",
+        description="The learning-rate-grid ground truth: one plain run per rate and seed.",
+    )
+    _add_training_args(p, max_epochs=30, patience=10)
+    p.add_argument("--lrs", type=_rate_list, required=True, help="comma-separated rates, e.g. 0.001,0.01,0.1")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per rate (default 1)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("datasets", help="list the built-in datasets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def _version() -> str:
+    from archscreen import __version__
+
+    return f"archscreen {__version__}"
+
+
+def _load_spec_and_data(spec_path: str, dataset: str, seed: int = 0) -> tuple[Any, Any]:
+    from archscreen.core.data import DatasetError, load_dataset
+    from archscreen.core.spec import SpecError, parse_spec
+
+    path = Path(spec_path)
+    if not path.is_file():
+        raise CliError(f"{spec_path}: no such spec file")
+    try:
+        spec = parse_spec(path)
+    except SpecError as exc:
+        raise CliError(_spec_error_text(spec_path, exc)) from None
+    try:
+        data = load_dataset(dataset, seed=seed)
+    except DatasetError as exc:
+        raise CliError(f"--dataset: {exc}") from None
+    return spec, data
+
+
+def _spec_error_text(spec_path: str, exc: Exception) -> str:
+    issues = getattr(exc, "issues", None)
+    if issues:
+        return "\n".join(f"{spec_path}: {i.path}: {i.message}" for i in issues)
+    return f"{spec_path}: {exc}"
+
+
+def _validate(spec_path: str, spec: Any, data: Any) -> Any:
+    from archscreen.core.spec import SpecError, validate_spec
+
+    try:
+        return validate_spec(spec, data.info)
+    except SpecError as exc:
+        raise CliError(_spec_error_text(spec_path, exc)) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from archscreen.core.spec import spec_hash
+
+    spec, data = _load_spec_and_data(args.spec, args.dataset)
+    report = _validate(args.spec, spec, data)
+    if args.json:
+        print(json.dumps({"valid": True, "spec_hash": spec_hash(spec), **_report_dict(report)}, default=str))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{spec.name} on {data.info.name}: valid", title_justify="left")
+    for col in ("layer", "kind", "output shape", "params"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for row in _report_dict(report)["layers"]:
+        table.add_row(row["path"], row["kind"], str(tuple(row["output_shape"])), f"{row['params']:,}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"parameters (with one output layer): {report.num_params:,}   spec hash: {spec_hash(spec)[:16]}"
+    )
+    return EXIT_OK
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    rows = [
+        {"path": r.path, "kind": r.kind, "output_shape": list(r.output_shape), "params": r.params}
+        for r in report.rows
+    ]
+    return {"layers": rows, "num_params": report.num_params, "feature_shape": list(report.feature_shape)}
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, label: str) -> Iterator[Any]:
+    """A rich progress bar on a TTY; per-epoch lines on stderr otherwise; nothing with --json."""
+    if not enabled:
+        yield None
+        return
+    if not sys.stderr.isatty():
+
+        class _Lines:
+            def update(self, epoch: int, text: str) -> None:
+                print(f"{label}: epoch {epoch}/{total} {text}", file=sys.stderr, flush=True)
+
+        yield _Lines()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total, info="")
+
+        class _Bar:
+            def update(self, epoch: int, text: str) -> None:
+                bar.update(task, completed=epoch, info=text)
+
+        yield _Bar()
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from archscreen.core.screening import resolve_device
+    from archscreen.core.training.loop import TrainConfig
+
+    device = resolve_device(args.device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {args.device}: CUDA is not available on this machine")
+    return TrainConfig(
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        wall_clock_s=args.time_budget,
+        seed=args.seed,
+        device=device,
+    )
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    from archscreen.core.screening import AlraoScreener
+    from archscreen.core.training.loop import Progress
+
+    spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
+    _validate(args.spec, spec, data)
+    config = _train_config(args)
+    lr_min = args.lr_min if args.lr_min is not None else 1e-5
+    lr_max = args.lr_max if args.lr_max is not None else (10.0 if args.base == "sgd" else 0.1)
+    if lr_min >= lr_max:
+        raise CliError(f"--lr-min {lr_min:g} must be below --lr-max {lr_max:g}", EXIT_USAGE)
+    if args.copies < 2:
+        raise CliError("--copies must be at least 2", EXIT_USAGE)
+    screener = AlraoScreener(lr_min=lr_min, lr_max=lr_max, num_copies=args.copies, base=args.base)
+    with _progress(not args.json, config.max_epochs, f"screen {spec.name}") as bar:
+
+        def on_epoch(p: Progress) -> None:
+            if bar is not None:
+                acc = p.record.val_accuracy
+                bar.update(p.epoch, f"val_loss {p.record.val_loss:.4f}" + (f" acc {acc:.3f}" if acc else ""))
+
+        result = screener.screen(spec, data, config, callback=on_epoch, checkpoint_path=args.checkpoint)
+    payload = result.to_dict()
+    if args.json:
+        payload.pop("curves")
+        print(json.dumps(payload))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{result.spec_name} on {result.dataset} ({result.screener})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows: list[tuple[str, str]] = [
+        ("val loss", _fmt(result.val_loss)),
+        ("val accuracy", _fmt(result.val_accuracy)),
+        ("test accuracy", _fmt(result.test_accuracy)),
+    ]
+    if result.val_bpc is not None:
+        rows.append(("val bits/char", _fmt(result.val_bpc)))
+    if result.val_mse is not None:
+        rows.append(("val MSE", _fmt(result.val_mse)))
+    rows += [
+        ("epochs (best)", f"{result.epochs} ({result.best_epoch})"),
+        ("stopped because", result.stopped_because),
+        ("preferred lr", f"{result.preferred_lr:.3g}" if result.preferred_lr else "-"),
+        ("seconds", f"{result.seconds:.1f}"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    if result.switch_posterior:
+        post = Table(title="Switch posterior over the output copies' rates", title_justify="left")
+        post.add_column("lr", justify="right")
+        post.add_column("weight", justify="right")
+        post.add_column("")
+        for entry in result.switch_posterior:
+            post.add_row(f"{entry['lr']:.2g}", f"{entry['weight']:.3f}", "█" * round(30 * entry["weight"]))
+        console.print(post)
+    return EXIT_OK
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from archscreen.core.screening import ScreenResult, grid
+
+    spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
+    _validate(args.spec, spec, data)
+    config = _train_config(args)
+    total = len(args.lrs) * args.seeds
+    with _progress(not args.json, total, f"grid {spec.name}") as bar:
+        done = [0]
+
+        def on_run(r: ScreenResult) -> None:
+            done[0] += 1
+            if bar is not None:
+                bar.update(done[0], f"lr {r.lr:g} seed {r.seed}: val_loss {r.val_loss:.4f}")
+
+        result = grid(spec, data, args.lrs, args.seeds, config, optimizer=args.optimizer, callback=on_run)
+    per_lr: list[dict[str, Any]] = []
+    for lr, runs in result.by_lr().items():
+        per_lr.append(
+            {
+                "lr": lr,
+                "val_loss": [r.val_loss for r in runs],
+                "val_accuracy": [r.val_accuracy for r in runs],
+                "test_accuracy": [r.test_accuracy for r in runs],
+                "epochs": [r.epochs for r in runs],
+                "stopped_because": [r.stopped_because for r in runs],
+            }
+        )
+    payload = {
+        "spec_name": spec.name,
+        "dataset": data.info.name,
+        "optimizer": args.optimizer,
+        "best_lr": result.best_lr,
+        "best_mean_val_loss": result.best_mean_val_loss,
+        "runs": per_lr,
+        "seconds": result.seconds,
+    }
+    if args.json:
+        print(json.dumps(payload, default=_json_default))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{spec.name} on {data.info.name}: {args.optimizer} grid", title_justify="left")
+    for col in ("lr", "mean val loss", "mean val acc", "mean test acc", "epochs"):
+        table.add_column(col, justify="right")
+    for row in per_lr:
+        mark = " *" if row["lr"] == result.best_lr else ""
+        table.add_row(
+            f"{row['lr']:g}{mark}",
+            _fmt(_mean(row["val_loss"])),
+            _fmt(_mean(row["val_accuracy"])),
+            _fmt(_mean(row["test_accuracy"])),
+            ",".join(str(e) for e in row["epochs"]),
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"best lr: {result.best_lr:g} (mean val loss {result.best_mean_val_loss:.4f})")
+    return EXIT_OK
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else str(obj)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from archscreen.core.data import available, get_dataset
+
+    rows: list[dict[str, Any]] = []
+    for name in available():
+        info = get_dataset(name).info()
+        rows.append(
+            {
+                "name": name,
+                "task": info.task,
+                "input_shape": list(info.input_shape),
+                "classes": info.num_classes,
+                "target_dim": info.target_dim,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    for r in rows:
+        out = r["classes"] if r["classes"] is not None else f"target_dim {r['target_dim']}"
+        print(f"{r['name']:<12} {r['task']:<16} input {tuple(r['input_shape'])}  classes {out}")
+    print("or a path to a .npz file with x_train, y_train [, x_val, y_val, x_test, y_test]")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"archscreen {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"archscreen {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

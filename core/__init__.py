@@ -1,0 +1,4 @@
+"""Pure ML layer of archscreen: specs, datasets, Alrao, training.
+
+Never imports the web, queue or storage layers.
+"""

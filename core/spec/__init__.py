@@ -1,0 +1,54 @@
+"""The architecture spec DSL: declarative YAML/JSON, never code.
+
+    spec = parse_spec("examples/lenet5.yaml")      # SpecError on bad syntax/values
+    report = validate_spec(spec, info)             # SpecError listing every problem
+    body = build_body(spec, info)                  # (B, *input_shape) -> (B, *feature_shape)
+
+See ``docs/spec.md`` for the layer reference, shape rules, limits and hashing.
+"""
+
+from .build import (
+    ALLOWED_PARAM_MODULES,
+    GlobalAvgPooling,
+    PermuteDims,
+    RecurrentBlock,
+    ResidualBlock,
+    SpecBody,
+    build_body,
+)
+from .errors import SpecError, SpecIssue
+from .infer import (
+    DEFAULT_LIMITS,
+    LayerRow,
+    SpecLimits,
+    SpecReport,
+    count_layers,
+    feature_shape,
+    validate_spec,
+)
+from .layers import LAYER_KINDS, ArchSpec, Layer, spec_hash
+from .parse import parse_spec
+
+__all__ = [
+    "ALLOWED_PARAM_MODULES",
+    "DEFAULT_LIMITS",
+    "LAYER_KINDS",
+    "ArchSpec",
+    "GlobalAvgPooling",
+    "Layer",
+    "LayerRow",
+    "PermuteDims",
+    "RecurrentBlock",
+    "ResidualBlock",
+    "SpecBody",
+    "SpecError",
+    "SpecIssue",
+    "SpecLimits",
+    "SpecReport",
+    "build_body",
+    "count_layers",
+    "feature_shape",
+    "parse_spec",
+    "spec_hash",
+    "validate_spec",
+]

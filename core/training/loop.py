@@ -1,0 +1,325 @@
+"""One training loop for every screener: early stopping, budgets, checkpoints.
+
+The loop trains ``model`` (a :class:`~archscreen.core.training.model.ScreenModel`:
+body + head) with any ``torch.optim.Optimizer``. Per epoch it evaluates on the
+validation split, records curves, writes a checkpoint that resumes bit-for-bit,
+and calls the progress callback. It stops on:
+
+* ``patience``: no improvement of the validation loss for ``patience`` epochs;
+* ``max_epochs``;
+* ``wall_clock_s``: the budget is checked after each epoch;
+* ``diverged``: a non-finite training or validation loss;
+* ``cancelled``: the callback raised :class:`TrainingCancelled`.
+
+At the end the weights of the best epoch (lowest validation loss) are restored
+and the validation and test metrics are reported for that epoch. The loop
+avoids host syncs inside a step: the running training loss is accumulated on
+the device and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from archscreen.core.data.base import DatasetSplits
+from torch import nn
+
+StopReason = Literal["patience", "max_epochs", "wall_clock", "diverged", "cancelled"]
+
+
+class TrainingCancelled(Exception):
+    """Raised by a callback to stop training; the loop keeps the partial curves."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Budget and loop settings shared by every screener.
+
+    Args:
+        max_epochs: upper bound on epochs.
+        patience: epochs without a lower validation loss before stopping
+            (the Alrao paper uses 20 on CIFAR-10).
+        batch_size: training minibatch size (paper: 32).
+        wall_clock_s: optional time budget in seconds, checked after each epoch.
+        seed: seeds the data order and (through the caller) the initialisation.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        eval_batch_size: minibatch size for evaluation only.
+        max_steps_per_epoch: optional cap on steps per epoch (for tiny test runs).
+    """
+
+    max_epochs: int = 50
+    patience: int = 10
+    batch_size: int = 32
+    wall_clock_s: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 1024
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.wall_clock_s is not None and self.wall_clock_s <= 0:
+            raise ValueError(f"wall_clock_s must be > 0, got {self.wall_clock_s}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Metrics of one finished epoch (``val_accuracy`` is None for regression)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float | None
+    seconds: float
+    steps: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a callback sees after each epoch."""
+
+    epoch: int
+    max_epochs: int
+    record: EpochRecord
+    best_val_loss: float
+    best_epoch: int
+    elapsed_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Callback = Callable[[Progress], None]
+StepHook = Callable[[int, int], None]  # (step within epoch, steps per epoch)
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    loss: float
+    accuracy: float | None
+    mse: float | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of one run; metrics are those of the best epoch."""
+
+    val: SplitMetrics
+    test: SplitMetrics
+    best_epoch: int
+    epochs: int
+    steps: int
+    seconds: float
+    stopped_because: StopReason
+    curves: list[EpochRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> SplitMetrics:
+    """Mean loss of the (averaged) model and accuracy or MSE over one split."""
+    was_training = model.training
+    model.eval()
+    total_nll = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.float64, device=x.device)
+    sq_err = torch.zeros((), dtype=torch.float64, device=x.device)
+    count = 0
+    task = getattr(model, "task", "classification")
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        out = model(xb, yb)
+        n_targets = yb.numel() if task == "language_model" else len(yb)
+        total_nll += out.avg_nll.double() * n_targets
+        if task == "regression":
+            sq_err += (out.avg_log_prob.double() - yb.double()).pow(2).mean(dim=-1).sum()
+        else:
+            pred = out.avg_log_prob.argmax(dim=-1)
+            correct += (pred.reshape(-1) == yb.reshape(-1)).sum()
+        count += n_targets
+    model.train(was_training)
+    loss = (total_nll / max(count, 1)).item()
+    if task == "regression":
+        return SplitMetrics(loss=loss, accuracy=None, mse=(sq_err / max(count, 1)).item())
+    return SplitMetrics(loss=loss, accuracy=(correct / max(count, 1)).item(), mse=None)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DatasetSplits,
+    config: TrainConfig,
+    *,
+    checkpoint_path: str | Path | None = None,
+    callback: Callback | None = None,
+    step_hook: StepHook | None = None,
+) -> TrainResult:
+    """Train until a stop rule fires; resume from ``checkpoint_path`` if it exists.
+
+    ``model(x, y)`` must return an object with ``loss`` (to backpropagate),
+    ``avg_nll`` and ``avg_log_prob``; if the model has ``after_step(out)`` it is
+    called after each optimizer step (the Alrao head updates its Switch there).
+    The checkpoint holds model, optimizer, RNG and loop state, so a resumed run
+    reproduces the uninterrupted one exactly (same device, same torch build).
+    """
+    device = torch.device(config.device)
+    model.to(device)
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    n_train = len(x_train)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    if config.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+
+    order_gen = torch.Generator().manual_seed(config.seed)
+    curves: list[EpochRecord] = []
+    stopped: StopReason = "max_epochs"
+    best_val = math.inf
+    best_epoch = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs = 0
+    total_steps = 0
+    elapsed_before = 0.0
+    start_epoch = 1
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        order_gen.set_state(state["order_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        curves = [EpochRecord(**r) for r in state["curves"]]
+        best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
+        best_state = state["best_state"]
+        total_steps, elapsed_before = state["total_steps"], state["elapsed"]
+        start_epoch = state["epoch"] + 1
+        if state.get("stopped_because") is not None:
+            # A finished run (e.g. a job delivered twice): re-report, do not train on.
+            start_epoch = config.max_epochs + 1
+            stopped = state["stopped_because"]
+    t0 = time.perf_counter()
+    after_step = getattr(model, "after_step", None)
+
+    for epoch in range(start_epoch, config.max_epochs + 1):
+        epoch_t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n_train, generator=order_gen).to(device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for step in range(steps_per_epoch):
+            idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
+            xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
+            optimizer.zero_grad(set_to_none=True)
+            out = model(xb, yb)
+            out.loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step(out)
+            loss_sum += out.avg_nll.detach().double()
+            total_steps += 1
+            if step_hook is not None:
+                step_hook(step + 1, steps_per_epoch)
+        train_loss = (loss_sum / steps_per_epoch).item()
+        val = evaluate(model, x_val, y_val, config.eval_batch_size)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val.loss,
+            val_accuracy=val.accuracy,
+            seconds=time.perf_counter() - epoch_t0,
+            steps=steps_per_epoch,
+        )
+        curves.append(record)
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val.loss))
+        if not diverged and val.loss < best_val:
+            best_val, best_epoch, bad_epochs = val.loss, epoch, 0
+            best_state = _clone_state(model)
+        else:
+            bad_epochs += 1
+        elapsed = elapsed_before + time.perf_counter() - t0
+        finished: StopReason | None = None
+        if diverged:
+            finished = "diverged"
+        elif bad_epochs >= config.patience:
+            finished = "patience"
+        elif config.wall_clock_s is not None and elapsed >= config.wall_clock_s:
+            finished = "wall_clock"
+        elif epoch == config.max_epochs:
+            finished = "max_epochs"
+        if callback is not None:
+            try:
+                callback(
+                    Progress(
+                        epoch=epoch,
+                        max_epochs=config.max_epochs,
+                        record=record,
+                        best_val_loss=best_val,
+                        best_epoch=best_epoch,
+                        elapsed_s=elapsed,
+                        extra=getattr(model, "progress_extra", lambda: {})(),
+                    )
+                )
+            except TrainingCancelled:
+                finished = "cancelled"
+        if ckpt is not None:
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "order_gen": order_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "curves": [asdict(r) for r in curves],
+                    "best_val": best_val,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "best_state": best_state,
+                    "total_steps": total_steps,
+                    "elapsed": elapsed,
+                    "epoch": epoch,
+                    "stopped_because": finished,
+                },
+                ckpt,
+            )
+        if finished is not None:
+            stopped = finished
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    val = evaluate(model, x_val, y_val, config.eval_batch_size)
+    test = evaluate(model, x_test, y_test, config.eval_batch_size)
+    return TrainResult(
+        val=val,
+        test=test,
+        best_epoch=best_epoch,
+        epochs=len(curves),
+        steps=total_steps,
+        seconds=elapsed_before + time.perf_counter() - t0,
+        stopped_because=stopped,
+        curves=curves,
+    )

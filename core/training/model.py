@@ -1,0 +1,87 @@
+"""The trainable unit: a spec's body plus an output head.
+
+Two heads share one output contract (``loss``, ``avg_nll``, ``avg_log_prob``):
+:class:`PlainHead` (one ordinary output layer, for fixed-rate baselines and
+tuners) and :class:`~archscreen.core.alrao.AlraoHead` (N copies averaged by
+Switch). ``avg_log_prob`` holds class log-probabilities for classification and
+language modelling, and the predicted mean for regression.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from archscreen.core.data.base import DatasetInfo, Task
+from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class PlainOutput:
+    loss: torch.Tensor
+    avg_nll: torch.Tensor
+    avg_log_prob: torch.Tensor
+
+
+def head_out_features(info: DatasetInfo) -> int:
+    """Classes (classification, language model) or target size (regression)."""
+    if info.task == "regression":
+        if info.target_dim is None:
+            raise ValueError(f"dataset {info.name}: regression needs target_dim")
+        return info.target_dim
+    if info.num_classes is None:
+        raise ValueError(f"dataset {info.name}: {info.task} needs num_classes")
+    return info.num_classes
+
+
+def gaussian_nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample negative log-likelihood of ``y`` under N(mean, exp(log_var)).
+
+    ``out`` is ``(B, 2D)``: means then log-variances.
+    """
+    mean, log_var = out.chunk(2, dim=-1)
+    return 0.5 * (LOG_2PI + log_var + (y - mean).pow(2) * torch.exp(-log_var)).sum(dim=-1)
+
+
+class PlainHead(nn.Module):
+    """One ordinary output layer: softmax classifier or Gaussian regression head."""
+
+    def __init__(self, in_features: int, out_features: int, task: Task) -> None:
+        super().__init__()
+        self.task = task
+        width = 2 * out_features if task == "regression" else out_features
+        self.linear = nn.Linear(in_features, width)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> PlainOutput:
+        out = self.linear(z)
+        if self.task == "regression":
+            nll = gaussian_nll(out, y).mean()
+            return PlainOutput(loss=nll, avg_nll=nll, avg_log_prob=out.chunk(2, dim=-1)[0])
+        log_prob = F.log_softmax(out, dim=-1)
+        nll = F.nll_loss(log_prob.reshape(-1, log_prob.shape[-1]), y.reshape(-1))
+        return PlainOutput(loss=nll, avg_nll=nll, avg_log_prob=log_prob)
+
+
+class ScreenModel(nn.Module):
+    """``body`` then ``head``; ``forward(x, y)`` returns the head's output object."""
+
+    def __init__(self, body: nn.Module, head: nn.Module, task: Task) -> None:
+        super().__init__()
+        self.body = body
+        self.head = head
+        self.task = task
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Any:
+        return self.head(self.body(x), y)
+
+    def after_step(self, out: Any) -> None:
+        # Alrao: the Switch posterior is updated after the parameter step with
+        # the copies' log-likelihoods of that minibatch (paper, Algorithm 1).
+        switch = getattr(self.head, "switch", None)
+        if switch is not None:
+            switch.update(out.copy_loglik)

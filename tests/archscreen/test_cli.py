@@ -1,0 +1,142 @@
+"""The local CLI: exit codes, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archscreen.cli import main
+from tests.conftest import EXAMPLES
+
+BIN = Path(sys.executable).parent / "archscreen"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_screen_json_has_the_documented_fields() -> None:
+    proc = run_cli(
+        "screen", str(EXAMPLES / "mlp.yaml"), "--dataset", "mnist1d", "--max-epochs", "2", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for key in (
+        "spec_hash",
+        "val_loss",
+        "val_accuracy",
+        "test_accuracy",
+        "epochs",
+        "preferred_lr",
+        "switch_posterior",
+        "seconds",
+    ):
+        assert key in out
+    assert out["epochs"] == 2
+    assert len(out["switch_posterior"]) == 10
+    assert {"lr", "weight"} <= set(out["switch_posterior"][0])
+    assert proc.stderr == ""  # --json: no progress output
+
+
+def test_screen_human_output_non_tty_prints_epoch_lines(capsys) -> None:
+    code = main(
+        [
+            "screen",
+            str(EXAMPLES / "logistic_regression.yaml"),
+            "--dataset",
+            "mnist1d",
+            "--max-epochs",
+            "2",
+            "--copies",
+            "3",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "epoch 1/2" in captured.err and "epoch 2/2" in captured.err
+    assert "preferred lr" in captured.out and "Switch posterior" in captured.out
+
+
+def test_validate_ok_and_json(capsys) -> None:
+    assert main(["validate", str(EXAMPLES / "lenet5.yaml"), "--dataset", "digits", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is True and out["num_params"] > 0 and out["layers"]
+
+
+def test_validate_bad_spec_exits_1_with_path_named_errors(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: bad\nlayers:\n  - conv1d: {out: 4, kernel: 99}\n  - flatten\n  - linear: -3\n"
+        "head: classifier\n"
+    )
+    proc = run_cli("validate", str(spec), "--dataset", "mnist1d")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "layers[0].conv1d" in proc.stderr
+    assert "layers[2].linear" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["validate", "nope.yaml", "--dataset", "mnist1d"], 1, "no such spec file"),
+        (["validate", str(EXAMPLES / "mlp.yaml"), "--dataset", "imagenet"], 1, "--dataset"),
+        (
+            ["screen", str(EXAMPLES / "mlp.yaml"), "--dataset", "mnist1d", "--max-epochs", "0"],
+            2,
+            "max-epochs",
+        ),
+        (
+            [
+                "screen",
+                str(EXAMPLES / "mlp.yaml"),
+                "--dataset",
+                "mnist1d",
+                "--lr-min",
+                "1",
+                "--lr-max",
+                "0.1",
+            ],
+            2,
+            "lr-min",
+        ),
+        (["grid", str(EXAMPLES / "mlp.yaml"), "--dataset", "mnist1d", "--lrs", "0.1,abc"], 2, "lrs"),
+        (["screen", str(EXAMPLES / "mlp.yaml"), "--dataset", "mnist1d", "--device", "cuda:7"], 1, "CUDA"),
+    ],
+)
+def test_bad_input_is_one_readable_line(args: list[str], code: int, message: str) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 3  # argparse adds a usage line
+
+
+def test_grid_json_reports_each_rate_and_the_best() -> None:
+    proc = run_cli(
+        "grid",
+        str(EXAMPLES / "logistic_regression.yaml"),
+        "--dataset",
+        "digits",
+        "--lrs",
+        "0.0001,0.1",
+        "--max-epochs",
+        "2",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [r["lr"] for r in out["runs"]] == [0.0001, 0.1]
+    assert out["best_lr"] == 0.1
+
+
+def test_datasets_lists_the_registry(capsys) -> None:
+    assert main(["datasets", "--json"]) == 0
+    names = {d["name"] for d in json.loads(capsys.readouterr().out)}
+    assert {"mnist1d", "digits", "chartext", "regression"} <= names

@@ -1,0 +1,1 @@
+"""Queue layer of archscreen (Celery). Built by the service issue; see docs/architecture.md."""
