@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -26,6 +26,13 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (plus a pointer to --help), not the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -72,12 +79,12 @@ def _add_training_args(p: argparse.ArgumentParser, max_epochs: int, patience: in
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="archscreen",
         description="Screen neural-network architectures fairly with one Alrao run each.",
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("validate", help="check a spec against a dataset (shapes, limits) without training")
     p.add_argument("spec", help="architecture spec file (YAML or JSON)")
@@ -92,9 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
         "copies) and report its score, the rate the copies preferred and the Switch posterior.",
     )
     _add_training_args(p, max_epochs=30, patience=10)
-    p.add_argument("--lr-min", type=_positive_float, default=None, help="default 1e-5 (sgd), 1e-5 (adam)")
-    p.add_argument("--lr-max", type=_positive_float, default=None, help="default 10 (sgd), 0.1 (adam)")
-    p.add_argument("--copies", type=_positive_int, default=10, help="output-layer copies (default 10)")
+    p.add_argument(
+        "--lr-min",
+        type=_positive_float,
+        default=None,
+        help="default by task: 1e-5 (sgd), 1e-3 (sgd, char LM)",
+    )
+    p.add_argument(
+        "--lr-max",
+        type=_positive_float,
+        default=None,
+        help="default by task: 10 (sgd), 100 (sgd, char LM), 0.1 (adam)",
+    )
+    p.add_argument(
+        "--copies", type=_positive_int, default=None, help="output-layer copies (default 10; 6 for LMs)"
+    )
     p.add_argument("--base", choices=["sgd", "adam"], default="sgd", help="Alrao-SGD (default) or Alrao-Adam")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint file; resumes if it exists")
     p.set_defaults(func=cmd_screen)
@@ -252,13 +271,13 @@ def cmd_screen(args: argparse.Namespace) -> int:
     spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
     _validate(args.spec, spec, data)
     config = _train_config(args)
-    lr_min = args.lr_min if args.lr_min is not None else 1e-5
-    lr_max = args.lr_max if args.lr_max is not None else (10.0 if args.base == "sgd" else 0.1)
-    if lr_min >= lr_max:
-        raise CliError(f"--lr-min {lr_min:g} must be below --lr-max {lr_max:g}", EXIT_USAGE)
-    if args.copies < 2:
+    if args.copies is not None and args.copies < 2:
         raise CliError("--copies must be at least 2", EXIT_USAGE)
-    screener = AlraoScreener(lr_min=lr_min, lr_max=lr_max, num_copies=args.copies, base=args.base)
+    screener = AlraoScreener(lr_min=args.lr_min, lr_max=args.lr_max, num_copies=args.copies, base=args.base)
+    try:
+        screener.settings(data.info.task)
+    except ValueError as exc:
+        raise CliError(f"--lr-min/--lr-max: {exc}", EXIT_USAGE) from None
     with _progress(not args.json, config.max_epochs, f"screen {spec.name}") as bar:
 
         def on_epoch(p: Progress) -> None:

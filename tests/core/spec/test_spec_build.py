@@ -1,7 +1,6 @@
 """Built bodies match the report: shapes, parameters, projections, RNN wrappers."""
 
 # Spec tables keep one case per line, so their lines run long.
-# ruff: noqa: E501
 
 from __future__ import annotations
 
@@ -36,21 +35,57 @@ def _params(module: nn.Module) -> int:
     ("dataset", "layers", "skip_type", "stride", "features"),
     [
         # same shape: identity skip, no parameters
-        ("mnist1d", "[{residual: [{conv1d: {out: 1, kernel: 3, padding: 1}}]}, flatten]", nn.Identity, None, (40,)),
+        (
+            "mnist1d",
+            "[{residual: [{conv1d: {out: 1, kernel: 3, padding: 1}}]}, flatten]",
+            nn.Identity,
+            None,
+            (40,),
+        ),
         # channels change, length kept: 1x1 conv1d, stride 1
-        ("mnist1d", "[{residual: [{conv1d: {out: 4, kernel: 3, padding: 1}}]}, flatten]", nn.Conv1d, (1,), (160,)),
+        (
+            "mnist1d",
+            "[{residual: [{conv1d: {out: 4, kernel: 3, padding: 1}}]}, flatten]",
+            nn.Conv1d,
+            (1,),
+            (160,),
+        ),
         # channels and length change: strided 1x1 conv1d
-        ("mnist1d", "[{residual: [{conv1d: {out: 4, kernel: 3, stride: 2, padding: 1}}]}, flatten]", nn.Conv1d, (2,), (80,)),
+        (
+            "mnist1d",
+            "[{residual: [{conv1d: {out: 4, kernel: 3, stride: 2, padding: 1}}]}, flatten]",
+            nn.Conv1d,
+            (2,),
+            (80,),
+        ),
         # odd sizes: stride 3 maps length 40 to 14, as the body's padded stride-3 conv does
-        ("mnist1d", "[{residual: [{conv1d: {out: 2, kernel: 3, stride: 3, padding: 1}}]}, flatten]", nn.Conv1d, (3,), (28,)),
+        (
+            "mnist1d",
+            "[{residual: [{conv1d: {out: 2, kernel: 3, stride: 3, padding: 1}}]}, flatten]",
+            nn.Conv1d,
+            (3,),
+            (28,),
+        ),
         # 2-D downsampling block: strided 1x1 conv2d
-        ("digits", "[{residual: [{conv2d: {out: 8, kernel: 3, stride: 2, padding: 1}}, relu]}, global_avgpool]", nn.Conv2d, (2, 2), (8,)),
+        (
+            "digits",
+            "[{residual: [{conv2d: {out: 8, kernel: 3, stride: 2, padding: 1}}, relu]}, global_avgpool]",
+            nn.Conv2d,
+            (2, 2),
+            (8,),
+        ),
         # flat features change width: linear projection
         ("mnist1d", "[flatten, {residual: [{linear: 16}, relu]}]", nn.Linear, None, (16,)),
         # explicit linear projection even though shapes match
         ("regression", "[{residual: {layers: [{linear: 16}], projection: linear}}]", nn.Linear, None, (16,)),
         # (T, F) sequence block without convs: linear on the last dim
-        ("mnist1d", "[{permute: [1, 0]}, {residual: [{lstm: 8}]}, {lstm: {hidden: 4, return: last}}]", nn.Linear, None, (4,)),
+        (
+            "mnist1d",
+            "[{permute: [1, 0]}, {residual: [{lstm: 8}]}, {lstm: {hidden: 4, return: last}}]",
+            nn.Linear,
+            None,
+            (4,),
+        ),
     ],
 )
 def test_residual_projection(
@@ -95,7 +130,9 @@ def test_residual_adds_skip_to_body(infos: dict[str, DatasetInfo]) -> None:
 def test_recurrent_wrapper_exposes_rnn(
     kind: str, rnn_type: type[nn.Module], returns: str, infos: dict[str, DatasetInfo]
 ) -> None:
-    spec = parse_spec(_spec(f"[{{permute: [1, 0]}}, {{{kind}: {{hidden: 12, layers: 2, return: {returns}}}}}, flatten]"))
+    spec = parse_spec(
+        _spec(f"[{{permute: [1, 0]}}, {{{kind}: {{hidden: 12, layers: 2, return: {returns}}}}}, flatten]")
+    )
     info = infos["mnist1d"]
     body = build_body(spec, info)
     wrapper = body[1]
@@ -152,7 +189,9 @@ def test_rows_match_each_built_module(infos: dict[str, DatasetInfo]) -> None:
 
 def test_build_validates_first(infos: dict[str, DatasetInfo]) -> None:
     spec = parse_spec(_spec("[{conv2d: {out: 4, kernel: 3}}]"))
-    with pytest.raises(SpecError, match=r"^head: classifier needs flat features, got \(4, 6, 6\): add flatten$"):
+    with pytest.raises(
+        SpecError, match=r"^head: classifier needs flat features, got \(4, 6, 6\): add flatten$"
+    ):
         build_body(spec, infos["digits"])
     with pytest.raises(SpecError):
         feature_shape(spec, infos["digits"])
@@ -160,7 +199,9 @@ def test_build_validates_first(infos: dict[str, DatasetInfo]) -> None:
 
 def test_nested_residual_paths_and_rows(infos: dict[str, DatasetInfo]) -> None:
     spec = parse_spec(
-        _spec("[flatten, {residual: [{linear: 8}, {residual: [relu, {linear: 8}]}, {linear: 16}]}, {linear: 4}]")
+        _spec(
+            "[flatten, {residual: [{linear: 8}, {residual: [relu, {linear: 8}]}, {linear: 16}]}, {linear: 4}]"
+        )
     )
     report = validate_spec(spec, infos["mnist1d"])
     assert [row.path for row in report.rows] == [
@@ -177,5 +218,7 @@ def test_nested_residual_paths_and_rows(infos: dict[str, DatasetInfo]) -> None:
     body = build_body(spec, infos["mnist1d"])
     assert report.body_params == _params(body)
     assert tuple(body(torch.randn(2, 1, 40)).shape) == (2, 4)
-    with pytest.raises(SpecError, match=r"^layers\[1\]\.residual\.layers\[1\]\.residual\.layers\[1\]\.linear\.out: "):
+    with pytest.raises(
+        SpecError, match=r"^layers\[1\]\.residual\.layers\[1\]\.residual\.layers\[1\]\.linear\.out: "
+    ):
         parse_spec(_spec("[flatten, {residual: [{linear: 8}, {residual: [relu, {linear: 0}]}]}]"))

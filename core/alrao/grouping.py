@@ -1,0 +1,171 @@
+"""Split a pre-classifier ("body") into Alrao feature sets, one parameter group each.
+
+Alrao (Blier, Wolinski, Ollivier, 2019) draws one learning rate per *feature*: the
+incoming parameters of one unit share one rate. This module only decides *which
+slices of which tensors* form a feature; the rates themselves are drawn by the
+optimizers in :mod:`archscreen.core.alrao.optim`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["alrao_param_groups", "rate_shape"]
+
+ParamGroup = dict[str, Any]
+
+
+def rate_shape(
+    param: torch.Tensor, feature_dim: int | None, gate_count: int, num_features: int
+) -> tuple[int, ...]:
+    """Shape of the per-feature rate tensor that broadcasts against ``param``.
+
+    ``num_features * gate_count`` along ``feature_dim`` and 1 elsewhere; ``feature_dim=None``
+    means one feature per element (multi-dimensional LayerNorm), i.e. the rate tensor has
+    ``param``'s shape. Raises ``ValueError`` when the parameter does not have that many
+    entries along the feature dimension.
+    """
+    width = num_features * gate_count
+    if feature_dim is None:
+        if param.numel() != width:
+            raise ValueError(
+                f"Invalid feature set: elementwise parameter of shape {tuple(param.shape)} has "
+                f"{param.numel()} entries, expected num_features*gate_count={width}"
+            )
+        return tuple(param.shape)
+    if not -param.dim() <= feature_dim < param.dim():
+        raise ValueError(f"Invalid feature_dim: {feature_dim} for a parameter of shape {tuple(param.shape)}")
+    dim = feature_dim % param.dim()
+    if param.shape[dim] != width:
+        raise ValueError(
+            f"Invalid feature set: parameter of shape {tuple(param.shape)} has {param.shape[dim]} "
+            f"entries along dim {dim}, expected num_features*gate_count={width}"
+        )
+    shape = [1] * param.dim()
+    shape[dim] = width
+    return tuple(shape)
+
+
+def _group(
+    params: list[torch.Tensor], feature_dims: list[int | None], gate_count: int, num_features: int, kind: str
+) -> ParamGroup:
+    return {
+        "params": params,
+        "feature_dims": feature_dims,
+        "gate_counts": [gate_count] * len(params),
+        "num_features": num_features,
+        "kind": kind,
+    }
+
+
+def _direct(module: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: p for name, p in module.named_parameters(recurse=False) if p is not None}
+
+
+def _weight_bias(module: nn.Module, feature_dim: int | None, num_features: int, kind: str) -> ParamGroup:
+    params: list[torch.Tensor] = []
+    for name in ("weight", "bias"):
+        p = getattr(module, name, None)
+        if isinstance(p, nn.Parameter):
+            params.append(p)
+    # the bias (when present) always has the feature on dim 0 (or is elementwise)
+    dims: list[int | None] = [feature_dim] + [0 if feature_dim is not None else None] * (len(params) - 1)
+    return _group(params, dims[: len(params)], 1, num_features, kind)
+
+
+def _recurrent_groups(module: nn.LSTM | nn.GRU) -> list[ParamGroup]:
+    gates = 4 if isinstance(module, nn.LSTM) else 3
+    kind = "lstm" if isinstance(module, nn.LSTM) else "gru"
+    hidden = module.hidden_size
+    direct = _direct(module)
+    groups: list[ParamGroup] = []
+    suffixes = ["", "_reverse"] if module.bidirectional else [""]
+    for layer in range(module.num_layers):
+        for sfx in suffixes:
+            names = [f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}"]
+            if module.bias:
+                names += [f"bias_ih_l{layer}{sfx}", f"bias_hh_l{layer}{sfx}"]
+            params: list[torch.Tensor] = [direct[n] for n in names]
+            groups.append(_group(params, [0] * len(params), gates, hidden, kind))
+            proj_name = f"weight_hr_l{layer}{sfx}"
+            if proj_name in direct:  # LSTM(proj_size>0): the projection is a linear layer of its own
+                proj = direct[proj_name]
+                groups.append(_group([proj], [0], 1, proj.shape[0], "lstm_proj"))
+    return groups
+
+
+def _module_groups(module: nn.Module) -> list[ParamGroup]:
+    if isinstance(module, nn.Linear):
+        return [_weight_bias(module, 0, module.out_features, "linear")]
+    if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        return [_weight_bias(module, 0, module.out_channels, "conv")]
+    if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
+        return [_weight_bias(module, 0, module.num_features, "batchnorm")]
+    if isinstance(module, nn.LayerNorm):
+        shape = tuple(module.normalized_shape)
+        if len(shape) == 1:
+            return [_weight_bias(module, 0, shape[0], "layernorm")]
+        return [_weight_bias(module, None, math.prod(shape), "layernorm")]
+    if isinstance(module, nn.Embedding):
+        return [_group([module.weight], [1], 1, module.embedding_dim, "embedding")]
+    if isinstance(module, nn.LSTM | nn.GRU):
+        return _recurrent_groups(module)
+    raise TypeError(
+        f"alrao_param_groups: no Alrao feature rule for module type {type(module).__name__} "
+        f"(it has direct parameters {sorted(_direct(module))}); supported: Linear, Conv1d/2d/3d, "
+        "BatchNorm1d/2d/3d, LayerNorm, Embedding, LSTM, GRU"
+    )
+
+
+def alrao_param_groups(body: nn.Module) -> list[ParamGroup]:
+    """One optimizer parameter group per Alrao feature set of ``body``.
+
+    Walks ``body.modules()`` and, for every module with direct parameters, returns groups
+    ``{"params", "feature_dims", "gate_counts", "num_features", "kind"}``. A feature (one
+    learning rate) is:
+
+    * ``nn.Linear``: one output unit (row ``i`` of the weight, dim 0, and bias entry ``i``);
+    * ``nn.Conv1d/2d/3d`` (grouped and depthwise included): one output filter (dim 0);
+    * ``nn.BatchNorm1d/2d/3d``, 1-d ``nn.LayerNorm``: one channel (weight and bias entry);
+      a LayerNorm with a multi-dimensional ``normalized_shape`` has one feature per element,
+      marked by ``feature_dim=None`` (the rate tensor then has the parameter's shape);
+    * ``nn.Embedding``: one embedding dimension (a *column* of the weight, ``feature_dim=1``),
+      as in the authors' code: an embedding is a linear layer on a one-hot input;
+    * ``nn.LSTM`` / ``nn.GRU``: one hidden unit per layer and direction, the same rate for all
+      its gate rows (torch stores gates as blocks of ``hidden_size`` rows, so unit ``u`` owns
+      rows ``u, H+u, 2H+u, ...``: ``gate_counts`` is 4 for LSTM, 3 for GRU) in
+      ``weight_ih``, ``weight_hh``, ``bias_ih`` and ``bias_hh`` alike; ``_reverse`` weights
+      are a separate feature set; an LSTM projection ``weight_hr`` is a linear layer of its own.
+
+    Weight and bias of one unit therefore share their rate. Any other module type with
+    direct parameters raises ``TypeError``, as does a parameter the rule does not cover or a
+    parameter shared by two modules (tied weights have no single "incoming feature").
+    """
+    groups: list[ParamGroup] = []
+    seen: dict[int, str] = {}
+    for name, module in body.named_modules():
+        direct = _direct(module)
+        if not direct:
+            continue
+        module_groups = _module_groups(module)
+        covered = {id(p) for g in module_groups for p in g["params"]}
+        missing = sorted(n for n, p in direct.items() if id(p) not in covered)
+        if missing:
+            raise TypeError(
+                f"alrao_param_groups: module {name or '<root>'} of type {type(module).__name__} has "
+                f"parameters {missing} that no Alrao feature rule covers"
+            )
+        for g in module_groups:
+            for p in g["params"]:
+                if id(p) in seen:
+                    raise ValueError(
+                        f"alrao_param_groups: a parameter of module {name or '<root>'} is shared with "
+                        f"{seen[id(p)]}; tied weights are not supported"
+                    )
+                seen[id(p)] = name or "<root>"
+        groups.extend(module_groups)
+    return groups

@@ -1,0 +1,133 @@
+r"""Switch model averaging (van Erven, Grünwald, de Rooij 2007) over Alrao's output copies."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Switch"]
+
+
+class Switch(nn.Module):
+    r"""Switch posterior over ``num_copies`` predictors, kept in log space, float64, on device.
+
+    Hidden state: a copy index and a flag "may still switch" (row ``a``) / "will not switch any
+    more" (row ``b``). With prior :math:`\theta` on row ``a`` and switch probability
+    :math:`\pi_t = 1/(t+1)` after observation ``t``:
+
+    .. math::
+        \begin{aligned}
+            &w_a \leftarrow \log\theta - \log N, \quad w_b \leftarrow \log(1-\theta) - \log N,
+                \quad t \leftarrow 0 \\
+            &\textbf{update}(\ell): \quad t \leftarrow t + 1; \quad
+                w_a \leftarrow w_a + \ell, \quad w_b \leftarrow w_b + \ell \\
+            &\quad \text{pool} \leftarrow \operatorname{logsumexp}(w_a) + \log\pi_t, \quad
+                   w_a \leftarrow w_a + \log(1 - \pi_t) \\
+            &\quad w_a \leftarrow \operatorname{logaddexp}(w_a, \text{pool} + \log\theta - \log N),
+                \quad w_b \leftarrow \operatorname{logaddexp}(w_b, \text{pool} + \log(1-\theta) - \log N) \\
+            &\quad (w_a, w_b) \leftarrow (w_a, w_b) - \operatorname{logsumexp}(w_a, w_b) \\
+            &\log a_j = \operatorname{logaddexp}(w_{a,j}, w_{b,j})
+        \end{aligned}
+
+    where :math:`\ell_j` is copy ``j``'s mean log-likelihood on the minibatch (``-`` its mean
+    NLL). :meth:`log_posterior` is the predictive weight of each copy for the *next* minibatch.
+
+    Args:
+        num_copies: number of averaged predictors :math:`N` (>= 1).
+        theta: prior probability of the "may still switch" row, in (0, 1). The paper uses 0.999;
+            the authors' public code uses 0.9999.
+        sanitize: map NaN log-likelihoods (a diverged copy) to :math:`-\infty` and skip an update
+            in which every copy has zero likelihood, so one diverged copy cannot poison the
+            posterior (default True).
+
+    All state is in buffers (``log_w``: (2, N), ``t``: scalar), float64, so it is saved in
+    ``state_dict`` and :meth:`update` never synchronises with the host. ``module.to(dtype)``
+    moves the buffers but keeps them float64.
+
+    .. note::
+        ``sanitize=True`` departs from the paper, whose arithmetic would turn the whole posterior
+        into NaN after a single NaN loss. On finite inputs both settings are identical.
+
+    .. note::
+        The Switch is defined per observation; as in the authors' code, each *minibatch* is one
+        observation whose log-likelihood is the batch *mean* (not the sum), which tempers the
+        evidence by the batch size. The authors' code raises on a NaN loss instead of sanitizing.
+
+    References:
+        T. van Erven, P. Grünwald, S. de Rooij. Catching up faster in Bayesian model selection
+        and model averaging. NeurIPS 2007.
+        L. Blier, P. Wolinski, Y. Ollivier. Learning with Random Learning Rates. ECML-PKDD 2019,
+        Appendix (Switch).
+    """
+
+    log_w: Tensor
+    t: Tensor
+
+    def __init__(self, num_copies: int, theta: float = 0.999, *, sanitize: bool = True) -> None:
+        super().__init__()
+        if not isinstance(num_copies, int) or num_copies < 1:
+            raise ValueError(f"Invalid num_copies: {num_copies!r} (must be an int >= 1)")
+        if not 0.0 < theta < 1.0:
+            raise ValueError(f"Invalid theta: {theta} (must be in (0, 1))")
+        self.num_copies = num_copies
+        self.theta = float(theta)
+        self.sanitize = sanitize
+        log_n = math.log(num_copies)
+        self._log_prior_a = math.log(theta) - log_n
+        self._log_prior_b = math.log1p(-theta) - log_n
+        init = torch.empty(2, num_copies, dtype=torch.float64)
+        init[0].fill_(self._log_prior_a)
+        init[1].fill_(self._log_prior_b)
+        self.register_buffer("log_w", init)
+        self.register_buffer("t", torch.zeros((), dtype=torch.float64))
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Switch:
+        # keep the buffers float64 under .half()/.float()/.to(dtype): device moves only
+        before = dict(self._buffers)
+        super()._apply(fn, recurse)
+        for name, old in before.items():
+            new = self._buffers[name]
+            if old is not None and new is not None and new.dtype != old.dtype:
+                self._buffers[name] = old.to(device=new.device)
+        return self
+
+    @torch.no_grad()
+    def update(self, loglik: Tensor) -> None:
+        """Fold in one minibatch: ``loglik[j]`` = copy j's mean log-likelihood on it."""
+        ll = loglik.detach().to(dtype=torch.float64, device=self.log_w.device).reshape(self.num_copies)
+        if self.sanitize:
+            ll = torch.nan_to_num(ll, nan=-math.inf)
+        self.t.add_(1.0)
+        log_pi = -torch.log1p(self.t)  # log 1/(t+1)
+        log_1m_pi = torch.log(self.t) + log_pi  # log t/(t+1)
+        w = self.log_w + ll  # (2, N)
+        pool = torch.logsumexp(w[0], 0) + log_pi
+        w_a = torch.logaddexp(w[0] + log_1m_pi, pool + self._log_prior_a)
+        w_b = torch.logaddexp(w[1], pool + self._log_prior_b)
+        new = torch.stack([w_a, w_b])
+        norm = torch.logsumexp(new.reshape(-1), 0)
+        new = new - norm
+        if self.sanitize:
+            new = torch.where(torch.isfinite(norm), new, self.log_w)
+        self.log_w.copy_(new)
+
+    def log_posterior(self) -> Tensor:
+        """Normalised log-weights :math:`\\log a_j`, shape (N,), float64."""
+        return torch.logaddexp(self.log_w[0], self.log_w[1])
+
+    def posterior(self) -> Tensor:
+        """Weights :math:`a_j`, shape (N,), float64, summing to 1."""
+        return self.log_posterior().exp()
+
+    def reset(self) -> None:
+        """Back to the prior."""
+        with torch.no_grad():
+            self.log_w[0].fill_(self._log_prior_a)
+            self.log_w[1].fill_(self._log_prior_b)
+            self.t.zero_()
+
+    def extra_repr(self) -> str:
+        return f"num_copies={self.num_copies}, theta={self.theta}, sanitize={self.sanitize}"

@@ -1,0 +1,135 @@
+"""Switch model averaging vs a slow, direct implementation of van Erven et al.'s switch HMM."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+import torch
+from archscreen.core.alrao import Switch
+
+State = tuple[str, int]
+
+
+def _states(n: int) -> list[State]:
+    return [(row, j) for row in ("a", "b") for j in range(n)]
+
+
+def _prior(state: State, n: int, theta: float) -> float:
+    return (theta if state[0] == "a" else 1.0 - theta) / n
+
+
+def _trans(src: State, dst: State, n: int, theta: float, t: int) -> float:
+    """P(dst at t+1 | src at t) in the switch HMM: row 'a' switches with prob 1/(t+1) to a
+    uniformly drawn expert, landing in 'a' with prob theta and in 'b' (never switches again)
+    with prob 1-theta; row 'b' keeps its expert forever."""
+    pi = 1.0 / (t + 1)
+    (r0, j), (r1, k) = src, dst
+    if r0 == "b":
+        return 1.0 if (r1 == "b" and j == k) else 0.0
+    stay = (1.0 - pi) if (r1 == "a" and j == k) else 0.0
+    return stay + pi * (theta if r1 == "a" else 1.0 - theta) / n
+
+
+def _slow_forward(logliks: list[list[float]], theta: float) -> list[list[float]]:
+    """Forward algorithm with explicit probabilities and loops; predictive expert weights after
+    each observation (one common factor per step is removed to avoid underflow)."""
+    n = len(logliks[0])
+    states = _states(n)
+    alpha = {s: _prior(s, n, theta) for s in states}
+    out = []
+    for t, ll in enumerate(logliks, start=1):
+        m = max(ll)
+        post = {s: alpha[s] * math.exp(ll[s[1]] - m) for s in states}
+        new = dict.fromkeys(states, 0.0)
+        for src in states:
+            for dst in states:
+                new[dst] += post[src] * _trans(src, dst, n, theta, t)
+        z = sum(new.values())
+        alpha = {s: v / z for s, v in new.items()}
+        out.append([alpha[("a", j)] + alpha[("b", j)] for j in range(n)])
+    return out
+
+
+def _path_sum(logliks: list[list[float]], theta: float) -> list[float]:
+    """Bayesian mixture over every hidden path s_1..s_{T+1} (tiny T only)."""
+    n = len(logliks[0])
+    states = _states(n)
+    weights = [0.0] * n
+    steps = len(logliks)
+    for path in itertools.product(states, repeat=steps + 1):
+        p = _prior(path[0], n, theta)
+        for t in range(1, steps + 1):
+            p *= math.exp(logliks[t - 1][path[t - 1][1]]) * _trans(path[t - 1], path[t], n, theta, t)
+        weights[path[-1][1]] += p
+    z = sum(weights)
+    return [w / z for w in weights]
+
+
+def _random_logliks(seed: int, steps: int, n: int) -> list[list[float]]:
+    rng = random.Random(seed)
+    # copies of different quality, with a change of leader halfway
+    base = [rng.uniform(0.2, 3.0) for _ in range(n)]
+    out = []
+    for t in range(steps):
+        shift = [b if t < steps // 2 else base[(j + 1) % n] for j, b in enumerate(base)]
+        out.append([-(s + rng.uniform(0.0, 1.0)) for s in shift])
+    return out
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6])
+@pytest.mark.parametrize("theta", [0.999, 0.9])
+def test_switch_matches_slow_forward(n: int, theta: float) -> None:
+    logliks = _random_logliks(seed=n, steps=50, n=n)
+    expected = _slow_forward(logliks, theta)
+    sw = Switch(n, theta)
+    for ll, exp in zip(logliks, expected, strict=True):
+        sw.update(torch.tensor(ll, dtype=torch.float64))
+        post = sw.posterior()
+        assert post.dtype == torch.float64
+        torch.testing.assert_close(post, torch.tensor(exp, dtype=torch.float64), rtol=0, atol=1e-9)
+    # the posterior moved far from uniform (the comparison is not vacuous)
+    assert float(post.max() - post.min()) > 0.3
+
+
+def test_slow_forward_agrees_with_path_enumeration() -> None:
+    logliks = _random_logliks(seed=7, steps=4, n=3)
+    direct = _path_sum(logliks, theta=0.8)
+    assert direct == pytest.approx(_slow_forward(logliks, theta=0.8)[-1], abs=1e-12)
+    sw = Switch(3, 0.8)
+    for ll in logliks:
+        sw.update(torch.tensor(ll, dtype=torch.float64))
+    torch.testing.assert_close(sw.posterior(), torch.tensor(direct, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_initial_posterior_uniform_and_state_in_buffers() -> None:
+    sw = Switch(4)
+    torch.testing.assert_close(sw.posterior(), torch.full((4,), 0.25, dtype=torch.float64))
+    assert set(sw.state_dict()) == {"log_w", "t"}
+    sw.update(torch.tensor([-1.0, -2.0, -3.0, -4.0]))
+    assert float(sw.t) == 1.0
+    sw.reset()
+    torch.testing.assert_close(sw.posterior(), torch.full((4,), 0.25, dtype=torch.float64))
+
+
+def test_buffers_stay_float64_under_dtype_casts() -> None:
+    sw = Switch(3).float()
+    assert sw.log_w.dtype == torch.float64 and sw.t.dtype == torch.float64
+    sw = Switch(3).half()
+    assert sw.log_w.dtype == torch.float64
+
+
+def test_nan_loglik_sanitized() -> None:
+    sw = Switch(3)
+    sw.update(torch.tensor([-1.0, float("nan"), -1.5]))
+    post = sw.posterior()
+    assert bool(torch.isfinite(post).all())
+    assert float(post[1]) < float(post[0])
+    before = sw.log_w.clone()
+    sw.update(torch.tensor([float("nan")] * 3))  # nobody explains the batch: skipped
+    assert torch.equal(sw.log_w, before)
+    raw = Switch(3, sanitize=False)
+    raw.update(torch.tensor([-1.0, float("nan"), -1.5]))
+    assert bool(torch.isnan(raw.posterior()).all())
