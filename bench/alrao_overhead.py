@@ -88,7 +88,9 @@ def make_batch(info: DatasetInfo, batch: int, device: str) -> tuple[torch.Tensor
     return x.to(device), y.to(device)
 
 
-def build(name: str, alrao: bool, copies: int, device: str) -> tuple[ScreenModel, torch.optim.Optimizer]:
+def build(
+    name: str, alrao: bool, copies: int, device: str, compile_head: bool = False
+) -> tuple[ScreenModel, torch.optim.Optimizer]:
     spec_dict, info = MODELS[name]
     spec = parse_spec(spec_dict)
     torch.manual_seed(0)
@@ -97,7 +99,7 @@ def build(name: str, alrao: bool, copies: int, device: str) -> tuple[ScreenModel
     assert info.num_classes is not None
     opt: torch.optim.Optimizer
     if alrao:
-        head: torch.nn.Module = AlraoHead(width, info.num_classes, copies, 1e-5, 10.0)
+        head: torch.nn.Module = AlraoHead(width, info.num_classes, copies, 1e-5, 10.0, compile=compile_head)
         model = ScreenModel(body, head, info.task).to(device)
         assert isinstance(head, AlraoHead)
         opt = AlraoSGD([*alrao_param_groups(body), head.param_group()], 1e-5, 10.0, seed=0)

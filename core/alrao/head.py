@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -21,38 +20,48 @@ Task = Literal["classification", "regression"]
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-@dataclass
 class HeadOutput:
     """What :meth:`AlraoHead.forward` returns.
 
     Attributes:
         loss: scalar to call ``backward()`` on: :math:`L_{avg} + \\sum_j L_j` (see AlraoHead).
-        avg_log_prob: classification: log-probabilities of the averaged model, ``(*lead, K)``;
-            regression: the mixture's predictive mean, ``(*lead, D)``. Detached.
         avg_nll: scalar, mean NLL of the averaged model on this batch (:math:`L_{avg}`). Detached.
         copy_loglik: ``(N,)`` mean log-likelihood of each copy on this batch, detached: feed it to
             ``head.switch.update`` after the optimizer step.
+        avg_log_prob: classification: log-probabilities of the averaged model, ``(*lead, K)``;
+            regression: the mixture's predictive mean, ``(*lead, D)``. Detached. Computed on
+            first access: a training step never reads it, and it is a full extra pass over
+            the ``(B, N, K)`` outputs of all copies.
     """
 
-    loss: Tensor
-    avg_log_prob: Tensor
-    avg_nll: Tensor
-    copy_loglik: Tensor
+    __slots__ = ("_avg", "_avg_fn", "avg_nll", "copy_loglik", "loss")
+
+    def __init__(
+        self, loss: Tensor, avg_nll: Tensor, copy_loglik: Tensor, avg_fn: Callable[[], Tensor]
+    ) -> None:
+        self.loss = loss
+        self.avg_nll = avg_nll
+        self.copy_loglik = copy_loglik
+        self._avg_fn: Callable[[], Tensor] | None = avg_fn
+        self._avg: Tensor | None = None
+
+    @property
+    def avg_log_prob(self) -> Tensor:
+        if self._avg is None:
+            assert self._avg_fn is not None
+            self._avg, self._avg_fn = self._avg_fn(), None
+        return self._avg
 
 
-def _copy_loglik_and_grad(
-    logits: Tensor, y: Tensor, log_a: Tensor, task: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-sample per-copy log-likelihood ``(M, N)``, ``d(-loglik)/d logits`` ``(M, N, K)`` and
-    the averaged model's output (see :func:`_averaged_output`)."""
+def _copy_loglik_and_grad(logits: Tensor, y: Tensor, task: str) -> tuple[Tensor, Tensor]:
+    """Per-sample per-copy log-likelihood ``(M, N)`` and ``d(-loglik)/d logits`` ``(M, N, K)``."""
     if task == "classification":
         logp = torch.log_softmax(logits, dim=-1)
         idx = y.view(-1, 1, 1).expand(-1, logits.shape[1], 1)
         ll = logp.gather(-1, idx).squeeze(-1)
-        avg_out = torch.logsumexp(torch.nan_to_num(logp, nan=-math.inf) + log_a.view(1, -1, 1), dim=1)
         g = logp.exp_()  # in place: logp is not needed any more
         g.scatter_add_(-1, idx, torch.full_like(idx, -1, dtype=g.dtype))  # softmax - onehot
-        return ll, g, avg_out
+        return ll, g
     d = logits.shape[-1] // 2
     mu, log_var = logits[..., :d], logits[..., d:]
     diff = y.unsqueeze(1) - mu  # (M, N, D)
@@ -60,7 +69,7 @@ def _copy_loglik_and_grad(
     sq = diff * diff * inv_var
     ll = -0.5 * (d * _LOG_2PI + log_var.sum(-1) + sq.sum(-1))
     g = torch.cat([-diff * inv_var, 0.5 * (1.0 - sq)], dim=-1)
-    return ll, g, _averaged_output(logits, log_a, task)
+    return ll, g
 
 
 def _averaged_output(logits: Tensor, log_a: Tensor, task: str) -> Tensor:
@@ -96,18 +105,22 @@ class _AlraoHeadLoss(torch.autograd.Function):
         n, k, f = weight.shape
         m = z.shape[0]
         logits = torch.addmm(bias.reshape(-1), z, weight.reshape(n * k, f).t()).view(m, n, k)
-        ll, g_own, avg_out = _copy_loglik_and_grad(logits, y, log_a, task)
-        # A diverged copy (non-finite likelihood) gets zero responsibility: the averaged
-        # model, and so the body's gradient, ignore it (see _averaged_output).
-        mix = torch.nan_to_num(ll, nan=-math.inf, posinf=-math.inf) + log_a.view(1, -1)
+        ll, g_own = _copy_loglik_and_grad(logits, y, task)
+        guard = task == "regression"
+        if guard:
+            # A diverged copy (non-finite likelihood) gets zero responsibility: the averaged
+            # model, and so the body's gradient, ignore it (see _averaged_output).
+            ll = torch.nan_to_num(ll, nan=-math.inf, posinf=-math.inf)
+        mix = ll + log_a.view(1, -1)
         lse = torch.logsumexp(mix, dim=1)
         resp = torch.exp(mix - lse.unsqueeze(1))  # responsibilities r[i, j]
         avg_nll = -lse.mean()
         copy_loglik = ll.mean(0)
         loss = avg_nll - copy_loglik.sum()
         ctx.save_for_backward(z, weight, g_own, resp)
-        ctx.mark_non_differentiable(avg_out, avg_nll, copy_loglik)
-        return loss, avg_out, avg_nll, copy_loglik
+        ctx.guard = guard  # type: ignore[attr-defined]
+        ctx.mark_non_differentiable(avg_nll, copy_loglik, logits)
+        return loss, avg_nll, copy_loglik, logits
 
     @staticmethod
     @once_differentiable
@@ -115,18 +128,22 @@ class _AlraoHeadLoss(torch.autograd.Function):
         z, weight, g_own, resp = ctx.saved_tensors
         n, k, f = weight.shape
         m = z.shape[0]
-        g = g_own * (grad_loss / m)  # d(sum_j L_j)/d logits, (M, N, K)
+        scale = grad_loss / m
+        # The 1/B scale is applied to the small tensors (resp, and the (N*K, F) and (N, K)
+        # results), never to the (B, N, K) gradient: one less pass over the largest tensor.
         grad_z = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            # nan_to_num: 0 responsibility times a diverged copy's NaN gradient must be 0.
-            g_avg = torch.nan_to_num(g * resp.unsqueeze(-1), nan=0.0, posinf=0.0, neginf=0.0)
-            # and a diverged copy's NaN weights must not reach the body through the matmul.
-            w_safe = torch.nan_to_num(weight, nan=0.0, posinf=0.0, neginf=0.0)
-            grad_z = g_avg.reshape(m, n * k) @ w_safe.reshape(n * k, f)
+            g_avg = g_own * (resp * scale).unsqueeze(-1)  # r_j * d(-l_j)/d logits_j / B
+            w = weight
+            if ctx.guard:
+                # 0 responsibility times a diverged copy's NaN gradient or weights must be 0.
+                g_avg = torch.nan_to_num(g_avg, nan=0.0, posinf=0.0, neginf=0.0)
+                w = torch.nan_to_num(weight, nan=0.0, posinf=0.0, neginf=0.0)
+            grad_z = g_avg.reshape(m, n * k) @ w.reshape(n * k, f)
         if ctx.needs_input_grad[1]:
-            grad_w = (g.reshape(m, n * k).t() @ z).view(n, k, f)
+            grad_w = (g_own.reshape(m, n * k).t() @ z).mul_(scale).view(n, k, f)
         if ctx.needs_input_grad[2]:
-            grad_b = g.sum(0)
+            grad_b = g_own.sum(0).mul_(scale)
         return grad_z, grad_w, grad_b, None, None, None
 
 
@@ -172,6 +189,14 @@ class AlraoHead(nn.Module):
         The copies' rates are applied by the Alrao optimizer (group ``fixed_rates``), not by
         the head; the head only routes gradients. The body's gradient is computed from the
         averaged model's loss with the *current* Switch weights held constant.
+
+    .. note::
+        Regression only: a copy whose likelihood is not finite (its rate made it diverge; the
+        Gaussian NLL's gradient grows with 1/σ²) gets zero weight in the average and its NaNs
+        are kept out of the body's gradient. Classification copies skip this guard (it costs
+        a pass over the ``(B, N, K)`` outputs): a softmax copy's gradient is bounded by the
+        features, so it cannot diverge unless the body does, and the run then stops as
+        ``diverged``.
 
     .. note::
         ``avg_log_prob`` holds the mixture *mean* for regression (the averaged model's point
@@ -277,6 +302,7 @@ class AlraoHead(nn.Module):
         raise ValueError(f"y must have shape {(*lead, d)}, got {tuple(y.shape)}")
 
     def _fast_loss(self, z2: Tensor, y2: Tensor, log_a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(loss, avg_nll, copy_loglik, logits of all copies (detached))."""
         out = _AlraoHeadLoss.apply(z2, self.weight, self.bias, log_a, y2, self.task)
         return out
 
@@ -297,21 +323,21 @@ class AlraoHead(nn.Module):
             avg_logits.append(out_avg.detach())
         avg_nll = -torch.logsumexp(torch.stack(avg_ll, 1) + log_a.view(1, -1), dim=1).mean()
         loss = avg_nll + torch.stack(own_losses).sum()
-        avg_out = _averaged_output(torch.stack(avg_logits, 1), log_a, self.task)
-        return loss, avg_out, avg_nll.detach(), -torch.stack(own_losses).detach()
+        return loss, avg_nll.detach(), -torch.stack(own_losses).detach(), torch.stack(avg_logits, 1)
 
     def forward(self, z: Tensor, y: Tensor) -> HeadOutput:
         """Loss with Alrao's gradient routing; ``z`` is ``(B, F)`` or ``(B, T, F)`` (flattened)."""
         z2, y2, lead = self._flatten(z, y)
         assert y2 is not None
         log_a = self.switch.log_posterior().to(dtype=z.dtype)
-        loss, avg_out, avg_nll, copy_ll = self._loss_fn(z2, y2, log_a)
-        return HeadOutput(
-            loss=loss,
-            avg_log_prob=avg_out.reshape(*lead, avg_out.shape[-1]),
-            avg_nll=avg_nll,
-            copy_loglik=copy_ll,
-        )
+        loss, avg_nll, copy_ll, logits = self._loss_fn(z2, y2, log_a)
+        task = self.task
+
+        def average() -> Tensor:
+            avg = _averaged_output(logits, log_a, task)
+            return avg.reshape(*lead, avg.shape[-1])
+
+        return HeadOutput(loss=loss, avg_nll=avg_nll, copy_loglik=copy_ll, avg_fn=average)
 
     def predict(self, z: Tensor) -> Tensor:
         """Averaged model without targets: log-probs ``(*lead, K)`` or mixture mean ``(*lead, D)``."""

@@ -129,6 +129,16 @@ def test_grid_picks_the_best_mean_rate(digits) -> None:
     assert g.best_mean_val_loss == pytest.approx(means[0.1])
 
 
-def test_diverging_rate_is_reported(digits) -> None:
-    r = FixedRateScreener(lr=1e4).screen(MLP, digits, CONFIG)
-    assert r.stopped_because == "diverged" or not math.isfinite(r.val_loss) or r.val_loss > 2.0
+def test_divergence_stops_the_run() -> None:
+    spec = {"name": "reg", "layers": [{"linear": 32}, "relu"], "head": "regression"}
+    r = FixedRateScreener(lr=10.0).screen(spec, "regression", CONFIG)
+    assert r.stopped_because == "diverged"
+    assert r.epochs == 1  # stopped at once, not after patience
+    assert not math.isfinite(r.val_loss)
+
+
+def test_alrao_regression_defaults_do_not_diverge() -> None:
+    spec = {"name": "reg", "layers": [{"linear": 32}, "relu"], "head": "regression"}
+    r = AlraoScreener().screen(spec, "regression", CONFIG)
+    assert r.stopped_because == "max_epochs"
+    assert math.isfinite(r.val_loss) and r.val_mse is not None

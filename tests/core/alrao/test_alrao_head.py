@@ -205,8 +205,10 @@ def test_compiled_head_matches_eager() -> None:
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("task", ["regression"])
 def test_a_diverged_copy_is_left_out_of_the_average(task: str) -> None:
+    # Regression only: a softmax copy's gradient is bounded by the features, so it diverges
+    # only with the body (the whole run then stops as diverged); see AlraoHead's note.
     torch.manual_seed(0)
     head = AlraoHead(8, 3, 4, 1e-3, 1.0, task=task)  # type: ignore[arg-type]
     z = torch.randn(6, 8, requires_grad=True)
