@@ -1,6 +1,6 @@
 """The ``archscreen`` command line.
 
-Local commands (no server): ``validate``, ``screen``, ``grid``, ``datasets``.
+Local commands (no server): ``validate``, ``screen``, ``grid``, ``tune``, ``datasets``.
 Errors are one readable line on stderr with a non-zero exit: 1 for an invalid
 spec or dataset, 2 for a usage error (argparse's convention).
 """
@@ -128,6 +128,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per rate (default 1)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser(
+        "tune",
+        help="train a candidate with an online learning-rate tuner and recommend its rate",
+        description="Train SPEC once with an adaptive learning rate (fd2: Newton on the rate by "
+        "finite differences; fd1; salera/spalera; ag-adam) and report the converged rate, its "
+        "trajectory and the best-epoch metrics. Start from --init-lr or from an Alrao screening.",
+    )
+    _add_training_args(p, max_epochs=30, patience=10)
+    p.add_argument(
+        "--tuner", choices=["fd2", "fd1", "salera", "spalera", "ag-adam"], default="fd2", help="default fd2"
+    )
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--init-lr", type=_positive_float, default=None, help="initial rate (default 0.01)")
+    start.add_argument(
+        "--from-screen",
+        default=None,
+        metavar="RESULT.json",
+        help="start from the Switch posterior of `archscreen screen --json` output",
+    )
+    p.add_argument("--paper-exact", action="store_true", help="turn every documented guard off")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint file; resumes if it exists")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("datasets", help="list the built-in datasets")
     p.add_argument("--json", action="store_true")
@@ -397,6 +420,79 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return asdict(obj) if hasattr(obj, "__dataclass_fields__") else str(obj)
+
+
+def _init_lr_from_screen_file(path_text: str) -> float:
+    from archscreen.core.tuning import initial_lr_from_screen
+
+    path = Path(path_text)
+    if not path.is_file():
+        raise CliError(f"--from-screen: {path_text}: no such file")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CliError(f"--from-screen: {path_text}: not JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise CliError(f"--from-screen: {path_text}: expected the JSON object of `archscreen screen --json`")
+    try:
+        return initial_lr_from_screen(payload)
+    except ValueError as exc:
+        raise CliError(f"--from-screen: {path_text}: {exc}") from None
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from archscreen.core.training.loop import Progress
+    from archscreen.core.tuning import get_tuner
+
+    init_lr = args.init_lr
+    if args.from_screen is not None:
+        init_lr = _init_lr_from_screen_file(args.from_screen)
+    spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
+    _validate(args.spec, spec, data)
+    config = _train_config(args)
+    tuner = get_tuner(args.tuner, paper_exact=args.paper_exact)
+    with _progress(not args.json, config.max_epochs, f"tune {spec.name} ({args.tuner})") as bar:
+
+        def on_epoch(p: Progress) -> None:
+            if bar is not None:
+                acc = p.record.val_accuracy
+                bar.update(
+                    p.epoch,
+                    f"lr {p.extra.get('lr', float('nan')):.4g} val_loss {p.record.val_loss:.4f}"
+                    + (f" acc {acc:.3f}" if acc else ""),
+                )
+
+        result = tuner.tune(spec, data, init_lr, config, callback=on_epoch, checkpoint_path=args.checkpoint)
+    payload = result.to_dict()
+    if args.json:
+        payload.pop("curves")
+        print(json.dumps(payload, default=_json_default))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    exact = ", paper-exact" if result.paper_exact else ""
+    title = f"{result.spec_name} on {result.dataset} ({result.tuner}{exact})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows: list[tuple[str, str]] = [
+        ("recommended lr", f"{result.recommended_lr:.4g} ({result.base_optimizer})"),
+        ("initial lr", f"{result.init_lr:.4g}"),
+        ("final lr", f"{result.final_lr:.4g}"),
+        ("val loss", _fmt(result.val_loss)),
+        ("val accuracy", _fmt(result.val_accuracy)),
+        ("test accuracy", _fmt(result.test_accuracy)),
+        ("epochs (best)", f"{result.epochs} ({result.best_epoch})"),
+        ("stopped because", result.stopped_because),
+        ("seconds", f"{result.seconds:.1f}"),
+    ]
+    rows += [(k.replace("_", " "), str(v)) for k, v in result.events.items()]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    return EXIT_OK
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

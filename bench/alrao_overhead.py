@@ -122,12 +122,14 @@ def bound(name: str, copies: int) -> float:
     return (body_macs + copies * head_macs) / (body_macs + head_macs)
 
 
-def measure(name: str, batch: int, copies: int, device: str, steps: int, rounds: int) -> dict[str, float]:
+def measure(
+    name: str, batch: int, copies: int, device: str, steps: int, rounds: int, compile_head: bool = False
+) -> dict[str, float]:
     _, info = MODELS[name]
     x, y = make_batch(info, batch, device)
     runs = {}
     for alrao in (False, True):
-        model, opt = build(name, alrao, copies, device)
+        model, opt = build(name, alrao, copies, device, compile_head and alrao)
 
         def step(model: ScreenModel = model, opt: torch.optim.Optimizer = opt) -> None:
             opt.zero_grad(set_to_none=True)
@@ -165,13 +167,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timing round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--compile-head", action="store_true", help="AlraoHead(compile=True)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# {machine_line()}; N = {args.copies} copies")
     print(f"{'model':<10} {'batch':>5} {'sgd ms':>8} {'alrao ms':>9} {'ratio':>6} {'r*':>6} {'excess':>7}")
     worst128 = 0.0
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            m = measure(name, batch, args.copies, args.device, args.steps, args.rounds)
+            m = measure(name, batch, args.copies, args.device, args.steps, args.rounds, args.compile_head)
             print(
                 f"{name:<10} {batch:>5} {m['sgd_ms']:>8.3f} {m['alrao_ms']:>9.3f} {m['ratio']:>6.3f} "
                 f"{m['r_star']:>6.3f} {m['excess']:>7.3f}",

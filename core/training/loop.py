@@ -101,6 +101,9 @@ class Progress:
 
 Callback = Callable[[Progress], None]
 StepHook = Callable[[int, int], None]  # (step within epoch, steps per epoch)
+# Runs one whole training step on a minibatch and returns the model's output object
+# (with ``avg_nll``): lets a learning-rate tuner see the batch and run its own step.
+StepFn = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], Any]
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ def train(
     checkpoint_path: str | Path | None = None,
     callback: Callback | None = None,
     step_hook: StepHook | None = None,
+    step_fn: StepFn | None = None,
 ) -> TrainResult:
     """Train until a stop rule fires; resume from ``checkpoint_path`` if it exists.
 
@@ -182,6 +186,10 @@ def train(
     called after each optimizer step (the Alrao head updates its Switch there).
     The checkpoint holds model, optimizer, RNG and loop state, so a resumed run
     reproduces the uninterrupted one exactly (same device, same torch build).
+
+    ``step_fn(model, optimizer, xb, yb)``, if given, replaces the default step
+    (``zero_grad``, forward, backward, ``optimizer.step()``) and returns the
+    model's output; ``after_step`` is still called with it.
     """
     device = torch.device(config.device)
     model.to(device)
@@ -233,10 +241,13 @@ def train(
         for step in range(steps_per_epoch):
             idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
             xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
-            optimizer.zero_grad(set_to_none=True)
-            out = model(xb, yb)
-            out.loss.backward()
-            optimizer.step()
+            if step_fn is None:
+                optimizer.zero_grad(set_to_none=True)
+                out = model(xb, yb)
+                out.loss.backward()
+                optimizer.step()
+            else:
+                out = step_fn(model, optimizer, xb, yb)
             if after_step is not None:
                 after_step(out)
             loss_sum += out.avg_nll.detach().double()

@@ -1,0 +1,185 @@
+"""Accuracy of training at each tuner's recommended rate vs the best rate of an SGD grid.
+
+For each architecture (example specs on their datasets): a plain-SGD grid over ``--lrs``
+(7 log-spaced rates by default), the best rate chosen by mean validation loss over the seeds;
+then each tuner runs once per seed from ``--init-lr`` and plain SGD is retrained from scratch at
+its recommended rate (Ag-Adam's rate retrains Adam). Reference learning-rate-free methods
+(D-Adaptation's ``DAdaptSGD`` and ``Prodigy``, lr = 1, as their authors recommend) are trained
+directly. All runs share one budget (``--epochs``, early stopping ``--patience``), and metrics are
+those of the best validation epoch. The gap is (best-grid test accuracy − method test accuracy)
+in percentage points, averaged over ``--seeds`` seeds; negative means the method beat the grid.
+
+Last line: ``fd2_worst_gap_pp: X`` (fd2 retrained at its recommended rate, worst architecture).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_line
+from archscreen.core.screening import FixedRateScreener, Screener
+from archscreen.core.spec import ArchSpec, parse_spec
+from archscreen.core.training.loop import TrainConfig
+from archscreen.core.training.model import ScreenModel
+from archscreen.core.tuning import get_tuner
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHS = ["logistic_regression", "mlp", "lenet5", "resnet_small", "mobilenet_small", "gru_classifier"]
+TUNED = ["fd2", "fd1", "salera", "spalera", "ag-adam"]
+REFERENCES = ["dadapt-sgd", "prodigy"]
+
+
+class _FreeScreener(Screener):
+    """A learning-rate-free reference optimizer on a plain head."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.name = kind
+
+    def build(self, spec: ArchSpec, data: Any) -> tuple[ScreenModel, torch.optim.Optimizer]:
+        model, _ = FixedRateScreener(lr=0.1).build(spec, data)
+        if self.kind == "prodigy":
+            from prodigyopt import Prodigy
+
+            return model, Prodigy(model.parameters(), lr=1.0)
+        from dadaptation import DAdaptSGD
+
+        return model, DAdaptSGD(model.parameters(), lr=1.0)
+
+
+def _dataset(arch: str) -> str:
+    first = (ROOT / "examples" / f"{arch}.yaml").read_text().splitlines()[0]
+    return first.split(":", 1)[1].strip()
+
+
+def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, Any]:
+    arch, method, lr, seed, cfg = job
+    torch.set_num_threads(1)
+    spec = parse_spec(ROOT / "examples" / f"{arch}.yaml")
+    config = TrainConfig(**{**cfg, "seed": seed})
+    dataset = _dataset(arch)
+    if method == "grid":
+        assert lr is not None
+        r = FixedRateScreener(lr=lr).screen(spec, dataset, config)
+        return {
+            "arch": arch,
+            "method": method,
+            "lr": lr,
+            "seed": seed,
+            "val": r.val_loss,
+            "acc": r.test_accuracy,
+        }
+    if method in REFERENCES:
+        r = _FreeScreener(method).screen(spec, dataset, config)
+        return {
+            "arch": arch,
+            "method": method,
+            "lr": None,
+            "seed": seed,
+            "val": r.val_loss,
+            "acc": r.test_accuracy,
+        }
+    tuner = get_tuner(method)
+    t = tuner.tune(spec, dataset, lr, config)
+    rec = t.recommended_lr
+    out: dict[str, Any] = {
+        "arch": arch,
+        "method": method,
+        "seed": seed,
+        "lr": rec,
+        "tuned_acc": t.test_accuracy,
+    }
+    if not (rec > 0 and math.isfinite(rec)):
+        out.update(val=math.inf, acc=0.0)
+        return out
+    base = "adam" if tuner.base_optimizer == "adam" else "sgd"
+    r = FixedRateScreener(lr=rec, optimizer=base).screen(spec, dataset, config)  # type: ignore[arg-type]
+    out.update(val=r.val_loss, acc=r.test_accuracy)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--lrs", default="0.001,0.003,0.01,0.03,0.1,0.3,1.0")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--init-lr", type=float, default=0.01, help="tuners' initial rate (Ag-Adam: 1e-3)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    archs = args.archs.split(",")
+    lrs = [float(v) for v in args.lrs.split(",")]
+    cfg = {"max_epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size}
+    jobs: list[tuple[str, str, float | None, int, dict[str, Any]]] = []
+    for arch in archs:
+        for s in range(args.seeds):
+            jobs += [(arch, "grid", lr, s, cfg) for lr in lrs]
+            jobs += [(arch, m, 1e-3 if m == "ag-adam" else args.init_lr, s, cfg) for m in TUNED]
+            jobs += [(arch, m, None, s, cfg) for m in REFERENCES]
+    print(f"# {machine_line()}; {args.workers} worker processes, 1 thread each")
+    print(
+        f"# budget: {args.epochs} epochs (patience {args.patience}), batch {args.batch_size}, "
+        f"{args.seeds} seeds; SGD grid {lrs}; tuners start at {args.init_lr:g} (ag-adam 1e-3)"
+    )
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(_job, jobs))
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in results:
+        rows.setdefault(r["arch"], {}).setdefault(r["method"], []).append(r)
+    methods = [*TUNED, *REFERENCES]
+    print(f"{'arch':<20} {'best lr':>8} {'grid acc':>8} " + " ".join(f"{m:>16}" for m in methods))
+    worst = -math.inf
+    for arch in archs:
+        grid = rows[arch]["grid"]
+        by_lr: dict[float, list[dict[str, Any]]] = {}
+        for r in grid:
+            by_lr.setdefault(r["lr"], []).append(r)
+
+        def mean_val(lr: float, by_lr: dict[float, list[dict[str, Any]]] = by_lr) -> float:
+            vals = [x["val"] if math.isfinite(x["val"]) else math.inf for x in by_lr[lr]]
+            return sum(vals) / len(vals)
+
+        best = min(by_lr, key=mean_val)
+        grid_acc = statistics.mean(x["acc"] for x in by_lr[best])
+        cells = []
+        for m in methods:
+            acc = statistics.mean(x["acc"] for x in rows[arch][m])
+            gap = 100 * (grid_acc - acc)
+            if m in REFERENCES:
+                cells.append(f"{gap:>+7.2f}pp {'':>7}")
+            else:
+                lr = math.exp(statistics.mean(math.log(max(x["lr"], 1e-12)) for x in rows[arch][m]))
+                cells.append(f"{gap:>+7.2f}pp@{lr:<7.3g}")
+            if m == "fd2":
+                worst = max(worst, gap)
+        print(
+            f"{arch:<20} {best:>8g} {100 * grid_acc:>7.2f}% " + " ".join(f"{c:>16}" for c in cells),
+            flush=True,
+        )
+    print("# own-run test accuracy of each tuner (the tuning run itself, %):")
+    for arch in archs:
+        own = " ".join(
+            f"{m}={100 * statistics.mean(x['tuned_acc'] for x in rows[arch][m]):.2f}" for m in TUNED
+        )
+        print(f"#   {arch:<20} {own}")
+    print(f"# {len(jobs)} runs in {time.perf_counter() - t0:.0f} s")
+    print(f"fd2_worst_gap_pp: {worst:.2f}")
+
+
+if __name__ == "__main__":
+    main()
