@@ -136,6 +136,16 @@ def functional_loss(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[list[Te
     return loss_at
 
 
+def _vmappable(model: nn.Module) -> bool:
+    """Whether ``torch.func.vmap`` can batch the model's forward over stacked weight sets.
+
+    Not with buffers (batch-norm statistics) and not with recurrent layers: cuDNN's fused RNN
+    kernels need weights with real storage (``flatten_parameters``), which a vmapped batch lacks.
+    """
+    has_buffers = any(True for _ in model.buffers())
+    return not has_buffers and not any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
 def batched_functional_loss(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[list[Tensor]], Tensor]:
     """Like :func:`functional_loss` for stacked weight sets (leading dim), via ``torch.func.vmap``.
 
@@ -485,7 +495,9 @@ class FD2Tuner(Tuner):
                 else:
                     ex, ey = xb[:n_eval], yb[:n_eval]
                 kwargs["loss_at"] = functional_loss(model, ex, ey)
-                if batched_ok and device.type != "cpu" and not any(True for _ in model.buffers()):
+                # vmap cannot batch cuDNN's fused RNN kernels (they need real weight storage),
+                # so recurrent models and models with buffers are evaluated sequentially.
+                if batched_ok and device.type != "cpu" and _vmappable(model):
                     kwargs["loss_at_batched"] = batched_functional_loss(model, ex, ey)
             optimizer.step(**kwargs)
             _record(self._trajectory(optimizer), optimizer.lr)

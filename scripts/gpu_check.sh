@@ -14,7 +14,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi -L | tee "$out/device.txt"
-python3 -m pytest -q -p no:cacheprovider gpu_tests 2>&1 | tee "$out/gpu_tests.txt" | tail -3
+# -P: the repo root must not shadow the installed package on sys.path
+python3 -P -m pytest -q -p no:cacheprovider gpu_tests 2>&1 | tee "$out/gpu_tests.txt" | tail -3
 python3 bench/alrao_overhead.py --device cuda 2>&1 | tee "$out/alrao_overhead_cuda.txt"
 python3 bench/tuner_overhead.py --device cuda 2>&1 | tee "$out/tuner_overhead_cuda.txt"
 python3 bench/alrao_overhead.py --device cpu --threads 2 --rounds 5 --steps 10 2>&1 | tee "$out/alrao_overhead_cpu2.txt"
