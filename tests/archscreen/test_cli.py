@@ -148,3 +148,30 @@ def test_datasets_lists_the_registry(capsys) -> None:
     assert main(["datasets", "--json"]) == 0
     names = {d["name"] for d in json.loads(capsys.readouterr().out)}
     assert {"mnist1d", "digits", "chartext", "regression"} <= names
+
+
+def test_dataset_can_be_a_user_npz_file(tmp_path: Path, capsys) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=x, y_train=y)
+    spec = tmp_path / "logreg.yaml"
+    spec.write_text("name: logreg\nlayers: []\nhead: classifier\n")
+    assert (
+        main(["screen", str(spec), "--dataset", str(path), "--max-epochs", "3", "--copies", "3", "--json"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset"] == str(path)
+    assert out["val_accuracy"] > 0.8  # the label is the sign of the first feature
+
+
+def test_a_bad_npz_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"not a zip file")
+    proc = run_cli("validate", str(EXAMPLES / "mlp.yaml"), "--dataset", str(path))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
