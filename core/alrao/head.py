@@ -175,12 +175,12 @@ def _backward_math(g_own: Tensor, resp: Tensor, scale: Tensor, guard: bool) -> T
 
 @functools.cache
 def _compiled_forward_math() -> Callable[..., tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
-    return torch.compile(_forward_math, dynamic=None)  # type: ignore[return-value]
+    return torch.compile(_forward_math, dynamic=None)
 
 
 @functools.cache
 def _compiled_backward_math() -> Callable[..., Tensor]:
-    return torch.compile(_backward_math, dynamic=None)  # type: ignore[return-value]
+    return torch.compile(_backward_math, dynamic=None)
 
 
 class AlraoHead(nn.Module):
@@ -290,7 +290,7 @@ class AlraoHead(nn.Module):
         self._loss_fn: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor, Tensor]] = (
             self._fast_loss if impl == "fast" else self._reference_loss
         )
-        self.compile = compile
+        self.compile_math = compile  # not `self.compile`: that is nn.Module.compile
 
     def reset_parameters(self) -> None:
         """Initialise every copy independently, like ``nn.Linear``."""
@@ -341,7 +341,7 @@ class AlraoHead(nn.Module):
 
     def _fast_loss(self, z2: Tensor, y2: Tensor, log_a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(loss, avg_nll, copy_loglik, logits of all copies (detached))."""
-        out = _AlraoHeadLoss.apply(z2, self.weight, self.bias, log_a, y2, self.task, self.compile)
+        out = _AlraoHeadLoss.apply(z2, self.weight, self.bias, log_a, y2, self.task, self.compile_math)
         return out
 
     def _copy_loglik(self, out: Tensor, y2: Tensor) -> Tensor:
