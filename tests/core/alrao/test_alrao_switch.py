@@ -136,14 +136,14 @@ def test_nan_loglik_sanitized() -> None:
 
 
 @pytest.mark.parametrize("sanitize", [True, False])
-def test_python_and_tensor_update_paths_agree(sanitize: bool) -> None:
+def test_numpy_and_tensor_update_paths_agree(sanitize: bool) -> None:
     gen = torch.Generator().manual_seed(3)
     a, b = Switch(7, 0.99, sanitize=sanitize), Switch(7, 0.99, sanitize=sanitize)
     for step in range(200):
         ll = -torch.rand(7, generator=gen, dtype=torch.float64) * 3
         if sanitize and step == 50:
             ll[2] = float("nan")
-        a._update_python(ll)
+        a._update_numpy(ll)
         b._update_tensor(ll)
         torch.testing.assert_close(a.log_w, b.log_w, rtol=1e-12, atol=1e-12)
         assert float(a.t) == float(b.t)
