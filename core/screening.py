@@ -33,8 +33,6 @@ from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec
 from archscreen.core.training.loop import Callback, StepHook, TrainConfig, TrainResult, train
 from archscreen.core.training.model import PlainHead, ScreenModel, head_out_features
 
-LN2 = math.log(2.0)
-
 
 @dataclass(frozen=True)
 class ScreenResult:
@@ -131,7 +129,6 @@ class Screener(abc.ABC):
             callback=callback,
             step_hook=step_hook,
         )
-        lm = splits.info.task == "language_model"
         return ScreenResult(
             screener=self.name,
             spec_name=arch.name,
@@ -139,20 +136,7 @@ class Screener(abc.ABC):
             dataset=splits.info.name,
             task=splits.info.task,
             seed=config.seed,
-            val_loss=result.val.loss,
-            val_accuracy=result.val.accuracy,
-            test_loss=result.test.loss,
-            test_accuracy=result.test.accuracy,
-            val_bpc=result.val.loss / LN2 if lm else None,
-            test_bpc=result.test.loss / LN2 if lm else None,
-            val_mse=result.val.mse,
-            test_mse=result.test.mse,
-            epochs=result.epochs,
-            best_epoch=result.best_epoch,
-            steps=result.steps,
-            seconds=result.seconds,
-            stopped_because=result.stopped_because,
-            curves=[asdict(r) for r in result.curves],
+            **result.metric_fields(splits.info.task),
             **self.extras(model),
         )
 

@@ -50,7 +50,6 @@ __all__ = [
     "tune",
 ]
 
-LN2 = math.log(2.0)
 TRAJECTORY_KEY = "archscreen.trajectory"
 
 
@@ -356,7 +355,6 @@ class Tuner(abc.ABC):
         )
         traj = self._trajectory(optimizer)  # reloaded from a checkpoint if resumed
         points = [list(p) for p in traj["points"]]
-        lm = splits.info.task == "language_model"
         return TuningResult(
             tuner=self.name,
             spec_name=arch.name,
@@ -368,23 +366,10 @@ class Tuner(abc.ABC):
             recommended_lr=_converged(points, traj["step"]),
             final_lr=self.current_lr(optimizer),
             trajectory=points,
-            val_loss=result.val.loss,
-            val_accuracy=result.val.accuracy,
-            test_loss=result.test.loss,
-            test_accuracy=result.test.accuracy,
-            val_bpc=result.val.loss / LN2 if lm else None,
-            test_bpc=result.test.loss / LN2 if lm else None,
-            val_mse=result.val.mse,
-            test_mse=result.test.mse,
-            epochs=result.epochs,
-            best_epoch=result.best_epoch,
-            steps=result.steps,
-            seconds=result.seconds,
-            stopped_because=result.stopped_because,
+            **result.metric_fields(splits.info.task),
             paper_exact=self.paper_exact,
             base_optimizer=self.base_optimizer,
             events=self.events(optimizer),
-            curves=[asdict(r) for r in result.curves],
         )
 
 

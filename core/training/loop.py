@@ -31,6 +31,7 @@ import torch
 from archscreen.core.data.base import DatasetSplits
 from torch import nn
 
+LN2 = math.log(2.0)
 StopReason = Literal["patience", "max_epochs", "wall_clock", "diverged", "cancelled"]
 
 
@@ -128,6 +129,29 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def metric_fields(self, task: str) -> dict[str, Any]:
+        """The best-epoch metrics as the flat fields screening and tuning results share.
+
+        ``val_bpc``/``test_bpc`` (bits per character) are set for language models only.
+        """
+        lm = task == "language_model"
+        return {
+            "val_loss": self.val.loss,
+            "val_accuracy": self.val.accuracy,
+            "test_loss": self.test.loss,
+            "test_accuracy": self.test.accuracy,
+            "val_bpc": self.val.loss / LN2 if lm else None,
+            "test_bpc": self.test.loss / LN2 if lm else None,
+            "val_mse": self.val.mse,
+            "test_mse": self.test.mse,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "stopped_because": self.stopped_because,
+            "curves": [asdict(r) for r in self.curves],
+        }
 
 
 @torch.no_grad()
