@@ -1,6 +1,8 @@
 """The ``archscreen`` command line.
 
 Local commands (no server): ``validate``, ``screen``, ``grid``, ``tune``, ``datasets``.
+Service commands (``up``, ``api``, ``worker``, ``migrate``, ``token``) live in
+:mod:`archscreen.service_cli`.
 Errors are one readable line on stderr with a non-zero exit: 1 for an invalid
 spec or dataset, 2 for a usage error (argparse's convention).
 """
@@ -155,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list the built-in datasets")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets)
+
+    from archscreen.service_cli import add_service_commands
+
+    add_service_commands(sub)
     return parser
 
 

@@ -1,1 +1,1 @@
-"""Queue layer of archscreen (Celery). Built by the service issue; see docs/architecture.md."""
+"""Celery workers: the app, the tasks (which take job ids), leases, heartbeats and the reaper."""

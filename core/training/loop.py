@@ -9,7 +9,9 @@ and calls the progress callback. It stops on:
 * ``max_epochs``;
 * ``wall_clock_s``: the budget is checked after each epoch;
 * ``diverged``: a non-finite training or validation loss;
-* ``cancelled``: the callback raised :class:`TrainingCancelled`.
+* ``cancelled``: the callback raised :class:`TrainingCancelled` (after an epoch),
+  or the step hook did (mid-epoch: the unfinished epoch is dropped, so a
+  service can stop a job within one step of a cancel request).
 
 At the end the weights of the best epoch (lowest validation loss) are restored
 and the validation and test metrics are reported for that epoch. The loop
@@ -256,6 +258,7 @@ def train(
             stopped = state["stopped_because"]
     t0 = time.perf_counter()
     after_step = getattr(model, "after_step", None)
+    cancelled_mid_epoch = False
 
     for epoch in range(start_epoch, config.max_epochs + 1):
         epoch_t0 = time.perf_counter()
@@ -277,7 +280,14 @@ def train(
             loss_sum += out.avg_nll.detach().double()
             total_steps += 1
             if step_hook is not None:
-                step_hook(step + 1, steps_per_epoch)
+                try:
+                    step_hook(step + 1, steps_per_epoch)
+                except TrainingCancelled:
+                    cancelled_mid_epoch = True
+                    break
+        if cancelled_mid_epoch:
+            stopped = "cancelled"
+            break
         train_loss = (loss_sum / steps_per_epoch).item()
         val = evaluate(model, x_val, y_val, config.eval_batch_size)
         record = EpochRecord(

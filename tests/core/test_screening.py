@@ -83,6 +83,20 @@ class TestScreenerContract:
         assert r.stopped_because == "cancelled"
         assert len(r.curves) == 1
 
+    def test_cancel_from_step_hook_stops_mid_epoch(self, screener: Screener, digits) -> None:
+        steps_seen: list[tuple[int, int]] = []
+
+        def cancel_in_epoch_two(step: int, per_epoch: int) -> None:
+            steps_seen.append((step, per_epoch))
+            if len(steps_seen) == per_epoch + 3:
+                raise TrainingCancelled
+
+        r = screener.screen(MLP, digits, CONFIG, step_hook=cancel_in_epoch_two)
+        assert r.stopped_because == "cancelled"
+        assert len(r.curves) == 1  # the unfinished second epoch is dropped
+        assert len(steps_seen) == CONFIG.max_steps_per_epoch + 3
+        assert math.isfinite(r.val_loss)
+
     def test_checkpoint_resume_equals_uninterrupted(self, screener: Screener, digits, tmp_path: Path) -> None:
         full = screener.screen(MLP, digits, CONFIG)
 

@@ -1,0 +1,60 @@
+"""The FastAPI application factory (``uvicorn --factory archscreen.api.app:create_app``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from archscreen.api import errors
+from archscreen.api.routes import candidates, health, studies
+from archscreen.store import Database
+from fastapi import APIRouter, FastAPI, Request, Response
+
+from archscreen import __version__
+from archscreen.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
+    """Build the app; refuses to start (raises ``SchemaOutOfDate``) if the schema is not at head."""
+    settings = settings or Settings()
+    db = Database(settings.resolved_database_url)
+    if check_schema:
+        db.check_schema()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="archscreen",
+        version=__version__,
+        description="Screen neural-network architectures with one Alrao run each, then tune the best.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    registry, latency = health.make_registry(db, settings.worker_seen_s)
+    app.state.metrics_registry = registry
+    errors.install(app)
+
+    @app.middleware("http")
+    async def _time_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        latency.labels(request.method, template, str(response.status_code)).observe(time.perf_counter() - t0)
+        return response
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(studies.router)
+    api.include_router(candidates.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    return app

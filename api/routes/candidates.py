@@ -1,0 +1,200 @@
+"""Candidates: submit (validated by shape inference before anything is queued), read, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+import yaml
+from archscreen.api.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
+from archscreen.api.errors import ApiValidationError, item, loc_of
+from archscreen.api.routes.studies import NOT_FOUND, load_study
+from archscreen.api.schemas import (
+    CancelOut,
+    CandidateCreate,
+    CandidateDetail,
+    CandidateOut,
+    ErrorResponse,
+    Page,
+)
+from archscreen.api.views import candidate_detail, candidate_out
+from archscreen.store import jobs as job_store
+from archscreen.store import studies as study_store
+from archscreen.worker.queue import enqueue
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["candidates"])
+
+
+def _validated(c: CandidateCreate, prefix: list[str | int], info: Any, max_bytes: int) -> dict[str, Any]:
+    """Parse and shape-check one candidate; raises :class:`ApiValidationError` naming field paths."""
+    from archscreen.core.spec import SpecError, parse_spec, spec_hash, validate_spec
+
+    at = [*prefix, "spec"]
+    raw = c.spec
+    size = len(raw.encode()) if isinstance(raw, str) else len(json.dumps(raw))
+    if size > max_bytes:
+        raise ApiValidationError([item(at, f"spec is {size} bytes; the limit is {max_bytes}")])
+    if isinstance(raw, str):
+        try:
+            raw = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ApiValidationError([item(at, f"not valid YAML/JSON: {str(exc).splitlines()[0]}")]) from None
+        if not isinstance(raw, dict):
+            raise ApiValidationError([item(at, "expected a mapping with 'layers' and 'head'")])
+    try:
+        arch = parse_spec(raw)
+        report = validate_spec(arch, info)
+    except SpecError as exc:
+        raise ApiValidationError(
+            [item([*at, *([] if i.path == "spec" else loc_of(i.path))], i.message) for i in exc.issues]
+        ) from None
+    return {
+        "name": c.name or arch.name,
+        "spec": raw,
+        "spec_hash": spec_hash(arch),
+        "num_params": report.num_params,
+        "summary": [r.model_dump(mode="json") for r in report.rows],
+    }
+
+
+def _validated_all(
+    cands: list[CandidateCreate], is_list: bool, dataset: str, max_bytes: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from archscreen.core.data import get_dataset
+
+    info = get_dataset(dataset).info()
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for i, c in enumerate(cands):
+        try:
+            rows.append(_validated(c, ["body", i] if is_list else ["body"], info, max_bytes))
+        except ApiValidationError as exc:
+            errors += exc.items
+    return rows, errors
+
+
+@router.post(
+    "/studies/{study_id}/candidates",
+    response_model=Page[CandidateOut],
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **NOT_FOUND,
+        200: {"model": Page[CandidateOut], "description": "Nothing new was created."},
+        422: {"model": ErrorResponse},
+    },
+)
+def add_candidates(
+    study_id: int,
+    body: Annotated[CandidateCreate | list[CandidateCreate], Body()],
+    session: SessionDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    """Add one candidate (an object) or several (a list); every spec is validated before any is stored.
+
+    The same canonical spec twice in a study returns the existing candidate (``created: false``).
+    With an ``Idempotency-Key`` header a retried request replays the first response.
+    """
+    study = load_study(session, tenant.id, study_id)
+    cands = body if isinstance(body, list) else [body]
+    if not cands:
+        raise ApiValidationError([item(["body"], "expected at least one candidate")])
+    if len(cands) > settings.max_candidates_per_request:
+        raise ApiValidationError(
+            [
+                item(
+                    ["body"],
+                    f"{len(cands)} candidates; at most {settings.max_candidates_per_request} per request",
+                )
+            ]
+        )
+    request_hash = hashlib.sha256(
+        json.dumps([study_id, [c.model_dump() for c in cands]], sort_keys=True).encode()
+    ).hexdigest()
+    if idempotency_key:
+        prior = study_store.idempotent_response(session, tenant.id, idempotency_key)
+        if prior is not None:
+            if prior.request_hash != request_hash:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT, "Idempotency-Key was already used with a different request"
+                )
+            return JSONResponse(prior.response["body"], status_code=prior.response["status"])
+    rows, errors = _validated_all(cands, isinstance(body, list), study.dataset, settings.max_spec_bytes)
+    if errors:
+        raise ApiValidationError(errors)
+    out: list[CandidateOut] = []
+    new_jobs: list[tuple[int, str]] = []
+    for row in rows:
+        cand, created, jobs = study_store.add_candidate(
+            session, study, max_attempts=settings.max_attempts, **row
+        )
+        new_jobs += [(j.id, j.kind) for j in jobs]
+        runs = jobs or study_store.jobs_of(session, [cand.id], kind="screen")[cand.id]
+        out.append(candidate_out(cand, runs, created=created))
+    page = Page[CandidateOut](data=out, count=len(out))
+    code = status.HTTP_201_CREATED if any(c.created for c in out) else status.HTTP_200_OK
+    if idempotency_key:
+        study_store.save_idempotent_response(
+            session,
+            tenant.id,
+            idempotency_key,
+            request_hash,
+            {"status": code, "body": page.model_dump(mode="json")},
+        )
+    session.commit()  # enqueue only what is committed: a worker must find the row
+    enqueue(db, settings, new_jobs)
+    return JSONResponse(page.model_dump(mode="json"), status_code=code)
+
+
+@router.get("/studies/{study_id}/candidates", response_model=Page[CandidateOut], responses=NOT_FOUND)
+def list_candidates(
+    study_id: int, session: SessionDep, tenant: TenantDep, page: PageDep
+) -> Page[CandidateOut]:
+    study = load_study(session, tenant.id, study_id)
+    limit, offset = page
+    cands, total = study_store.list_candidates(session, study.id, limit=limit, offset=offset)
+    jobs = study_store.jobs_of(session, [c.id for c in cands], kind="screen")
+    return Page(data=[candidate_out(c, jobs[c.id]) for c in cands], count=total)
+
+
+def _load_candidate(session: SessionDep, tenant_id: int, candidate_id: int) -> Any:
+    found = study_store.get_candidate(session, tenant_id, candidate_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"candidate {candidate_id} not found")
+    return found[0]
+
+
+@router.get(
+    "/candidates/{candidate_id}",
+    response_model=CandidateDetail,
+    responses={404: {"model": ErrorResponse}},
+)
+def get_candidate(
+    candidate_id: int,
+    session: SessionDep,
+    tenant: TenantDep,
+    since: Annotated[int, Query(ge=0, description="Only curve points after this epoch.")] = 0,
+) -> CandidateDetail:
+    """Status, progress (epoch / max, elapsed, ETA), metrics, curves, Switch posterior, preferred rate."""
+    return candidate_detail(session, _load_candidate(session, tenant.id, candidate_id), since)
+
+
+@router.post(
+    "/candidates/{candidate_id}/cancel",
+    response_model=CancelOut,
+    responses={404: {"model": ErrorResponse}},
+)
+def cancel_candidate(
+    candidate_id: int, session: SessionDep, tenant: TenantDep, response: Response
+) -> CancelOut:
+    """Cancel the candidate's screening runs: queued ones at once, running ones at their next step."""
+    cand = _load_candidate(session, tenant.id, candidate_id)
+    runs = study_store.jobs_of(session, [cand.id], kind="screen")[cand.id]
+    states = {j.id: job_store.request_cancel(session, j.id) for j in runs}
+    response.status_code = status.HTTP_202_ACCEPTED
+    return CancelOut(id=cand.id, states=states)

@@ -1,0 +1,117 @@
+"""Unauthenticated operational endpoints: /healthz, /readyz, /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archscreen.api.schemas import HealthOut
+from archscreen.store import JOB_STATES, Database, Job
+from archscreen.store import jobs as job_store
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from sqlalchemy import func, select
+
+router = APIRouter(tags=["health"])
+
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, float("inf"))
+
+
+@router.get("/healthz", response_model=HealthOut)
+def healthz() -> HealthOut:
+    """The process is up (no dependencies checked)."""
+    return HealthOut(status="ok")
+
+
+@router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut}})
+def readyz(request: Request) -> Any:
+    """Ready to do work: the database answers, the broker accepts a connection, a worker was seen."""
+    app = request.app
+    checks: dict[str, str] = {}
+    db: Database = app.state.db
+    try:
+        db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        from archscreen.worker.queue import celery_for
+
+        with celery_for(app.state.settings).connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"unreachable: {type(exc).__name__}"
+    if checks["database"] == "ok":
+        with db.session() as s:
+            workers = job_store.live_workers(s, app.state.settings.worker_seen_s)
+        checks["workers"] = (
+            f"{len(workers)} seen" if workers else "none seen recently (start `archscreen worker`)"
+        )
+    else:
+        workers = []
+    ok = checks["database"] == "ok" and checks["broker"] == "ok" and bool(workers)
+    body = HealthOut(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+class JobCollector:
+    """Read at scrape time from the database (jobs run in other processes)."""
+
+    def __init__(self, db: Database, worker_seen_s: float) -> None:
+        self.db, self.worker_seen_s = db, worker_seen_s
+
+    def collect(self) -> Any:
+        by_state = GaugeMetricFamily("archscreen_jobs", "Jobs by kind and state.", labels=["kind", "state"])
+        depth = GaugeMetricFamily(
+            "archscreen_queue_depth", "Jobs waiting for a worker (queued).", labels=["kind"]
+        )
+        workers = GaugeMetricFamily(
+            "archscreen_workers", "Worker processes seen within the readiness window."
+        )
+        durations = HistogramMetricFamily(
+            "archscreen_job_duration_seconds", "Training time of finished jobs.", labels=["kind"]
+        )
+        with self.db.session() as s:
+            counts = {
+                (k, st): n
+                for k, st, n in s.execute(
+                    select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
+                ).all()
+            }
+            for kind in ("screen", "tune"):
+                for state in JOB_STATES:
+                    by_state.add_metric([kind, state], counts.get((kind, state), 0))
+                depth.add_metric([kind], counts.get((kind, "queued"), 0))
+                elapsed = [
+                    e
+                    for (e,) in s.execute(
+                        select(Job.elapsed_s).where(Job.kind == kind, Job.finished_at.is_not(None))
+                    ).all()
+                ]
+                buckets = [
+                    (str(b) if b != float("inf") else "+Inf", float(sum(1 for e in elapsed if e <= b)))
+                    for b in DURATION_BUCKETS
+                ]
+                durations.add_metric([kind], buckets, sum_value=float(sum(elapsed)))
+            workers.add_metric([], len(job_store.live_workers(s, self.worker_seen_s)))
+        yield from (by_state, depth, workers, durations)
+
+
+def make_registry(db: Database, worker_seen_s: float) -> tuple[CollectorRegistry, Histogram]:
+    registry = CollectorRegistry()
+    registry.register(JobCollector(db, worker_seen_s))
+    latency = Histogram(
+        "archscreen_request_duration_seconds",
+        "API request latency by route template.",
+        ["method", "route", "status"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    )
+    return registry, latency
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

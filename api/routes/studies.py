@@ -1,0 +1,72 @@
+"""/api/v1/studies: create, list, read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archscreen.api.deps import PageDep, SessionDep, TenantDep
+from archscreen.api.errors import ApiValidationError, item
+from archscreen.api.schemas import ErrorResponse, Page, StudyCreate, StudyOut
+from archscreen.api.views import studies_out, study_out
+from archscreen.store import Study
+from archscreen.store import studies as study_store
+from fastapi import APIRouter, HTTPException, Response, status
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such study for this tenant."}
+}
+
+
+def load_study(session: SessionDep, tenant_id: int, study_id: int) -> Study:
+    study = study_store.get_study(session, tenant_id, study_id)
+    if study is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"study {study_id} not found")
+    return study
+
+
+@router.post(
+    "",
+    response_model=StudyOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+def create_study(body: StudyCreate, session: SessionDep, tenant: TenantDep, response: Response) -> StudyOut:
+    from archscreen.core.data import available
+
+    names = available()
+    if body.dataset not in names:
+        raise ApiValidationError(
+            [item(["body", "dataset"], f"unknown dataset {body.dataset!r}; choose from {', '.join(names)}")]
+        )
+    try:
+        study = study_store.create_study(
+            session,
+            tenant.id,
+            name=body.name,
+            dataset=body.dataset,
+            screening=body.screening.model_dump(),
+            policy=body.policy.model_dump(),
+        )
+    except study_store.Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    response.headers["Location"] = f"/api/v1/studies/{study.id}"
+    return study_out(session, study)
+
+
+@router.get("", response_model=Page[StudyOut])
+def list_studies(
+    session: SessionDep, tenant: TenantDep, page: PageDep, name: str | None = None
+) -> Page[StudyOut]:
+    if name is not None:
+        found = study_store.get_study_by_name(session, tenant.id, name)
+        rows = [found] if found is not None else []
+        return Page(data=studies_out(session, rows), count=len(rows))
+    limit, offset = page
+    rows, total = study_store.list_studies(session, tenant.id, limit=limit, offset=offset)
+    return Page(data=studies_out(session, rows), count=total)
+
+
+@router.get("/{study_id}", response_model=StudyOut, responses=NOT_FOUND)
+def get_study(study_id: int, session: SessionDep, tenant: TenantDep) -> StudyOut:
+    return study_out(session, load_study(session, tenant.id, study_id))

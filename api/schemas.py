@@ -1,0 +1,181 @@
+"""Request and response models of the REST API (every route declares its ``response_model``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+
+T = TypeVar("T")
+
+# Stored naive UTC; served as ISO 8601 with an explicit offset.
+UtcDatetime = Annotated[
+    datetime, PlainSerializer(lambda d: d.replace(tzinfo=UTC).isoformat(), return_type=str)
+]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list: ``count`` is the total across pages."""
+
+    data: list[T]
+    count: int
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    path: str
+    msg: str
+    type: str = "value_error"
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[ErrorItem]
+
+
+# ---------------------------------------------------------------------------- studies
+
+
+class ScreeningConfig(BaseModel):
+    """How each candidate is screened (one Alrao run per seed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: Literal["sgd", "adam"] = Field("sgd", description="Alrao's base optimizer.")
+    lr_min: float | None = Field(None, gt=0, description="Smallest rate; default by task (paper's).")
+    lr_max: float | None = Field(None, gt=0, description="Largest rate; default by task (paper's).")
+    num_copies: int | None = Field(None, ge=1, le=64, description="Output-layer copies; default by task.")
+    max_epochs: int = Field(20, ge=1, le=10_000)
+    patience: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=16)
+    wall_clock_s: float | None = Field(None, gt=0, description="Per-run budget, checked after each epoch.")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick studies).")
+
+    @model_validator(mode="after")
+    def _range(self) -> ScreeningConfig:
+        if self.lr_min is not None and self.lr_max is not None and self.lr_min >= self.lr_max:
+            raise ValueError("lr_min must be smaller than lr_max")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+
+class PromotionPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(1, ge=1, le=100)
+    tuner: Literal["fd2", "fd1", "salera", "spalera", "ag-adam"] = "fd2"
+    auto: bool = Field(False, description="Promote the top-k once every screening run has ended.")
+    metric: Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"] = "val_loss"
+
+
+class StudyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
+    dataset: str = Field(min_length=1, max_length=200)
+    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)  # type: ignore[arg-type]
+    policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
+
+
+class StudyOut(BaseModel):
+    id: int
+    name: str
+    dataset: str
+    screening: ScreeningConfig
+    policy: PromotionPolicy
+    created_at: UtcDatetime
+    candidates: int
+    jobs_by_state: dict[str, int]
+    auto_promoted: bool
+
+
+# ---------------------------------------------------------------------------- candidates
+
+
+class CandidateCreate(BaseModel):
+    """One candidate: a spec object (or its YAML/JSON text) and an optional display name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: dict[str, Any] | str
+    name: str | None = Field(None, max_length=200)
+
+
+class LayerSummary(BaseModel):
+    path: str
+    kind: str
+    input_shape: list[int]
+    output_shape: list[int]
+    params: int
+
+
+class Progress(BaseModel):
+    epoch: int
+    max_epochs: int
+    fraction: float
+    elapsed_s: float
+    eta_s: float | None
+
+
+class EpochPoint(BaseModel):
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: Literal["screen", "tune"]
+    candidate_id: int
+    study_id: int
+    seed: int
+    state: JobState
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    error: str | None
+    progress: Progress
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    heartbeat_at: UtcDatetime | None
+    result: dict[str, Any] | None
+    curves: list[EpochPoint]
+
+
+class CandidateOut(BaseModel):
+    id: int
+    study_id: int
+    name: str
+    spec_hash: str
+    num_params: int
+    state: JobState
+    created: bool = Field(False, description="True when this request created the candidate.")
+    created_at: UtcDatetime
+
+
+class CandidateDetail(CandidateOut):
+    spec: dict[str, Any]
+    summary: list[LayerSummary]
+    progress: Progress
+    metrics: dict[str, float | None]
+    preferred_lr: float | None
+    switch_posterior: list[dict[str, float]] | None
+    error: str | None
+    runs: list[JobOut]
+
+
+class CancelOut(BaseModel):
+    id: int
+    states: dict[int, JobState]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,146 @@
+"""Database rows → response models (the one place that shapes API output)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from archscreen.api.schemas import CandidateDetail, CandidateOut, EpochPoint, JobOut, Progress, StudyOut
+from archscreen.store import Candidate, EpochMetric, Job, Study
+from archscreen.store import studies as study_store
+from archscreen.store.ranking import candidate_state
+from sqlalchemy.orm import Session
+
+RESULT_METRICS = (
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "val_bpc",
+    "test_bpc",
+    "val_mse",
+    "test_mse",
+)
+
+
+def study_out(s: Session, study: Study) -> StudyOut:
+    return studies_out(s, [study])[0]
+
+
+def studies_out(s: Session, studies: list[Study]) -> list[StudyOut]:
+    ids = [st.id for st in studies]
+    counts = study_store.job_counts(s, ids)
+    ncand = study_store.candidate_counts(s, ids)
+    return [
+        StudyOut(
+            id=st.id,
+            name=st.name,
+            dataset=st.dataset,
+            screening=st.screening,
+            policy=st.policy,
+            created_at=st.created_at,
+            candidates=ncand.get(st.id, 0),
+            jobs_by_state=counts.get(st.id, {}),
+            auto_promoted=st.auto_promoted_at is not None,
+        )
+        for st in studies
+    ]
+
+
+def progress(jobs: list[Job]) -> Progress:
+    done = sum(j.epoch for j in jobs)
+    # a finished job counts as complete whatever epoch early stopping ended it at
+    total = sum(j.max_epochs for j in jobs) or 1
+    done_frac = sum(
+        1.0 if j.state in ("succeeded", "failed", "cancelled", "diverged") else j.epoch / max(j.max_epochs, 1)
+        for j in jobs
+    )
+    frac = done_frac / max(len(jobs), 1)
+    elapsed = max((j.elapsed_s for j in jobs), default=0.0)
+    eta: float | None = None
+    running = [j for j in jobs if j.state == "running" and j.epoch > 0]
+    if running:
+        eta = max(j.elapsed_s / j.epoch * (j.max_epochs - j.epoch) for j in running)
+    elif jobs and all(j.state not in ("queued", "running") for j in jobs):
+        eta = 0.0
+    return Progress(epoch=done, max_epochs=total, fraction=round(frac, 4), elapsed_s=elapsed, eta_s=eta)
+
+
+def job_out(job: Job, metrics: list[EpochMetric], *, with_result: bool = True) -> JobOut:
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        candidate_id=job.candidate_id,
+        study_id=job.study_id,
+        seed=job.seed,
+        state=job.state,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested,
+        error=job.error,
+        progress=progress([job]),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        heartbeat_at=job.heartbeat_at,
+        result=job.result if with_result else None,
+        curves=[
+            EpochPoint(
+                epoch=m.epoch,
+                train_loss=m.train_loss,
+                val_loss=m.val_loss,
+                val_accuracy=m.val_accuracy,
+                seconds=m.seconds,
+                extra=m.extra or {},
+            )
+            for m in metrics
+        ],
+    )
+
+
+def candidate_out(cand: Candidate, jobs: list[Job], *, created: bool = False) -> CandidateOut:
+    return CandidateOut(
+        id=cand.id,
+        study_id=cand.study_id,
+        name=cand.name,
+        spec_hash=cand.spec_hash,
+        num_params=cand.num_params,
+        state=candidate_state(jobs),
+        created=created,
+        created_at=cand.created_at,
+    )
+
+
+def _mean(values: list[Any]) -> float | None:
+    xs = [float(v) for v in values if isinstance(v, int | float)]
+    return statistics.fmean(xs) if xs else None
+
+
+def candidate_detail(s: Session, cand: Candidate, since_epoch: int = 0) -> CandidateDetail:
+    runs = study_store.jobs_of(s, [cand.id], kind="screen")[cand.id]
+    metrics = study_store.metrics_of(s, [j.id for j in runs], since_epoch)
+    ok = [j.result for j in runs if j.state == "succeeded" and j.result]
+    first = ok[0] if ok else next((j.result for j in runs if j.result), None)
+    posterior = first.get("switch_posterior") if first else None
+    errors = [f"seed {j.seed}: {j.error}" for j in runs if j.error]
+    base = candidate_out(cand, runs)
+    return CandidateDetail(
+        **base.model_dump(),
+        spec=cand.spec,
+        summary=cand.summary,
+        progress=progress(runs),
+        metrics={
+            k: _mean([r.get(k) for r in ok]) for k in RESULT_METRICS if any(r.get(k) is not None for r in ok)
+        },
+        preferred_lr=_geo([r.get("preferred_lr") for r in ok]),
+        switch_posterior=posterior,
+        error="\n".join(errors) or None,
+        runs=[job_out(j, metrics[j.id]) for j in runs],
+    )
+
+
+def _geo(values: list[Any]) -> float | None:
+    import math
+
+    xs = [float(v) for v in values if isinstance(v, int | float) and v > 0]
+    return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else None

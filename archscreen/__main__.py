@@ -1,0 +1,3 @@
+from archscreen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""A typed Python client for the archscreen REST API (over httpx).
+
+    from archscreen.client import Client
+
+    with Client("http://127.0.0.1:8000", token) as c:
+        study = c.create_study("widths", dataset="mnist1d", screening={"max_epochs": 10})
+        c.add_candidates(study["id"], [{"spec": open("mlp.yaml").read()}])
+        c.wait(study["id"])
+        print(c.ranking(study["id"]))
+
+Every method returns the JSON body (dicts as documented at ``/docs``); an HTTP
+error raises :class:`ApiError` with the status and the server's ``detail``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+FINAL = {"succeeded", "failed", "cancelled", "diverged"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status, self.detail = status, detail
+        super().__init__(f"HTTP {status}: {format_detail(detail)}")
+
+
+def format_detail(detail: Any) -> str:
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{d.get('path', '?')}: {d.get('msg', d)}" if isinstance(d, dict) else str(d) for d in detail
+        )
+    return str(detail)
+
+
+class Client:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, retries: int = 3) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=httpx.HTTPTransport(retries=retries),  # connection errors only: safe to retry
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        r = self._http.request(method, path, **kwargs)
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise ApiError(r.status_code, detail)
+        return r.json() if r.content else None
+
+    # ---------------------------------------------------------------- studies
+
+    def create_study(
+        self,
+        name: str,
+        *,
+        dataset: str,
+        screening: dict[str, Any] | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "dataset": dataset}
+        if screening is not None:
+            body["screening"] = screening
+        if policy is not None:
+            body["policy"] = policy
+        return self.request("POST", "/api/v1/studies", json=body)
+
+    def study(self, study_id: int) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/studies/{study_id}")
+
+    def study_by_name(self, name: str) -> dict[str, Any] | None:
+        page = self.request("GET", "/api/v1/studies", params={"name": name})
+        return page["data"][0] if page["data"] else None
+
+    def studies(self, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        return self.request("GET", "/api/v1/studies", params={"limit": limit, "offset": offset})
+
+    # ---------------------------------------------------------------- candidates
+
+    def add_candidates(
+        self, study_id: int, candidates: list[dict[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        page = self.request(
+            "POST", f"/api/v1/studies/{study_id}/candidates", json=candidates, headers=headers
+        )
+        return page["data"]
+
+    def candidates(self, study_id: int) -> list[dict[str, Any]]:
+        return list(self._paged(f"/api/v1/studies/{study_id}/candidates"))
+
+    def candidate(self, candidate_id: int, *, since: int = 0) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/candidates/{candidate_id}", params={"since": since})
+
+    def cancel_candidate(self, candidate_id: int) -> dict[str, Any]:
+        return self.request("POST", f"/api/v1/candidates/{candidate_id}/cancel")
+
+    def _paged(self, path: str, page_size: int = 200) -> Iterator[dict[str, Any]]:
+        offset = 0
+        while True:
+            page = self.request("GET", path, params={"limit": page_size, "offset": offset})
+            yield from page["data"]
+            offset += len(page["data"])
+            if not page["data"] or offset >= page["count"]:
+                return
+
+    # ---------------------------------------------------------------- waiting
+
+    def wait(
+        self,
+        study_id: int,
+        *,
+        timeout: float | None = None,
+        poll_s: float = 1.0,
+        on_update: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Poll until every candidate's screening has ended; returns the candidates."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            cands = self.candidates(study_id)
+            if on_update is not None:
+                on_update(cands)
+            if cands and all(c["state"] in FINAL for c in cands):
+                return cands
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"study {study_id} still running after {timeout} s")
+            time.sleep(poll_s)

@@ -1,0 +1,385 @@
+"""Service commands: ``up`` (embedded, one command), ``api``, ``worker``, ``migrate``, ``token create``.
+
+All read the same :class:`~archscreen.settings.Settings` (``--data-dir`` overrides
+``ARCHSCREEN_DATA_DIR``); production sets ``ARCHSCREEN_DATABASE_URL`` and
+``ARCHSCREEN_BROKER_URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from archscreen.cli import EXIT_OK, CliError, _positive_int
+
+LOCAL_TENANT = "local"
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from archscreen.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir).resolve()
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"invalid setting ARCHSCREEN_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+
+
+def _database(settings: Any, *, migrate: bool = False) -> Any:
+    from sqlalchemy.exc import OperationalError
+
+    from archscreen.store import Database
+
+    settings.ensure_dirs()
+    db = Database(settings.resolved_database_url)
+    try:
+        if migrate:
+            db.migrate()
+        else:
+            db.ping()
+    except OperationalError as exc:
+        raise CliError(
+            f"cannot reach the database {_redact(settings.resolved_database_url)}: {exc.orig}"
+        ) from None
+    return db
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _data_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="embedded state (SQLite, broker, artifacts); env ARCHSCREEN_DATA_DIR",
+    )
+
+
+def add_service_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "up",
+        help="run the whole service locally: database, API and worker processes, one command",
+        description="Create/migrate the database, start the API and N Celery worker processes "
+        "(embedded SQLite + a broker that needs no server unless ARCHSCREEN_DATABASE_URL/"
+        "ARCHSCREEN_BROKER_URL are set), print the URL and an API token; Ctrl-C stops everything.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    _data_dir_arg(p)
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=max(1, min(4, (os.cpu_count() or 2) // 2)),
+        help="concurrent training jobs (worker processes)",
+    )
+    p.add_argument(
+        "--demo", action="store_true", help="also submit a small example study (3 specs on mnist1d)"
+    )
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("api", help="run the REST API (uvicorn); refuses to start on an old schema")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    _data_dir_arg(p)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run Celery worker processes that train queued jobs")
+    _data_dir_arg(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--gpus", metavar="IDS", help="comma-separated GPU ids: one worker process per GPU, pinned"
+    )
+    g.add_argument("--cpu", action="store_true", help="train on the CPU even if GPUs are visible")
+    p.add_argument("--concurrency", type=_positive_int, default=1, help="jobs at once (CPU workers)")
+    p.add_argument("--hostname", default=None, help="Celery node name (default archscreen-<kind>@<host>)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--pinned-gpu", help=argparse.SUPPRESS)  # set by the --gpus supervisor for its children
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("migrate", help="apply database migrations (Alembic) up to the code's schema")
+    _data_dir_arg(p)
+    p.add_argument("--revision", default="head", help="target revision (default head)")
+    p.add_argument("--downgrade", metavar="REV", help="downgrade to REV instead (e.g. base)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("token", help="manage API tokens")
+    tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True, parser_class=type(p))
+    t = tsub.add_parser("create", help="create a token for a tenant (printed on the last line)")
+    t.add_argument("--tenant", required=True, help="tenant name (created if new)")
+    t.add_argument("--name", default="", help="a label for the token")
+    _data_dir_arg(t)
+    t.set_defaults(func=cmd_token_create)
+
+
+# ------------------------------------------------------------------------------ migrate / token
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _database(settings)
+    before = db.current_revision()
+    if args.downgrade:
+        db.downgrade(args.downgrade)
+    else:
+        db.migrate(args.revision)
+    print(f"database {_redact(settings.resolved_database_url)}: revision {before} -> {db.current_revision()}")
+    return EXIT_OK
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from archscreen.store import SchemaOutOfDate
+    from archscreen.store.auth import create_token
+
+    settings = _settings(args)
+    db = _database(settings)
+    try:
+        db.check_schema()
+    except SchemaOutOfDate as exc:
+        raise CliError(str(exc)) from None
+    with db.session() as s:
+        token = create_token(s, args.tenant, args.name)
+    print(f"token for tenant {args.tenant!r} (shown once; store it safely):", file=sys.stderr)
+    print(token)
+    return EXIT_OK
+
+
+def local_token(db: Any, settings: Any) -> str:
+    """The embedded service's token for tenant ``local``, kept in ``data_dir/api-token`` (mode 600)."""
+    from archscreen.store.auth import create_token, tenant_for_token
+
+    path = settings.data_dir / "api-token"
+    if path.exists():
+        token = path.read_text().strip()
+        with db.session() as s:
+            if tenant_for_token(s, token) is not None:
+                return token
+    with db.session() as s:
+        token = create_token(s, LOCAL_TENANT, "archscreen up")
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+# ------------------------------------------------------------------------------ api
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (choose another --port)"
+            ) from None
+
+
+def _app(settings: Any) -> Any:
+    from archscreen.api.app import create_app
+    from archscreen.store import SchemaOutOfDate
+
+    try:
+        return create_app(settings)
+    except SchemaOutOfDate as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings(args)
+    _database(settings)
+    app = _app(settings)
+    _check_port(args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ worker
+
+
+def _visible_gpus() -> list[str]:
+    """GPU ids, asked in a throwaway process so CUDA is never initialised in this (forking) one."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.strip()
+        return [str(i) for i in range(int(out or 0))]
+    except (subprocess.SubprocessError, ValueError):
+        return []
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from archscreen.store import SchemaOutOfDate
+
+    settings = _settings(args)
+    try:
+        _database(settings).check_schema()
+    except SchemaOutOfDate as exc:
+        raise CliError(str(exc)) from None
+    if args.pinned_gpu is not None:
+        return _run_celery_worker(args, settings, device="cuda", concurrency=1)
+    if args.cpu:
+        return _run_celery_worker(args, settings, device="cpu", concurrency=args.concurrency)
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else _visible_gpus()
+    if not gpus:
+        return _run_celery_worker(args, settings, device="cpu", concurrency=args.concurrency)
+    return _supervise_gpu_workers(args, gpus)
+
+
+def _run_celery_worker(args: argparse.Namespace, settings: Any, *, device: str, concurrency: int) -> int:
+    # tasks.py builds its Settings from the environment at import: hand it ours
+    os.environ["ARCHSCREEN_DEVICE"] = device
+    os.environ["ARCHSCREEN_WORKER_CONCURRENCY"] = str(concurrency)
+    os.environ["ARCHSCREEN_DATA_DIR"] = str(settings.data_dir)
+    from archscreen.worker.tasks import app
+
+    kind = "gpu" + os.environ.get("CUDA_VISIBLE_DEVICES", "") if device == "cuda" else "cpu"
+    hostname = args.hostname or f"archscreen-{kind}-{os.getpid()}@{socket.gethostname()}"
+    argv = [
+        "worker",
+        f"--loglevel={args.log_level.upper()}",
+        f"--concurrency={concurrency}",
+        "--pool=prefork",
+        f"--queues={settings.queue}",
+        f"--hostname={hostname}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    app.worker_main(argv)
+    return EXIT_OK
+
+
+def _supervise_gpu_workers(args: argparse.Namespace, gpus: list[str]) -> int:
+    """One worker process per GPU, each seeing only its GPU (``CUDA_VISIBLE_DEVICES``)."""
+    children = []
+    for gpu in gpus:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        cmd = [
+            sys.executable,
+            "-m",
+            "archscreen",
+            "worker",
+            "--pinned-gpu",
+            gpu,
+            "--log-level",
+            args.log_level,
+        ]
+        cmd += ["--hostname", f"archscreen-gpu{gpu}-{os.getpid()}@{socket.gethostname()}"]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        children.append(subprocess.Popen(cmd, env=env))
+    return _wait_children(children)
+
+
+def _wait_children(children: list[subprocess.Popen[Any]]) -> int:
+    def forward(signum: int, _frame: Any) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [c.wait() for c in children]
+    return max(codes, default=0)
+
+
+# ------------------------------------------------------------------------------ up
+
+
+def _stop(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
+    """SIGTERM (Celery's warm shutdown), then SIGQUIT (cold), then SIGKILL the whole group."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings(args)
+    db = _database(settings, migrate=True)
+    token = local_token(db, settings)
+    app = _app(settings)
+    _check_port(args.host, args.port)
+
+    env = {
+        **os.environ,
+        "ARCHSCREEN_DATA_DIR": str(settings.data_dir),
+        "ARCHSCREEN_PARENT_PID": str(os.getpid()),
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "archscreen",
+            "worker",
+            "--concurrency",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches us only; we stop the worker in order
+    )
+    url = f"http://{args.host}:{args.port}"
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+
+    def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.05)
+        print(f"archscreen is up at {url}  (API {url}/api/v1, docs {url}/docs)", flush=True)
+        print(f"data: {settings.data_dir}   workers: {args.workers}   press Ctrl-C to stop", flush=True)
+        print(f"API token (tenant {LOCAL_TENANT!r}): {token}", flush=True)
+        if args.demo:
+            try:
+                from archscreen.demo import submit_demo
+
+                submit_demo(url, token)
+            except Exception as exc:
+                print(f"demo: could not submit the example study: {exc}", file=sys.stderr, flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+    # SIGTERM action that would kill this process before it stops the workers.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        print("stopping workers ...", file=sys.stderr, flush=True)
+        _stop(worker)
+        db.dispose()
+    return EXIT_OK

@@ -1,0 +1,98 @@
+"""The one settings class of the service (environment prefix ``ARCHSCREEN_``).
+
+With nothing set, everything lives under ``data_dir`` (default ``./archscreen-data``):
+a SQLite database, a filesystem Celery broker that needs no server, and the
+artifacts folder. Production sets ``ARCHSCREEN_DATABASE_URL`` (PostgreSQL) and
+``ARCHSCREEN_BROKER_URL`` (Redis); the code is the same.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARCHSCREEN_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("archscreen-data"), description="Where embedded state lives.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    broker_url: str | None = Field(
+        default=None, description="Celery broker URL; default a filesystem broker in data_dir."
+    )
+    artifacts_dir: Path | None = Field(default=None, description="Checkpoints; default data_dir/artifacts.")
+    queue: str = Field(default="archscreen", description="Celery queue name (one per deployment).")
+
+    # job life cycle
+    lease_s: float = Field(default=60.0, gt=0, description="A running job's lease; the heartbeat renews it.")
+    heartbeat_s: float = Field(default=5.0, gt=0, description="Heartbeat and cancel-flag poll period.")
+    reaper_interval_s: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, description="Deliveries of a job before it is failed.")
+    job_soft_time_limit_s: int = Field(default=6 * 3600, ge=10)
+    job_time_limit_s: int = Field(default=6 * 3600 + 300, ge=10)
+    worker_seen_s: float = Field(default=30.0, gt=0, description="/readyz: a worker seen this recently.")
+
+    # workers
+    device: str = Field(default="auto", description="auto (cuda if visible, else cpu), cpu or cuda.")
+    torch_threads: int = Field(default=0, ge=0, description="Threads per job; 0 = cores / concurrency.")
+
+    # API limits
+    max_candidates_per_request: int = Field(default=1000, ge=1)
+    max_spec_bytes: int = Field(default=256 * 1024, ge=1024)
+    page_limit_max: int = Field(default=500, ge=1)
+
+    @field_validator("database_url", "broker_url")
+    @classmethod
+    def _blank_is_default(cls, value: str | None) -> str | None:
+        return value or None
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'archscreen.db').resolve()}"
+
+    @cached_property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://localhost/"
+
+    @cached_property
+    def resolved_artifacts_dir(self) -> Path:
+        return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        if self.embedded_broker:
+            folder = self.broker_folder
+            return {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "control_folder": str(folder / "control"),
+                "store_processed": False,
+                "polling_interval": 0.25,
+            }
+        # Redis re-delivers an unacknowledged message after visibility_timeout: keep it above the
+        # longest job or a long job runs twice (acks_late).
+        return {"visibility_timeout": self.job_time_limit_s + 600}
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.resolved_artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if self.embedded_broker:
+            for sub in ("queue", "control"):
+                (self.broker_folder / sub).mkdir(parents=True, exist_ok=True)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

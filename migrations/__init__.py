@@ -1,0 +1,1 @@
+"""Alembic migrations (shipped in the package so `archscreen migrate` works from a wheel)."""

@@ -1,0 +1,254 @@
+"""The job life cycle: every state change is a compare-and-set ``UPDATE ... WHERE state = ...``.
+
+queued → running (claim: takes the lease) → succeeded | failed | cancelled | diverged.
+A worker renews its lease with each heartbeat; the reaper puts a job whose lease
+expired back to ``queued`` (it resumes from its last checkpoint) until
+``max_attempts`` deliveries, then fails it. Two workers that receive the same
+message cannot both claim it, and only the lease owner can finish a job, so a
+job delivered twice produces one result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from archscreen.store.db import utcnow
+from archscreen.store.models import FINAL_STATES, EpochMetric, Job, Study, WorkerSeen
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+
+def bump_study(s: Session, study_id: int) -> None:
+    """Invalidate pollers' ETags for everything under the study."""
+    s.execute(update(Study).where(Study.id == study_id).values(version=Study.version + 1))
+
+
+def claim(s: Session, job_id: int, owner: str, lease_s: float) -> Job | None:
+    """Take a queued job (``None`` if it is not queued: already running, finished or cancelled)."""
+    now = utcnow()
+    res = s.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.state == "queued",
+            Job.cancel_requested.is_(False),
+            Job.attempts < Job.max_attempts,
+        )
+        .values(
+            state="running",
+            attempts=Job.attempts + 1,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            heartbeat_at=now,
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    job = s.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    bump_study(s, job.study_id)
+    return job
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    owned: bool
+    cancel_requested: bool
+
+
+def heartbeat(s: Session, job_id: int, owner: str, lease_s: float) -> Heartbeat:
+    """Renew the lease; says whether the caller still owns the job and whether a cancel was asked."""
+    now = utcnow()
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.lease_owner == owner)
+        .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    owned = res.rowcount == 1  # type: ignore[attr-defined]
+    cancel = bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+    return Heartbeat(owned=owned, cancel_requested=cancel)
+
+
+def record_epoch(
+    s: Session,
+    job_id: int,
+    owner: str,
+    *,
+    epoch: int,
+    max_epochs: int,
+    elapsed_s: float,
+    train_loss: float | None,
+    val_loss: float | None,
+    val_accuracy: float | None,
+    seconds: float,
+    extra: dict[str, Any],
+) -> bool:
+    """Store one epoch's metrics (upsert: a resumed job rewrites epochs it re-runs); False if not owner."""
+    job = s.scalar(select(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == "running"))
+    if job is None:
+        return False
+    values = dict(
+        job_id=job_id,
+        epoch=epoch,
+        train_loss=_finite(train_loss),
+        val_loss=_finite(val_loss),
+        val_accuracy=_finite(val_accuracy),
+        seconds=seconds,
+        extra=extra,
+    )
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(EpochMetric).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "epoch"], set_={k: stmt.excluded[k] for k in values if k != "job_id"}
+    )
+    s.execute(stmt)
+    job.epoch, job.max_epochs, job.elapsed_s, job.updated_at = epoch, max_epochs, elapsed_s, utcnow()
+    bump_study(s, job.study_id)
+    return True
+
+
+def _finite(x: float | None) -> float | None:
+    # JSON and some databases have no NaN/inf: a diverged epoch is stored as null
+    return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
+
+
+def finish(
+    s: Session,
+    job_id: int,
+    owner: str,
+    state: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """running → a final state, only by the lease owner (False if the lease was lost)."""
+    if state not in FINAL_STATES:
+        raise ValueError(f"not a final state: {state}")
+    now = utcnow()
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.lease_owner == owner)
+        .values(
+            state=state,
+            result=result,
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
+    assert study_id is not None
+    bump_study(s, study_id)
+    return True
+
+
+def request_cancel(s: Session, job_id: int) -> str:
+    """Cancel a job: a queued one ends at once, a running one at its next step. Returns the new state."""
+    now = utcnow()
+    s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "queued")
+        .values(state="cancelled", cancel_requested=True, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running")
+        .values(cancel_requested=True, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    job = s.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    bump_study(s, job.study_id)
+    return job.state
+
+
+def reap(s: Session, *, now: datetime | None = None) -> list[int]:
+    """Requeue running jobs whose lease expired (their worker died); fail those out of attempts.
+
+    Returns the ids put back in the queue (the caller sends their messages after commit).
+    """
+    now = now or utcnow()
+    expired = and_(Job.state == "running", Job.lease_expires_at < now)
+    out_of_attempts = s.scalars(select(Job.id).where(expired, Job.attempts >= Job.max_attempts)).all()
+    for job_id in out_of_attempts:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id, expired)
+            .values(
+                state="failed",
+                error="worker lost: the job's lease expired on every attempt (see the worker logs)",
+                finished_at=now,
+                updated_at=now,
+                lease_owner=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    requeued: list[int] = []
+    for job_id in s.scalars(select(Job.id).where(expired, Job.attempts < Job.max_attempts)).all():
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id, expired)
+            .values(state="queued", lease_owner=None, lease_expires_at=None, enqueued_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            requeued.append(job_id)
+    for job_id in [*out_of_attempts, *requeued]:
+        study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
+        if study_id is not None:
+            bump_study(s, study_id)
+    return requeued
+
+
+def unsent(s: Session, limit: int = 1000) -> list[tuple[int, str]]:
+    """Queued jobs with no message in the broker yet (enqueue failed or reaped): ``(id, kind)``."""
+    rows = s.execute(
+        select(Job.id, Job.kind)
+        .where(Job.state == "queued", Job.enqueued_at.is_(None))
+        .order_by(Job.id)
+        .limit(limit)
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def mark_enqueued(s: Session, job_ids: list[int]) -> None:
+    if job_ids:
+        s.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.state == "queued")
+            .values(enqueued_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def worker_seen(s: Session, name: str, pid: int, device: str) -> None:
+    now = utcnow()
+    row = s.get(WorkerSeen, name)
+    if row is None:
+        s.add(WorkerSeen(name=name, pid=pid, device=device, started_at=now, last_seen=now))
+    else:
+        row.pid, row.device, row.last_seen = pid, device, now
+
+
+def worker_gone(s: Session, name: str) -> None:
+    s.execute(delete(WorkerSeen).where(WorkerSeen.name == name))
+
+
+def live_workers(s: Session, within_s: float) -> list[WorkerSeen]:
+    since = utcnow() - timedelta(seconds=within_s)
+    return list(s.scalars(select(WorkerSeen).where(WorkerSeen.last_seen >= since)).all())

@@ -1,0 +1,184 @@
+"""Ranking a study's candidates by their screening score, and promoting the best to tuning jobs."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from archscreen.store.db import utcnow
+from archscreen.store.jobs import bump_study
+from archscreen.store.models import FINAL_STATES, Candidate, Job, Study
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+# metric -> True when higher is better
+METRICS: dict[str, bool] = {
+    "val_loss": False,
+    "val_accuracy": True,
+    "test_accuracy": True,
+    "test_loss": False,
+}
+
+
+@dataclass
+class RankRow:
+    candidate_id: int
+    name: str
+    state: str
+    rank: int | None = None
+    score: float | None = None
+    score_std: float | None = None
+    seeds: int = 0
+    tied_with: list[int] = field(default_factory=list)
+    preferred_lr: float | None = None
+    tuning_job_id: int | None = None
+    tuning_state: str | None = None
+    tuned_score: float | None = None
+    recommended_lr: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def candidate_state(jobs: list[Job]) -> str:
+    """One state for a candidate from its screening runs (one per seed)."""
+    states = {j.state for j in jobs}
+    if not states:
+        return "queued"
+    for s in ("running", "queued"):
+        if s in states:
+            return s
+    for s in ("failed", "diverged", "cancelled"):
+        if s in states:
+            return s
+    return "succeeded"
+
+
+def _score(result: dict[str, Any] | None, metric: str) -> float | None:
+    if not result:
+        return None
+    v = result.get(metric)
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def _geo_mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x and x > 0 and math.isfinite(x)]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def rank(s: Session, study: Study, metric: str = "val_loss") -> tuple[list[RankRow], list[RankRow]]:
+    """``(ranked, unranked)``: finished candidates by score (best first), then the rest with their state.
+
+    With several seeds the score is the mean across seeds and ``score_std`` their spread;
+    candidates whose ``mean ± std`` intervals overlap (or whose scores are equal) are marked
+    as tied with each other.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    higher = METRICS[metric]
+    cands = s.scalars(select(Candidate).where(Candidate.study_id == study.id).order_by(Candidate.id)).all()
+    jobs = s.scalars(select(Job).where(Job.study_id == study.id).order_by(Job.id)).all()
+    screens: dict[int, list[Job]] = {c.id: [] for c in cands}
+    tunes: dict[int, Job] = {}
+    for j in jobs:
+        if j.kind == "screen":
+            screens.setdefault(j.candidate_id, []).append(j)
+        else:
+            tunes.setdefault(j.candidate_id, j)
+    ranked: list[RankRow] = []
+    unranked: list[RankRow] = []
+    for c in cands:
+        runs = screens.get(c.id, [])
+        row = RankRow(candidate_id=c.id, name=c.name, state=candidate_state(runs))
+        scores = [
+            v for v in (_score(j.result, metric) for j in runs if j.state == "succeeded") if v is not None
+        ]
+        row.preferred_lr = _geo_mean([float(j.result.get("preferred_lr") or 0) for j in runs if j.result])
+        t = tunes.get(c.id)
+        if t is not None:
+            row.tuning_job_id, row.tuning_state = t.id, t.state
+            if t.state == "succeeded" and t.result:
+                row.tuned_score = _score(t.result, metric)
+                row.recommended_lr = t.result.get("recommended_lr")
+        if row.state == "succeeded" and scores:
+            row.score = statistics.fmean(scores)
+            row.score_std = statistics.stdev(scores) if len(scores) > 1 else None
+            row.seeds = len(scores)
+            ranked.append(row)
+        else:
+            row.seeds = len(scores)
+            unranked.append(row)
+    ranked.sort(key=lambda r: (-(r.score or 0.0) if higher else (r.score or 0.0), r.candidate_id))
+    for i, r in enumerate(ranked):
+        r.rank = i + 1
+    for a in ranked:
+        for b in ranked:
+            if a is b or a.score is None or b.score is None:
+                continue
+            spread = (a.score_std or 0.0) + (b.score_std or 0.0)
+            if abs(a.score - b.score) <= max(spread, 1e-12 * max(abs(a.score), abs(b.score), 1.0)):
+                a.tied_with.append(b.candidate_id)
+    return ranked, unranked
+
+
+def screening_done(s: Session, study_id: int) -> bool:
+    states = s.scalars(select(Job.state).where(Job.study_id == study_id, Job.kind == "screen")).all()
+    return bool(states) and all(st in FINAL_STATES for st in states)
+
+
+def promote(
+    s: Session, study: Study, candidate_ids: list[int], *, tuner: str, max_attempts: int
+) -> tuple[list[Job], list[Job]]:
+    """Tuning jobs for ``candidate_ids``: ``(all_jobs, new_jobs)``; an existing job is returned, not doubled.
+
+    Each starts from the rate the Alrao posterior preferred (posterior-weighted geometric
+    mean, clipped to the screening range; geometric mean over seeds).
+    """
+    from archscreen.core.tuning import initial_lr_from_screen
+
+    out: list[Job] = []
+    new: list[Job] = []
+    for cid in candidate_ids:
+        existing = s.scalar(select(Job).where(Job.candidate_id == cid, Job.kind == "tune", Job.seed == 0))
+        if existing is not None:
+            out.append(existing)
+            continue
+        runs = s.scalars(
+            select(Job).where(Job.candidate_id == cid, Job.kind == "screen", Job.state == "succeeded")
+        ).all()
+        if not runs:
+            raise ValueError(f"candidate {cid} has no successful screening run to start tuning from")
+        lrs = []
+        for j in runs:
+            assert j.result is not None
+            lr_range = j.result.get("lr_range")
+            lrs.append(initial_lr_from_screen(j.result, tuple(lr_range) if lr_range else None))
+        job = Job(
+            kind="tune",
+            study_id=study.id,
+            candidate_id=cid,
+            seed=0,
+            max_attempts=max_attempts,
+            max_epochs=int(study.screening["max_epochs"]),
+            config={"tuner": tuner, "init_lr": _geo_mean(lrs)},
+        )
+        s.add(job)
+        s.flush()
+        out.append(job)
+        new.append(job)
+    if new:
+        bump_study(s, study.id)
+    return out, new
+
+
+def claim_auto_promotion(s: Session, study_id: int) -> bool:
+    """Compare-and-set the study's one auto-promotion; True for exactly one caller."""
+    res = s.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.auto_promoted_at.is_(None))
+        .values(auto_promoted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]

@@ -1,0 +1,48 @@
+"""The Celery application (``celery -A archscreen.worker.app worker`` or ``archscreen worker``).
+
+Configured as Celery's docs advise for long, expensive jobs: late acks, a
+prefetch of one, a fresh child process per job (no GPU memory left behind),
+soft and hard time limits, no result backend (state lives in the database).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from archscreen.settings import Settings
+
+TASK_FOR_KIND = {"screen": "archscreen.screen_run", "tune": "archscreen.tune_job"}
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings()
+    app = Celery("archscreen", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.resolved_broker_url,
+        broker_transport_options=settings.broker_transport_options(),
+        broker_connection_retry_on_startup=True,
+        task_default_queue=settings.queue,
+        task_acks_late=True,
+        # A message is acked even when its child process dies: the database lease + reaper
+        # requeue the job (bounded by max_attempts), so a job that kills its process cannot
+        # loop forever through broker redeliveries.
+        task_reject_on_worker_lost=False,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=1,
+        task_soft_time_limit=settings.job_soft_time_limit_s,
+        task_time_limit=settings.job_time_limit_s,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_send_task_events=False,
+        # The filesystem transport has no broadcast; nothing here needs remote control.
+        worker_enable_remote_control=not settings.embedded_broker,
+        worker_hijack_root_logger=False,
+    )
+    app.conf.archscreen_settings = settings
+    return app
+
+
+def send_job(app: Celery, job_id: int, kind: str, queue: str) -> None:
+    app.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
