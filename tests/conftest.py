@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import database_url, migrated, redis_url  # noqa: F401  (shared fixtures)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 

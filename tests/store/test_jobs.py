@@ -1,0 +1,174 @@
+"""The job life cycle in the database: compare-and-set claims, leases, the reaper, cancel."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from archscreen.store import Database, Job, ranking, utcnow
+from archscreen.store import jobs as job_store
+from archscreen.store import studies as study_store
+from archscreen.store.auth import create_token, get_or_create_tenant, tenant_for_token
+
+SCREENING = {"max_epochs": 3, "patience": 2, "batch_size": 32, "seeds": [0, 1], "base": "sgd"}
+
+
+def make_study(db: Database, name: str = "s", policy: dict | None = None) -> int:
+    with db.session() as s:
+        tenant = get_or_create_tenant(s, "acme")
+        study = study_store.create_study(
+            s, tenant.id, name=name, dataset="mnist1d", screening=SCREENING, policy=policy or {"top_k": 1}
+        )
+        return study.id
+
+
+def add(db: Database, study_id: int, h: str = "h1") -> list[int]:
+    with db.session() as s:
+        study = study_store.get_study(s, get_or_create_tenant(s, "acme").id, study_id)
+        assert study is not None
+        _, created, jobs = study_store.add_candidate(
+            s, study, name=h, spec={"layers": []}, spec_hash=h, num_params=1, summary=[], max_attempts=2
+        )
+        return [j.id for j in jobs]
+
+
+def test_tokens_are_hashed_and_resolve(migrated: Database) -> None:
+    with migrated.session() as s:
+        token = create_token(s, "acme", "ci")
+    with migrated.session() as s:
+        from archscreen.store import ApiToken
+
+        stored = s.query(ApiToken).one()
+        assert token not in (stored.token_hash, stored.prefix + "x")
+        assert len(stored.token_hash) == 64
+        tenant = tenant_for_token(s, token)
+        assert tenant is not None and tenant.name == "acme"
+        assert tenant_for_token(s, token + "x") is None
+
+
+def test_same_spec_twice_returns_the_existing_candidate(migrated: Database) -> None:
+    sid = make_study(migrated)
+    first = add(migrated, sid, "same")
+    assert len(first) == 2  # one screening run per seed
+    assert add(migrated, sid, "same") == []
+
+
+def test_claim_is_exclusive_and_only_the_owner_finishes(migrated: Database) -> None:
+    sid = make_study(migrated)
+    job_id = add(migrated, sid)[0]
+    with migrated.session() as s:
+        assert job_store.claim(s, job_id, "w1", 30) is not None
+    with migrated.session() as s:
+        assert job_store.claim(s, job_id, "w2", 30) is None  # a second delivery is a no-op
+        assert not job_store.finish(s, job_id, "w2", "succeeded", result={"val_loss": 1.0})
+        assert job_store.finish(s, job_id, "w1", "succeeded", result={"val_loss": 1.0})
+        assert not job_store.finish(s, job_id, "w1", "failed")  # final states are final
+    with migrated.session() as s:
+        job = s.get(Job, job_id)
+        assert (
+            job is not None
+            and job.state == "succeeded"
+            and job.attempts == 1
+            and job.result == {"val_loss": 1.0}
+        )
+
+
+def test_concurrent_claims_have_one_winner(migrated: Database) -> None:
+    sid = make_study(migrated)
+    job_id = add(migrated, sid)[0]
+    wins: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def racer(name: str) -> None:
+        barrier.wait()
+        with migrated.session() as s:
+            if job_store.claim(s, job_id, name, 30) is not None:
+                wins.append(name)
+
+    threads = [threading.Thread(target=racer, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+
+
+def test_heartbeat_extends_the_lease_and_reports_cancel(migrated: Database) -> None:
+    sid = make_study(migrated)
+    job_id = add(migrated, sid)[0]
+    with migrated.session() as s:
+        job_store.claim(s, job_id, "w1", 1)
+    with migrated.session() as s:
+        hb = job_store.heartbeat(s, job_id, "w1", 600)
+        assert hb.owned and not hb.cancel_requested
+        assert job_store.heartbeat(s, job_id, "other", 600).owned is False
+    with migrated.session() as s:
+        assert job_store.request_cancel(s, job_id) == "running"  # running jobs stop at their next step
+    with migrated.session() as s:
+        assert job_store.heartbeat(s, job_id, "w1", 600).cancel_requested
+        assert job_store.reap(s, now=utcnow() + timedelta(seconds=60)) == []  # lease renewed to 600 s
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_sticks(migrated: Database) -> None:
+    sid = make_study(migrated)
+    job_id = add(migrated, sid)[0]
+    with migrated.session() as s:
+        assert job_store.request_cancel(s, job_id) == "cancelled"
+    with migrated.session() as s:
+        assert job_store.claim(s, job_id, "w1", 30) is None
+
+
+def test_reaper_requeues_then_fails_after_max_attempts(migrated: Database) -> None:
+    sid = make_study(migrated)
+    job_id = add(migrated, sid)[0]  # max_attempts=2
+    later = utcnow() + timedelta(seconds=120)
+    for attempt in (1, 2):
+        with migrated.session() as s:
+            assert job_store.claim(s, job_id, f"w{attempt}", 5) is not None
+        with migrated.session() as s:
+            requeued = job_store.reap(s, now=later)
+        with migrated.session() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            if attempt == 1:
+                assert requeued == [job_id] and job.state == "queued" and job.enqueued_at is None
+                assert (job_id, "screen") in job_store.unsent(s)
+            else:
+                assert requeued == [] and job.state == "failed" and "lease expired" in (job.error or "")
+    with migrated.session() as s:  # the dead worker cannot write a result afterwards
+        assert not job_store.finish(s, job_id, "w2", "succeeded")
+
+
+def test_record_epoch_upserts_and_needs_the_lease(migrated: Database) -> None:
+    sid = make_study(migrated)
+    job_id = add(migrated, sid)[0]
+    with migrated.session() as s:
+        job_store.claim(s, job_id, "w1", 30)
+    kw = dict(
+        max_epochs=3, elapsed_s=1.0, train_loss=1.0, val_loss=float("nan"), val_accuracy=0.5, seconds=1.0
+    )
+    with migrated.session() as s:
+        assert job_store.record_epoch(s, job_id, "w1", epoch=1, extra={}, **kw)
+        assert job_store.record_epoch(s, job_id, "w1", epoch=1, extra={"again": 1}, **kw)  # resumed: rewrite
+        assert not job_store.record_epoch(s, job_id, "w2", epoch=2, extra={}, **kw)
+    with migrated.session() as s:
+        rows = study_store.metrics_of(s, [job_id])[job_id]
+        assert [(m.epoch, m.val_loss, m.extra) for m in rows] == [(1, None, {"again": 1})]
+
+
+def test_auto_promotion_claim_fires_once(migrated: Database) -> None:
+    sid = make_study(migrated, policy={"top_k": 1, "auto": True})
+    results = []
+    barrier = threading.Barrier(6)
+
+    def racer() -> None:
+        barrier.wait()
+        with migrated.session() as s:
+            results.append(ranking.claim_auto_promotion(s, sid))
+
+    threads = [threading.Thread(target=racer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
