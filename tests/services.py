@@ -163,12 +163,19 @@ class RunningService:
         )
 
     def kill(self, name: str, sig: int) -> None:
+        """Signal the process group; a process that outlives a polite signal by 15 s is killed."""
+        import signal
+        import subprocess
+
         proc = self.procs.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)  # type: ignore[attr-defined]
-        except ProcessLookupError:
-            pass
-        proc.wait(30)  # type: ignore[attr-defined]
+        try:
+            proc.wait(15)  # type: ignore[attr-defined]
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+            proc.wait(15)  # type: ignore[attr-defined]
 
     def wait_ready(self, timeout: float = 60) -> None:
         import time

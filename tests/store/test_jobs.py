@@ -26,7 +26,7 @@ def add(db: Database, study_id: int, h: str = "h1") -> list[int]:
     with db.session() as s:
         study = study_store.get_study(s, get_or_create_tenant(s, "acme").id, study_id)
         assert study is not None
-        _, created, jobs = study_store.add_candidate(
+        _, _created, jobs = study_store.add_candidate(
             s, study, name=h, spec={"layers": []}, spec_hash=h, num_params=1, summary=[], max_attempts=2
         )
         return [j.id for j in jobs]
