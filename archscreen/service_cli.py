@@ -52,7 +52,8 @@ def _database(settings: Any, *, migrate: bool = False) -> Any:
             db.ping()
     except OperationalError as exc:
         raise CliError(
-            f"cannot reach the database {_redact(settings.resolved_database_url)}: {exc.orig}"
+            f"cannot reach the database {_redact(settings.resolved_database_url)}: "
+            + " ".join(str(exc.orig).split())  # driver messages span lines; ours is one
         ) from None
     return db
 
@@ -376,6 +377,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default
     # SIGTERM action that would kill this process before it stops the workers.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)  # Ctrl-C is the normal way to stop: exit 0
     try:
         server.run()
     finally:

@@ -1,0 +1,104 @@
+"""The service commands as a user runs them: `up --demo`, `token create`, `migrate`, `api` on an old schema."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from archscreen.store import Database
+
+from tests.services import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHSCREEN_")}
+    return subprocess.run(
+        [sys.executable, "-m", "archscreen", *args, "--data-dir", str(data_dir)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def process_group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHSCREEN_")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "archscreen", "up", "--demo", "--port", str(port), "--workers", "2",
+         "--data-dir", str(tmp_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert up.stdout is not None
+        while not any(line.startswith("API token") for line in lines):
+            line = up.stdout.readline()
+            assert line, "up exited before printing its token:\n" + "".join(lines)
+            lines.append(line)
+        token = lines[-1].rsplit(" ", 1)[-1].strip()
+        assert f"http://127.0.0.1:{port}" in "".join(lines)
+        headers = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{port}/api/v1"
+        deadline = time.monotonic() + 240
+        jobs: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            studies = httpx.get(f"{base}/studies", headers=headers).json()["data"]
+            jobs = studies[0]["jobs_by_state"] if studies else {}
+            # 3 screening runs and the auto-promoted top 2 tuning jobs
+            if studies and studies[0]["auto_promoted"] and jobs == {"succeeded": 5}:
+                break
+            time.sleep(0.5)
+        assert jobs == {"succeeded": 5}, jobs
+        db = Database(f"sqlite:///{tmp_path / 'archscreen.db'}")
+        with db.engine.connect() as conn:
+            worker_pids = [row[0] for row in conn.exec_driver_sql("SELECT pid FROM workers")]
+        db.dispose()
+        assert worker_pids
+    finally:
+        up.send_signal(signal.SIGINT)  # what Ctrl-C does
+        code = up.wait(60)
+    assert code == 0
+    assert not any(process_group_alive(pid) for pid in worker_pids)  # the worker and its children are gone
+    # a second `up` on the same data dir reuses the database and the token
+    again = run_cli("token", "create", "--tenant", "local", data_dir=tmp_path)
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1].startswith("as_")
+    assert (tmp_path / "api-token").read_text().strip() == token
+    assert oct((tmp_path / "api-token").stat().st_mode & 0o777) == "0o600"
+
+
+def test_token_migrate_and_api_refusing_an_old_schema(tmp_path: Path) -> None:
+    before = run_cli("token", "create", "--tenant", "acme", data_dir=tmp_path)
+    assert before.returncode == 1
+    assert before.stderr.strip().splitlines() == [
+        before.stderr.strip()
+    ] and "run `archscreen migrate`" in before.stderr
+    migrated = run_cli("migrate", data_dir=tmp_path)
+    assert migrated.returncode == 0 and "revision None -> 0001" in migrated.stdout
+    token = run_cli("token", "create", "--tenant", "acme", data_dir=tmp_path)
+    assert token.returncode == 0 and token.stdout.strip().splitlines()[-1].startswith("as_")
+    down = run_cli("migrate", "--downgrade", "base", data_dir=tmp_path)
+    assert down.returncode == 0 and "0001 -> None" in down.stdout
+    api = run_cli("api", "--port", str(free_port()), data_dir=tmp_path)
+    assert api.returncode == 1
+    assert len(api.stderr.strip().splitlines()) == 1 and "run `archscreen migrate`" in api.stderr
+    bad_db = subprocess.run(
+        [sys.executable, "-m", "archscreen", "migrate"],
+        env={**os.environ, "ARCHSCREEN_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert bad_db.returncode == 1 and len(bad_db.stderr.strip().splitlines()) == 1
+    assert "cannot reach the database" in bad_db.stderr and "Traceback" not in bad_db.stderr
