@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from archscreen.api import errors
+from archscreen.api.deps import TokenCache
 from archscreen.api.routes import candidates, health, studies
 from archscreen.store import Database
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.token_cache = TokenCache(settings.auth_cache_s)
     registry, latency = health.make_registry(db, settings.worker_seen_s)
     app.state.metrics_registry = registry
     errors.install(app)

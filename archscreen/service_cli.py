@@ -98,6 +98,12 @@ def add_service_commands(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     _data_dir_arg(p)
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="uvicorn worker processes (default ARCHSCREEN_API_WORKERS or 1)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_api)
 
@@ -209,7 +215,21 @@ def cmd_api(args: argparse.Namespace) -> int:
     _database(settings)
     app = _app(settings)
     _check_port(args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    workers = args.workers or settings.api_workers
+    if workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        return EXIT_OK
+    # several processes: each builds the app from the environment (hand it --data-dir)
+    os.environ["ARCHSCREEN_DATA_DIR"] = str(settings.data_dir)
+    uvicorn.run(
+        "archscreen.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        log_level=args.log_level,
+        access_log=False,
+    )
     return EXIT_OK
 
 

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto (cuda if visible, else cpu), cpu or cuda.")
     torch_threads: int = Field(default=0, ge=0, description="Threads per job; 0 = cores / concurrency.")
 
-    # API limits
+    # API
+    auth_cache_s: float = Field(default=10.0, ge=0, description="How long a process trusts a checked token.")
+    api_workers: int = Field(default=1, ge=1, description="uvicorn worker processes for `archscreen api`.")
     max_candidates_per_request: int = Field(default=1000, ge=1)
     max_spec_bytes: int = Field(default=256 * 1024, ge=1024)
     page_limit_max: int = Field(default=500, ge=1)

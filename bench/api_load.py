@@ -1,0 +1,203 @@
+"""API latency and intake on loopback: `archscreen api` (one uvicorn process) on PostgreSQL + Redis.
+
+Measures, against a real server process started here:
+  1. time to accept 1000 candidate submissions (single-candidate POSTs from 16 concurrent
+     clients, each validated by shape inference, stored, and enqueued; nothing trains);
+  2. p50/p99 latency of GET /api/v1/candidates/{id} at 64 concurrent clients (bounded:
+     --requests in total, --max-seconds at most);
+  3. as baseline in the same run, GET /healthz (no database) at the same concurrency.
+
+The database is a throwaway one created on the local PostgreSQL (dropped at the end); the
+Redis queue is unique and deleted at the end. Last line: ``api_p99_ms: X``.
+
+    .venv/bin/python bench/api_load.py [--requests 5000] [--clients 64] [--submissions 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.services import PG_ADMIN_URL, REDIS_URL, _pg_admin, free_port  # noqa: E402
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+async def hammer(
+    url: str, headers: dict[str, str], paths: list[str], clients: int, max_s: float
+) -> list[float]:
+    lat: list[float] = []
+    queue = list(reversed(paths))
+    deadline = time.perf_counter() + max_s
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
+
+        async def one() -> None:
+            while queue and time.perf_counter() < deadline:
+                path = queue.pop()
+                t0 = time.perf_counter()
+                r = await client.get(path)
+                lat.append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text
+
+        await asyncio.gather(*(one() for _ in range(clients)))
+    return lat
+
+
+async def submit(url: str, headers: dict[str, str], study_id: int, n: int, clients: int) -> float:
+    bodies = [
+        {"spec": {"name": f"mlp-{i}", "layers": ["flatten", {"linear": 8 + i}, "relu"], "head": "classifier"}}
+        for i in range(n)
+    ]
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        sem = asyncio.Semaphore(clients)
+
+        async def one(body: dict) -> None:
+            async with sem:
+                r = await client.post(f"/api/v1/studies/{study_id}/candidates", json=body)
+                assert r.status_code == 201, r.text
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(b) for b in bodies))
+        return time.perf_counter() - t0
+
+
+def run_wrk(url: str, token: str, candidate_id: int, clients: int) -> float | None:
+    """The same GET from wrk (a C load generator: no Python client overhead), if installed."""
+    import re
+    import shutil
+
+    if shutil.which("wrk") is None:
+        print("wrk not installed (apt-get install wrk): client-side figures above only")
+        return None
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{clients}",
+            "-d10s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            f"{url}/api/v1/candidates/{candidate_id}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
+        assert m, out
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    print(
+        f"wrk GET /api/v1/candidates/{{id}} at {clients} connections, 10 s: p50 {ms('50%'):.1f} ms, "
+        f"p99 {ms('99%'):.1f} ms, {float(rps.group(1)) if rps else float('nan'):.0f} req/s"
+    )
+    return ms("99%")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--submissions", type=int, default=1000)
+    ap.add_argument("--max-seconds", type=float, default=120)
+    args = ap.parse_args()
+
+    name = f"archscreen_bench_{uuid.uuid4().hex[:8]}"
+    with _pg_admin() as conn:  # type: ignore[attr-defined]
+        conn.execute(f'CREATE DATABASE "{name}"')
+    db_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "ARCHSCREEN_DATABASE_URL": db_url,
+        "ARCHSCREEN_BROKER_URL": REDIS_URL,
+        "ARCHSCREEN_QUEUE": queue,
+        "ARCHSCREEN_DATA_DIR": f"/tmp/{name}",
+    }
+    cli = [sys.executable, "-m", "archscreen"]
+    api = None
+    try:
+        subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+        token = (
+            subprocess.run(
+                [*cli, "token", "create", "--tenant", "bench"],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        api = subprocess.Popen([*cli, "api", "--port", str(port), "--log-level", "warning"], env=env)
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {token}"}
+        study = httpx.post(
+            f"{url}/api/v1/studies", headers=headers, json={"name": "bench", "dataset": "mnist1d"}
+        ).json()
+        accept_s = asyncio.run(submit(url, headers, study["id"], args.submissions, 16))
+        print(
+            f"accepted {args.submissions} candidate submissions in {accept_s:.2f} s "
+            f"({args.submissions / accept_s:.0f}/s, 16 concurrent clients; target < 10 s)"
+        )
+        cands = httpx.get(f"{url}/api/v1/studies/{study['id']}/candidates?limit=500", headers=headers).json()
+        ids = [c["id"] for c in cands["data"]]
+        paths = [f"/api/v1/candidates/{ids[i % len(ids)]}" for i in range(args.requests)]
+        asyncio.run(hammer(url, headers, paths[:200], args.clients, 30))  # warm-up
+        base = asyncio.run(hammer(url, headers, ["/healthz"] * args.requests, args.clients, args.max_seconds))
+        lat = asyncio.run(hammer(url, headers, paths, args.clients, args.max_seconds))
+        ms = [x * 1000 for x in lat]
+        bms = [x * 1000 for x in base]
+        print(
+            f"GET /healthz (baseline, no database): n={len(bms)} p50 {pct(bms, 50):.1f} ms, p99 {pct(bms, 99):.1f} ms"
+        )
+        print(
+            f"GET /api/v1/candidates/{{id}}: n={len(ms)} at {args.clients} clients: p50 {pct(ms, 50):.1f} ms, "
+            f"p99 {pct(ms, 99):.1f} ms, mean {statistics.fmean(ms):.1f} ms, {len(ms) / sum(lat) * args.clients:.0f} req/s"
+        )
+        print(f"ratio p99 candidate / p99 healthz: {pct(ms, 99) / pct(bms, 99):.2f}")
+        wrk_p99 = run_wrk(url, token, ids[0], args.clients)
+        if wrk_p99 is not None:
+            ms = [wrk_p99]
+        print(f"accept_1000_s: {accept_s * 1000 / args.submissions:.2f}")
+        print(f"api_p99_ms: {pct(ms, 99):.1f}")
+    finally:
+        if api is not None:
+            api.terminate()
+            api.wait(30)
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).delete(queue)
+        with _pg_admin() as conn:  # type: ignore[attr-defined]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
