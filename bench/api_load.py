@@ -35,7 +35,7 @@ from tests.services import PG_ADMIN_URL, REDIS_URL, _pg_admin, free_port  # noqa
 
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
 
 
 async def hammer(
@@ -176,11 +176,13 @@ def main() -> None:
         ms = [x * 1000 for x in lat]
         bms = [x * 1000 for x in base]
         print(
-            f"GET /healthz (baseline, no database): n={len(bms)} p50 {pct(bms, 50):.1f} ms, p99 {pct(bms, 99):.1f} ms"
+            f"GET /healthz (baseline, no database): n={len(bms)} "
+            f"p50 {pct(bms, 50):.1f} ms, p99 {pct(bms, 99):.1f} ms"
         )
         print(
-            f"GET /api/v1/candidates/{{id}}: n={len(ms)} at {args.clients} clients: p50 {pct(ms, 50):.1f} ms, "
-            f"p99 {pct(ms, 99):.1f} ms, mean {statistics.fmean(ms):.1f} ms, {len(ms) / sum(lat) * args.clients:.0f} req/s"
+            f"GET /api/v1/candidates/{{id}}: n={len(ms)} at {args.clients} clients: "
+            f"p50 {pct(ms, 50):.1f} ms, p99 {pct(ms, 99):.1f} ms, mean {statistics.fmean(ms):.1f} ms, "
+            f"{len(ms) / sum(lat) * args.clients:.0f} req/s"
         )
         print(f"ratio p99 candidate / p99 healthz: {pct(ms, 99) / pct(bms, 99):.2f}")
         wrk_p99 = run_wrk(url, token, ids[0], args.clients)

@@ -1,4 +1,4 @@
-"""The service commands as a user runs them: `up --demo`, `token create`, `migrate`, `api` on an old schema."""
+"""The service commands as a user runs them: `up --demo`, `token create`, `migrate`, `api` (old schema)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHSCREEN_")}
     return subprocess.run(
         [sys.executable, "-m", "archscreen", *args, "--data-dir", str(data_dir)],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -38,9 +41,23 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHSCREEN_")}
     up = subprocess.Popen(
-        [sys.executable, "-m", "archscreen", "up", "--demo", "--port", str(port), "--workers", "2",
-         "--data-dir", str(tmp_path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "archscreen",
+            "up",
+            "--demo",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     try:
@@ -83,9 +100,10 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
 def test_token_migrate_and_api_refusing_an_old_schema(tmp_path: Path) -> None:
     before = run_cli("token", "create", "--tenant", "acme", data_dir=tmp_path)
     assert before.returncode == 1
-    assert before.stderr.strip().splitlines() == [
-        before.stderr.strip()
-    ] and "run `archscreen migrate`" in before.stderr
+    assert (
+        before.stderr.strip().splitlines() == [before.stderr.strip()]
+        and "run `archscreen migrate`" in before.stderr
+    )
     migrated = run_cli("migrate", data_dir=tmp_path)
     assert migrated.returncode == 0 and "revision None -> 0001" in migrated.stdout
     token = run_cli("token", "create", "--tenant", "acme", data_dir=tmp_path)
@@ -98,7 +116,9 @@ def test_token_migrate_and_api_refusing_an_old_schema(tmp_path: Path) -> None:
     bad_db = subprocess.run(
         [sys.executable, "-m", "archscreen", "migrate"],
         env={**os.environ, "ARCHSCREEN_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad_db.returncode == 1 and len(bad_db.stderr.strip().splitlines()) == 1
     assert "cannot reach the database" in bad_db.stderr and "Traceback" not in bad_db.stderr
