@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from archscreen.api import errors
 from archscreen.api.deps import TokenCache
-from archscreen.api.routes import candidates, health, studies
+from archscreen.api.routes import candidates, health, ranking, studies
 from archscreen.store import Database
 from fastapi import APIRouter, FastAPI, Request, Response
 
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(studies.router)
     api.include_router(candidates.router)
+    api.include_router(ranking.router)
     app.include_router(api)
     app.include_router(health.router)
     return app

@@ -179,3 +179,70 @@ class CancelOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- ranking and tuning
+
+
+class RankRowOut(BaseModel):
+    candidate_id: int
+    name: str
+    state: JobState
+    rank: int | None
+    score: float | None
+    score_std: float | None = Field(description="Spread across seeds (None with one seed).")
+    seeds: int
+    tied_with: list[int] = Field(description="Candidates whose score is within the seed spread of this one.")
+    preferred_lr: float | None = Field(description="The Alrao posterior's preferred rate.")
+    tuning_job_id: int | None
+    tuning_state: JobState | None
+    tuned_score: float | None
+    recommended_lr: float | None
+
+
+class RankingOut(BaseModel):
+    study_id: int
+    metric: str
+    higher_is_better: bool
+    data: list[RankRowOut] = Field(description="Finished candidates, best first.")
+    count: int
+    unranked: list[RankRowOut] = Field(description="Unfinished, failed, diverged or cancelled candidates.")
+
+
+class PromoteIn(BaseModel):
+    """Promote the current top-k, or the given candidates, to tuning jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int | None = Field(None, ge=1, le=100)
+    candidate_ids: list[int] | None = Field(None, min_length=1, max_length=100)
+    tuner: Literal["fd2", "fd1", "salera", "spalera", "ag-adam"] | None = Field(
+        None, description="Default: the study's policy."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PromoteIn:
+        if (self.top_k is None) == (self.candidate_ids is None):
+            raise ValueError("give exactly one of top_k or candidate_ids")
+        return self
+
+
+class LeaderboardRow(BaseModel):
+    rank: int
+    candidate_id: int
+    name: str
+    screened_score: float
+    tuned_score: float | None
+    recommended_lr: float | None
+    preferred_lr: float | None
+    tuning_state: JobState | None
+
+
+class LeaderboardOut(BaseModel):
+    study_id: int
+    metric: str
+    data: list[LeaderboardRow]
+    count: int
+    best: LeaderboardRow | None = Field(
+        description="The answer: the best tuned candidate (or best screened, if none is tuned yet)."
+    )

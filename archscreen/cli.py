@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     from archscreen.service_cli import add_service_commands
 
     add_service_commands(sub)
+
+    from archscreen.remote_cli import add_remote_commands
+
+    add_remote_commands(sub)
     return parser
 
 

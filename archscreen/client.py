@@ -143,3 +143,50 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"study {study_id} still running after {timeout} s")
             time.sleep(poll_s)
+
+    # ---------------------------------------------------------------- ranking and tuning
+
+    def ranking(self, study_id: int, *, metric: str = "val_loss", k: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"metric": metric}
+        if k is not None:
+            params["k"] = k
+        return self.request("GET", f"/api/v1/studies/{study_id}/ranking", params=params)
+
+    def promote(
+        self,
+        study_id: int,
+        *,
+        top_k: int | None = None,
+        candidate_ids: list[int] | None = None,
+        tuner: str | None = None,
+    ) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {}
+        if top_k is not None:
+            body["top_k"] = top_k
+        if candidate_ids is not None:
+            body["candidate_ids"] = candidate_ids
+        if tuner is not None:
+            body["tuner"] = tuner
+        return self.request("POST", f"/api/v1/studies/{study_id}/promote", json=body)["data"]
+
+    def tuning_jobs(self, study_id: int) -> list[dict[str, Any]]:
+        return list(self._paged(f"/api/v1/studies/{study_id}/tuning-jobs"))
+
+    def tuning_job(self, job_id: int, *, since: int = 0) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/tuning-jobs/{job_id}", params={"since": since})
+
+    def leaderboard(self, study_id: int) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/studies/{study_id}/leaderboard")
+
+    def cancel_study(self, study_id: int) -> int:
+        """Cancel every unfinished screening run and tuning job of the study; returns how many."""
+        n = 0
+        for c in self.candidates(study_id):
+            if c["state"] not in FINAL:
+                self.cancel_candidate(c["id"])
+                n += 1
+        for j in self.tuning_jobs(study_id):
+            if j["state"] not in FINAL:
+                self.request("POST", f"/api/v1/tuning-jobs/{j['id']}/cancel")
+                n += 1
+        return n

@@ -123,7 +123,7 @@ def main() -> None:
     args = ap.parse_args()
 
     name = f"archscreen_bench_{uuid.uuid4().hex[:8]}"
-    with _pg_admin() as conn:  # type: ignore[attr-defined]
+    with _pg_admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     db_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -197,7 +197,7 @@ def main() -> None:
         import redis
 
         redis.Redis.from_url(REDIS_URL).delete(queue)
-        with _pg_admin() as conn:  # type: ignore[attr-defined]
+        with _pg_admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -135,3 +135,46 @@ def test_worker_killed_mid_job_is_reaped_and_the_job_resumes_from_its_checkpoint
     # epochs finished before the kill were not retrained (their timings are the first attempt's)
     first = {p["epoch"]: p["seconds"] for p in before["curves"]}
     assert all(run["curves"][e - 1]["seconds"] == s for e, s in first.items() if e < len(first))
+
+
+def test_four_candidates_auto_promote_the_top_two_to_tuning(service: RunningService) -> None:
+    service.start_api()
+    service.start_worker(concurrency=2)
+    service.wait_ready()
+    wide = {"name": "mlp-wide", "layers": ["flatten", {"linear": 96}, "relu"], "head": "classifier"}
+    with Client(service.url, service.token) as c:
+        study = c.create_study(
+            "auto",
+            dataset="mnist1d",
+            screening={"max_epochs": 4, "patience": 4, "batch_size": 64},
+            policy={"top_k": 2, "tuner": "fd2", "auto": True},
+        )
+        c.add_candidates(study["id"], [{"spec": s} for s in [*SPECS, wide]])
+        c.wait(study["id"], timeout=240, poll_s=0.5)
+        jobs = wait_for(
+            lambda: (
+                (js := c.tuning_jobs(study["id"]))
+                and len(js) == 2
+                and all(j["state"] == "succeeded" for j in js)
+                and js
+            ),
+            240,
+            "two tuning jobs to succeed",
+            service,
+        )
+        ranking = c.ranking(study["id"])
+        top2 = [r["candidate_id"] for r in ranking["data"][:2]]
+        assert sorted(j["candidate_id"] for j in jobs) == sorted(top2)
+        assert c.study(study["id"])["auto_promoted"]
+        for j in jobs:
+            detail = c.tuning_job(j["id"])
+            row = next(r for r in ranking["data"] if r["candidate_id"] == j["candidate_id"])
+            assert detail["result"]["init_lr"] == pytest.approx(row["preferred_lr"], rel=1e-6)
+            assert detail["result"]["recommended_lr"] > 0 and detail["result"]["trajectory"]
+            assert [p["epoch"] for p in detail["curves"]] == list(range(1, detail["result"]["epochs"] + 1))
+            assert all("lr" in p["extra"] for p in detail["curves"])
+        board = c.leaderboard(study["id"])
+        assert board["count"] == 4 and board["best"]["candidate_id"] in top2
+        assert board["best"]["recommended_lr"] > 0 and board["best"]["tuned_score"] is not None
+        # promoting again (by hand) returns the same jobs: nothing doubles
+        assert sorted(j["id"] for j in c.promote(study["id"], top_k=2)) == sorted(j["id"] for j in jobs)

@@ -1,0 +1,183 @@
+"""Ranking, promotion to tuning jobs, tuning jobs and the leaderboard."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from archscreen.api.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
+from archscreen.api.errors import ApiValidationError, item
+from archscreen.api.routes.studies import NOT_FOUND, load_study
+from archscreen.api.schemas import (
+    CancelOut,
+    ErrorResponse,
+    JobOut,
+    LeaderboardOut,
+    LeaderboardRow,
+    Page,
+    PromoteIn,
+    RankingOut,
+    RankRowOut,
+)
+from archscreen.api.views import job_out
+from archscreen.store import Job, Study
+from archscreen.store import jobs as job_store
+from archscreen.store import ranking as ranking_store
+from archscreen.store import studies as study_store
+from archscreen.worker.queue import enqueue
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["ranking and tuning"])
+Metric = Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"]
+
+
+@router.get("/studies/{study_id}/ranking", response_model=RankingOut, responses=NOT_FOUND)
+def get_ranking(
+    study_id: int,
+    session: SessionDep,
+    tenant: TenantDep,
+    metric: Metric = "val_loss",
+    k: Annotated[int | None, Query(ge=1, description="Only the top k.")] = None,
+) -> RankingOut:
+    """Candidates ordered by their Alrao score (mean over seeds, with the spread); ties marked."""
+    study = load_study(session, tenant.id, study_id)
+    ranked, unranked = ranking_store.rank(session, study, metric)
+    total = len(ranked)
+    rows = ranked[:k] if k else ranked
+    return RankingOut(
+        study_id=study.id,
+        metric=metric,
+        higher_is_better=ranking_store.METRICS[metric],
+        data=[RankRowOut(**r.to_dict()) for r in rows],
+        count=total,
+        unranked=[RankRowOut(**r.to_dict()) for r in unranked],
+    )
+
+
+def _promote(
+    session: Any, db: Any, settings: Any, study: Study, candidate_ids: list[int], tuner: str
+) -> tuple[list[Job], list[Job]]:
+    try:
+        jobs, new = ranking_store.promote(
+            session, study, candidate_ids, tuner=tuner, max_attempts=settings.max_attempts
+        )
+    except ValueError as exc:
+        raise ApiValidationError([item(["body", "candidate_ids"], str(exc))]) from None
+    session.commit()  # enqueue only committed jobs
+    enqueue(db, settings, [(j.id, j.kind) for j in new])
+    return jobs, new
+
+
+@router.post(
+    "/studies/{study_id}/promote",
+    response_model=Page[JobOut],
+    status_code=status.HTTP_201_CREATED,
+    responses={**NOT_FOUND, 422: {"model": ErrorResponse}},
+)
+def promote(
+    study_id: int,
+    body: PromoteIn,
+    session: SessionDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+) -> Any:
+    """Create tuning jobs (started from the rate the Alrao posterior preferred).
+
+    Promoting a candidate again returns its existing job (200 when nothing new was created).
+    """
+    study = load_study(session, tenant.id, study_id)
+    if body.candidate_ids is not None:
+        ids = list(dict.fromkeys(body.candidate_ids))
+        known = {c.id for c in study_store.list_candidates(session, study.id, limit=10**6, offset=0)[0]}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise ApiValidationError(
+                [item(["body", "candidate_ids"], f"not candidates of this study: {unknown}")]
+            )
+    else:
+        ranked, _ = ranking_store.rank(session, study, study.policy.get("metric", "val_loss"))
+        if not ranked:
+            raise ApiValidationError([item(["body", "top_k"], "no candidate has finished screening yet")])
+        assert body.top_k is not None
+        ids = [r.candidate_id for r in ranked[: body.top_k]]
+    jobs, new = _promote(session, db, settings, study, ids, body.tuner or study.policy.get("tuner", "fd2"))
+    page = Page[JobOut](data=[job_out(j, [], with_result=False) for j in jobs], count=len(jobs))
+    return JSONResponse(page.model_dump(mode="json"), status_code=201 if new else 200)
+
+
+@router.get("/studies/{study_id}/tuning-jobs", response_model=Page[JobOut], responses=NOT_FOUND)
+def list_tuning_jobs(study_id: int, session: SessionDep, tenant: TenantDep, page: PageDep) -> Page[JobOut]:
+    study = load_study(session, tenant.id, study_id)
+    jobs = [
+        j
+        for js in study_store.jobs_of(session, _candidate_ids(session, study), kind="tune").values()
+        for j in js
+    ]
+    jobs.sort(key=lambda j: j.id)
+    limit, offset = page
+    return Page(
+        data=[job_out(j, [], with_result=True) for j in jobs[offset : offset + limit]], count=len(jobs)
+    )
+
+
+def _candidate_ids(session: Any, study: Study) -> list[int]:
+    return [c.id for c in study_store.list_candidates(session, study.id, limit=10**6, offset=0)[0]]
+
+
+def _load_tuning_job(session: Any, tenant_id: int, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.kind != "tune" or study_store.get_study(session, tenant_id, job.study_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"tuning job {job_id} not found")
+    return job
+
+
+@router.get("/tuning-jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorResponse}})
+def get_tuning_job(
+    job_id: int,
+    session: SessionDep,
+    tenant: TenantDep,
+    since: Annotated[int, Query(ge=0, description="Only curve points after this epoch.")] = 0,
+) -> JobOut:
+    """Status, progress, the learning-rate trajectory (``result.trajectory``), curves, ``recommended_lr``."""
+    job = _load_tuning_job(session, tenant.id, job_id)
+    return job_out(job, study_store.metrics_of(session, [job.id], since)[job.id])
+
+
+@router.post(
+    "/tuning-jobs/{job_id}/cancel", response_model=CancelOut, responses={404: {"model": ErrorResponse}}
+)
+def cancel_tuning_job(job_id: int, session: SessionDep, tenant: TenantDep, response: Response) -> CancelOut:
+    job = _load_tuning_job(session, tenant.id, job_id)
+    response.status_code = status.HTTP_202_ACCEPTED
+    return CancelOut(id=job.id, states={job.id: job_store.request_cancel(session, job.id)})
+
+
+@router.get("/studies/{study_id}/leaderboard", response_model=LeaderboardOut, responses=NOT_FOUND)
+def leaderboard(study_id: int, session: SessionDep, tenant: TenantDep) -> LeaderboardOut:
+    """The final answer per candidate: screened score, tuned score and recommended rate."""
+    study = load_study(session, tenant.id, study_id)
+    metric = study.policy.get("metric", "val_loss")
+    ranked, _ = ranking_store.rank(session, study, metric)
+    rows = [
+        LeaderboardRow(
+            rank=r.rank or 0,
+            candidate_id=r.candidate_id,
+            name=r.name,
+            screened_score=r.score or 0.0,
+            tuned_score=r.tuned_score,
+            recommended_lr=r.recommended_lr,
+            preferred_lr=r.preferred_lr,
+            tuning_state=r.tuning_state,
+        )
+        for r in ranked
+    ]
+    higher = ranking_store.METRICS[metric]
+    tuned = [r for r in rows if r.tuned_score is not None]
+    pool = tuned or rows
+    best = None
+    if pool:
+        scores = [(r.tuned_score if tuned else r.screened_score) or 0.0 for r in pool]
+        pick = scores.index(max(scores) if higher else min(scores))
+        best = pool[pick]
+    return LeaderboardOut(study_id=study.id, metric=metric, data=rows, count=len(rows), best=best)

@@ -1,0 +1,545 @@
+"""Commands that talk to a running service through :mod:`archscreen.client`: ``submit``, ``status``, ``ci``.
+
+``--server`` (env ``ARCHSCREEN_SERVER``, default http://127.0.0.1:8000) and ``--token``
+(env ``ARCHSCREEN_TOKEN``; for a local ``archscreen up`` it is read from
+``<data-dir>/api-token``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+from xml.etree import ElementTree as ET
+
+import httpx
+import yaml
+
+from archscreen.cli import EXIT_OK, CliError
+from archscreen.client import FINAL, ApiError, Client
+
+EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        default=os.environ.get("ARCHSCREEN_SERVER", DEFAULT_SERVER),
+        help="service URL (env ARCHSCREEN_SERVER; default %(default)s)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("ARCHSCREEN_TOKEN"),
+        help="API token (env ARCHSCREEN_TOKEN; default: the local `archscreen up` token)",
+    )
+    p.add_argument("--data-dir", metavar="DIR", help="where a local `archscreen up` keeps its token")
+
+
+def add_remote_commands(sub: Any) -> None:
+    p = sub.add_parser("submit", help="submit spec files to a study on a running service")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="architecture spec files (YAML or JSON)")
+    p.add_argument("--study", required=True, help="study name (created if missing, with --dataset)")
+    p.add_argument("--dataset", help="dataset for a new study (e.g. mnist1d)")
+    p.add_argument("--max-epochs", type=int, help="screening epochs for a new study")
+    p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
+    p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
+    _server_args(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a study's candidates, ranking and tuning jobs")
+    p.add_argument("study", help="study name or id")
+    p.add_argument("--json", action="store_true")
+    _server_args(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "ci",
+        help="CI gate: screen the candidates of a config file, fail the build on a regression",
+        description="Submit the candidates (and baseline) of CONFIG, wait, write JUnit XML and a Markdown "
+        "summary. Exit 0: every candidate passes the rule; 1: a candidate fails it; 2: error "
+        "(bad config, server unreachable, a job failed, timeout).",
+    )
+    p.add_argument("config", help="CI config file (YAML); see docs/ci.md")
+    p.add_argument("--local", action="store_true", help="start an embedded service for this run")
+    p.add_argument("--junit", metavar="PATH", help="write a JUnit XML report here")
+    p.add_argument(
+        "--summary", metavar="PATH", help="write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)"
+    )
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: config timeout_s)")
+    _server_args(p)
+    p.set_defaults(func=cmd_ci)
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token:
+        return str(args.token)
+    from archscreen.settings import Settings
+
+    data_dir = Path(args.data_dir) if args.data_dir else Settings().data_dir
+    path = data_dir / "api-token"
+    if path.exists():
+        return path.read_text().strip()
+    raise CliError(
+        f"no API token: pass --token, set ARCHSCREEN_TOKEN, or run `archscreen up` here ({path} missing)"
+    )
+
+
+@contextmanager
+def _client(server: str, token: str) -> Iterator[Client]:
+    c = Client(server, token)
+    try:
+        c.request("GET", "/api/v1/studies", params={"limit": 1})
+        yield c
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the service at {server}: {type(exc).__name__}", EXIT_ERROR) from None
+    except ApiError as exc:
+        raise CliError(f"the service at {server} answered {exc}", EXIT_ERROR) from None
+    finally:
+        c.close()
+
+
+def _read_spec(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{path}: no such file")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise CliError(f"{path}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise CliError(f"{path}: expected a mapping with 'layers' and 'head'")
+    doc.setdefault("name", p.stem)
+    return doc
+
+
+class ProgressReporter:
+    """A rich progress bar on a terminal; one line per change otherwise (reads well in CI logs)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self._last: dict[int, tuple[str, int]] = {}
+        self._progress: Any = None
+        self._tasks: dict[int, Any] = {}
+
+    def __enter__(self) -> ProgressReporter:
+        if self.enabled and self.tty:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description:<28}"),
+                BarColumn(),
+                TextColumn("{task.fields[state]:<10}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, client: Client, cands: list[dict[str, Any]]) -> None:
+        if not self.enabled:
+            return
+        for c in cands:
+            detail = client.candidate(c["id"]) if c["state"] == "running" else None
+            epoch = detail["progress"]["epoch"] if detail else 0
+            total = detail["progress"]["max_epochs"] if detail else 1
+            frac = 1.0 if c["state"] in FINAL else (detail["progress"]["fraction"] if detail else 0.0)
+            if self._progress is not None:
+                if c["id"] not in self._tasks:
+                    self._tasks[c["id"]] = self._progress.add_task(
+                        c["name"][:28], total=1.0, state=c["state"]
+                    )
+                self._progress.update(self._tasks[c["id"]], completed=frac, state=c["state"])
+            elif self._last.get(c["id"]) != (c["state"], epoch):
+                self._last[c["id"]] = (c["state"], epoch)
+                where = f" epoch {epoch}/{total}" if c["state"] == "running" else ""
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {c['name']}: {c['state']}{where}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+# ------------------------------------------------------------------------------ submit / status
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    specs = [_read_spec(p) for p in args.specs]
+    with _client(args.server, _token(args)) as c:
+        study = c.study_by_name(args.study)
+        if study is None:
+            if not args.dataset:
+                raise CliError(f"study {args.study!r} does not exist: pass --dataset to create it")
+            screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
+            study = c.create_study(args.study, dataset=args.dataset, screening=screening)
+        try:
+            added = c.add_candidates(study["id"], [{"spec": s} for s in specs])
+        except ApiError as exc:
+            raise CliError(str(exc)) from None
+        if args.json:
+            print(json.dumps(added, indent=2))
+        else:
+            for a in added:
+                print(
+                    f"{a['name']}: candidate {a['id']} ({'new' if a['created'] else 'already in the study'})"
+                )
+        if args.wait:
+            with ProgressReporter(not args.json) as rep:
+                c.wait(study["id"], on_update=lambda cands: rep.update(c, cands))
+            _print_ranking(c, study["id"])
+    return EXIT_OK
+
+
+def _print_ranking(c: Client, study_id: int) -> None:
+    r = c.ranking(study_id)
+    print(f"rank  {'candidate':<28} {r['metric']:>10}  preferred lr")
+    for row in r["data"]:
+        tie = " (tied)" if row["tied_with"] else ""
+        lr = f"{row['preferred_lr']:.3g}" if row["preferred_lr"] else "-"
+        print(f"{row['rank']:>4}  {row['name'][:28]:<28} {row['score']:>10.4f}  {lr}{tie}")
+    for row in r["unranked"]:
+        print(f"   -  {row['name'][:28]:<28} {row['state']:>10}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args.server, _token(args)) as c:
+        study = c.study(int(args.study)) if args.study.isdigit() else c.study_by_name(args.study)
+        if study is None:
+            raise CliError(f"no study named {args.study!r}")
+        if args.json:
+            out = {
+                "study": study,
+                "ranking": c.ranking(study["id"]),
+                "leaderboard": c.leaderboard(study["id"]),
+            }
+            print(json.dumps(out, indent=2))
+            return EXIT_OK
+        states = ", ".join(f"{n} {s}" for s, n in sorted(study["jobs_by_state"].items())) or "no jobs"
+        head = f"study {study['id']} {study['name']!r} on {study['dataset']}"
+        print(f"{head}: {study['candidates']} candidates; {states}")
+        _print_ranking(c, study["id"])
+        board = c.leaderboard(study["id"])
+        tuned = [r for r in board["data"] if r["tuning_state"]]
+        for r in tuned:
+            lr = f"{r['recommended_lr']:.3g}" if r["recommended_lr"] else "-"
+            print(f"tuned {r['name']}: {r['tuning_state']}, score {r['tuned_score']}, recommended lr {lr}")
+        if board["best"]:
+            b = board["best"]
+            lr = b["recommended_lr"] or b["preferred_lr"]
+            print(f"best: {b['name']} (learning rate {lr:.3g})" if lr else f"best: {b['name']}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ ci
+
+
+class CiConfig:
+    """The CI gate's config file (YAML), validated with one-line errors."""
+
+    KEYS: ClassVar[set[str]] = {
+        "study",
+        "dataset",
+        "screening",
+        "candidates",
+        "baseline",
+        "baseline_score",
+        "metric",
+        "rule",
+        "timeout_s",
+        "server",
+    }
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise CliError(f"{path}: no such config file", EXIT_ERROR)
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise CliError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}", EXIT_ERROR) from None
+        if not isinstance(doc, dict):
+            raise CliError(f"{path}: expected a mapping", EXIT_ERROR)
+        unknown = set(doc) - self.KEYS
+        if unknown:
+            raise CliError(
+                f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(self.KEYS)}", EXIT_ERROR
+            )
+
+        def need(key: str, kind: type | tuple[type, ...]) -> Any:
+            if key not in doc:
+                raise CliError(f"{path}: missing required key {key!r}", EXIT_ERROR)
+            if not isinstance(doc[key], kind):
+                raise CliError(f"{path}: {key!r} has the wrong type", EXIT_ERROR)
+            return doc[key]
+
+        base = path.parent
+        self.study = str(doc.get("study", path.stem))
+        self.dataset = str(need("dataset", str))
+        self.screening = doc.get("screening") or {}
+        self.candidates = [base / str(p) for p in need("candidates", list)]
+        if not self.candidates:
+            raise CliError(f"{path}: 'candidates' is empty", EXIT_ERROR)
+        self.baseline = base / str(doc["baseline"]) if doc.get("baseline") else None
+        self.baseline_score = doc.get("baseline_score")
+        self.metric = str(doc.get("metric", "val_loss"))
+        if self.metric not in ("val_loss", "val_accuracy", "test_accuracy", "test_loss"):
+            raise CliError(
+                f"{path}: metric must be val_loss, val_accuracy, test_accuracy or test_loss", EXIT_ERROR
+            )
+        self.rule = doc.get("rule") or {}
+        if not isinstance(self.rule, dict) or set(self.rule) - {"max_regression", "top_k"} or not self.rule:
+            raise CliError(
+                f"{path}: 'rule' needs max_regression (a number) and/or top_k (an integer)", EXIT_ERROR
+            )
+        if "max_regression" in self.rule and self.baseline is None and self.baseline_score is None:
+            raise CliError(
+                f"{path}: rule max_regression needs 'baseline' (a spec) or 'baseline_score'", EXIT_ERROR
+            )
+        self.timeout_s = float(doc.get("timeout_s", 1800))
+        self.server = doc.get("server")
+        for p in [*self.candidates, *([self.baseline] if self.baseline else [])]:
+            if not p.is_file():
+                raise CliError(f"{path}: spec file {p} does not exist", EXIT_ERROR)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def local_service(data_dir: Path | None, workers: int = 2) -> Iterator[tuple[str, str]]:
+    tmp = None
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="archscreen-ci-")
+        data_dir = Path(tmp.name)
+    port = _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ARCHSCREEN_DATABASE_URL", "ARCHSCREEN_BROKER_URL")
+    }
+    log = open(data_dir / "up.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "archscreen",
+            "up",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise CliError(
+                    f"the local service did not start: {(data_dir / 'up.log').read_text()[-500:]}", EXIT_ERROR
+                )
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise CliError("the local service was not ready after 120 s", EXIT_ERROR)
+            time.sleep(0.3)
+        yield url, (data_dir / "api-token").read_text().strip()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+class Verdict:
+    def __init__(self, name: str, cid: int, state: str, score: float | None, rank: int | None) -> None:
+        self.name, self.cid, self.state, self.score, self.rank = name, cid, state, score, rank
+        self.failure: str | None = None
+        self.error: str | None = None
+
+
+def _judge(
+    cfg: CiConfig, ranking: dict[str, Any], baseline_id: int | None, cand_ids: dict[int, str]
+) -> tuple[list[Verdict], float | None]:
+    higher = ranking["higher_is_better"]
+    rows = {r["candidate_id"]: r for r in [*ranking["data"], *ranking["unranked"]]}
+    base_score: float | None = None
+    if baseline_id is not None:
+        row = rows.get(baseline_id)
+        if row is None or row["score"] is None:
+            raise CliError(
+                f"the baseline did not finish screening ({row['state'] if row else 'missing'})", EXIT_ERROR
+            )
+        base_score = float(row["score"])
+    elif cfg.baseline_score is not None:
+        base_score = float(cfg.baseline_score)
+    # candidates' rank among the candidates only (the baseline is a reference, not a competitor)
+    order = [r["candidate_id"] for r in ranking["data"] if r["candidate_id"] in cand_ids]
+    verdicts: list[Verdict] = []
+    for cid, name in cand_ids.items():
+        row = rows.get(cid, {"state": "missing", "score": None})
+        v = Verdict(name, cid, row["state"], row["score"], order.index(cid) + 1 if cid in order else None)
+        if row["state"] != "succeeded" or row["score"] is None:
+            v.error = f"screening ended {row['state']}"
+        else:
+            if "max_regression" in cfg.rule and base_score is not None:
+                worse_by = (base_score - v.score) if higher else (v.score - base_score)  # type: ignore[operator]
+                if worse_by > float(cfg.rule["max_regression"]):
+                    v.failure = (
+                        f"{cfg.metric} {v.score:.4f} is worse than the baseline's {base_score:.4f} by "
+                        f"{worse_by:.4f} (allowed {cfg.rule['max_regression']})"
+                    )
+            if "top_k" in cfg.rule and (v.rank is None or v.rank > int(cfg.rule["top_k"])):
+                v.failure = (
+                    v.failure + "; " if v.failure else ""
+                ) + f"rank {v.rank} is outside the top {cfg.rule['top_k']}"
+        verdicts.append(v)
+    return verdicts, base_score
+
+
+def write_junit(path: Path, study: str, verdicts: list[Verdict], seconds: float) -> None:
+    suite = ET.Element(
+        "testsuite",
+        name=f"archscreen:{study}",
+        tests=str(len(verdicts)),
+        failures=str(sum(v.failure is not None for v in verdicts)),
+        errors=str(sum(v.error is not None for v in verdicts)),
+        time=f"{seconds:.1f}",
+    )
+    for v in verdicts:
+        case = ET.SubElement(suite, "testcase", classname=f"archscreen.{study}", name=v.name, time="0")
+        if v.error:
+            ET.SubElement(case, "error", message=v.error).text = v.error
+        elif v.failure:
+            ET.SubElement(case, "failure", message=v.failure).text = v.failure
+        else:
+            ET.SubElement(case, "system-out").text = f"score {v.score}, rank {v.rank}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def markdown_summary(
+    cfg: CiConfig, verdicts: list[Verdict], base_score: float | None, ranking: dict[str, Any]
+) -> str:
+    ok = all(v.failure is None and v.error is None for v in verdicts)
+    lines = [f"### archscreen: {'✅ all candidates pass' if ok else '❌ a candidate fails the rule'}", ""]
+    rule = ", ".join(f"{k} = {v}" for k, v in cfg.rule.items())
+    base = f"{base_score:.4f}" if base_score is not None else "n/a"
+    lines += [f"Dataset `{cfg.dataset}`, metric `{cfg.metric}`, rule: {rule}, baseline score {base}.", ""]
+    lines += ["| candidate | result | score | rank | preferred lr | note |", "|---|---|---:|---:|---:|---|"]
+    prefs = {r["candidate_id"]: r["preferred_lr"] for r in ranking["data"]}
+    for v in verdicts:
+        result = "error" if v.error else ("fail" if v.failure else "pass")
+        score = f"{v.score:.4f}" if v.score is not None else "-"
+        lr = f"{prefs[v.cid]:.3g}" if prefs.get(v.cid) else "-"
+        lines.append(
+            f"| {v.name} | {result} | {score} | {v.rank or '-'} | {lr} | {v.error or v.failure or ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_ci(args: argparse.Namespace) -> int:
+    cfg = CiConfig(Path(args.config))
+    specs = [_read_spec(str(p)) for p in cfg.candidates]
+    baseline_spec = _read_spec(str(cfg.baseline)) if cfg.baseline else None
+    timeout = args.timeout or cfg.timeout_s
+    t0 = time.monotonic()
+    if args.local:
+        ctx: Any = local_service(Path(args.data_dir) if args.data_dir else None)
+    else:
+        ctx = _nullcontext((cfg.server or args.server, None))
+    with ctx as (url, local_token):
+        token = local_token or _token(args)
+        with _client(url, token) as c:
+            return _run_ci(c, cfg, args, specs, baseline_spec, timeout, t0)
+
+
+@contextmanager
+def _nullcontext(value: Any) -> Iterator[Any]:
+    yield value
+
+
+def _run_ci(
+    c: Client,
+    cfg: CiConfig,
+    args: argparse.Namespace,
+    specs: list[dict[str, Any]],
+    baseline_spec: dict[str, Any] | None,
+    timeout: float,
+    t0: float,
+) -> int:
+    name = f"{cfg.study}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    try:
+        study = c.create_study(name, dataset=cfg.dataset, screening=cfg.screening or None)
+    except ApiError as exc:
+        raise CliError(f"the service refused the study: {exc}", EXIT_ERROR) from None
+    print(f"archscreen ci: study {study['id']} ({name}) at {c.base_url}", file=sys.stderr, flush=True)
+    try:
+        body = [{"spec": s} for s in specs] + (
+            [{"spec": baseline_spec, "name": "baseline"}] if baseline_spec else []
+        )
+        try:
+            added = c.add_candidates(study["id"], body, idempotency_key=name)
+        except ApiError as exc:
+            raise CliError(f"invalid candidate: {exc}", EXIT_ERROR) from None
+        cand_ids = {a["id"]: a["name"] for a in added[: len(specs)]}
+        baseline_id = added[len(specs)]["id"] if baseline_spec else None
+        if baseline_id in cand_ids:
+            raise CliError("a candidate is identical to the baseline spec", EXIT_ERROR)
+        with ProgressReporter() as rep:
+            c.wait(
+                study["id"],
+                timeout=timeout - (time.monotonic() - t0),
+                poll_s=1.0,
+                on_update=lambda cands: rep.update(c, cands),
+            )
+    except (TimeoutError, KeyboardInterrupt) as exc:
+        n = c.cancel_study(study["id"])
+        why = "timed out" if isinstance(exc, TimeoutError) else "interrupted"
+        raise CliError(f"{why}; cancelled {n} unfinished job(s) of study {study['id']}", EXIT_ERROR) from None
+    ranking = c.ranking(study["id"], metric=cfg.metric)
+    verdicts, base_score = _judge(cfg, ranking, baseline_id, cand_ids)
+    if args.junit:
+        write_junit(Path(args.junit), name, verdicts, time.monotonic() - t0)
+    summary = markdown_summary(cfg, verdicts, base_score, ranking)
+    if args.summary:
+        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.summary, "a") as f:
+            f.write(summary)
+    for v in verdicts:
+        status = "ERROR" if v.error else ("FAIL" if v.failure else "PASS")
+        print(f"{status}  {v.name}: {v.error or v.failure or f'{cfg.metric} {v.score:.4f}, rank {v.rank}'}")
+    if any(v.error for v in verdicts):
+        return EXIT_ERROR
+    return EXIT_RULE_FAILED if any(v.failure for v in verdicts) else EXIT_OK

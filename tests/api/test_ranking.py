@@ -1,0 +1,133 @@
+"""Ranking, promotion, tuning jobs and the leaderboard over the API.
+
+Screening results are written through the store's life cycle (claim → finish), as a worker
+would; the end-to-end tests in tests/worker/ produce them by real training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from archscreen.api.app import create_app
+from archscreen.store import Database, Job
+from archscreen.store import jobs as job_store
+from archscreen.store.auth import create_token
+from fastapi.testclient import TestClient
+
+from archscreen.settings import Settings
+
+POSTERIOR = [{"lr": 0.01, "weight": 0.5}, {"lr": 1.0, "weight": 0.5}]  # geometric mean 0.1
+
+
+def spec(width: int) -> dict:
+    return {"name": f"mlp{width}", "layers": ["flatten", {"linear": width}, "relu"], "head": "classifier"}
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path, migrated: Database):  # type: ignore[no-untyped-def]
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    settings.ensure_dirs()
+    with migrated.session() as s:
+        auth = {"Authorization": f"Bearer {create_token(s, 'acme')}"}
+    with TestClient(create_app(settings)) as client:
+        yield client, auth, migrated
+
+
+def finish_screen(
+    db: Database, candidate_id: int, seed: int, val_loss: float | None, state: str = "succeeded"
+) -> None:
+    with db.session() as s:
+        job = s.query(Job).filter_by(candidate_id=candidate_id, kind="screen", seed=seed).one()
+        job_store.claim(s, job.id, "w", 30)
+    result = None
+    if val_loss is not None:
+        result = {
+            "val_loss": val_loss,
+            "val_accuracy": 1 - val_loss / 3,
+            "test_accuracy": 0.5,
+            "switch_posterior": POSTERIOR,
+            "preferred_lr": 0.1,
+            "lr_range": [1e-5, 10.0],
+        }
+    with db.session() as s:
+        assert job_store.finish(s, job.id, "w", state, result=result)
+
+
+def make(client: TestClient, auth: dict, seeds: list[int], n: int) -> tuple[int, list[int]]:
+    study = client.post(
+        "/api/v1/studies",
+        headers=auth,
+        json={"name": "r", "dataset": "mnist1d", "screening": {"seeds": seeds, "max_epochs": 2}},
+    ).json()
+    cands = client.post(
+        f"/api/v1/studies/{study['id']}/candidates",
+        headers=auth,
+        json=[{"spec": spec(8 * (i + 1))} for i in range(n)],
+    ).json()["data"]
+    return study["id"], [c["id"] for c in cands]
+
+
+def test_ranking_orders_marks_ties_and_lists_unfinished_apart(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db = env
+    sid, (a, b, c, d, e) = make(client, auth, [0, 1], 5)
+    for seed, (la, lb, lc) in enumerate([(1.0, 0.50, 0.55), (1.2, 0.60, 0.65)]):
+        finish_screen(db, a, seed, la)
+        finish_screen(db, b, seed, lb)
+        finish_screen(db, c, seed, lc)
+    finish_screen(db, d, 0, None, state="diverged")
+    finish_screen(db, d, 1, 2.0)  # one seed diverged: the candidate is not ranked
+    r = client.get(f"/api/v1/studies/{sid}/ranking", headers=auth).json()
+    assert [row["candidate_id"] for row in r["data"]] == [b, c, a] and r["count"] == 3
+    assert [row["rank"] for row in r["data"]] == [1, 2, 3]
+    top = r["data"][0]
+    assert (
+        top["score"] == pytest.approx(0.55)
+        and top["seeds"] == 2
+        and top["score_std"] == pytest.approx(0.0707, abs=1e-3)
+    )
+    assert top["tied_with"] == [c] and r["data"][2]["tied_with"] == []  # b and c overlap within their spread
+    assert top["preferred_lr"] == pytest.approx(0.1)
+    assert {row["candidate_id"]: row["state"] for row in r["unranked"]} == {d: "diverged", e: "queued"}
+    acc = client.get(f"/api/v1/studies/{sid}/ranking?metric=val_accuracy&k=1", headers=auth).json()
+    assert acc["higher_is_better"] and [row["candidate_id"] for row in acc["data"]] == [b]
+    assert client.get(f"/api/v1/studies/{sid}/ranking?metric=bogus", headers=auth).status_code == 422
+
+
+def test_promotion_is_idempotent_and_starts_from_the_posterior(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db = env
+    sid, (a, b, c) = make(client, auth, [0], 3)
+    r = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"top_k": 1})
+    assert r.status_code == 422 and r.json()["detail"][0]["path"] == "body.top_k"  # nothing finished yet
+    finish_screen(db, a, 0, 0.9)
+    finish_screen(db, b, 0, 0.4)
+    r = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"top_k": 1})
+    assert r.status_code == 201
+    job = r.json()["data"][0]
+    assert job["candidate_id"] == b and job["kind"] == "tune" and job["state"] == "queued"
+    again = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"candidate_ids": [b]})
+    assert again.status_code == 200 and again.json()["data"][0]["id"] == job["id"]
+    with db.session() as s:
+        stored = s.get(Job, job["id"])
+        assert stored is not None and stored.config == {"tuner": "fd2", "init_lr": pytest.approx(0.1)}
+    bad = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"candidate_ids": [c]})
+    assert bad.status_code == 422 and "no successful screening run" in bad.json()["detail"][0]["msg"]
+    assert (
+        client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"candidate_ids": [999]}).status_code
+        == 422
+    )
+    both = client.post(
+        f"/api/v1/studies/{sid}/promote", headers=auth, json={"top_k": 1, "candidate_ids": [a]}
+    )
+    assert both.status_code == 422
+    detail = client.get(f"/api/v1/tuning-jobs/{job['id']}", headers=auth).json()
+    assert detail["state"] == "queued" and detail["curves"] == []
+    assert client.get(f"/api/v1/studies/{sid}/tuning-jobs", headers=auth).json()["count"] == 1
+    board = client.get(f"/api/v1/studies/{sid}/leaderboard", headers=auth).json()
+    assert [row["candidate_id"] for row in board["data"]] == [b, a]
+    assert board["best"]["candidate_id"] == b and board["best"]["tuned_score"] is None
+    assert board["data"][0]["tuning_state"] == "queued"
+    assert client.post(f"/api/v1/tuning-jobs/{job['id']}/cancel", headers=auth).json()["states"] == {
+        str(job["id"]): "cancelled"
+    }
+    assert client.get("/api/v1/tuning-jobs/424242", headers=auth).status_code == 404

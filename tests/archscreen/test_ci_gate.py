@@ -1,0 +1,77 @@
+"""`archscreen ci` as a CI pipeline runs it: the example configs in examples/ci/ on an embedded service."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.services import free_port
+
+pytestmark = pytest.mark.slow
+CI = EXAMPLES / "ci"
+
+
+def run_ci(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHSCREEN_")}
+    env["ARCHSCREEN_DATA_DIR"] = "/nonexistent-archscreen"  # --local must use its own fresh data dir
+    return subprocess.run(
+        [sys.executable, "-m", "archscreen", "ci", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_gate_passes_a_good_candidate_and_fails_a_regression(tmp_path: Path) -> None:
+    good = run_ci(str(CI / "archscreen-ci.yaml"), "--local", "--junit", str(tmp_path / "good.xml"))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "PASS  candidate-cnn" in good.stdout
+
+    summary = tmp_path / "summary.md"
+    bad = run_ci(
+        str(CI / "archscreen-ci-regression.yaml"),
+        "--local",
+        "--junit",
+        str(tmp_path / "bad.xml"),
+        "--summary",
+        str(summary),
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAIL  candidate-logreg" in bad.stdout and "PASS  candidate-cnn" in bad.stdout
+    suite = ET.parse(tmp_path / "bad.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert set(cases) == {"candidate-cnn", "candidate-logreg"}
+    assert cases["candidate-logreg"].find("failure") is not None
+    assert cases["candidate-cnn"].find("failure") is None
+    text = summary.read_text()
+    assert "| candidate-logreg | fail |" in text and "| candidate-cnn | pass |" in text
+    # progress reads well in a non-TTY log: one line per change, no control characters
+    assert "candidate-cnn: succeeded" in bad.stderr and "\x1b[" not in bad.stderr
+
+
+def test_gate_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text(
+        "dataset: mnist1d\ncandidates: [missing.yaml]\nrule: {max_regression: 0.1}\nbaseline_score: 1\n"
+    )
+    r = run_ci(str(bad_yaml), "--local")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "missing.yaml" in r.stderr
+    r = run_ci(str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2 and "no such config file" in r.stderr
+    no_rule = tmp_path / "norule.yaml"
+    no_rule.write_text(f"dataset: mnist1d\ncandidates: [{CI / 'candidate-cnn.yaml'}]\n")
+    r = run_ci(str(no_rule), "--local")
+    assert r.returncode == 2 and "'rule'" in r.stderr
+    down = run_ci(
+        str(CI / "archscreen-ci.yaml"), "--server", f"http://127.0.0.1:{free_port()}", "--token", "as_x"
+    )
+    assert down.returncode == 2 and "cannot reach the service" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1 and "Traceback" not in down.stderr
