@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from archscreen.api import errors
 from archscreen.api.deps import TokenCache
-from archscreen.api.routes import candidates, health, ranking, studies
+from archscreen.api.routes import candidates, health, ranking, studies, summary
 from archscreen.store import Database
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from archscreen import __version__
 from archscreen.settings import Settings
@@ -58,6 +61,27 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     api.include_router(studies.router)
     api.include_router(candidates.router)
     api.include_router(ranking.router)
+    api.include_router(summary.router)
     app.include_router(api)
     app.include_router(health.router)
+    _mount_dashboard(app)
     return app
+
+
+DASHBOARD = Path(__file__).resolve().parent / "dashboard"
+# Everything the dashboard loads comes from this server; inline style attributes size the progress bars.
+DASHBOARD_CSP = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+)
+
+
+def _mount_dashboard(app: FastAPI) -> None:
+    """The built-in dashboard at ``/`` (static files shipped in the package, no CDN)."""
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(
+            DASHBOARD / "index.html",
+            headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-cache"},
+        )

@@ -59,10 +59,8 @@ class TokenCache:
         self._entries[digest] = (time.monotonic() + self.ttl_s, tenant)
 
 
-def get_tenant(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+def _authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, session: Session
 ) -> Tenant:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise HTTPException(
@@ -87,7 +85,26 @@ def get_tenant(
     return tenant
 
 
+def get_tenant(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Tenant:
+    return _authenticate(request, credentials, session)
+
+
+def get_tenant_own_session(
+    request: Request,
+    db: DatabaseDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Tenant:
+    """For long-lived responses (event streams): no database session held while streaming."""
+    with db.session() as s:
+        return _authenticate(request, credentials, s)
+
+
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
+StreamTenantDep = Annotated[Tenant, Depends(get_tenant_own_session)]
 
 
 def pagination(

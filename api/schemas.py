@@ -144,7 +144,6 @@ class JobOut(BaseModel):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
-    heartbeat_at: UtcDatetime | None
     result: dict[str, Any] | None
     curves: list[EpochPoint]
 
@@ -246,3 +245,31 @@ class LeaderboardOut(BaseModel):
     best: LeaderboardRow | None = Field(
         description="The answer: the best tuned candidate (or best screened, if none is tuned yet)."
     )
+
+
+# ---------------------------------------------------------------------------- polling
+
+
+class CandidateRow(BaseModel):
+    id: int
+    name: str
+    state: JobState
+    num_params: int
+    progress: Progress
+    score: float | None
+    score_std: float | None
+    rank: int | None
+    preferred_lr: float | None
+    error: str | None
+
+
+class StudySummary(BaseModel):
+    """Everything a dashboard shows for a study, in one request (ETag'd; also the SSE payload)."""
+
+    study: StudyOut
+    version: int
+    candidate_states: dict[str, int]
+    progress: Progress
+    candidates: list[CandidateRow]
+    ranking: RankingOut
+    tuning_jobs: list[JobOut]

@@ -82,7 +82,6 @@ def job_out(job: Job, metrics: list[EpochMetric], *, with_result: bool = True) -
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        heartbeat_at=job.heartbeat_at,
         result=job.result if with_result else None,
         curves=[
             EpochPoint(

@@ -180,3 +180,22 @@ def save_idempotent_response(
     except IntegrityError:
         return False
     return True
+
+
+def version_of(s: Session, tenant_id: int, *, study_id: int | None = None, candidate_id: int | None = None,
+               job_id: int | None = None) -> tuple[int, int] | None:
+    """``(study_id, version)`` of the study that owns the given study/candidate/job, for ETags.
+
+    One indexed lookup; ``None`` if it does not exist or belongs to another tenant.
+    """
+    q = select(Study.id, Study.version).where(Study.tenant_id == tenant_id)
+    if study_id is not None:
+        q = q.where(Study.id == study_id)
+    elif candidate_id is not None:
+        q = q.join(Candidate, Candidate.study_id == Study.id).where(Candidate.id == candidate_id)
+    elif job_id is not None:
+        q = q.join(Job, Job.study_id == Study.id).where(Job.id == job_id)
+    else:
+        raise ValueError("give one of study_id, candidate_id, job_id")
+    row = s.execute(q).first()
+    return None if row is None else (int(row[0]), int(row[1]))

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import yaml
 from archscreen.api.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item, loc_of
-from archscreen.api.routes.studies import NOT_FOUND, load_study
+from archscreen.api.etag import make_etag, not_modified, require
+from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED, load_study
 from archscreen.api.schemas import (
     CancelOut,
     CandidateCreate,
@@ -22,7 +23,7 @@ from archscreen.api.views import candidate_detail, candidate_out
 from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
 from archscreen.worker.queue import enqueue
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 router = APIRouter(tags=["candidates"])
@@ -172,15 +173,27 @@ def _load_candidate(session: SessionDep, tenant_id: int, candidate_id: int) -> A
 @router.get(
     "/candidates/{candidate_id}",
     response_model=CandidateDetail,
-    responses={404: {"model": ErrorResponse}},
+    responses={404: {"model": ErrorResponse}, **NOT_MODIFIED},
 )
 def get_candidate(
     candidate_id: int,
+    request: Request,
+    response: Response,
     session: SessionDep,
     tenant: TenantDep,
     since: Annotated[int, Query(ge=0, description="Only curve points after this epoch.")] = 0,
-) -> CandidateDetail:
-    """Status, progress (epoch / max, elapsed, ETA), metrics, curves, Switch posterior, preferred rate."""
+) -> Any:
+    """Status, progress (epoch / max, elapsed, ETA), metrics, curves, Switch posterior, preferred rate.
+
+    Sends a weak ``ETag``; with ``If-None-Match`` an unchanged candidate is a ``304``.
+    """
+    _, version = require(
+        study_store.version_of(session, tenant.id, candidate_id=candidate_id), "candidate", candidate_id
+    )
+    etag = make_etag("c", candidate_id, version, since)
+    if (cached := not_modified(request, etag)) is not None:
+        return cached
+    response.headers["ETag"] = etag
     return candidate_detail(session, _load_candidate(session, tenant.id, candidate_id), since)
 
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 
 from archscreen.api.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
-from archscreen.api.routes.studies import NOT_FOUND, load_study
+from archscreen.api.etag import make_etag, not_modified, require
+from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED, load_study
 from archscreen.api.schemas import (
     CancelOut,
     ErrorResponse,
@@ -24,7 +25,7 @@ from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
 from archscreen.worker.queue import enqueue
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 router = APIRouter(tags=["ranking and tuning"])
@@ -132,15 +133,24 @@ def _load_tuning_job(session: Any, tenant_id: int, job_id: int) -> Job:
     return job
 
 
-@router.get("/tuning-jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorResponse}})
+@router.get(
+    "/tuning-jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorResponse}, **NOT_MODIFIED}
+)
 def get_tuning_job(
     job_id: int,
+    request: Request,
+    response: Response,
     session: SessionDep,
     tenant: TenantDep,
     since: Annotated[int, Query(ge=0, description="Only curve points after this epoch.")] = 0,
-) -> JobOut:
+) -> Any:
     """Status, progress, the learning-rate trajectory (``result.trajectory``), curves, ``recommended_lr``."""
+    _, version = require(study_store.version_of(session, tenant.id, job_id=job_id), "tuning job", job_id)
+    etag = make_etag("j", job_id, version, since)
+    if (cached := not_modified(request, etag)) is not None:
+        return cached
     job = _load_tuning_job(session, tenant.id, job_id)
+    response.headers["ETag"] = etag
     return job_out(job, study_store.metrics_of(session, [job.id], since)[job.id])
 
 

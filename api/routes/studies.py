@@ -6,11 +6,12 @@ from typing import Any
 
 from archscreen.api.deps import PageDep, SessionDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
+from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.schemas import ErrorResponse, Page, StudyCreate, StudyOut
 from archscreen.api.views import studies_out, study_out
 from archscreen.store import Study
 from archscreen.store import studies as study_store
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -67,6 +68,16 @@ def list_studies(
     return Page(data=studies_out(session, rows), count=total)
 
 
-@router.get("/{study_id}", response_model=StudyOut, responses=NOT_FOUND)
-def get_study(study_id: int, session: SessionDep, tenant: TenantDep) -> StudyOut:
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {304: {"description": "Not modified (If-None-Match)."}}
+
+
+@router.get("/{study_id}", response_model=StudyOut, responses={**NOT_FOUND, **NOT_MODIFIED})
+def get_study(
+    study_id: int, request: Request, response: Response, session: SessionDep, tenant: TenantDep
+) -> Any:
+    _, version = require(study_store.version_of(session, tenant.id, study_id=study_id), "study", study_id)
+    etag = make_etag("s", study_id, version)
+    if (cached := not_modified(request, etag)) is not None:
+        return cached
+    response.headers["ETag"] = etag
     return study_out(session, load_study(session, tenant.id, study_id))

@@ -1,0 +1,144 @@
+"""What dashboards poll: one summary per study (ETag'd) and a Server-Sent Events stream of it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from archscreen.api.deps import DatabaseDep, SessionDep, StreamTenantDep, TenantDep
+from archscreen.api.etag import make_etag, not_modified, require
+from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED
+from archscreen.api.schemas import CandidateRow, RankingOut, RankRowOut, StudySummary
+from archscreen.api.views import job_out, progress, study_out
+from archscreen.store import Candidate, Database, Job, Study
+from archscreen.store import ranking as ranking_store
+from archscreen.store import studies as study_store
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+router = APIRouter(tags=["polling"])
+EVENT_POLL_S = 1.0
+KEEPALIVE_S = 15.0
+
+
+def build_summary(s: Session, study: Study) -> StudySummary:
+    metric = study.policy.get("metric", "val_loss")
+    ranked, unranked = ranking_store.rank(s, study, metric)
+    rows = {r.candidate_id: r for r in [*ranked, *unranked]}
+    cands = s.query(Candidate).filter(Candidate.study_id == study.id).order_by(Candidate.id).all()
+    jobs = s.query(Job).filter(Job.study_id == study.id).order_by(Job.id).all()
+    screens: dict[int, list[Job]] = {c.id: [] for c in cands}
+    tunes: list[Job] = []
+    for j in jobs:
+        (screens.setdefault(j.candidate_id, []) if j.kind == "screen" else tunes).append(j)
+    states: dict[str, int] = {}
+    out_rows = []
+    for c in cands:
+        r = rows[c.id]
+        states[r.state] = states.get(r.state, 0) + 1
+        errors = [j.error for j in screens[c.id] if j.error]
+        out_rows.append(
+            CandidateRow(
+                id=c.id,
+                name=c.name,
+                state=r.state,
+                num_params=c.num_params,
+                progress=progress(screens[c.id]),
+                score=r.score,
+                score_std=r.score_std,
+                rank=r.rank,
+                preferred_lr=r.preferred_lr,
+                error=errors[0] if errors else None,
+            )
+        )
+    ranking = RankingOut(
+        study_id=study.id,
+        metric=metric,
+        higher_is_better=ranking_store.METRICS[metric],
+        data=[RankRowOut(**r.to_dict()) for r in ranked],
+        count=len(ranked),
+        unranked=[RankRowOut(**r.to_dict()) for r in unranked],
+    )
+    return StudySummary(
+        study=study_out(s, study),
+        version=study.version,
+        candidate_states=states,
+        progress=progress([j for j in jobs if j.kind == "screen"]),
+        candidates=out_rows,
+        ranking=ranking,
+        tuning_jobs=[job_out(j, [], with_result=True) for j in tunes],
+    )
+
+
+@router.get(
+    "/studies/{study_id}/summary", response_model=StudySummary, responses={**NOT_FOUND, **NOT_MODIFIED}
+)
+def study_summary(
+    study_id: int, request: Request, response: Response, session: SessionDep, tenant: TenantDep
+) -> Any:
+    """Counts by state, overall progress, each candidate's progress and score, the ranking, tuning jobs."""
+    _, version = require(study_store.version_of(session, tenant.id, study_id=study_id), "study", study_id)
+    etag = make_etag("summary", study_id, version)
+    if (cached := not_modified(request, etag)) is not None:
+        return cached
+    study = session.get(Study, study_id)
+    assert study is not None
+    response.headers["ETag"] = etag
+    return build_summary(session, study)
+
+
+def _version(db: Database, tenant_id: int, study_id: int) -> int | None:
+    with db.session() as s:
+        found = study_store.version_of(s, tenant_id, study_id=study_id)
+    return None if found is None else found[1]
+
+
+def _summary_json(db: Database, study_id: int) -> str:
+    with db.session() as s:
+        study = s.get(Study, study_id)
+        assert study is not None
+        return build_summary(s, study).model_dump_json()
+
+
+@router.get(
+    "/studies/{study_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`summary` events."}, **NOT_FOUND},
+)
+async def study_events(
+    study_id: int, request: Request, tenant: StreamTenantDep, db: DatabaseDep
+) -> StreamingResponse:
+    """Server-Sent Events: a ``summary`` event (the body of ``/summary``) whenever the study changes.
+
+    The event id is the study version. Comments keep idle connections open. Browsers whose
+    EventSource cannot send the Authorization header read it with ``fetch`` (as the dashboard does).
+    """
+    version = await run_in_threadpool(_version, db, tenant.id, study_id)
+    require(None if version is None else (study_id, version), "study", study_id)
+
+    async def stream() -> AsyncIterator[str]:
+        last: int | None = None
+        quiet = 0.0
+        yield "retry: 2000\n\n"
+        while not await request.is_disconnected():
+            current = await run_in_threadpool(_version, db, tenant.id, study_id)
+            if current is None:
+                yield "event: gone\ndata: {}\n\n"
+                return
+            if current != last:
+                body = await run_in_threadpool(_summary_json, db, study_id)
+                yield f"id: {current}\nevent: summary\ndata: {body}\n\n"
+                last, quiet = current, 0.0
+            elif quiet >= KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+            await asyncio.sleep(EVENT_POLL_S)
+            quiet += EVENT_POLL_S
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,195 @@
+"""The built-in dashboard in a real browser (Debian's chromium driven by Playwright).
+
+The embedded service (`archscreen up`) trains a small study with real worker
+processes while the page is open; the page must follow it without a reload.
+Screenshots of each page go to test-artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from archscreen.client import Client
+from tests.conftest import ROOT
+from tests.services import free_port
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = ROOT / "test-artifacts" / "dashboard"
+SPECS = [
+    {"name": "logreg", "layers": ["flatten"], "head": "classifier"},
+    {"name": "mlp", "layers": ["flatten", {"linear": 64}, "relu"], "head": "classifier"},
+    {
+        "name": "cnn",
+        "layers": [
+            {"conv1d": {"out": 16, "kernel": 5, "padding": 2}},
+            "relu",
+            "flatten",
+            {"linear": 32},
+            "relu",
+        ],
+        "head": "classifier",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    data = tmp_path_factory.mktemp("dashboard")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHSCREEN_")}
+    log = open(data / "up.log", "w")  # noqa: SIM115
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "archscreen",
+            "up",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--data-dir",
+            str(data),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert up.poll() is None, (data / "up.log").read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (data / "up.log").read_text()
+            time.sleep(0.3)
+        yield url, (data / "api-token").read_text().strip()
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def new_page(browser: Browser) -> tuple[Page, list[str]]:
+    page = browser.new_page(viewport={"width": 1300, "height": 1400})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return page, errors
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_invalid_token_gets_a_clear_message(service: tuple[str, str], browser: Browser) -> None:
+    url, _ = service
+    page, errors = new_page(browser)
+    page.goto(url + "/")
+    expect(page.locator("#token")).to_be_visible()
+    page.fill("#token", "as_not-a-real-token")
+    page.click("button[type=submit]")
+    message = page.locator("#login-message")
+    expect(message).to_be_visible()
+    expect(message).to_contain_text("not accepted")
+    expect(message).to_contain_text("archscreen token create")
+    shot(page, "invalid-token")
+    assert errors == [] or all("401" in e for e in errors)
+    page.close()
+
+
+def test_study_page_follows_training_live_and_promotes(service: tuple[str, str], browser: Browser) -> None:
+    url, token = service
+    with Client(url, token) as c:
+        study = c.create_study(
+            "browser",
+            dataset="mnist1d",
+            screening={"max_epochs": 6, "patience": 6, "batch_size": 64},
+            policy={"top_k": 2, "tuner": "fd2", "auto": False},
+        )
+        c.add_candidates(study["id"], [{"spec": s} for s in SPECS])
+    page, errors = new_page(browser)
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    expect(page.locator(f"#studies tr[data-study='{study['id']}']")).to_be_visible()
+    shot(page, "studies")
+    page.click(f"#studies a[href='#/studies/{study['id']}']")
+    rows = page.locator("#candidates tbody tr")
+    expect(rows).to_have_count(3)
+    first_states = rows.evaluate_all("rs => rs.map(r => r.dataset.state)")
+    assert first_states != ["succeeded"] * 3, "the study finished before the page could watch it"
+    page.evaluate("window.__marker = 42")
+    # the page updates itself (SSE) until every candidate is done: no reload, no navigation
+    expect(page.locator("#candidates tbody tr[data-state='succeeded']")).to_have_count(3, timeout=240_000)
+    assert page.evaluate("window.__marker") == 42 and page.evaluate("window.__archscreenBoot") == 1
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+    expect(page.locator("#live")).to_have_text("live")
+
+    with Client(url, token) as c:
+        epochs = sum(len(c.candidate(x["id"])["runs"][0]["curves"]) for x in c.candidates(study["id"]))
+    # the curves chart plots every stored epoch of every candidate; the posterior has one bar per copy
+    expect(page.locator("svg[data-chart='val_loss'] circle.pt")).to_have_count(epochs)
+    expect(page.locator("svg[data-chart='val_accuracy'] circle.pt")).to_have_count(epochs)
+    bars = page.locator("svg[data-chart='posterior'] rect.bar")
+    expect(bars).to_have_count(10)
+    weights = bars.evaluate_all("bs => bs.map(b => Number(b.dataset.value))")
+    assert abs(sum(weights) - 1) < 1e-6 and max(weights) > 0
+    expect(page.locator("#ranking tbody tr")).to_have_count(3)
+    shot(page, "study")
+
+    page.fill("#top-k", "2")
+    page.click("#promote")
+    tuning = page.locator("#tuning-jobs tbody tr")
+    expect(tuning).to_have_count(2, timeout=30_000)
+    expect(page.locator("#tuning-jobs tbody tr[data-state='succeeded']")).to_have_count(2, timeout=240_000)
+    shot(page, "study-tuned")
+
+    page.click("#tuning-jobs tbody tr >> nth=0 >> a")
+    expect(page.locator("#recommended-lr")).not_to_have_text("–")
+    assert page.locator("svg[data-chart='trajectory'] circle.pt").count() > 10
+    assert page.locator("svg[data-chart='tuning_loss'] circle.pt").count() >= 2
+    shot(page, "tuning-job")
+
+    page.go_back()
+    page.click("#candidates a >> nth=2")
+    expect(page.locator("#layers tbody tr")).to_have_count(5)
+    expect(page.locator("#spec")).to_contain_text('"conv1d"')
+    shot(page, "candidate")
+    assert errors == []
+    page.close()

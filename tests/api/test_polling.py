@@ -1,0 +1,113 @@
+"""Cheap polling: ETag / 304 on study, candidate and tuning-job reads, ?since=, the summary, SSE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from archscreen.api.app import create_app
+from archscreen.store import Database, Job
+from archscreen.store import jobs as job_store
+from archscreen.store.auth import create_token
+from fastapi.testclient import TestClient
+
+from archscreen.settings import Settings
+
+MLP = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "classifier"}
+EPOCH = dict(
+    max_epochs=5, elapsed_s=1.0, train_loss=2.0, val_loss=1.5, val_accuracy=0.4, seconds=0.5, extra={}
+)
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path, migrated: Database):  # type: ignore[no-untyped-def]
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    settings.ensure_dirs()
+    with migrated.session() as s:
+        auth = {"Authorization": f"Bearer {create_token(s, 'acme')}"}
+    with TestClient(create_app(settings)) as client:
+        study = client.post("/api/v1/studies", headers=auth, json={"name": "p", "dataset": "mnist1d"}).json()
+        cand = client.post(
+            f"/api/v1/studies/{study['id']}/candidates", headers=auth, json={"spec": MLP}
+        ).json()
+        yield client, auth, migrated, study["id"], cand["data"][0]["id"]
+
+
+def job_of(db: Database, candidate_id: int) -> int:
+    with db.session() as s:
+        return s.query(Job).filter_by(candidate_id=candidate_id).one().id
+
+
+def test_etag_304_until_something_changes(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db, sid, cid = env
+    for url in (f"/api/v1/studies/{sid}", f"/api/v1/candidates/{cid}", f"/api/v1/studies/{sid}/summary"):
+        first = client.get(url, headers=auth)
+        etag = first.headers["ETag"]
+        assert first.status_code == 200 and etag.startswith('W/"')
+        again = client.get(url, headers={**auth, "If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
+        assert client.get(url, headers={**auth, "If-None-Match": 'W/"other"'}).status_code == 200
+    etags = {
+        u: client.get(u, headers=auth).headers["ETag"]
+        for u in (f"/api/v1/studies/{sid}", f"/api/v1/candidates/{cid}")
+    }
+    job_id = job_of(db, cid)
+    with db.session() as s:
+        job_store.claim(s, job_id, "w", 30)
+    with db.session() as s:
+        job_store.record_epoch(s, job_id, "w", epoch=1, **EPOCH)  # type: ignore[arg-type]
+    for url, etag in etags.items():
+        changed = client.get(url, headers={**auth, "If-None-Match": etag})
+        assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    with db.session() as s:  # a heartbeat alone changes nothing a poller sees
+        job_store.heartbeat(s, job_id, "w", 30)
+    now = client.get(f"/api/v1/candidates/{cid}", headers=auth)
+    assert (
+        client.get(
+            f"/api/v1/candidates/{cid}", headers={**auth, "If-None-Match": now.headers["ETag"]}
+        ).status_code
+        == 304
+    )
+    # another tenant cannot probe versions
+    with db.session() as s:
+        other = {"Authorization": f"Bearer {create_token(s, 'globex')}"}
+    assert client.get(f"/api/v1/candidates/{cid}", headers={**other, "If-None-Match": "*"}).status_code == 404
+
+
+def test_since_returns_only_newer_points_and_summary_has_everything(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db, sid, cid = env
+    job_id = job_of(db, cid)
+    with db.session() as s:
+        job_store.claim(s, job_id, "w", 30)
+    for epoch in (1, 2, 3):
+        with db.session() as s:
+            job_store.record_epoch(s, job_id, "w", epoch=epoch, **EPOCH)  # type: ignore[arg-type]
+    full = client.get(f"/api/v1/candidates/{cid}", headers=auth).json()["runs"][0]["curves"]
+    newer = client.get(f"/api/v1/candidates/{cid}?since=2", headers=auth).json()["runs"][0]["curves"]
+    assert [p["epoch"] for p in full] == [1, 2, 3] and [p["epoch"] for p in newer] == [3]
+    summary = client.get(f"/api/v1/studies/{sid}/summary", headers=auth).json()
+    assert summary["candidate_states"] == {"running": 1}
+    row = summary["candidates"][0]
+    assert (
+        row["progress"]["epoch"] == 3 and row["progress"]["max_epochs"] == 5 and row["progress"]["eta_s"] > 0
+    )
+    assert summary["ranking"]["count"] == 0 and summary["ranking"]["unranked"][0]["state"] == "running"
+    assert summary["study"]["id"] == sid and summary["tuning_jobs"] == []
+
+
+def test_events_stream_sends_the_summary(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, _db, sid, _cid = env
+    with client.stream("GET", f"/api/v1/studies/{sid}/events", headers=auth) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        event = None
+        for line in lines:
+            if line.startswith("event: "):
+                event = line[7:]
+            if line.startswith("data: ") and event == "summary":
+                body = json.loads(line[6:])
+                break
+    assert body["study"]["id"] == sid and body["candidates"][0]["state"] == "queued"
+    assert client.get(f"/api/v1/studies/{sid}/events").status_code == 401
+    assert client.get("/api/v1/studies/999/events", headers=auth).status_code == 404
