@@ -3,22 +3,51 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from archscreen.api import errors
 from archscreen.api.deps import TokenCache
 from archscreen.api.routes import candidates, health, ranking, studies, summary
 from archscreen.store import Database
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from archscreen import __version__
 from archscreen.settings import Settings
 
 API_PREFIX = "/api/v1"
+
+
+class RequestLatency:
+    """Per-route latency histogram, as plain ASGI middleware (Starlette's BaseHTTPMiddleware costs
+    a task and a stream per request: measurable on the polling path)."""
+
+    def __init__(self, app: ASGIApp, histogram: Any) -> None:
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            self.histogram.labels(scope["method"], template, str(status)).observe(time.perf_counter() - t0)
 
 
 def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
@@ -46,16 +75,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.state.metrics_registry = registry
     errors.install(app)
 
-    @app.middleware("http")
-    async def _time_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        latency.labels(request.method, template, str(response.status_code)).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(RequestLatency, histogram=latency)
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(studies.router)

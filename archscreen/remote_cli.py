@@ -63,6 +63,12 @@ def add_remote_commands(sub: Any) -> None:
     _server_args(p)
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("plot", help="write a study's curves, posterior, ranking and tuning as one PNG")
+    p.add_argument("study", help="study name or id")
+    p.add_argument("-o", "--output", default=None, help="image path (default STUDY.png)")
+    _server_args(p)
+    p.set_defaults(func=cmd_plot)
+
     p = sub.add_parser(
         "ci",
         help="CI gate: screen the candidates of a config file, fail the build on a regression",
@@ -242,6 +248,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             b = board["best"]
             lr = b["recommended_lr"] or b["preferred_lr"]
             print(f"best: {b['name']} (learning rate {lr:.3g})" if lr else f"best: {b['name']}")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from archscreen.plot import plot_study
+
+    with _client(args.server, _token(args)) as c:
+        study = c.study(int(args.study)) if args.study.isdigit() else c.study_by_name(args.study)
+        if study is None:
+            raise CliError(f"no study named {args.study!r}")
+        out = plot_study(c, study["id"], Path(args.output or f"{study['name']}.png"))
+    print(out)
     return EXIT_OK
 
 

@@ -5,7 +5,10 @@ Measures, against a real server process started here:
      clients, each validated by shape inference, stored, and enqueued; nothing trains);
   2. p50/p99 latency of GET /api/v1/candidates/{id} at 64 concurrent clients (bounded:
      --requests in total, --max-seconds at most);
-  3. as baseline in the same run, GET /healthz (no database) at the same concurrency.
+  3. as baseline in the same run, GET /healthz (no database) at the same concurrency;
+  4. the 304 path (If-None-Match with the current ETag) beside the full read, closed loop
+     (each client sends its next request as soon as the last returns: latency = queueing at
+     the server's throughput) and open loop (64 dashboards polling once per second).
 
 The database is a throwaway one created on the local PostgreSQL (dropped at the end); the
 Redis queue is unique and deleted at the end. Last line: ``api_p99_ms: X``.
@@ -39,7 +42,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def hammer(
-    url: str, headers: dict[str, str], paths: list[str], clients: int, max_s: float
+    url: str, headers: dict[str, str], paths: list[str], clients: int, max_s: float, expect: int = 200
 ) -> list[float]:
     lat: list[float] = []
     queue = list(reversed(paths))
@@ -53,9 +56,41 @@ async def hammer(
                 t0 = time.perf_counter()
                 r = await client.get(path)
                 lat.append(time.perf_counter() - t0)
-                assert r.status_code == 200, r.text
+                assert r.status_code == expect, r.text
 
         await asyncio.gather(*(one() for _ in range(clients)))
+    return lat
+
+
+async def pollers(
+    url: str,
+    headers: dict[str, str],
+    paths: list[str],
+    clients: int,
+    period_s: float,
+    duration_s: float,
+    etags: dict[str, str] | None = None,
+) -> list[float]:
+    """Open loop, as dashboards poll: each client sends one request every ``period_s`` (random phase)."""
+    import random
+
+    lat: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
+
+        async def one(k: int) -> None:
+            path = paths[k % len(paths)]
+            extra = {"If-None-Match": etags[path]} if etags else {}
+            await asyncio.sleep(random.random() * period_s)
+            end = time.perf_counter() + duration_s
+            while time.perf_counter() < end:
+                tick = time.perf_counter()
+                r = await client.get(path, headers=extra)
+                lat.append(time.perf_counter() - tick)
+                assert r.status_code in (200, 304), r.text
+                await asyncio.sleep(max(0.0, period_s - (time.perf_counter() - tick)))
+
+        await asyncio.gather(*(one(k) for k in range(clients)))
     return lat
 
 
@@ -77,7 +112,7 @@ async def submit(url: str, headers: dict[str, str], study_id: int, n: int, clien
         return time.perf_counter() - t0
 
 
-def run_wrk(url: str, token: str, candidate_id: int, clients: int) -> float | None:
+def run_wrk(url: str, token: str, candidate_id: int, clients: int, etag: str | None = None) -> float | None:
     """The same GET from wrk (a C load generator: no Python client overhead), if installed."""
     import re
     import shutil
@@ -94,6 +129,7 @@ def run_wrk(url: str, token: str, candidate_id: int, clients: int) -> float | No
             "--latency",
             "-H",
             f"Authorization: Bearer {token}",
+            *(["-H", f"If-None-Match: {etag}"] if etag else []),
             f"{url}/api/v1/candidates/{candidate_id}",
         ],
         capture_output=True,
@@ -107,8 +143,9 @@ def run_wrk(url: str, token: str, candidate_id: int, clients: int) -> float | No
         return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    what = "304 (If-None-Match)" if etag else "full read"
     print(
-        f"wrk GET /api/v1/candidates/{{id}} at {clients} connections, 10 s: p50 {ms('50%'):.1f} ms, "
+        f"wrk GET /api/v1/candidates/{{id}} {what} at {clients} connections, 10 s: p50 {ms('50%'):.1f} ms, "
         f"p99 {ms('99%'):.1f} ms, {float(rps.group(1)) if rps else float('nan'):.0f} req/s"
     )
     return ms("99%")
@@ -120,6 +157,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--submissions", type=int, default=1000)
     ap.add_argument("--max-seconds", type=float, default=120)
+    ap.add_argument("--poll-seconds", type=float, default=15, help="duration of the open-loop poller runs")
     args = ap.parse_args()
 
     name = f"archscreen_bench_{uuid.uuid4().hex[:8]}"
@@ -185,8 +223,42 @@ def main() -> None:
             f"{len(ms) / sum(lat) * args.clients:.0f} req/s"
         )
         print(f"ratio p99 candidate / p99 healthz: {pct(ms, 99) / pct(bms, 99):.2f}")
-        wrk_p99 = run_wrk(url, token, ids[0], args.clients)
-        if wrk_p99 is not None:
+        # the 304 path: the same candidates, each polled with the ETag the poller already holds
+        etags = {
+            i: httpx.get(f"{url}/api/v1/candidates/{i}", headers=headers).headers["ETag"] for i in ids[:50]
+        }
+        one = ids[0]
+        cached = asyncio.run(
+            hammer(
+                url,
+                {**headers, "If-None-Match": etags[one]},
+                [f"/api/v1/candidates/{one}"] * args.requests,
+                args.clients,
+                args.max_seconds,
+                expect=304,
+            )
+        )
+        cms = [x * 1000 for x in cached]
+        print(
+            f"GET /api/v1/candidates/{{id}} answered 304: n={len(cms)} at {args.clients} clients: "
+            f"p50 {pct(cms, 50):.1f} ms, p99 {pct(cms, 99):.1f} ms "
+            f"({len(cms) / sum(cached) * args.clients:.0f} req/s)"
+        )
+        print(f"ratio p99 304 / p99 full read: {pct(cms, 99) / pct(ms, 99):.2f}")
+        # open loop: 64 dashboards each polling once per second
+        poll_paths = [f"/api/v1/candidates/{i}" for i in ids[: args.clients]]
+        poll_etags = {p: httpx.get(url + p, headers=headers).headers["ETag"] for p in poll_paths}
+        for label, tags in (("full read", None), ("304", poll_etags)):
+            lat_p = asyncio.run(pollers(url, headers, poll_paths, args.clients, 1.0, args.poll_seconds, tags))
+            pms = [x * 1000 for x in lat_p]
+            print(
+                f"open loop, {args.clients} pollers at 1 req/s each, {label}: n={len(pms)} "
+                f"p50 {pct(pms, 50):.1f} ms, p99 {pct(pms, 99):.1f} ms"
+            )
+        wrk_p99 = run_wrk(url, token, one, args.clients)
+        wrk_304 = run_wrk(url, token, one, args.clients, etag=etags[one])
+        if wrk_p99 is not None and wrk_304 is not None:
+            print(f"wrk ratio p99 304 / p99 full read: {wrk_304 / wrk_p99:.2f}")
             ms = [wrk_p99]
         print(f"accept_1000_s: {accept_s * 1000 / args.submissions:.2f}")
         print(f"api_p99_ms: {pct(ms, 99):.1f}")

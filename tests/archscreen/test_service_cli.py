@@ -80,6 +80,46 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
                 break
             time.sleep(0.5)
         assert jobs == {"succeeded": 5}, jobs
+        png = tmp_path / "demo.png"
+        plot = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "archscreen",
+                "plot",
+                "demo",
+                "-o",
+                str(png),
+                "--server",
+                f"http://127.0.0.1:{port}",
+                "--token",
+                token,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert plot.returncode == 0, plot.stderr
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "archscreen",
+                "status",
+                "demo",
+                "--server",
+                f"http://127.0.0.1:{port}",
+                "--token",
+                token,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 0 and "best:" in status.stdout and "learning rate" in status.stdout
         db = Database(f"sqlite:///{tmp_path / 'archscreen.db'}")
         with db.engine.connect() as conn:
             worker_pids = [row[0] for row in conn.exec_driver_sql("SELECT pid FROM workers")]
