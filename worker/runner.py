@@ -200,6 +200,7 @@ def _run(
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     out.pop("curves", None)  # stored per epoch in epoch_metrics
+    out["device"] = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(0)})"
     out = _jsonable(out)
     stopped = out.get("stopped_because")
     state = {"cancelled": "cancelled", "diverged": "diverged"}.get(str(stopped), "succeeded")
