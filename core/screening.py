@@ -119,7 +119,12 @@ class Screener(abc.ABC):
         splits = load_dataset(data, seed=config.seed) if isinstance(data, str) else data
         validate_spec(arch, splits.info)
         torch.manual_seed(config.seed)
-        model, optimizer = self.build(arch, splits)
+        model, optimizer = self.build(arch, splits)  # on the CPU: the same initial weights on every device
+        if torch.device(config.device).type != "cpu":
+            model.to(config.device)
+            # Per-parameter optimizer state (Alrao's per-feature rates) was created beside the CPU
+            # parameters; load_state_dict casts it to each parameter's device.
+            optimizer.load_state_dict(optimizer.state_dict())
         result: TrainResult = train(
             model,
             optimizer,
