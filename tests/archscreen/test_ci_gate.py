@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -75,3 +76,33 @@ def test_gate_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
     )
     assert down.returncode == 2 and "cannot reach the service" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1 and "Traceback" not in down.stderr
+
+
+def test_gate_timeout_cancels_what_it_started_on_a_shared_server(tmp_path: Path) -> None:
+    from archscreen.client import FINAL, Client
+    from tests.services import RunningService
+
+    svc = RunningService(tmp_path, f"sqlite:///{tmp_path / 'data' / 'archscreen.db'}", None)
+    try:
+        svc.cli("migrate")
+        svc.token = svc.cli("token", "create", "--tenant", "ci").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
+        svc.start_api()
+        svc.start_worker(concurrency=1)
+        svc.wait_ready()
+        config = tmp_path / "slow.yaml"
+        config.write_text(
+            f"study: slow\ndataset: mnist1d\nscreening: {{max_epochs: 500, patience: 500, batch_size: 8}}\n"
+            f"baseline: {CI / 'baseline.yaml'}\ncandidates: [{CI / 'candidate-cnn.yaml'}]\n"
+            "rule: {max_regression: 0.1}\n"
+        )
+        r = run_ci(str(config), "--server", svc.url, "--token", svc.token, "--timeout", "8")
+        assert r.returncode == 2 and "timed out; cancelled 2 unfinished job(s)" in r.stderr, r.stderr
+        with Client(svc.url, svc.token) as c:
+            study = c.studies()["data"][0]
+            deadline = time.monotonic() + 60
+            while any(x["state"] not in FINAL for x in c.candidates(study["id"])):
+                assert time.monotonic() < deadline, svc.logs()
+                time.sleep(0.5)
+            assert {x["state"] for x in c.candidates(study["id"])} == {"cancelled"}
+    finally:
+        svc.stop()
