@@ -178,3 +178,37 @@ def test_four_candidates_auto_promote_the_top_two_to_tuning(service: RunningServ
         assert board["best"]["recommended_lr"] > 0 and board["best"]["tuned_score"] is not None
         # promoting again (by hand) returns the same jobs: nothing doubles
         assert sorted(j["id"] for j in c.promote(study["id"], top_k=2)) == sorted(j["id"] for j in jobs)
+
+
+def test_a_job_over_its_soft_time_limit_fails_with_the_reason(tmp_path: Path) -> None:
+    svc = RunningService(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'data' / 'archscreen.db'}",
+        None,
+        job_soft_time_limit_s="10",
+        job_time_limit_s="60",
+    )
+    try:
+        svc.cli("migrate")
+        svc.token = svc.cli("token", "create", "--tenant", "t").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
+        svc.start_api()
+        svc.start_worker(concurrency=1)
+        svc.wait_ready()
+        with Client(svc.url, svc.token) as c:
+            study = c.create_study(
+                "limits",
+                dataset="mnist1d",
+                screening={"max_epochs": 500, "patience": 500, "batch_size": 8, "max_steps_per_epoch": 40},
+            )
+            cid = c.add_candidates(study["id"], [{"spec": LONG}])[0]["id"]
+            final = wait_for(
+                lambda: (d := c.candidate(cid))["state"] not in ("queued", "running") and d,
+                120,
+                "the time limit",
+                svc,
+            )
+        run = final["runs"][0]
+        assert run["state"] == "failed" and "time limit" in run["error"]
+        assert run["curves"], "the epochs before the limit are kept"
+    finally:
+        svc.stop()
