@@ -8,11 +8,15 @@ from typing import Annotated
 
 from archscreen.store import Database, Tenant
 from archscreen.store.auth import hash_token, tenant_for_token
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from archscreen.settings import Settings
+
+# Ids and counters are 32-bit integers in the database: larger values are a 422, not a driver error.
+MAX_INT = 2**31 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_INT, description="An id from this API.")]
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `archscreen token create`.")
 
@@ -109,7 +113,7 @@ StreamTenantDep = Annotated[Tenant, Depends(get_tenant_own_session)]
 
 def pagination(
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")] = 0,
 ) -> tuple[int, int]:
     return limit, offset
 

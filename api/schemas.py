@@ -49,7 +49,9 @@ class ScreeningConfig(BaseModel):
     max_epochs: int = Field(20, ge=1, le=10_000)
     patience: int = Field(5, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=65_536)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=16)
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=16
+    )
     wall_clock_s: float | None = Field(None, gt=0, description="Per-run budget, checked after each epoch.")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick studies).")
 
@@ -214,7 +216,9 @@ class PromoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     top_k: int | None = Field(None, ge=1, le=100)
-    candidate_ids: list[int] | None = Field(None, min_length=1, max_length=100)
+    candidate_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
+        None, min_length=1, max_length=100
+    )
     tuner: Literal["fd2", "fd1", "salera", "spalera", "ag-adam"] | None = Field(
         None, description="Default: the study's policy."
     )

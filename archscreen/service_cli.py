@@ -329,20 +329,47 @@ def _wait_children(children: list[subprocess.Popen[Any]]) -> int:
 # ------------------------------------------------------------------------------ up
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group (Linux /proc; elsewhere: the leader if alive)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except ProcessLookupError:
+            return []
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
 def _stop(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
-    """SIGTERM (Celery's warm shutdown), then SIGQUIT (cold), then SIGKILL the whole group."""
-    if proc.poll() is not None:
-        return
+    """SIGTERM (Celery's warm shutdown), then SIGQUIT (cold), then SIGKILL, until the whole group is gone.
+
+    The worker runs in its own process group (session), so its pool children are stopped too,
+    not only the main process.
+    """
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None and not group_members(proc.pid):
+            return
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not group_members(proc.pid):
+                return
+            time.sleep(0.1)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

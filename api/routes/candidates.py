@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any
 
 import yaml
-from archscreen.api.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
+from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item, loc_of
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED, load_study
@@ -88,7 +88,7 @@ def _validated_all(
     },
 )
 def add_candidates(
-    study_id: int,
+    study_id: IdPath,
     body: Annotated[CandidateCreate | list[CandidateCreate], Body()],
     session: SessionDep,
     db: DatabaseDep,
@@ -154,7 +154,7 @@ def add_candidates(
 
 @router.get("/studies/{study_id}/candidates", response_model=Page[CandidateOut], responses=NOT_FOUND)
 def list_candidates(
-    study_id: int, session: SessionDep, tenant: TenantDep, page: PageDep
+    study_id: IdPath, session: SessionDep, tenant: TenantDep, page: PageDep
 ) -> Page[CandidateOut]:
     study = load_study(session, tenant.id, study_id)
     limit, offset = page
@@ -176,12 +176,12 @@ def _load_candidate(session: SessionDep, tenant_id: int, candidate_id: int) -> A
     responses={404: {"model": ErrorResponse}, **NOT_MODIFIED},
 )
 def get_candidate(
-    candidate_id: int,
+    candidate_id: IdPath,
     request: Request,
     response: Response,
     session: SessionDep,
     tenant: TenantDep,
-    since: Annotated[int, Query(ge=0, description="Only curve points after this epoch.")] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_INT, description="Only curve points after this epoch.")] = 0,
 ) -> Any:
     """Status, progress (epoch / max, elapsed, ETA), metrics, curves, Switch posterior, preferred rate.
 
@@ -203,7 +203,7 @@ def get_candidate(
     responses={404: {"model": ErrorResponse}},
 )
 def cancel_candidate(
-    candidate_id: int, session: SessionDep, tenant: TenantDep, response: Response
+    candidate_id: IdPath, session: SessionDep, tenant: TenantDep, response: Response
 ) -> CancelOut:
     """Cancel the candidate's screening runs: queued ones at once, running ones at their next step."""
     cand = _load_candidate(session, tenant.id, candidate_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from archscreen.api.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
+from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED, load_study
@@ -34,11 +34,11 @@ Metric = Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"]
 
 @router.get("/studies/{study_id}/ranking", response_model=RankingOut, responses=NOT_FOUND)
 def get_ranking(
-    study_id: int,
+    study_id: IdPath,
     session: SessionDep,
     tenant: TenantDep,
     metric: Metric = "val_loss",
-    k: Annotated[int | None, Query(ge=1, description="Only the top k.")] = None,
+    k: Annotated[int | None, Query(ge=1, le=MAX_INT, description="Only the top k.")] = None,
 ) -> RankingOut:
     """Candidates ordered by their Alrao score (mean over seeds, with the spread); ties marked."""
     study = load_study(session, tenant.id, study_id)
@@ -76,7 +76,7 @@ def _promote(
     responses={**NOT_FOUND, 422: {"model": ErrorResponse}},
 )
 def promote(
-    study_id: int,
+    study_id: IdPath,
     body: PromoteIn,
     session: SessionDep,
     db: DatabaseDep,
@@ -108,7 +108,7 @@ def promote(
 
 
 @router.get("/studies/{study_id}/tuning-jobs", response_model=Page[JobOut], responses=NOT_FOUND)
-def list_tuning_jobs(study_id: int, session: SessionDep, tenant: TenantDep, page: PageDep) -> Page[JobOut]:
+def list_tuning_jobs(study_id: IdPath, session: SessionDep, tenant: TenantDep, page: PageDep) -> Page[JobOut]:
     study = load_study(session, tenant.id, study_id)
     jobs = [
         j
@@ -137,12 +137,12 @@ def _load_tuning_job(session: Any, tenant_id: int, job_id: int) -> Job:
     "/tuning-jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorResponse}, **NOT_MODIFIED}
 )
 def get_tuning_job(
-    job_id: int,
+    job_id: IdPath,
     request: Request,
     response: Response,
     session: SessionDep,
     tenant: TenantDep,
-    since: Annotated[int, Query(ge=0, description="Only curve points after this epoch.")] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_INT, description="Only curve points after this epoch.")] = 0,
 ) -> Any:
     """Status, progress, the learning-rate trajectory (``result.trajectory``), curves, ``recommended_lr``."""
     _, version = require(study_store.version_of(session, tenant.id, job_id=job_id), "tuning job", job_id)
@@ -157,14 +157,16 @@ def get_tuning_job(
 @router.post(
     "/tuning-jobs/{job_id}/cancel", response_model=CancelOut, responses={404: {"model": ErrorResponse}}
 )
-def cancel_tuning_job(job_id: int, session: SessionDep, tenant: TenantDep, response: Response) -> CancelOut:
+def cancel_tuning_job(
+    job_id: IdPath, session: SessionDep, tenant: TenantDep, response: Response
+) -> CancelOut:
     job = _load_tuning_job(session, tenant.id, job_id)
     response.status_code = status.HTTP_202_ACCEPTED
     return CancelOut(id=job.id, states={job.id: job_store.request_cancel(session, job.id)})
 
 
 @router.get("/studies/{study_id}/leaderboard", response_model=LeaderboardOut, responses=NOT_FOUND)
-def leaderboard(study_id: int, session: SessionDep, tenant: TenantDep) -> LeaderboardOut:
+def leaderboard(study_id: IdPath, session: SessionDep, tenant: TenantDep) -> LeaderboardOut:
     """The final answer per candidate: screened score, tuned score and recommended rate."""
     study = load_study(session, tenant.id, study_id)
     metric = study.policy.get("metric", "val_loss")

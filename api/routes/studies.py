@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archscreen.api.deps import PageDep, SessionDep, TenantDep
+from archscreen.api.deps import IdPath, PageDep, SessionDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.schemas import ErrorResponse, Page, StudyCreate, StudyOut
@@ -73,7 +73,7 @@ NOT_MODIFIED: dict[int | str, dict[str, Any]] = {304: {"description": "Not modif
 
 @router.get("/{study_id}", response_model=StudyOut, responses={**NOT_FOUND, **NOT_MODIFIED})
 def get_study(
-    study_id: int, request: Request, response: Response, session: SessionDep, tenant: TenantDep
+    study_id: IdPath, request: Request, response: Response, session: SessionDep, tenant: TenantDep
 ) -> Any:
     _, version = require(study_store.version_of(session, tenant.id, study_id=study_id), "study", study_id)
     etag = make_etag("s", study_id, version)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from archscreen.api.deps import DatabaseDep, SessionDep, StreamTenantDep, TenantDep
+from archscreen.api.deps import DatabaseDep, IdPath, SessionDep, StreamTenantDep, TenantDep
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED
 from archscreen.api.schemas import CandidateRow, RankingOut, RankRowOut, StudySummary
@@ -77,7 +77,7 @@ def build_summary(s: Session, study: Study) -> StudySummary:
     "/studies/{study_id}/summary", response_model=StudySummary, responses={**NOT_FOUND, **NOT_MODIFIED}
 )
 def study_summary(
-    study_id: int, request: Request, response: Response, session: SessionDep, tenant: TenantDep
+    study_id: IdPath, request: Request, response: Response, session: SessionDep, tenant: TenantDep
 ) -> Any:
     """Counts by state, overall progress, each candidate's progress and score, the ranking, tuning jobs."""
     _, version = require(study_store.version_of(session, tenant.id, study_id=study_id), "study", study_id)
@@ -108,7 +108,7 @@ def _summary_json(db: Database, study_id: int) -> str:
     responses={200: {"content": {"text/event-stream": {}}, "description": "`summary` events."}, **NOT_FOUND},
 )
 async def study_events(
-    study_id: int, request: Request, tenant: StreamTenantDep, db: DatabaseDep
+    study_id: IdPath, request: Request, tenant: StreamTenantDep, db: DatabaseDep
 ) -> StreamingResponse:
     """Server-Sent Events: a ``summary`` event (the body of ``/summary``) whenever the study changes.
 

@@ -182,3 +182,23 @@ def test_refuses_to_start_on_an_old_schema(settings: Settings) -> None:
     with pytest.raises(SchemaOutOfDate, match="archscreen migrate"):
         create_app(settings)
     db.dispose()
+
+
+def test_out_of_range_ids_and_counters_are_422_not_500(client: TestClient, auth: dict[str, str]) -> None:
+    huge = 2**70
+    for method, path in [
+        ("GET", f"/api/v1/candidates/{huge}"),
+        ("POST", f"/api/v1/tuning-jobs/{huge}/cancel"),
+        ("GET", f"/api/v1/studies/{huge}"),
+        ("GET", f"/api/v1/studies/1/candidates?offset={huge}"),
+        ("GET", f"/api/v1/candidates/1?since={huge}"),
+        ("GET", "/api/v1/candidates/0"),
+    ]:
+        r = client.request(method, path, headers=auth)
+        assert r.status_code == 422, (path, r.status_code, r.text)
+    r = client.post(
+        "/api/v1/studies",
+        headers=auth,
+        json={"name": "x", "dataset": "mnist1d", "screening": {"seeds": [huge]}},
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["path"] == "body.screening.seeds[0]"

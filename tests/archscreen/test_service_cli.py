@@ -30,11 +30,9 @@ def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 def process_group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    from archscreen.service_cli import group_members
+
+    return bool(group_members(pgid))
 
 
 def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
