@@ -38,7 +38,9 @@ def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the unit of work commits before the response is sent, so a client never sees
+# a 201 for a write that later fails to commit (or a 404 for what it just created).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 class TokenCache:

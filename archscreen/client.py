@@ -58,13 +58,19 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         r = self._http.request(method, path, **kwargs)
-        if r.status_code >= 400:
+        if r.status_code >= 300:  # redirects are not followed: a URL that redirects is a wrong --server
             try:
-                detail = r.json().get("detail", r.text)
+                body = r.json()
+                detail = body.get("detail", r.text) if isinstance(body, dict) else r.text
             except ValueError:
-                detail = r.text
+                detail = r.text[:200] or r.reason_phrase
             raise ApiError(r.status_code, detail)
-        return r.json() if r.content else None
+        if not r.content:
+            return None
+        try:
+            return r.json()
+        except ValueError:
+            raise ApiError(r.status_code, f"not an archscreen API response: {r.text[:200]!r}") from None
 
     # ---------------------------------------------------------------- studies
 

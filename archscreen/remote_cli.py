@@ -327,7 +327,21 @@ class CiConfig:
             raise CliError(
                 f"{path}: rule max_regression needs 'baseline' (a spec) or 'baseline_score'", EXIT_ERROR
             )
-        self.timeout_s = float(doc.get("timeout_s", 1800))
+
+        def number(key: str, value: Any, *, low: float, integer: bool = False) -> float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= low
+            if not ok or (integer and not isinstance(value, int)):
+                kind = "an integer" if integer else "a number"
+                raise CliError(f"{path}: {key} must be {kind} >= {low}, got {value!r}", EXIT_ERROR)
+            return float(value)
+
+        if "max_regression" in self.rule:
+            number("rule.max_regression", self.rule["max_regression"], low=0)
+        if "top_k" in self.rule:
+            number("rule.top_k", self.rule["top_k"], low=1, integer=True)
+        if self.baseline_score is not None:
+            number("baseline_score", self.baseline_score, low=float("-inf"))
+        self.timeout_s = number("timeout_s", doc.get("timeout_s", 1800), low=1)
         self.server = doc.get("server")
         for p in [*self.candidates, *([self.baseline] if self.baseline else [])]:
             if not p.is_file():
@@ -348,6 +362,7 @@ def local_service(data_dir: Path | None, workers: int = 2) -> Iterator[tuple[str
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="archscreen-ci-")
         data_dir = Path(tmp.name)
+    data_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("ARCHSCREEN_DATABASE_URL", "ARCHSCREEN_BROKER_URL")

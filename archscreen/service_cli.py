@@ -39,12 +39,15 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _database(settings: Any, *, migrate: bool = False) -> Any:
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import ArgumentError, OperationalError
 
     from archscreen.store import Database
 
     settings.ensure_dirs()
-    db = Database(settings.resolved_database_url)
+    try:
+        db = Database(settings.resolved_database_url)
+    except ArgumentError as exc:
+        raise CliError(f"invalid database URL {settings.resolved_database_url!r}: {exc}") from None
     try:
         if migrate:
             db.migrate()
@@ -141,11 +144,16 @@ def add_service_commands(sub: Any) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     db = _database(settings)
+    from alembic.util.exc import CommandError
+
     before = db.current_revision()
-    if args.downgrade:
-        db.downgrade(args.downgrade)
-    else:
-        db.migrate(args.revision)
+    try:
+        if args.downgrade:
+            db.downgrade(args.downgrade)
+        else:
+            db.migrate(args.revision)
+    except CommandError as exc:
+        raise CliError(" ".join(str(exc).split())) from None
     print(f"database {_redact(settings.resolved_database_url)}: revision {before} -> {db.current_revision()}")
     return EXIT_OK
 

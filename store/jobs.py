@@ -184,6 +184,17 @@ def reap(s: Session, *, now: datetime | None = None) -> list[int]:
     """
     now = now or utcnow()
     expired = and_(Job.state == "running", Job.lease_expires_at < now)
+    # a job cancelled while its worker died ends cancelled (claim would refuse it forever)
+    cancelled = s.scalars(select(Job.id).where(expired, Job.cancel_requested.is_(True))).all()
+    for job_id in cancelled:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id, expired)
+            .values(
+                state="cancelled", finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None
+            )
+            .execution_options(synchronize_session=False)
+        )
     out_of_attempts = s.scalars(select(Job.id).where(expired, Job.attempts >= Job.max_attempts)).all()
     for job_id in out_of_attempts:
         s.execute(
@@ -208,7 +219,7 @@ def reap(s: Session, *, now: datetime | None = None) -> list[int]:
         )
         if res.rowcount == 1:  # type: ignore[attr-defined]
             requeued.append(job_id)
-    for job_id in [*out_of_attempts, *requeued]:
+    for job_id in [*cancelled, *out_of_attempts, *requeued]:
         study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
         if study_id is not None:
             bump_study(s, study_id)
@@ -252,3 +263,29 @@ def worker_gone(s: Session, name: str) -> None:
 def live_workers(s: Session, within_s: float) -> list[WorkerSeen]:
     since = utcnow() - timedelta(seconds=within_s)
     return list(s.scalars(select(WorkerSeen).where(WorkerSeen.last_seen >= since)).all())
+
+
+def lost_messages(s: Session, queue_length: int | None, grace_s: float = 30.0) -> list[tuple[int, str]]:
+    """Queued jobs that have no message any more: the broker's queue is empty but they were sent
+    more than ``grace_s`` ago (longer than a worker holds a prefetched message before claiming it).
+
+    Marks them as sent now (so one pass re-sends each once) and returns ``(id, kind)``.
+    """
+    if queue_length is None or queue_length > 0:
+        return []
+    cutoff = utcnow() - timedelta(seconds=grace_s)
+    rows = s.execute(
+        select(Job.id, Job.kind)
+        .where(Job.state == "queued", Job.enqueued_at.is_not(None), Job.enqueued_at < cutoff)
+        .order_by(Job.id)
+        .limit(1000)
+    ).all()
+    ids = [r[0] for r in rows]
+    if ids:
+        s.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.state == "queued")
+            .values(enqueued_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    return [(r[0], r[1]) for r in rows]

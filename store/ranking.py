@@ -11,6 +11,7 @@ from archscreen.store.db import utcnow
 from archscreen.store.jobs import bump_study
 from archscreen.store.models import FINAL_STATES, Candidate, Job, Study
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 # metric -> True when higher is better
@@ -128,8 +129,20 @@ def screening_done(s: Session, study_id: int) -> bool:
     return bool(states) and all(st in FINAL_STATES for st in states)
 
 
+def studies_awaiting_auto_promotion(s: Session) -> list[int]:
+    """Studies whose policy is ``auto``, not yet promoted, with every screening run ended."""
+    rows = s.execute(select(Study.id, Study.policy).where(Study.auto_promoted_at.is_(None))).all()
+    return [sid for sid, policy in rows if (policy or {}).get("auto") and screening_done(s, sid)]
+
+
 def promote(
-    s: Session, study: Study, candidate_ids: list[int], *, tuner: str, max_attempts: int
+    s: Session,
+    study: Study,
+    candidate_ids: list[int],
+    *,
+    tuner: str,
+    max_attempts: int,
+    skip_unpromotable: bool = False,
 ) -> tuple[list[Job], list[Job]]:
     """Tuning jobs for ``candidate_ids``: ``(all_jobs, new_jobs)``; an existing job is returned, not doubled.
 
@@ -148,13 +161,18 @@ def promote(
         runs = s.scalars(
             select(Job).where(Job.candidate_id == cid, Job.kind == "screen", Job.state == "succeeded")
         ).all()
-        if not runs:
-            raise ValueError(f"candidate {cid} has no successful screening run to start tuning from")
-        lrs = []
-        for j in runs:
-            assert j.result is not None
-            lr_range = j.result.get("lr_range")
-            lrs.append(initial_lr_from_screen(j.result, tuple(lr_range) if lr_range else None))
+        try:
+            if not runs:
+                raise ValueError(f"candidate {cid} has no successful screening run to start tuning from")
+            lrs = []
+            for j in runs:
+                assert j.result is not None
+                lr_range = j.result.get("lr_range")
+                lrs.append(initial_lr_from_screen(j.result, tuple(lr_range) if lr_range else None))
+        except ValueError:
+            if skip_unpromotable:  # automatic promotion: promote the others rather than none
+                continue
+            raise
         job = Job(
             kind="tune",
             study_id=study.id,
@@ -164,8 +182,15 @@ def promote(
             max_epochs=int(study.screening["max_epochs"]),
             config={"tuner": tuner, "init_lr": _geo_mean(lrs)},
         )
-        s.add(job)
-        s.flush()
+        try:
+            with s.begin_nested():
+                s.add(job)
+                s.flush()
+        except IntegrityError:  # promoted concurrently (another request, or auto-promotion)
+            existing = s.scalar(select(Job).where(Job.candidate_id == cid, Job.kind == "tune", Job.seed == 0))
+            assert existing is not None
+            out.append(existing)
+            continue
         out.append(job)
         new.append(job)
     if new:
@@ -181,4 +206,7 @@ def claim_auto_promotion(s: Session, study_id: int) -> bool:
         .values(auto_promoted_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return res.rowcount == 1  # type: ignore[attr-defined]
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    bump_study(s, study_id)
+    return True

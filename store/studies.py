@@ -182,8 +182,14 @@ def save_idempotent_response(
     return True
 
 
-def version_of(s: Session, tenant_id: int, *, study_id: int | None = None, candidate_id: int | None = None,
-               job_id: int | None = None) -> tuple[int, int] | None:
+def version_of(
+    s: Session,
+    tenant_id: int,
+    *,
+    study_id: int | None = None,
+    candidate_id: int | None = None,
+    job_id: int | None = None,
+) -> tuple[int, int] | None:
     """``(study_id, version)`` of the study that owns the given study/candidate/job, for ETags.
 
     One indexed lookup; ``None`` if it does not exist or belongs to another tenant.

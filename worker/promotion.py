@@ -30,7 +30,12 @@ def after_screening_finished(db: Database, settings: Settings, study_id: int) ->
         ranked, _ = ranking_store.rank(s, study, study.policy.get("metric", "val_loss"))
         top = [r.candidate_id for r in ranked[: int(study.policy.get("top_k", 1))]]
         _, new = ranking_store.promote(
-            s, study, top, tuner=study.policy.get("tuner", "fd2"), max_attempts=settings.max_attempts
+            s,
+            study,
+            top,
+            tuner=study.policy.get("tuner", "fd2"),
+            max_attempts=settings.max_attempts,
+            skip_unpromotable=True,
         )
         new_ids = [(j.id, j.kind) for j in new]
     from archscreen.worker.queue import enqueue

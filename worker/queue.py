@@ -46,3 +46,27 @@ def enqueue(db: Database, settings: Settings, jobs: list[tuple[int, str]]) -> in
     with db.session() as s:
         job_store.mark_enqueued(s, sent)
     return len(sent)
+
+
+def broker_queue_length(settings: Settings) -> int | None:
+    """Messages waiting in the broker for our queue (``None`` if it cannot be told cheaply).
+
+    Used to notice messages the broker lost (a Redis restart without persistence, a deleted
+    broker folder): queued jobs with an empty queue have no message left.
+    """
+    try:
+        if settings.embedded_broker:
+            folder = settings.broker_folder / "queue"
+            return sum(1 for f in folder.iterdir() if f.name.endswith(f".{settings.queue}.msg"))
+        url = settings.resolved_broker_url
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(url, socket_timeout=2)
+            try:
+                return int(client.llen(settings.queue))
+            finally:
+                client.close()
+    except Exception as exc:
+        log.warning("cannot read the broker's queue length: %s", exc)
+    return None

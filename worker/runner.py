@@ -26,6 +26,14 @@ from archscreen.settings import Settings
 log = logging.getLogger("archscreen.worker")
 
 
+class LeaseLost(Exception):
+    """Another worker owns the job now (our lease expired): stop without writing anything.
+
+    Deliberately not ``TrainingCancelled``: the loop must not record a final ``cancelled``
+    checkpoint that the new owner would resume from.
+    """
+
+
 def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -121,7 +129,10 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
     if kind == "screen":
         from archscreen.worker.promotion import after_screening_finished
 
-        after_screening_finished(db, settings, study.id)
+        try:
+            after_screening_finished(db, settings, study.id)
+        except Exception:  # the job's result stands; the maintenance sweep retries the promotion
+            log.exception("study %s: auto-promotion failed; will retry", study.id)
     return state
 
 
@@ -150,7 +161,9 @@ def _run(
     ckpt.parent.mkdir(parents=True, exist_ok=True)
 
     def step_hook(step: int, per_epoch: int) -> None:
-        if lease.cancel.is_set() or lease.lost.is_set():
+        if lease.lost.is_set():
+            raise LeaseLost
+        if lease.cancel.is_set():
             raise TrainingCancelled
 
     def callback(p: Progress) -> None:
@@ -171,7 +184,9 @@ def _run(
             )
         if not owned:
             lease.lost.set()
-        if lease.cancel.is_set() or lease.lost.is_set():
+        if lease.lost.is_set():
+            raise LeaseLost
+        if lease.cancel.is_set():
             raise TrainingCancelled
 
     if kind == "screen":
@@ -219,4 +234,3 @@ def _jsonable(x: Any) -> Any:
     if hasattr(x, "item") and callable(x.item):
         return _jsonable(x.item())
     return x
-

@@ -10,8 +10,10 @@ from typing import Any
 
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
+from archscreen.store.ranking import studies_awaiting_auto_promotion
 from archscreen.worker.app import make_celery
-from archscreen.worker.queue import enqueue
+from archscreen.worker.promotion import after_screening_finished
+from archscreen.worker.queue import broker_queue_length, enqueue
 from archscreen.worker.runner import execute
 from celery import signals
 
@@ -54,6 +56,17 @@ def maintenance_once(db: Database, s: Settings, worker_name: str, device: str) -
     with db.session() as sess:
         pending = job_store.unsent(sess)
     enqueue(db, s, pending)
+    with db.session() as sess:
+        lost = job_store.lost_messages(sess, broker_queue_length(s))
+    if lost:
+        log.warning("broker queue is empty but %d job(s) are queued: re-sending them", len(lost))
+        enqueue(db, s, lost)
+    # auto-promotions whose trigger was not a worker finishing a job (a cancel, the reaper failing
+    # a job) or whose first try failed: the compare-and-set makes this safe to repeat
+    with db.session() as sess:
+        awaiting = studies_awaiting_auto_promotion(sess)
+    for study_id in awaiting:
+        after_screening_finished(db, s, study_id)
     return requeued
 
 

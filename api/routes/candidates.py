@@ -203,11 +203,23 @@ def get_candidate(
     responses={404: {"model": ErrorResponse}},
 )
 def cancel_candidate(
-    candidate_id: IdPath, session: SessionDep, tenant: TenantDep, response: Response
+    candidate_id: IdPath,
+    session: SessionDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    response: Response,
 ) -> CancelOut:
     """Cancel the candidate's screening runs: queued ones at once, running ones at their next step."""
     cand = _load_candidate(session, tenant.id, candidate_id)
     runs = study_store.jobs_of(session, [cand.id], kind="screen")[cand.id]
     states = {j.id: job_store.request_cancel(session, j.id) for j in runs}
+    session.commit()
+    if all(st != "running" for st in states.values()):
+        # this cancel may have ended the study's screening: an `auto` study promotes now
+        # (workers' maintenance pass would do it too, a few seconds later)
+        from archscreen.worker.promotion import after_screening_finished
+
+        after_screening_finished(db, settings, cand.study_id)
     response.status_code = status.HTTP_202_ACCEPTED
     return CancelOut(id=cand.id, states=states)

@@ -37,7 +37,9 @@ def build_summary(s: Session, study: Study) -> StudySummary:
     states: dict[str, int] = {}
     out_rows = []
     for c in cands:
-        r = rows[c.id]
+        r = rows.get(c.id)
+        if r is None:  # added after the ranking was read (PostgreSQL's read committed): next summary
+            continue
         states[r.state] = states.get(r.state, 0) + 1
         errors = [j.error for j in screens[c.id] if j.error]
         out_rows.append(

@@ -185,7 +185,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # one temporary file per process: two writers (a job handed to a second worker while the
+    # first still runs) never interleave their bytes; os.replace keeps the last whole file
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 

@@ -131,3 +131,25 @@ def test_promotion_is_idempotent_and_starts_from_the_posterior(env) -> None:  # 
         str(job["id"]): "cancelled"
     }
     assert client.get("/api/v1/tuning-jobs/424242", headers=auth).status_code == 404
+
+
+def test_cancelling_the_last_screening_run_fires_auto_promotion(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db = env
+    study = client.post(
+        "/api/v1/studies",
+        headers=auth,
+        json={"name": "auto", "dataset": "mnist1d", "policy": {"top_k": 2, "auto": True}},
+    ).json()
+    cands = client.post(
+        f"/api/v1/studies/{study['id']}/candidates",
+        headers=auth,
+        json=[{"spec": spec(8)}, {"spec": spec(16)}],
+    ).json()["data"]
+    a, b = (c["id"] for c in cands)
+    finish_screen(db, a, 0, 0.7)
+    etag = client.get(f"/api/v1/studies/{study['id']}", headers=auth).headers["ETag"]
+    assert client.post(f"/api/v1/candidates/{b}/cancel", headers=auth).status_code == 202
+    jobs = client.get(f"/api/v1/studies/{study['id']}/tuning-jobs", headers=auth).json()
+    assert [j["candidate_id"] for j in jobs["data"]] == [a]  # b was cancelled: only a is tuned
+    now = client.get(f"/api/v1/studies/{study['id']}", headers={**auth, "If-None-Match": etag})
+    assert now.status_code == 200 and now.json()["auto_promoted"]

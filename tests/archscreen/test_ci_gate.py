@@ -71,6 +71,13 @@ def test_gate_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
     no_rule.write_text(f"dataset: mnist1d\ncandidates: [{CI / 'candidate-cnn.yaml'}]\n")
     r = run_ci(str(no_rule), "--local")
     assert r.returncode == 2 and "'rule'" in r.stderr
+    bad_numbers = tmp_path / "numbers.yaml"
+    bad_numbers.write_text(
+        f"dataset: mnist1d\ncandidates: [{CI / 'candidate-cnn.yaml'}]\n"
+        "rule: {top_k: 1.5}\ntimeout_s: soon\n"
+    )
+    r = run_ci(str(bad_numbers), "--local")
+    assert r.returncode == 2 and "rule.top_k must be an integer" in r.stderr
     down = run_ci(
         str(CI / "archscreen-ci.yaml"), "--server", f"http://127.0.0.1:{free_port()}", "--token", "as_x"
     )

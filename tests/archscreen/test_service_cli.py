@@ -159,4 +159,17 @@ def test_token_migrate_and_api_refusing_an_old_schema(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad_db.returncode == 1 and len(bad_db.stderr.strip().splitlines()) == 1
+    bad_rev = run_cli("migrate", "--revision", "nope", data_dir=tmp_path)
+    assert (
+        bad_rev.returncode == 1 and len(bad_rev.stderr.strip().splitlines()) == 1 and "nope" in bad_rev.stderr
+    )
+    bad_url = subprocess.run(
+        [sys.executable, "-m", "archscreen", "migrate"],
+        env={**os.environ, "ARCHSCREEN_DATABASE_URL": "postgres://nobody@127.0.0.1/none"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad_url.returncode == 1 and "invalid database URL" in bad_url.stderr
+    assert len(bad_url.stderr.strip().splitlines()) == 1
     assert "cannot reach the database" in bad_db.stderr and "Traceback" not in bad_db.stderr

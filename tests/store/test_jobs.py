@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from archscreen.store import Database, Job, ranking, utcnow
+from archscreen.store import Database, Job, Study, ranking, utcnow
 from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
 from archscreen.store.auth import create_token, get_or_create_tenant, tenant_for_token
@@ -172,3 +172,97 @@ def test_auto_promotion_claim_fires_once(migrated: Database) -> None:
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 5 + [True]
+
+
+def test_reaper_ends_a_cancelled_job_whose_worker_died(migrated: Database) -> None:
+    sid = make_study(migrated)
+    job_id = add(migrated, sid)[0]
+    with migrated.session() as s:
+        job_store.claim(s, job_id, "w1", 5)
+    with migrated.session() as s:
+        assert job_store.request_cancel(s, job_id) == "running"
+    with migrated.session() as s:
+        assert job_store.reap(s, now=utcnow() + timedelta(seconds=60)) == []
+    with migrated.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.state == "cancelled"
+
+
+def test_lost_messages_are_resent_only_when_the_broker_queue_is_empty(migrated: Database) -> None:
+    sid = make_study(migrated)
+    ids = add(migrated, sid)
+    with migrated.session() as s:
+        job_store.mark_enqueued(s, ids)
+        s.query(Job).filter(Job.id == ids[0]).update({"enqueued_at": utcnow() - timedelta(minutes=5)})
+    with migrated.session() as s:
+        assert job_store.lost_messages(s, queue_length=3) == []
+        assert job_store.lost_messages(s, queue_length=None) == []
+        assert job_store.lost_messages(s, queue_length=0) == [(ids[0], "screen")]  # ids[1] was sent just now
+    with migrated.session() as s:
+        assert job_store.lost_messages(s, queue_length=0) == []  # re-sent once, not every pass
+
+
+def test_concurrent_promotions_of_one_candidate_make_one_job(migrated: Database) -> None:
+    sid = make_study(migrated)
+    job_ids = add(migrated, sid)
+    result = {"val_loss": 1.0, "switch_posterior": [{"lr": 0.1, "weight": 1.0}], "lr_range": [1e-5, 10]}
+    for i, job_id in enumerate(job_ids):
+        with migrated.session() as s:
+            job_store.claim(s, job_id, f"w{i}", 30)
+        with migrated.session() as s:
+            job_store.finish(s, job_id, f"w{i}", "succeeded", result=result)
+    with migrated.session() as s:
+        cid = s.get(Job, job_ids[0]).candidate_id  # type: ignore[union-attr]
+    made: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def racer() -> None:
+        barrier.wait()
+        try:
+            with migrated.session() as s:
+                study = s.get(Study, sid)
+                jobs, _ = ranking.promote(s, study, [cid], tuner="fd2", max_attempts=2)  # type: ignore[arg-type]
+                made.append(jobs[0].id)
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(made)) == 1
+    with migrated.session() as s:
+        assert s.query(Job).filter_by(candidate_id=cid, kind="tune").count() == 1
+
+
+def test_auto_promotion_after_a_cancel_ends_screening(migrated: Database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from archscreen.worker.promotion import after_screening_finished
+
+    from archscreen.settings import Settings
+
+    sid = make_study(migrated, policy={"top_k": 2, "auto": True, "tuner": "fd2"})
+    a = add(migrated, sid, "a")
+    b = add(migrated, sid, "b")
+    result = {"val_loss": 1.0, "switch_posterior": [{"lr": 0.1, "weight": 1.0}], "lr_range": [1e-5, 10]}
+    for job_id in a:
+        with migrated.session() as s:
+            job_store.claim(s, job_id, "w", 30)
+        with migrated.session() as s:
+            job_store.finish(s, job_id, "w", "succeeded", result=result)
+    with migrated.session() as s:
+        assert ranking.studies_awaiting_auto_promotion(s) == []  # b is still queued
+        for job_id in b:
+            job_store.request_cancel(s, job_id)
+    with migrated.session() as s:
+        assert ranking.studies_awaiting_auto_promotion(s) == [sid]
+        version = s.get(Study, sid).version  # type: ignore[union-attr]
+    settings = Settings(data_dir=tmp_path, database_url=migrated.url)
+    settings.ensure_dirs()
+    new = after_screening_finished(migrated, settings, sid)
+    assert len(new) == 1  # only a is promotable: b was cancelled
+    assert after_screening_finished(migrated, settings, sid) == []  # once
+    with migrated.session() as s:
+        assert ranking.studies_awaiting_auto_promotion(s) == []
+        assert s.get(Study, sid).version > version  # type: ignore[union-attr]
