@@ -284,6 +284,15 @@ def _run_celery_worker(args: argparse.Namespace, settings: Any, *, device: str, 
     os.environ["ARCHSCREEN_DATA_DIR"] = str(settings.data_dir)
     from archscreen.worker.tasks import app
 
+    if os.environ.get("ARCHSCREEN_PARENT_PID"):
+        # started by `archscreen up` (a laptop or a container, often as root): Celery's warning
+        # about running as root is noise there; a production `archscreen worker` keeps it
+        import warnings
+
+        from celery.exceptions import SecurityWarning
+
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+
     kind = "gpu" + os.environ.get("CUDA_VISIBLE_DEVICES", "") if device == "cuda" else "cpu"
     hostname = args.hostname or f"archscreen-{kind}-{os.getpid()}@{socket.gethostname()}"
     argv = [
@@ -296,6 +305,8 @@ def _run_celery_worker(args: argparse.Namespace, settings: Any, *, device: str, 
         "--without-mingle",
         "--without-gossip",
     ]
+    if os.environ.get("ARCHSCREEN_PARENT_PID"):
+        argv.insert(0, "--quiet")  # no banner inside `archscreen up`'s output
     app.worker_main(argv)
     return EXIT_OK
 
@@ -417,7 +428,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             if server.should_exit:
                 return
             time.sleep(0.05)
-        print(f"archscreen is up at {url}  (API {url}/api/v1, docs {url}/docs)", flush=True)
+        print(f"archscreen is up: dashboard {url}/  (API {url}/api/v1, docs {url}/docs)", flush=True)
         print(f"data: {settings.data_dir}   workers: {args.workers}   press Ctrl-C to stop", flush=True)
         print(f"API token (tenant {LOCAL_TENANT!r}): {token}", flush=True)
         if args.demo:
