@@ -19,7 +19,8 @@ import pytest
 
 PG_ADMIN_URL = os.environ.get("ARCHSCREEN_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("ARCHSCREEN_TEST_REDIS", "redis://127.0.0.1:6379/0")
-REQUIRED = os.environ.get("ARCHSCREEN_REQUIRE_SERVICES") == "1"
+# Under CI (CI=true, or the explicit flag .ci/run sets) a missing service fails the run.
+REQUIRED = os.environ.get("ARCHSCREEN_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
 
 
 def _reachable(host: str, port: int) -> bool:

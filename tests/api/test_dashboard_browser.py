@@ -7,21 +7,15 @@ Screenshots of each page go to test-artifacts/dashboard/.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from archscreen.client import Client
+from archscreen.remote_cli import local_service
 from tests.conftest import ROOT
-from tests.services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -55,44 +49,9 @@ SPECS = [
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    data = tmp_path_factory.mktemp("dashboard")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHSCREEN_")}
-    log = open(data / "up.log", "w")  # noqa: SIM115
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "archscreen",
-            "up",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--data-dir",
-            str(data),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert up.poll() is None, (data / "up.log").read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (data / "up.log").read_text()
-            time.sleep(0.3)
-        yield url, (data / "api-token").read_text().strip()
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
-        log.close()
+    """`archscreen up` in the background (the same helper `archscreen ci --local` uses)."""
+    with local_service(tmp_path_factory.mktemp("dashboard"), workers=2) as (url, token):
+        yield url, token
 
 
 @pytest.fixture(scope="module")
