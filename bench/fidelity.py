@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ QUICK_SUITE: dict[str, dict[str, Any]] = {
     "gru-64": {"layers": [{"permute": [1, 0]}, {"gru": {"hidden": 64, "return": "last"}}]},
 }
 QUICK_LRS = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+# The second ground truth (--adam-grid): Adam over 6 log-spaced rates around its default.
+ADAM_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+GRIDS = {"sgd": ("grid-sgd", "sgd"), "adam": ("grid-adam", "adam")}
 
 
 # One run each. The first is the product's default; the next two are the baselines a
@@ -95,12 +99,16 @@ def spec_for(name: str, body: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "head": "classifier", **body}
 
 
-def screeners(lrs: list[float], seeds: int) -> list[tuple[str, int, Screener]]:
+def screeners(lrs: list[float], seeds: int, adam_grid: bool = False) -> list[tuple[str, int, Screener]]:
     """(label, seed, screener) for every run of the study."""
     runs: list[tuple[str, int, Screener]] = []
     for lr in lrs:
         for s in range(seeds):
             runs.append((f"grid-sgd@{lr:g}", s, FixedRateScreener(lr=lr)))
+    if adam_grid:
+        for lr in ADAM_LRS:
+            for s in range(seeds):
+                runs.append((f"grid-adam@{lr:g}", s, FixedRateScreener(lr=lr, optimizer="adam")))
     for label, scr in SCREENERS.items():
         runs.append((label, 0, scr))
     return runs
@@ -139,7 +147,10 @@ def finite(x: float) -> float:
     return x if math.isfinite(x) else math.inf
 
 
-def analyse(rows: list[dict[str, Any]], lrs: list[float], seeds: int) -> dict[str, Any]:
+def analyse(
+    rows: list[dict[str, Any]], lrs: list[float], seeds: int, grid: str = "grid-sgd"
+) -> dict[str, Any]:
+    """Rank correlations of each screener against the ground truth of ``grid`` (its best rate)."""
     archs = sorted({r["arch"] for r in rows})
     by = {(r["arch"], r["screener"], r["seed"]): r for r in rows}
     truth: dict[str, float] = {}
@@ -147,27 +158,35 @@ def analyse(rows: list[dict[str, Any]], lrs: list[float], seeds: int) -> dict[st
     truth_acc: dict[str, float] = {}
     seed_scores: dict[int, dict[str, float]] = {s: {} for s in range(seeds)}
     grid_steps = {}
+    capped: list[str] = []
     for a in archs:
         means = {
-            lr: sum(finite(by[(a, f"grid-sgd@{lr:g}", s)]["val_loss"]) for s in range(seeds)) / seeds
+            lr: sum(finite(by[(a, f"{grid}@{lr:g}", s)]["val_loss"]) for s in range(seeds)) / seeds
             for lr in lrs
         }
         best = min(means, key=lambda k: means[k])
         truth[a], truth_lr[a] = means[best], best
-        truth_acc[a] = sum(by[(a, f"grid-sgd@{best:g}", s)]["test_accuracy"] for s in range(seeds)) / seeds
+        truth_acc[a] = sum(by[(a, f"{grid}@{best:g}", s)]["test_accuracy"] for s in range(seeds)) / seeds
         for s in range(seeds):
-            seed_scores[s][a] = min(finite(by[(a, f"grid-sgd@{lr:g}", s)]["val_loss"]) for lr in lrs)
-        grid_steps[a] = sum(by[(a, f"grid-sgd@{lr:g}", s)]["steps"] for lr in lrs for s in range(seeds))
+            seed_scores[s][a] = min(finite(by[(a, f"{grid}@{lr:g}", s)]["val_loss"]) for lr in lrs)
+        grid_steps[a] = sum(by[(a, f"{grid}@{lr:g}", s)]["steps"] for lr in lrs for s in range(seeds))
         cap = [
             lr
             for lr in lrs
             for s in range(seeds)
-            if by[(a, f"grid-sgd@{lr:g}", s)]["stopped_because"] == "max_epochs" and lr == best
+            if by[(a, f"{grid}@{lr:g}", s)]["stopped_because"] == "max_epochs" and lr == best
         ]
         if cap:
-            print(f"# warning: {a}: best rate {best:g} hit the epoch cap in {len(cap)} seed(s)")
+            print(f"# warning ({grid}): {a}: best rate {best:g} hit the epoch cap in {len(cap)} seed(s)")
+            capped.append(a)
     t = [truth[a] for a in archs]
-    out: dict[str, Any] = {"archs": archs, "truth": truth, "truth_lr": truth_lr, "truth_acc": truth_acc}
+    out: dict[str, Any] = {
+        "archs": archs,
+        "truth": truth,
+        "truth_lr": truth_lr,
+        "truth_acc": truth_acc,
+        "capped": capped,
+    }
     if seeds >= 2:
         s0, s1 = [seed_scores[0][a] for a in archs], [seed_scores[1][a] for a in archs]
         out["noise_ceiling_spearman"] = stats.spearmanr(s0, s1).statistic
@@ -205,6 +224,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--adam-grid", action="store_true", help="also the Adam-grid ground truth (6 rates)")
+    parser.add_argument("--deadline-s", type=float, default=None, help="stop submitting runs after this long")
     args = parser.parse_args()
     lrs, suite = QUICK_LRS, QUICK_SUITE
     config = {"max_epochs": args.max_epochs, "patience": args.patience, "batch_size": args.batch_size}
@@ -215,28 +236,48 @@ def main() -> None:
     todo = [
         (a, body, label, seed, scr)
         for a, body in suite.items()
-        for label, seed, scr in screeners(lrs, args.seeds)
+        for label, seed, scr in screeners(lrs, args.seeds, args.adam_grid)
         if (a, label, seed) not in done
     ]
     print(f"# {machine_line()}; {len(rows)} cached runs, {len(todo)} to go", flush=True)
+    t0 = time.monotonic()
+    finished = 0
     with ProcessPoolExecutor(max_workers=args.jobs) as pool, cache.open("a") as fh:
         futures = [
             pool.submit(run_one, a, body, args.dataset, label, seed, scr, config)
             for a, body, label, seed, scr in todo
         ]
-        for i, fut in enumerate(as_completed(futures), 1):
+        for fut in as_completed(futures):
             row = fut.result()
             rows.append(row)
+            finished += 1
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             print(
-                f"[{i}/{len(todo)}] {row['arch']} {row['screener']} seed {row['seed']}: "
+                f"[{finished}/{len(todo)}] {row['arch']} {row['screener']} seed {row['seed']}: "
                 f"val_loss {row['val_loss']:.4f} ({row['epochs']} ep, {row['seconds']:.1f}s)",
                 flush=True,
             )
-    res = analyse(rows, lrs, args.seeds)
+            if args.deadline_s is not None and time.monotonic() - t0 > args.deadline_s:
+                for f in futures:
+                    f.cancel()
+                break
+    if finished < len(todo):
+        print(
+            f"# stopped at the deadline: {len(todo) - finished} runs left; run again to resume from {cache}"
+        )
+        return
+    grids = ["grid-sgd", "grid-adam"] if args.adam_grid else ["grid-sgd"]
+    results = {g: analyse(rows, lrs if g == "grid-sgd" else ADAM_LRS, args.seeds, g) for g in grids}
+    for g, res in results.items():
+        report(res, rows, g)
+    print(f"fidelity_spearman: {results['grid-sgd']['screeners']['alrao-sgd']['spearman']:.3f}")
+
+
+def report(res: dict[str, Any], rows: list[dict[str, Any]], grid: str) -> None:
+    print(f"\n## ground truth: {grid} (best rate, mean of seeds)")
     print(
-        f"\n{'arch':<18} {'truth val_loss':>14} {'best lr':>8} {'alrao':>8} {'adam':>8} {'alrao pref lr':>13}"
+        f"{'arch':<18} {'truth val_loss':>14} {'best lr':>8} {'alrao':>8} {'adam':>8} {'alrao pref lr':>13}"
     )
     by = {(r["arch"], r["screener"]): r for r in rows if r["seed"] == 0}
     for a in res["archs"]:
@@ -246,15 +287,16 @@ def main() -> None:
             f"{res['screeners']['adam@1e-3']['scores'][a]:>8.4f}"
             f" {by[(a, 'alrao-sgd')]['preferred_lr'] or 0:>13.3g}"
         )
+    if res["capped"]:
+        print(f"# best rate at the epoch cap for: {', '.join(res['capped'])}")
     if "noise_ceiling_spearman" in res:
-        print(f"\nnoise ceiling (grid seed 0 vs seed 1): spearman {res['noise_ceiling_spearman']:.3f}")
+        print(f"noise ceiling (grid seed 0 vs seed 1): spearman {res['noise_ceiling_spearman']:.3f}")
     print(f"{'screener':<18} {'spearman':>8} {'kendall':>8} {'regret':>8} {'acc gap pp':>10} {'grid/own':>9}")
-    for label, s in res["screeners"].items():
+    for label, sc in res["screeners"].items():
         print(
-            f"{label:<18} {s['spearman']:>8.3f} {s['kendall']:>8.3f} {s['top1_regret']:>8.4f} "
-            f"{s['mean_abs_acc_gap_pp']:>10.2f} {s['compute_ratio']:>9.1f}"
+            f"{label:<18} {sc['spearman']:>8.3f} {sc['kendall']:>8.3f} {sc['top1_regret']:>8.4f} "
+            f"{sc['mean_abs_acc_gap_pp']:>10.2f} {sc['compute_ratio']:>9.1f}"
         )
-    print(f"fidelity_spearman: {res['screeners']['alrao-sgd']['spearman']:.3f}")
 
 
 if __name__ == "__main__":
