@@ -5,7 +5,8 @@ For every architecture of the suite:
 * ground truth: plain SGD at each rate of a log-spaced grid, several seeds,
   early stopping on validation loss; the architecture's true score is the
   best rate's mean validation loss (and its test accuracy);
-* screeners, one run each: Alrao-SGD (our defaults), Adam at its default
+* with ``--adam-grid``, a second ground truth: Adam over 6 rates (1e-4 ... 3e-2);
+* screeners, one run each (``--screener-seeds N``: N runs, to show a single run's spread): Alrao-SGD (our defaults), Adam at its default
   rate 1e-3 (what a user would do instead: the bar), plain SGD at 0.1.
 
 Reported per screener: Spearman and Kendall between its score and the true
@@ -99,7 +100,9 @@ def spec_for(name: str, body: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "head": "classifier", **body}
 
 
-def screeners(lrs: list[float], seeds: int, adam_grid: bool = False) -> list[tuple[str, int, Screener]]:
+def screeners(
+    lrs: list[float], seeds: int, adam_grid: bool = False, screener_seeds: int = 1
+) -> list[tuple[str, int, Screener]]:
     """(label, seed, screener) for every run of the study."""
     runs: list[tuple[str, int, Screener]] = []
     for lr in lrs:
@@ -110,7 +113,8 @@ def screeners(lrs: list[float], seeds: int, adam_grid: bool = False) -> list[tup
             for s in range(seeds):
                 runs.append((f"grid-adam@{lr:g}", s, FixedRateScreener(lr=lr, optimizer="adam")))
     for label, scr in SCREENERS.items():
-        runs.append((label, 0, scr))
+        for s in range(screener_seeds):
+            runs.append((label, s, scr))
     return runs
 
 
@@ -208,6 +212,14 @@ def analyse(
             / len(archs),
             "scores": dict(zip(archs, scores, strict=True)),
         }
+        # the same screener with other seeds (--screener-seeds): how much one run's ranking varies
+        per_seed = [
+            stats.spearmanr([finite(by[(a, label, s)]["val_loss"]) for a in archs], t).statistic
+            for s in range(64)
+            if all((a, label, s) in by for a in archs)
+        ]
+        if len(per_seed) > 1:
+            out["screeners"][label]["spearman_seeds"] = per_seed
     return out
 
 
@@ -225,6 +237,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--adam-grid", action="store_true", help="also the Adam-grid ground truth (6 rates)")
+    parser.add_argument(
+        "--screener-seeds",
+        type=int,
+        default=1,
+        help="runs of each screener with seeds 0..N-1 (spread of one run)",
+    )
     parser.add_argument("--deadline-s", type=float, default=None, help="stop submitting runs after this long")
     args = parser.parse_args()
     lrs, suite = QUICK_LRS, QUICK_SUITE
@@ -236,7 +254,7 @@ def main() -> None:
     todo = [
         (a, body, label, seed, scr)
         for a, body in suite.items()
-        for label, seed, scr in screeners(lrs, args.seeds, args.adam_grid)
+        for label, seed, scr in screeners(lrs, args.seeds, args.adam_grid, args.screener_seeds)
         if (a, label, seed) not in done
     ]
     print(f"# {machine_line()}; {len(rows)} cached runs, {len(todo)} to go", flush=True)
@@ -297,6 +315,12 @@ def report(res: dict[str, Any], rows: list[dict[str, Any]], grid: str) -> None:
             f"{label:<18} {sc['spearman']:>8.3f} {sc['kendall']:>8.3f} {sc['top1_regret']:>8.4f} "
             f"{sc['mean_abs_acc_gap_pp']:>10.2f} {sc['compute_ratio']:>9.1f}"
         )
+    spread = {k: v["spearman_seeds"] for k, v in res["screeners"].items() if "spearman_seeds" in v}
+    for label, values in spread.items():
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        shown = ", ".join(f"{v:.3f}" for v in values)
+        print(f"{label:<18} spearman over {len(values)} seeds: {mean:.3f} ± {sd:.3f} ({shown})")
 
 
 if __name__ == "__main__":
