@@ -6,8 +6,9 @@ For every architecture of the suite:
   early stopping on validation loss; the architecture's true score is the
   best rate's mean validation loss (and its test accuracy);
 * with ``--adam-grid``, a second ground truth: Adam over 6 rates (1e-4 ... 3e-2);
-* screeners, one run each (``--screener-seeds N``: N runs, to show a single run's spread): Alrao-SGD (our defaults), Adam at its default
-  rate 1e-3 (what a user would do instead: the bar), plain SGD at 0.1.
+* screeners, one run each (``--screener-seeds N``: N runs, to show a single run's
+  spread): Alrao-SGD (our defaults), Adam at its default rate 1e-3 (what a user
+  would do instead: the bar), plain SGD at 0.1, and Alrao variants.
 
 Reported per screener: Spearman and Kendall between its score and the true
 score, top-1 regret (true score of the picked architecture minus the best),
