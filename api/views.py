@@ -49,8 +49,8 @@ def studies_out(s: Session, studies: list[Study]) -> list[StudyOut]:
 
 def progress(jobs: list[Job]) -> Progress:
     done = sum(j.epoch for j in jobs)
-    # a finished job counts as complete whatever epoch early stopping ended it at
     total = sum(j.max_epochs for j in jobs) or 1
+    # a finished job counts as complete whatever epoch early stopping ended it at
     done_frac = sum(
         1.0 if j.state in ("succeeded", "failed", "cancelled", "diverged") else j.epoch / max(j.max_epochs, 1)
         for j in jobs

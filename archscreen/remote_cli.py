@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 from xml.etree import ElementTree as ET
@@ -511,16 +511,11 @@ def cmd_ci(args: argparse.Namespace) -> int:
     if args.local:
         ctx: Any = local_service(Path(args.data_dir) if args.data_dir else None)
     else:
-        ctx = _nullcontext((cfg.server or args.server, None))
+        ctx = nullcontext((cfg.server or args.server, None))
     with ctx as (url, local_token):
         token = local_token or _token(args)
         with _client(url, token) as c:
             return _run_ci(c, cfg, args, specs, baseline_spec, timeout, t0)
-
-
-@contextmanager
-def _nullcontext(value: Any) -> Iterator[Any]:
-    yield value
 
 
 def _run_ci(
