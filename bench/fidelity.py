@@ -1,23 +1,33 @@
-"""Screening fidelity: does one Alrao run rank architectures like a full LR grid?
+"""Screening fidelity: does one Alrao run rank architectures like a full learning-rate search?
 
-For every architecture of the suite:
+For every architecture of a suite (``bench/fidelity_suites.py``):
 
-* ground truth: plain SGD at each rate of a log-spaced grid, several seeds,
-  early stopping on validation loss; the architecture's true score is the
-  best rate's mean validation loss (and its test accuracy);
-* with ``--adam-grid``, a second ground truth: Adam over 6 rates (1e-4 ... 3e-2);
-* screeners, one run each (``--screener-seeds N``: N runs, to show a single run's
-  spread): Alrao-SGD (our defaults), Adam at its default rate 1e-3 (what a user
-  would do instead: the bar), plain SGD at 0.1, and Alrao variants.
+* two ground truths, each the architecture's best-learning-rate score: plain SGD
+  over 8 log-spaced rates and Adam over 6 (``--quick``: SGD over 7, Adam with
+  ``--adam-grid``), 2 seeds each, early stopping on validation loss; the best rate
+  has the lowest mean validation loss, and the truth is that rate's mean
+  validation loss and test score;
+* screeners on the same suite with the same loop, budget and accounting (steps,
+  wall time): Alrao-SGD and Alrao-Adam (our defaults), plain SGD at 0.1, Adam at
+  its default 1e-3 (what a user would do instead: the bar), schedule-free AdamW,
+  Prodigy, D-Adaptation SGD, a short 3-rate Adam grid (each run a third of the
+  epochs), zero-cost proxies at initialisation (SynFlow, gradient norm), and the
+  learning-rate range test (torch-lr-finder) as the yardstick for Alrao's rate hint.
 
-Reported per screener: Spearman and Kendall between its score and the true
-score, top-1 regret (true score of the picked architecture minus the best),
-and the compute ratio (grid steps / screener steps). A noise ceiling shows how
-well grid seed 0 ranks against grid seed 1.
+Reported per dataset, ground truth and screener: Spearman and Kendall against the
+truth's validation loss, Spearman on the test score, top-1 and top-3 regret, the
+estimate error (mean |screener's test score − best-rate test score|), compute
+relative to the grid, and the learning-rate hint's error in decades. The test score
+is accuracy in points for classification and bits per character for the language
+model. The noise ceiling is how well grid seed 0 ranks against seed 1.
 
-Results are cached as JSON lines (one per run) under ``bench/results/``, so
-an interrupted study resumes; ``--jobs N`` runs N trainings in parallel.
-Last line: ``fidelity_spearman: X`` (Alrao-SGD vs the SGD-grid truth).
+Every run is one JSON line in a cache under ``bench/results/``, so an interrupted
+study resumes where it stopped; ``--jobs N`` trains N runs at once. ``--full`` also
+writes the tables as Markdown and the plots as PNG (``--plots DIR``).
+
+Last lines (``--full``): ``fidelity_vs_adam: X`` (the default screener's Spearman
+minus default Adam's) and ``fidelity_spearman: X`` (the default screener, mean over
+datasets and both ground truths). ``--quick``: ``fidelity_spearman`` only.
 """
 
 from __future__ import annotations
@@ -25,120 +35,110 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from scipy import stats
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line
+from archscreen.core.data import load_dataset
 from archscreen.core.screening import AlraoScreener, FixedRateScreener, Screener
+from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig
+from fidelity_screeners import FreeRateScreener, lr_range_test, zero_cost_scores
+from fidelity_suites import (
+    ADAM_LRS,
+    BUDGETS,
+    FULL_SUITES,
+    QUICK_SGD_LRS,
+    QUICK_SUITE,
+    SGD_LRS,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 
-FLAT = ["flatten"]
-QUICK_SUITE: dict[str, dict[str, Any]] = {
-    "logreg": {"layers": FLAT},
-    "mlp-narrow": {"layers": [*FLAT, {"linear": 16}, "relu"]},
-    "mlp-wide": {"layers": [*FLAT, {"linear": 256}, "relu", {"linear": 256}, "relu"]},
-    "mlp-tanh-deep": {"layers": [*FLAT, *([{"linear": 64}, "tanh"] * 4)]},
-    "mlp-sigmoid-deep": {"layers": [*FLAT, *([{"linear": 64}, "sigmoid"] * 4)]},
-    "mlp-dropout": {"layers": [*FLAT, {"linear": 128}, "relu", {"dropout": 0.3}, {"linear": 128}, "relu"]},
-    "cnn": {
-        "layers": [
-            {"conv1d": {"out": 16, "kernel": 5, "padding": 2}},
-            "relu",
-            {"maxpool1d": 2},
-            {"conv1d": {"out": 32, "kernel": 5, "padding": 2}},
-            "relu",
-            {"maxpool1d": 2},
-            "flatten",
-            {"linear": 64},
-            "relu",
-        ]
-    },
-    "cnn-bn": {
-        "layers": [
-            {"conv1d": {"out": 16, "kernel": 5, "padding": 2}},
-            "batchnorm",
-            "relu",
-            {"maxpool1d": 2},
-            {"conv1d": {"out": 32, "kernel": 5, "padding": 2}},
-            "batchnorm",
-            "relu",
-            {"maxpool1d": 2},
-            "flatten",
-            {"linear": 64},
-            "relu",
-        ]
-    },
-    "gru-16": {"layers": [{"permute": [1, 0]}, {"gru": {"hidden": 16, "return": "last"}}]},
-    "gru-64": {"layers": [{"permute": [1, 0]}, {"gru": {"hidden": 64, "return": "last"}}]},
+# The product's default screener: what the service runs when a study does not say.
+DEFAULT_SCREENER = "alrao-sgd"
+BASELINE = "adam@1e-3"
+
+# Trained screeners: one run each per seed. The first two are the product's; the next two
+# the one-run baselines a user would run instead; then learning-rate-free yardsticks.
+TRAINED: dict[str, Callable[[], Screener]] = {
+    "alrao-sgd": lambda: AlraoScreener(),
+    "alrao-adam": lambda: AlraoScreener(base="adam"),
+    "adam@1e-3": lambda: FixedRateScreener(lr=1e-3, optimizer="adam"),
+    "sgd@0.1": lambda: FixedRateScreener(lr=0.1),
+    "schedulefree-adamw": lambda: FreeRateScreener("schedulefree-adamw"),
+    "prodigy": lambda: FreeRateScreener("prodigy"),
+    "dadapt-sgd": lambda: FreeRateScreener("dadapt-sgd"),
 }
-QUICK_LRS = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
-# The second ground truth (--adam-grid): Adam over 6 log-spaced rates around its default.
-ADAM_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
-GRIDS = {"sgd": ("grid-sgd", "sgd"), "adam": ("grid-adam", "adam")}
-
-
-# One run each. The first is the product's default; the next two are the baselines a
-# user would run instead; the rest are Alrao variants under study (not defaults).
-SCREENERS: dict[str, Screener] = {
-    "alrao-sgd": AlraoScreener(),
-    "adam@1e-3": FixedRateScreener(lr=1e-3, optimizer="adam"),
-    "sgd@0.1": FixedRateScreener(lr=0.1),
-    "alrao-adam": AlraoScreener(base="adam"),
-    "alrao-sgd[1e-3,1]": AlraoScreener(lr_min=1e-3, lr_max=1.0),
+# Alrao settings under study (not defaults); each is a switch of AlraoScreener.
+VARIANTS: dict[str, Callable[[], Screener]] = {
+    "alrao-sgd[1e-3,1]": lambda: AlraoScreener(lr_min=1e-3, lr_max=1.0),
 }
+SHORT_GRID = [3e-4, 1e-3, 3e-3]  # Adam, a third of the epochs each
+SEEDED = ("alrao-sgd", "alrao-adam", "adam@1e-3")  # screeners run with --screener-seeds seeds
+QUICK_TRAINED = ("alrao-sgd", "adam@1e-3", "sgd@0.1", "alrao-adam", "alrao-sgd[1e-3,1]")
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    arch: str
+    label: str
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.dataset, self.arch, self.label, self.seed)
 
 
 def spec_for(name: str, body: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "head": "classifier", **body}
 
 
-def screeners(
-    lrs: list[float], seeds: int, adam_grid: bool = False, screener_seeds: int = 1
-) -> list[tuple[str, int, Screener]]:
-    """(label, seed, screener) for every run of the study."""
-    runs: list[tuple[str, int, Screener]] = []
-    for lr in lrs:
-        for s in range(seeds):
-            runs.append((f"grid-sgd@{lr:g}", s, FixedRateScreener(lr=lr)))
-    if adam_grid:
-        for lr in ADAM_LRS:
-            for s in range(seeds):
-                runs.append((f"grid-adam@{lr:g}", s, FixedRateScreener(lr=lr, optimizer="adam")))
-    for label, scr in SCREENERS.items():
-        for s in range(screener_seeds):
-            runs.append((label, s, scr))
+def plan(
+    suites: dict[str, dict[str, Any]],
+    sgd_lrs: Callable[[str], list[float]],
+    seeds: int,
+    adam_grid: bool,
+    screener_seeds: int,
+    trained: tuple[str, ...],
+    extras: bool,
+) -> list[Run]:
+    """Every run of the study, one dataset at a time (its grids, the truth, first)."""
+    runs: list[Run] = []
+    for ds, suite in suites.items():
+        for a in suite:
+            runs += [Run(ds, a, f"grid-sgd@{lr:g}", s) for lr in sgd_lrs(ds) for s in range(seeds)]
+            if adam_grid:
+                runs += [Run(ds, a, f"grid-adam@{lr:g}", s) for lr in ADAM_LRS for s in range(seeds)]
+        for a in suite:
+            for label in trained:
+                n = screener_seeds if label in SEEDED else 1
+                runs += [Run(ds, a, label, s) for s in range(n)]
+            if extras:
+                runs += [Run(ds, a, f"short-adam@{lr:g}", 0) for lr in SHORT_GRID]
+                runs += [Run(ds, a, probe, 0) for probe in ("zero-cost", "lr-find-sgd", "lr-find-adam")]
     return runs
 
 
-def run_one(
-    arch: str,
-    body: dict[str, Any],
-    dataset: str,
-    label: str,
-    seed: int,
-    screener: Screener,
-    config: dict[str, Any],
-) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    cfg = TrainConfig(**{**config, "seed": seed})
-    r = screener.screen(spec_for(arch, body), dataset, cfg)
+def _result_row(run: Run, r: Any) -> dict[str, Any]:
     return {
-        "arch": arch,
-        "dataset": dataset,
-        "screener": label,
-        "seed": seed,
         "val_loss": r.val_loss,
         "val_accuracy": r.val_accuracy,
         "test_accuracy": r.test_accuracy,
+        "test_bpc": r.test_bpc,
         "steps": r.steps,
         "seconds": r.seconds,
         "epochs": r.epochs,
@@ -148,80 +148,420 @@ def run_one(
     }
 
 
-def finite(x: float) -> float:
-    return x if math.isfinite(x) else math.inf
+def run_one(run: Run, body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Train (or probe) one run; a run that raises becomes a row with its error, never a crash."""
+    torch.set_num_threads(1)
+    row: dict[str, Any] = {"dataset": run.dataset, "arch": run.arch, "screener": run.label, "seed": run.seed}
+    t0 = time.perf_counter()
+    try:
+        cfg = TrainConfig(**{**config, "seed": run.seed})
+        spec = spec_for(run.arch, body)
+        label = run.label
+        if label.startswith(("grid-", "short-")):
+            opt = "adam" if "adam@" in label else "sgd"
+            lr = float(label.split("@")[1])
+            if label.startswith("short-"):
+                short = max(1, math.ceil(cfg.max_epochs / 3))
+                cfg = TrainConfig(**{**config, "seed": run.seed, "max_epochs": short})
+            row |= _result_row(run, FixedRateScreener(lr=lr, optimizer=opt).screen(spec, run.dataset, cfg))  # type: ignore[arg-type]
+        elif label == "zero-cost":
+            data = load_dataset(run.dataset, seed=run.seed)
+            row |= zero_cost_scores(parse_spec(spec), data, run.seed, cfg.batch_size)
+            row |= {"steps": 1, "seconds": time.perf_counter() - t0}
+        elif label.startswith("lr-find-"):
+            data = load_dataset(run.dataset, seed=run.seed)
+            found = lr_range_test(
+                parse_spec(spec), data, label.removeprefix("lr-find-"), run.seed, cfg.batch_size
+            )
+            row |= {"preferred_lr": found["lr"], "steps": found["steps"], "seconds": time.perf_counter() - t0}
+        else:
+            factory = TRAINED.get(label) or VARIANTS[label]
+            row |= _result_row(run, factory().screen(spec, run.dataset, cfg))
+    except Exception as exc:
+        row |= {"error": f"{type(exc).__name__}: {exc}", "val_loss": math.inf, "steps": 0}
+        row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def execute(
+    todo: list[Run],
+    bodies: dict[tuple[str, str], dict[str, Any]],
+    configs: dict[str, dict[str, Any]],
+    cache: Path,
+    jobs: int,
+    deadline_s: float | None,
+) -> list[dict[str, Any]]:
+    """Run ``todo`` in ``jobs`` processes, appending each finished row to ``cache`` at once."""
+    out: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(max_workers=jobs) as pool, cache.open("a") as fh:
+        futures: list[Future[dict[str, Any]]] = [
+            pool.submit(run_one, r, bodies[(r.dataset, r.arch)], configs[r.dataset]) for r in todo
+        ]
+        bar = tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True, mininterval=2)
+        for fut in as_completed(futures):
+            row = fut.result()
+            out.append(row)
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            bar.set_postfix_str(f"{row['dataset']} {row['arch']} {row['screener']}", refresh=False)
+            bar.update()
+            if deadline_s is not None and time.monotonic() - t0 > deadline_s:
+                for f in futures:
+                    f.cancel()
+                break
+        bar.close()
+    return out
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def finite(x: float | None) -> float:
+    return x if x is not None and math.isfinite(x) else math.inf
+
+
+def test_score(row: dict[str, Any], dataset: str) -> float:
+    """Test score in its reporting units: accuracy points (higher better), or bits per char (lower)."""
+    if dataset == "chartext":
+        return finite(row.get("test_bpc"))
+    acc = row.get("test_accuracy")
+    return 100 * acc if acc is not None else 0.0
+
+
+def better(dataset: str) -> Callable[[float, float], float]:
+    """How much ``a`` beats ``b`` in test-score units (positive = a is better)."""
+    return (lambda a, b: b - a) if dataset == "chartext" else (lambda a, b: a - b)
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def truth_for(
+    rows: dict[tuple[str, str, str, int], dict[str, Any]],
+    dataset: str,
+    archs: list[str],
+    grid: str,
+    lrs: list[float],
+    seeds: int,
+) -> dict[str, Any]:
+    """Best rate per architecture by mean validation loss, its scores, and the epoch-cap check."""
+    t: dict[str, Any] = {
+        "val": {},
+        "test": {},
+        "lr": {},
+        "steps": {},
+        "seconds": {},
+        "capped": [],
+        "edge": [],
+    }
+    per_seed: dict[int, dict[str, float]] = {s: {} for s in range(seeds)}
+    for a in archs:
+        runs = {(lr, s): rows[(dataset, a, f"{grid}@{lr:g}", s)] for lr in lrs for s in range(seeds)}
+        means = {lr: _mean([finite(runs[(lr, s)]["val_loss"]) for s in range(seeds)]) for lr in lrs}
+        best = min(lrs, key=lambda lr: means[lr])
+        t["val"][a], t["lr"][a] = means[best], best
+        t["test"][a] = _mean([test_score(runs[(best, s)], dataset) for s in range(seeds)])
+        t["steps"][a] = sum(r["steps"] for r in runs.values())
+        t["seconds"][a] = sum(r["seconds"] for r in runs.values())
+        if any(runs[(best, s)]["stopped_because"] == "max_epochs" for s in range(seeds)):
+            t["capped"].append(a)
+        if best in (lrs[0], lrs[-1]):
+            t["edge"].append(a)
+        for s in range(seeds):
+            per_seed[s][a] = min(finite(runs[(lr, s)]["val_loss"]) for lr in lrs)
+    if seeds >= 2:
+        t["noise_ceiling"] = stats.spearmanr(
+            [per_seed[0][a] for a in archs], [per_seed[1][a] for a in archs]
+        ).statistic
+    return t
+
+
+def screener_scores(
+    rows: dict[tuple[str, str, str, int], dict[str, Any]],
+    dataset: str,
+    archs: list[str],
+    label: str,
+    seed: int,
+) -> dict[str, Any] | None:
+    """Per-architecture ranking score (lower is better), test score, steps, seconds and rate hint."""
+    if label == "short-grid-3":
+        keys = [(dataset, a, f"short-adam@{lr:g}", seed) for a in archs for lr in SHORT_GRID]
+        if any(k not in rows for k in keys):
+            return None
+        out: dict[str, Any] = {"score": {}, "test": {}, "steps": 0, "seconds": 0.0, "hint": {}}
+        for a in archs:
+            cands = [rows[(dataset, a, f"short-adam@{lr:g}", seed)] for lr in SHORT_GRID]
+            best = min(cands, key=lambda r: finite(r["val_loss"]))
+            out["score"][a], out["test"][a] = finite(best["val_loss"]), test_score(best, dataset)
+            out["steps"] += sum(r["steps"] for r in cands)
+            out["seconds"] += sum(r["seconds"] for r in cands)
+        return out
+    if label in ("synflow", "grad-norm"):
+        keys = [(dataset, a, "zero-cost", seed) for a in archs]
+        if any(k not in rows or "error" in rows[k] for k in keys):
+            return None
+        field = "synflow" if label == "synflow" else "grad_norm"
+        return {
+            "score": {a: -rows[(dataset, a, "zero-cost", seed)][field] for a in archs},
+            "test": None,
+            "steps": sum(rows[k]["steps"] for k in keys),
+            "seconds": sum(rows[k]["seconds"] for k in keys),
+        }
+    keys = [(dataset, a, label, seed) for a in archs]
+    if any(k not in rows for k in keys):
+        return None
+    return {
+        "score": {a: finite(rows[(dataset, a, label, seed)]["val_loss"]) for a in archs},
+        "test": {a: test_score(rows[(dataset, a, label, seed)], dataset) for a in archs},
+        "steps": sum(rows[k]["steps"] for k in keys),
+        "seconds": sum(rows[k]["seconds"] for k in keys),
+        "hint": {a: rows[(dataset, a, label, seed)].get("preferred_lr") for a in archs},
+    }
+
+
+def metrics(truth: dict[str, Any], sc: dict[str, Any], archs: list[str], dataset: str) -> dict[str, Any]:
+    gain = better(dataset)
+    score = [sc["score"][a] for a in archs]
+    true_val = [truth["val"][a] for a in archs]
+    true_test = {a: truth["test"][a] for a in archs}
+    best_true = max(archs, key=lambda a: gain(true_test[a], 0.0))
+    order = sorted(archs, key=lambda a: sc["score"][a])
+    top3_best = max(order[:3], key=lambda a: gain(true_test[a], 0.0))
+    m: dict[str, Any] = {
+        "spearman": stats.spearmanr(score, true_val).statistic,
+        "kendall": stats.kendalltau(score, true_val).statistic,
+        "top1_regret": gain(true_test[best_true], true_test[order[0]]),
+        "top3_regret": gain(true_test[best_true], true_test[top3_best]),
+        "picked": order[0],
+        "compute_ratio": sum(truth["steps"].values()) / max(sc["steps"], 1),
+        "time_ratio": sum(truth["seconds"].values()) / max(sc["seconds"], 1e-9),
+    }
+    if sc.get("test") is not None:
+        est = [sc["test"][a] for a in archs]
+        m["spearman_test"] = stats.spearmanr(est, [true_test[a] for a in archs]).statistic
+        m["estimate_error"] = _mean([abs(sc["test"][a] - true_test[a]) for a in archs])
+    return m
+
+
+HINTS = {"grid-sgd": ("alrao-sgd", "lr-find-sgd"), "grid-adam": ("alrao-adam", "lr-find-adam")}
 
 
 def analyse(
-    rows: list[dict[str, Any]], lrs: list[float], seeds: int, grid: str = "grid-sgd"
+    rows_list: list[dict[str, Any]],
+    suites: dict[str, dict[str, Any]],
+    sgd_lrs: Callable[[str], list[float]],
+    seeds: int,
+    grids: list[str],
+    screener_labels: list[str],
+    screener_seeds: int,
 ) -> dict[str, Any]:
-    """Rank correlations of each screener against the ground truth of ``grid`` (its best rate)."""
-    archs = sorted({r["arch"] for r in rows})
-    by = {(r["arch"], r["screener"], r["seed"]): r for r in rows}
-    truth: dict[str, float] = {}
-    truth_lr: dict[str, float] = {}
-    truth_acc: dict[str, float] = {}
-    seed_scores: dict[int, dict[str, float]] = {s: {} for s in range(seeds)}
-    grid_steps = {}
-    capped: list[str] = []
-    for a in archs:
-        means = {
-            lr: sum(finite(by[(a, f"{grid}@{lr:g}", s)]["val_loss"]) for s in range(seeds)) / seeds
-            for lr in lrs
-        }
-        best = min(means, key=lambda k: means[k])
-        truth[a], truth_lr[a] = means[best], best
-        truth_acc[a] = sum(by[(a, f"{grid}@{best:g}", s)]["test_accuracy"] for s in range(seeds)) / seeds
-        for s in range(seeds):
-            seed_scores[s][a] = min(finite(by[(a, f"{grid}@{lr:g}", s)]["val_loss"]) for lr in lrs)
-        grid_steps[a] = sum(by[(a, f"{grid}@{lr:g}", s)]["steps"] for lr in lrs for s in range(seeds))
-        cap = [
-            lr
-            for lr in lrs
-            for s in range(seeds)
-            if by[(a, f"{grid}@{lr:g}", s)]["stopped_because"] == "max_epochs" and lr == best
+    rows = {(r["dataset"], r["arch"], r["screener"], r["seed"]): r for r in rows_list}
+    result: dict[str, Any] = {}
+    for ds, suite in suites.items():
+        archs = list(suite)
+        for grid in grids:
+            lrs = sgd_lrs(ds) if grid == "grid-sgd" else ADAM_LRS
+            if any(
+                (ds, a, f"{grid}@{lr:g}", s) not in rows for a in archs for lr in lrs for s in range(seeds)
+            ):
+                continue
+            truth = truth_for(rows, ds, archs, grid, lrs, seeds)
+            table: dict[str, Any] = {}
+            for label in screener_labels:
+                per_seed = []
+                for s in range(screener_seeds if label in SEEDED else 1):
+                    sc = screener_scores(rows, ds, archs, label, s)
+                    if sc is not None:
+                        per_seed.append(metrics(truth, sc, archs, ds))
+                if not per_seed:
+                    continue
+                agg: dict[str, Any] = {
+                    k: _mean([m[k] for m in per_seed])
+                    for k in per_seed[0]
+                    if isinstance(per_seed[0][k], float | int)
+                }
+                agg["picked"] = per_seed[0]["picked"]
+                agg["seeds"] = len(per_seed)
+                agg["spearman_seeds"] = [m["spearman"] for m in per_seed]
+                table[label] = agg
+            hints: dict[str, float] = {}
+            for label in HINTS.get(grid, ()):
+                errs = [
+                    abs(math.log10(rows[(ds, a, label, 0)]["preferred_lr"] / truth["lr"][a]))
+                    for a in archs
+                    if (ds, a, label, 0) in rows and rows[(ds, a, label, 0)].get("preferred_lr")
+                ]
+                if len(errs) == len(archs):
+                    hints[label] = statistics.median(errs)
+            result[f"{ds}/{grid}"] = {
+                "archs": archs,
+                "truth": truth,
+                "screeners": table,
+                "hint_decades": hints,
+            }
+    return result
+
+
+def headline(result: dict[str, Any], label: str) -> float | None:
+    vals = [cell["screeners"][label]["spearman"] for cell in result.values() if label in cell["screeners"]]
+    return _mean(vals) if vals else None
+
+
+def report(result: dict[str, Any], rows_list: list[dict[str, Any]]) -> list[str]:
+    """Print the tables; return them as Markdown lines too."""
+    md: list[str] = []
+    rows = {(r["dataset"], r["arch"], r["screener"], r["seed"]): r for r in rows_list}
+    for key, cell in result.items():
+        ds, grid = key.split("/")
+        unit = "bpc" if ds == "chartext" else "pp"
+        truth = cell["truth"]
+        print(f"\n## {ds}, ground truth {grid} (best rate by mean validation loss)")
+        md += [f"\n### {ds}, ground truth {grid}\n"]
+        md += [
+            f"| arch | best rate | truth val loss | truth test ({unit}) | alrao-sgd hint | alrao-adam hint |",
+            "|---|---|---|---|---|---|",
         ]
-        if cap:
-            print(f"# warning ({grid}): {a}: best rate {best:g} hit the epoch cap in {len(cap)} seed(s)")
-            capped.append(a)
-    t = [truth[a] for a in archs]
-    out: dict[str, Any] = {
-        "archs": archs,
-        "truth": truth,
-        "truth_lr": truth_lr,
-        "truth_acc": truth_acc,
-        "capped": capped,
-    }
-    if seeds >= 2:
-        s0, s1 = [seed_scores[0][a] for a in archs], [seed_scores[1][a] for a in archs]
-        out["noise_ceiling_spearman"] = stats.spearmanr(s0, s1).statistic
-    out["screeners"] = {}
-    for label in SCREENERS:
-        if any((a, label, 0) not in by for a in archs):
-            continue
-        scores = [finite(by[(a, label, 0)]["val_loss"]) for a in archs]
-        picked = archs[min(range(len(archs)), key=lambda i: scores[i])]
-        steps = sum(by[(a, label, 0)]["steps"] for a in archs)
-        out["screeners"][label] = {
-            "spearman": stats.spearmanr(scores, t).statistic,
-            "kendall": stats.kendalltau(scores, t).statistic,
-            "top1_regret": truth[picked] - min(t),
-            "picked": picked,
-            "compute_ratio": sum(grid_steps.values()) / steps,
-            "mean_abs_acc_gap_pp": 100
-            * sum(abs((by[(a, label, 0)]["test_accuracy"] or 0) - truth_acc[a]) for a in archs)
-            / len(archs),
-            "scores": dict(zip(archs, scores, strict=True)),
-        }
-        # the same screener with other seeds (--screener-seeds): how much one run's ranking varies
-        per_seed = [
-            stats.spearmanr([finite(by[(a, label, s)]["val_loss"]) for a in archs], t).statistic
-            for s in range(64)
-            if all((a, label, s) in by for a in archs)
+        for a in cell["archs"]:
+            h = [rows.get((ds, a, lab, 0), {}).get("preferred_lr") for lab in ("alrao-sgd", "alrao-adam")]
+            line = (
+                f"| {a} | {truth['lr'][a]:g} | {truth['val'][a]:.4f} | {truth['test'][a]:.2f} | "
+                + " | ".join(f"{x:.3g}" if x else "-" for x in h)
+                + " |"
+            )
+            md.append(line)
+        notes = []
+        if truth["capped"]:
+            notes.append(f"best rate reached the epoch cap in a seed: {', '.join(truth['capped'])}")
+        if truth["edge"]:
+            notes.append(f"best rate at the grid's edge: {', '.join(truth['edge'])}")
+        if "noise_ceiling" in truth:
+            notes.append(f"noise ceiling (grid seed 0 vs seed 1): Spearman {truth['noise_ceiling']:.3f}")
+        for n in notes:
+            print(f"# {n}")
+            md.append(f"\n{n}.")
+        head = (
+            f"| screener | Spearman | Kendall | Spearman (test) | top-1 regret ({unit}) "
+            f"| top-3 regret ({unit}) | estimate error ({unit}) | grid/own steps | grid/own time |"
+        )
+        md += ["", head, "|---|---|---|---|---|---|---|---|---|"]
+        print(
+            f"{'screener':<20} {'spearman':>8} {'kendall':>8} {'sp test':>8} {'top1':>7} {'top3':>7} "
+            f"{'est err':>8} {'steps×':>7} {'time×':>7}"
+        )
+        for label, m in cell["screeners"].items():
+            sp = f"{m['spearman']:.3f}" + (
+                f" (±{statistics.stdev(m['spearman_seeds']):.3f}, {m['seeds']} seeds)"
+                if m["seeds"] > 1
+                else ""
+            )
+            est = f"{m['estimate_error']:.2f}" if "estimate_error" in m else "-"
+            spt = f"{m['spearman_test']:.3f}" if "spearman_test" in m else "-"
+            print(
+                f"{label:<20} {m['spearman']:>8.3f} {m['kendall']:>8.3f} {spt:>8} {m['top1_regret']:>7.2f} "
+                f"{m['top3_regret']:>7.2f} {est:>8} {m['compute_ratio']:>7.1f} {m['time_ratio']:>7.1f}"
+            )
+            md.append(
+                f"| {label} | {sp} | {m['kendall']:.3f} | {spt} | {m['top1_regret']:.2f} "
+                f"| {m['top3_regret']:.2f} | {est} | {m['compute_ratio']:.1f} | {m['time_ratio']:.1f} |"
+            )
+        for label, dec in cell["hint_decades"].items():
+            print(f"learning-rate hint {label}: median error {dec:.2f} decades")
+            md.append(
+                f"\nLearning-rate hint of {label}: median error **{dec:.2f} decades** from the best rate."
+            )
+    return md
+
+
+def plots(
+    result: dict[str, Any], rows_list: list[dict[str, Any]], out: Path, labels: list[str]
+) -> list[Path]:
+    """Spearman per screener and cell; Alrao's estimate vs the truth; its rate hint vs the best rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    rows = {(r["dataset"], r["arch"], r["screener"], r["seed"]): r for r in rows_list}
+    cells = list(result)
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells), 4.6), sharey=True, squeeze=False)
+    for ax, key in zip(axes[0], cells, strict=True):
+        cell = result[key]
+        shown = [lab for lab in labels if lab in cell["screeners"]]
+        vals = [cell["screeners"][lab]["spearman"] for lab in shown]
+        colors = [
+            "tab:blue" if lab.startswith("alrao") else "tab:orange" if lab == BASELINE else "0.6"
+            for lab in shown
         ]
-        if len(per_seed) > 1:
-            out["screeners"][label]["spearman_seeds"] = per_seed
-    return out
+        ax.barh(range(len(shown)), vals, color=colors)
+        ax.set_yticks(range(len(shown)), shown, fontsize=8)
+        ax.invert_yaxis()
+        if "noise_ceiling" in cell["truth"]:
+            ax.axvline(cell["truth"]["noise_ceiling"], color="k", ls="--", lw=1, label="noise ceiling")
+        ax.set_xlim(-0.5, 1.0)
+        ax.set_title(key.replace("/grid-", "\nvs "), fontsize=9)
+        ax.set_xlabel("Spearman")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    p = out / "fidelity-spearman.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    written.append(p)
+
+    # Estimate of the best-rate score: screener's test score vs the truth's, per architecture.
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], cells, strict=True):
+        ds = key.split("/")[0]
+        cell = result[key]
+        for lab, color in (("alrao-sgd", "tab:blue"), ("alrao-adam", "tab:green"), (BASELINE, "tab:orange")):
+            pts = [
+                (cell["truth"]["test"][a], test_score(rows[(ds, a, lab, 0)], ds))
+                for a in cell["archs"]
+                if (ds, a, lab, 0) in rows
+            ]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), s=14, color=color, label=lab)
+        lo = min(cell["truth"]["test"].values())
+        hi = max(cell["truth"]["test"].values())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.set_title(key.replace("/grid-", "\nvs "), fontsize=9)
+        ax.set_xlabel("best-rate test " + ("bpc" if ds == "chartext" else "accuracy %"))
+    axes[0][0].set_ylabel("screener's estimate")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    p = out / "fidelity-estimate.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    written.append(p)
+
+    # Learning-rate hint vs the grid's best rate.
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for ax, grid in zip(axes, ("grid-sgd", "grid-adam"), strict=True):
+        for lab, marker in zip(HINTS[grid], ("o", "x"), strict=True):
+            pts = [
+                (result[k]["truth"]["lr"][a], rows[(k.split("/")[0], a, lab, 0)]["preferred_lr"])
+                for k in result
+                if k.endswith(grid)
+                for a in result[k]["archs"]
+                if rows.get((k.split("/")[0], a, lab, 0), {}).get("preferred_lr")
+            ]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), marker=marker, s=18, label=lab)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.plot([1e-5, 100], [1e-5, 100], "k--", lw=1)
+        ax.set_xlabel(f"best rate of {grid}")
+        ax.set_ylabel("hinted rate")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = out / "fidelity-lr-hint.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    written.append(p)
+    return written
 
 
 def main() -> None:
@@ -229,99 +569,121 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the CI-sized study (default)")
-    parser.add_argument("--dataset", default="mnist1d")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--max-epochs", type=int, default=40)
-    parser.add_argument("--patience", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--adam-grid", action="store_true", help="also the Adam-grid ground truth (6 rates)")
-    parser.add_argument(
-        "--screener-seeds",
-        type=int,
-        default=1,
-        help="runs of each screener with seeds 0..N-1 (spread of one run)",
+    mode.add_argument("--quick", action="store_true", help="ten MNIST-1D architectures, SGD grid (default)")
+    mode.add_argument(
+        "--full", action="store_true", help="the full study: three datasets, both grids, every yardstick"
     )
-    parser.add_argument("--deadline-s", type=float, default=None, help="stop submitting runs after this long")
+    parser.add_argument("--dataset", default="mnist1d", help="--quick only")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings run at once (one thread each)")
+    parser.add_argument("--seeds", type=int, default=2, help="grid seeds")
+    parser.add_argument(
+        "--screener-seeds", type=int, default=None, help="seeds of Alrao and default Adam (full: 2)"
+    )
+    parser.add_argument("--adam-grid", action="store_true", help="--quick: also the Adam-grid truth")
+    parser.add_argument("--max-epochs", type=int, default=40, help="--quick only (--full: per dataset)")
+    parser.add_argument("--patience", type=int, default=6, help="--quick only")
+    parser.add_argument("--batch-size", type=int, default=32, help="--quick only")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON-lines cache")
+    parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "img", help="--full: where the PNGs go")
+    parser.add_argument("--markdown", type=Path, default=None, help="--full: write the tables here")
+    parser.add_argument(
+        "--deadline-s", type=float, default=None, help="stop after this long; run again to resume"
+    )
+    parser.add_argument("--only", default=None, help="--full: comma-separated datasets")
     args = parser.parse_args()
-    lrs, suite = QUICK_LRS, QUICK_SUITE
-    config = {"max_epochs": args.max_epochs, "patience": args.patience, "batch_size": args.batch_size}
-    cache = args.out or RESULTS / f"fidelity-quick-{args.dataset}.jsonl"
+
+    if args.full:
+        suites = {k: v for k, v in FULL_SUITES.items() if args.only is None or k in args.only.split(",")}
+
+        def sgd_lrs(ds: str) -> list[float]:
+            return SGD_LRS.get(ds, SGD_LRS["default"])
+
+        configs = {ds: BUDGETS[ds] for ds in suites}
+        adam_grid, trained, extras = True, tuple(TRAINED), True
+        screener_seeds = args.screener_seeds or 2
+        cache = args.out or RESULTS / "fidelity-full.jsonl"
+    else:
+        suites = {args.dataset: QUICK_SUITE}
+
+        def sgd_lrs(ds: str) -> list[float]:
+            return QUICK_SGD_LRS
+
+        configs = {
+            args.dataset: {
+                "max_epochs": args.max_epochs,
+                "patience": args.patience,
+                "batch_size": args.batch_size,
+            }
+        }
+        adam_grid, trained, extras = args.adam_grid, QUICK_TRAINED, False
+        screener_seeds = args.screener_seeds or 1
+        cache = args.out or RESULTS / f"fidelity-quick-{args.dataset}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
-    done = {(r["arch"], r["screener"], r["seed"]) for r in rows}
-    todo = [
-        (a, body, label, seed, scr)
-        for a, body in suite.items()
-        for label, seed, scr in screeners(lrs, args.seeds, args.adam_grid, args.screener_seeds)
-        if (a, label, seed) not in done
-    ]
-    print(f"# {machine_line()}; {len(rows)} cached runs, {len(todo)} to go", flush=True)
-    t0 = time.monotonic()
-    finished = 0
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool, cache.open("a") as fh:
-        futures = [
-            pool.submit(run_one, a, body, args.dataset, label, seed, scr, config)
-            for a, body, label, seed, scr in todo
-        ]
-        for fut in as_completed(futures):
-            row = fut.result()
-            rows.append(row)
-            finished += 1
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            print(
-                f"[{finished}/{len(todo)}] {row['arch']} {row['screener']} seed {row['seed']}: "
-                f"val_loss {row['val_loss']:.4f} ({row['epochs']} ep, {row['seconds']:.1f}s)",
-                flush=True,
-            )
-            if args.deadline_s is not None and time.monotonic() - t0 > args.deadline_s:
-                for f in futures:
-                    f.cancel()
-                break
-    if finished < len(todo):
-        print(
-            f"# stopped at the deadline: {len(todo) - finished} runs left; run again to resume from {cache}"
-        )
-        return
-    grids = ["grid-sgd", "grid-adam"] if args.adam_grid else ["grid-sgd"]
-    results = {g: analyse(rows, lrs if g == "grid-sgd" else ADAM_LRS, args.seeds, g) for g in grids}
-    for g, res in results.items():
-        report(res, rows, g)
-    print(f"fidelity_spearman: {results['grid-sgd']['screeners']['alrao-sgd']['spearman']:.3f}")
-
-
-def report(res: dict[str, Any], rows: list[dict[str, Any]], grid: str) -> None:
-    print(f"\n## ground truth: {grid} (best rate, mean of seeds)")
-    print(
-        f"{'arch':<18} {'truth val_loss':>14} {'best lr':>8} {'alrao':>8} {'adam':>8} {'alrao pref lr':>13}"
+    for r in rows:  # caches written before the dataset was part of the key
+        r.setdefault("dataset", args.dataset)
+    done = {(r["dataset"], r["arch"], r["screener"], r["seed"]) for r in rows}
+    runs = plan(suites, sgd_lrs, args.seeds, adam_grid, screener_seeds, trained, extras)
+    todo = [r for r in runs if r.key not in done]
+    bodies = {(ds, a): body for ds, suite in suites.items() for a, body in suite.items()}
+    print(f"# {machine_line()}; {len(runs) - len(todo)} cached runs, {len(todo)} to go ({cache})", flush=True)
+    if todo:
+        rows += execute(todo, bodies, configs, cache, args.jobs, args.deadline_s)
+    left = len(
+        [r for r in runs if r.key not in {(x["dataset"], x["arch"], x["screener"], x["seed"]) for x in rows}]
     )
-    by = {(r["arch"], r["screener"]): r for r in rows if r["seed"] == 0}
-    for a in res["archs"]:
+    if left:
+        print(f"# stopped with {left} runs left; run the same command again to resume from {cache}")
+    errors = [r for r in rows if "error" in r]
+    for r in errors:
+        print(f"# error: {r['dataset']} {r['arch']} {r['screener']} seed {r['seed']}: {r['error']}")
+
+    grids = ["grid-sgd", "grid-adam"] if adam_grid else ["grid-sgd"]
+    labels = [*trained, *(["short-grid-3", "synflow", "grad-norm"] if extras else [])]
+    result = analyse(rows, suites, sgd_lrs, args.seeds, grids, labels, screener_seeds)
+    md = report(result, rows)
+    if args.full and result:
+        for p in plots(result, rows, args.plots, labels):
+            print(f"# wrote {p}")
+        summary = summarise(result, labels)
+        md += summary
+        if args.markdown:
+            args.markdown.write_text("\n".join(md) + "\n")
+            print(f"# wrote {args.markdown}")
+    ours, adam = headline(result, DEFAULT_SCREENER), headline(result, BASELINE)
+    if ours is None:
+        print("fidelity_spearman: unavailable (runs left)")
+        return
+    if args.full and adam is not None:
+        print(f"fidelity_vs_adam: {ours - adam:+.3f}")
+    print(f"fidelity_spearman: {ours:.3f}")
+
+
+def summarise(result: dict[str, Any], labels: list[str]) -> list[str]:
+    """Mean over every (dataset, ground truth) cell, per screener."""
+    md = [
+        "\n### Mean over datasets and ground truths\n",
+        "| screener | Spearman | worst cell | top-1 regret | estimate error (classification, pp) |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n## mean over datasets and ground truths")
+    for lab in labels:
+        cells = [(k, c["screeners"][lab]) for k, c in result.items() if lab in c["screeners"]]
+        if not cells:
+            continue
+        sp = _mean([m["spearman"] for _, m in cells])
+        worst_key, worst = min(cells, key=lambda km: km[1]["spearman"])
+        regret = _mean([m["top1_regret"] for k, m in cells if not k.startswith("chartext")] or [math.nan])
+        est = [
+            m["estimate_error"] for k, m in cells if "estimate_error" in m and not k.startswith("chartext")
+        ]
+        est_s = f"{_mean(est):.2f}" if est else "-"
         print(
-            f"{a:<18} {res['truth'][a]:>14.4f} {res['truth_lr'][a]:>8g} "
-            f"{res['screeners']['alrao-sgd']['scores'][a]:>8.4f} "
-            f"{res['screeners']['adam@1e-3']['scores'][a]:>8.4f}"
-            f" {by[(a, 'alrao-sgd')]['preferred_lr'] or 0:>13.3g}"
+            f"{lab:<20} spearman {sp:.3f}  worst {worst['spearman']:.3f} ({worst_key})  "
+            f"top-1 regret {regret:.2f} pp  estimate error {est_s} pp"
         )
-    if res["capped"]:
-        print(f"# best rate at the epoch cap for: {', '.join(res['capped'])}")
-    if "noise_ceiling_spearman" in res:
-        print(f"noise ceiling (grid seed 0 vs seed 1): spearman {res['noise_ceiling_spearman']:.3f}")
-    print(f"{'screener':<18} {'spearman':>8} {'kendall':>8} {'regret':>8} {'acc gap pp':>10} {'grid/own':>9}")
-    for label, sc in res["screeners"].items():
-        print(
-            f"{label:<18} {sc['spearman']:>8.3f} {sc['kendall']:>8.3f} {sc['top1_regret']:>8.4f} "
-            f"{sc['mean_abs_acc_gap_pp']:>10.2f} {sc['compute_ratio']:>9.1f}"
-        )
-    spread = {k: v["spearman_seeds"] for k, v in res["screeners"].items() if "spearman_seeds" in v}
-    for label, values in spread.items():
-        mean = sum(values) / len(values)
-        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-        shown = ", ".join(f"{v:.3f}" for v in values)
-        print(f"{label:<18} spearman over {len(values)} seeds: {mean:.3f} ± {sd:.3f} ({shown})")
+        md.append(f"| {lab} | {sp:.3f} | {worst['spearman']:.3f} ({worst_key}) | {regret:.2f} | {est_s} |")
+    return md
 
 
 if __name__ == "__main__":

@@ -1,0 +1,226 @@
+"""The architecture suites of the fidelity study (``bench/fidelity.py``).
+
+Three offline datasets, 34 architecture/dataset pairs, written in the spec DSL:
+
+* ``mnist1d`` (input ``(1, 40)``): logistic regression, MLPs of several widths,
+  depths and activations (a deep sigmoid net that plain SGD barely trains),
+  dropout, layer norm, CNNs with and without batch norm, a residual net, a
+  depthwise-separable net, GRUs and LSTMs of 8 to 64 units;
+* ``digits`` (input ``(1, 8, 8)``): the same MLP family plus LeNet-5, small
+  CNNs, a residual net and a MobileNet-style depthwise net;
+* ``chartext`` (tokens ``(64,)``, next-character prediction, scored in bits per
+  character): a bigram model, a per-token MLP, GRUs and LSTMs of 8 to 128 units.
+
+``QUICK_SUITE`` is the CI-sized ten-architecture ``mnist1d`` subset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FLAT: list[Any] = ["flatten"]
+
+
+def _mlp_family() -> dict[str, dict[str, Any]]:
+    return {
+        "logreg": {"layers": FLAT},
+        "mlp-narrow": {"layers": [*FLAT, {"linear": 16}, "relu"]},
+        "mlp-wide": {"layers": [*FLAT, {"linear": 256}, "relu", {"linear": 256}, "relu"]},
+        "mlp-tanh-deep": {"layers": [*FLAT, *([{"linear": 64}, "tanh"] * 4)]},
+        "mlp-sigmoid-deep": {"layers": [*FLAT, *([{"linear": 64}, "sigmoid"] * 4)]},
+        "mlp-dropout": {
+            "layers": [*FLAT, {"linear": 128}, "relu", {"dropout": 0.3}, {"linear": 128}, "relu"]
+        },
+    }
+
+
+def _conv1d(out: int, kernel: int = 5, **kw: Any) -> dict[str, Any]:
+    return {"conv1d": {"out": out, "kernel": kernel, "padding": kernel // 2, **kw}}
+
+
+def _conv2d(out: int, kernel: int = 3, **kw: Any) -> dict[str, Any]:
+    return {"conv2d": {"out": out, "kernel": kernel, "padding": kernel // 2, **kw}}
+
+
+def _seq(kind: str, hidden: int) -> dict[str, Any]:
+    """A recurrent classifier over MNIST-1D's 40 positions (last hidden state)."""
+    return {"layers": [{"permute": [1, 0]}, {kind: {"hidden": hidden, "return": "last"}}]}
+
+
+CNN_1D = [
+    _conv1d(16),
+    "relu",
+    {"maxpool1d": 2},
+    _conv1d(32),
+    "relu",
+    {"maxpool1d": 2},
+    "flatten",
+    {"linear": 64},
+    "relu",
+]
+CNN_BN_1D = [
+    _conv1d(16), "batchnorm", "relu", {"maxpool1d": 2},
+    _conv1d(32), "batchnorm", "relu", {"maxpool1d": 2},
+    "flatten", {"linear": 64}, "relu",
+]  # fmt: skip
+
+QUICK_SUITE: dict[str, dict[str, Any]] = {
+    **_mlp_family(),
+    "cnn": {"layers": CNN_1D},
+    "cnn-bn": {"layers": CNN_BN_1D},
+    "gru-16": _seq("gru", 16),
+    "gru-64": _seq("gru", 64),
+}
+
+MNIST1D_SUITE: dict[str, dict[str, Any]] = {
+    **QUICK_SUITE,
+    "mlp-gelu-ln": {
+        "layers": [*FLAT, {"linear": 128}, "layernorm", "gelu", {"linear": 128}, "layernorm", "gelu"]
+    },
+    "resnet1d": {
+        "layers": [
+            _conv1d(32, 3),
+            "batchnorm",
+            "relu",
+            {"residual": {"layers": [_conv1d(32, 3), "batchnorm", "relu", _conv1d(32, 3), "batchnorm"]}},
+            "relu",
+            {"maxpool1d": 2},
+            {"residual": {"layers": [_conv1d(32, 3), "batchnorm", "relu", _conv1d(32, 3), "batchnorm"]}},
+            "relu",
+            "global_avgpool",
+        ]
+    },
+    "depthwise1d": {
+        "layers": [
+            _conv1d(32, 3),
+            "batchnorm",
+            "relu",
+            _conv1d(32, 5, groups=32),
+            "batchnorm",
+            "relu",
+            {"conv1d": {"out": 64, "kernel": 1}},
+            "batchnorm",
+            "relu",
+            {"maxpool1d": 2},
+            _conv1d(64, 5, groups=64),
+            "batchnorm",
+            "relu",
+            {"conv1d": {"out": 64, "kernel": 1}},
+            "batchnorm",
+            "relu",
+            "global_avgpool",
+        ]
+    },
+    "lstm-8": _seq("lstm", 8),
+    "lstm-32": _seq("lstm", 32),
+}
+
+DIGITS_SUITE: dict[str, dict[str, Any]] = {
+    **_mlp_family(),
+    "lenet5": {
+        "layers": [
+            _conv2d(6, 5),
+            "tanh",
+            {"avgpool2d": 2},
+            _conv2d(16, 5),
+            "tanh",
+            {"avgpool2d": 2},
+            "flatten",
+            {"linear": 120},
+            "tanh",
+            {"linear": 84},
+            "tanh",
+        ]
+    },
+    "cnn": {"layers": [_conv2d(16), "relu", {"maxpool2d": 2}, _conv2d(32), "relu", "global_avgpool"]},
+    "cnn-bn": {
+        "layers": [
+            _conv2d(16),
+            "batchnorm",
+            "relu",
+            {"maxpool2d": 2},
+            _conv2d(32),
+            "batchnorm",
+            "relu",
+            "global_avgpool",
+        ]
+    },
+    "cnn-elu-wide": {"layers": [_conv2d(64), "elu", {"maxpool2d": 2}, "flatten", {"linear": 128}, "elu"]},
+    "resnet": {
+        "layers": [
+            _conv2d(16),
+            "batchnorm",
+            "relu",
+            {"residual": {"layers": [_conv2d(16), "batchnorm", "relu", _conv2d(16), "batchnorm"]}},
+            "relu",
+            {
+                "residual": {
+                    "projection": "auto",
+                    "layers": [_conv2d(32, stride=2), "batchnorm", "relu", _conv2d(32), "batchnorm"],
+                }
+            },
+            "relu",
+            "global_avgpool",
+        ]
+    },
+    "mobilenet": {
+        "layers": [
+            _conv2d(16),
+            "batchnorm",
+            "relu",
+            _conv2d(16, groups=16),
+            "batchnorm",
+            "relu",
+            {"conv2d": {"out": 32, "kernel": 1}},
+            "batchnorm",
+            "relu",
+            _conv2d(32, stride=2, groups=32),
+            "batchnorm",
+            "relu",
+            {"conv2d": {"out": 64, "kernel": 1}},
+            "batchnorm",
+            "relu",
+            "global_avgpool",
+            {"dropout": 0.1},
+        ]
+    },
+}
+
+
+def _lm(kind: str, hidden: int) -> dict[str, Any]:
+    return {"layers": [{"embedding": 32}, {kind: {"hidden": hidden, "return": "sequence"}}]}
+
+
+CHARTEXT_SUITE: dict[str, dict[str, Any]] = {
+    "bigram": {"layers": [{"embedding": 32}]},
+    "token-mlp": {"layers": [{"embedding": 32}, {"linear": 128}, "relu"]},
+    "gru-8": _lm("gru", 8),
+    "gru-32": _lm("gru", 32),
+    "lstm-8": _lm("lstm", 8),
+    "lstm-32": _lm("lstm", 32),
+    "lstm-128": _lm("lstm", 128),
+}
+
+FULL_SUITES: dict[str, dict[str, dict[str, Any]]] = {
+    "digits": DIGITS_SUITE,
+    "chartext": CHARTEXT_SUITE,
+    "mnist1d": MNIST1D_SUITE,
+}
+
+# Ground-truth grids. SGD: 8 log-spaced rates; the language models' best SGD rates sit
+# higher (the Alrao paper's char-LSTM range reaches 100), so their grid is shifted up.
+SGD_LRS: dict[str, list[float]] = {
+    "default": [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0],
+    "chartext": [1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0],
+}
+ADAM_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+QUICK_SGD_LRS = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+
+# Budget per dataset: enough epochs that the best rate's best epoch is not at the cap
+# (fidelity.py reports it when it is). MNIST-1D takes minibatches of 64 to halve the
+# recurrent models' sequential steps, the study's largest cost on two cores.
+BUDGETS: dict[str, dict[str, int]] = {
+    "digits": {"max_epochs": 60, "patience": 8, "batch_size": 32},
+    "chartext": {"max_epochs": 25, "patience": 4, "batch_size": 32},
+    "mnist1d": {"max_epochs": 30, "patience": 5, "batch_size": 64},
+}
