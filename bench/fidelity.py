@@ -84,11 +84,21 @@ TRAINED: dict[str, Callable[[], Screener]] = {
 }
 # Alrao settings under study (not defaults); each is a switch of AlraoScreener.
 VARIANTS: dict[str, Callable[[], Screener]] = {
-    "alrao-sgd[1e-3,1]": lambda: AlraoScreener(lr_min=1e-3, lr_max=1.0),
+    "alrao-sgd[1e-3..1]": lambda: AlraoScreener(lr_min=1e-3, lr_max=1.0),
+    "alrao-adam[1e-4..0.1]": lambda: AlraoScreener(base="adam", lr_min=1e-4, lr_max=0.1),
+    "alrao-adam+patience": lambda: AlraoScreener(base="adam"),
+    "alrao-sgd+patience": lambda: AlraoScreener(),
+}
+# Budget changes of a variant, applied on top of the dataset's budget: Alrao's validation curve
+# is noisier than a single-rate run's (features with large rates), so the "+patience" variants
+# wait twice as long before stopping (the epoch cap stays).
+VARIANT_BUDGET: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "alrao-adam+patience": lambda c: {**c, "patience": 2 * c["patience"]},
+    "alrao-sgd+patience": lambda c: {**c, "patience": 2 * c["patience"]},
 }
 SHORT_GRID = [3e-4, 1e-3, 3e-3]  # Adam, a third of the epochs each
-SEEDED = ("alrao-sgd", "alrao-adam", "adam@1e-3")  # screeners run with --screener-seeds seeds
-QUICK_TRAINED = ("alrao-sgd", "adam@1e-3", "sgd@0.1", "alrao-adam", "alrao-sgd[1e-3,1]")
+SEEDED = ("alrao-sgd", "alrao-adam", "adam@1e-3", *VARIANTS)  # screeners run with --screener-seeds seeds
+QUICK_TRAINED = ("alrao-sgd", "adam@1e-3", "sgd@0.1", "alrao-adam", "alrao-sgd[1e-3..1]")
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,8 @@ def run_one(run: Run, body: dict[str, Any], config: dict[str, Any]) -> dict[str,
             row |= {"preferred_lr": found["lr"], "steps": found["steps"], "seconds": time.perf_counter() - t0}
         else:
             factory = TRAINED.get(label) or VARIANTS[label]
+            if label in VARIANT_BUDGET:
+                cfg = TrainConfig(**{**VARIANT_BUDGET[label](config), "seed": run.seed})
             row |= _result_row(run, factory().screen(spec, run.dataset, cfg))
     except Exception as exc:
         row |= {"error": f"{type(exc).__name__}: {exc}", "val_loss": math.inf, "steps": 0}
@@ -409,6 +421,11 @@ def headline(result: dict[str, Any], label: str) -> float | None:
     return _mean(vals) if vals else None
 
 
+def _ranks(scores: dict[str, float]) -> dict[str, int]:
+    """1 = lowest score (best)."""
+    return {a: i + 1 for i, a in enumerate(sorted(scores, key=lambda k: scores[k]))}
+
+
 def report(result: dict[str, Any], rows_list: list[dict[str, Any]]) -> list[str]:
     """Print the tables; return them as Markdown lines too."""
     md: list[str] = []
@@ -419,18 +436,26 @@ def report(result: dict[str, Any], rows_list: list[dict[str, Any]]) -> list[str]
         truth = cell["truth"]
         print(f"\n## {ds}, ground truth {grid} (best rate by mean validation loss)")
         md += [f"\n### {ds}, ground truth {grid}\n"]
+        shown = [lab for lab in (DEFAULT_SCREENER, "alrao-adam", BASELINE) if lab in cell["screeners"]]
         md += [
-            f"| arch | best rate | truth val loss | truth test ({unit}) | alrao-sgd hint | alrao-adam hint |",
-            "|---|---|---|---|---|---|",
+            f"| arch | best rate | truth val loss (rank) | truth test ({unit}) | "
+            + " | ".join(f"{lab} val loss (rank)" for lab in shown)
+            + " | alrao-sgd hint | alrao-adam hint |",
+            "|---|---|---|---|" + "---|" * (len(shown) + 2),
         ]
+        ranks = {"truth": _ranks(truth["val"])}
+        for lab in shown:
+            ranks[lab] = _ranks({a: finite(rows[(ds, a, lab, 0)]["val_loss"]) for a in cell["archs"]})
         for a in cell["archs"]:
             h = [rows.get((ds, a, lab, 0), {}).get("preferred_lr") for lab in ("alrao-sgd", "alrao-adam")]
-            line = (
-                f"| {a} | {truth['lr'][a]:g} | {truth['val'][a]:.4f} | {truth['test'][a]:.2f} | "
-                + " | ".join(f"{x:.3g}" if x else "-" for x in h)
-                + " |"
-            )
-            md.append(line)
+            cols = [
+                f"{truth['lr'][a]:g}",
+                f"{truth['val'][a]:.4f} ({ranks['truth'][a]})",
+                f"{truth['test'][a]:.2f}",
+            ]
+            cols += [f"{finite(rows[(ds, a, lab, 0)]['val_loss']):.4f} ({ranks[lab][a]})" for lab in shown]
+            cols += [f"{x:.3g}" if x else "-" for x in h]
+            md.append(f"| {a} | " + " | ".join(cols) + " |")
         notes = []
         if truth["capped"]:
             notes.append(f"best rate reached the epoch cap in a seed: {', '.join(truth['capped'])}")
@@ -590,6 +615,15 @@ def main() -> None:
         "--deadline-s", type=float, default=None, help="stop after this long; run again to resume"
     )
     parser.add_argument("--only", default=None, help="--full: comma-separated datasets")
+    parser.add_argument(
+        "--variants",
+        nargs="?",
+        const=",".join(VARIANTS),
+        default="",
+        help=f"--full: also these Alrao variants (comma-separated; alone: all of {', '.join(VARIANTS)})",
+    )
+    parser.add_argument("--labels", default=None, help="train only runs with these labels (comma-separated)")
+    parser.add_argument("--report-only", action="store_true", help="analyse the cache; train nothing")
     args = parser.parse_args()
 
     if args.full:
@@ -599,7 +633,11 @@ def main() -> None:
             return SGD_LRS.get(ds, SGD_LRS["default"])
 
         configs = {ds: BUDGETS[ds] for ds in suites}
-        adam_grid, trained, extras = True, tuple(TRAINED), True
+        adam_grid, extras = True, True
+        unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+        if unknown:
+            parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+        trained = (*TRAINED, *(v for v in VARIANTS if v in args.variants.split(",")))
         screener_seeds = args.screener_seeds or 2
         cache = args.out or RESULTS / "fidelity-full.jsonl"
     else:
@@ -625,9 +663,12 @@ def main() -> None:
     done = {(r["dataset"], r["arch"], r["screener"], r["seed"]) for r in rows}
     runs = plan(suites, sgd_lrs, args.seeds, adam_grid, screener_seeds, trained, extras)
     todo = [r for r in runs if r.key not in done]
+    cached = len(runs) - len(todo)
+    if args.labels:
+        todo = [r for r in todo if r.label in args.labels.split(",")]
     bodies = {(ds, a): body for ds, suite in suites.items() for a, body in suite.items()}
-    print(f"# {machine_line()}; {len(runs) - len(todo)} cached runs, {len(todo)} to go ({cache})", flush=True)
-    if todo:
+    print(f"# {machine_line()}; {cached} cached runs, {len(todo)} to go ({cache})", flush=True)
+    if todo and not args.report_only:
         rows += execute(todo, bodies, configs, cache, args.jobs, args.deadline_s)
     left = len(
         [r for r in runs if r.key not in {(x["dataset"], x["arch"], x["screener"], x["seed"]) for x in rows}]

@@ -102,6 +102,8 @@ def test_scores_against_a_known_truth() -> None:
     assert good["estimate_error"] == pytest.approx(5.0)
     assert good["compute_ratio"] == pytest.approx(4 * 4 * 10 / (4 * 5))
     assert math.isclose(fidelity.headline(result, "good") or 0, 1.0)
+    markdown = fidelity.report(result, rows)
+    assert "| reversed | -1.000 |" in "\n".join(markdown)
 
 
 @pytest.mark.parametrize(
