@@ -57,6 +57,7 @@ from archscreen.core.training.loop import TrainConfig
 from fidelity_screeners import FreeRateScreener, lr_range_test, zero_cost_scores
 from fidelity_suites import (
     ADAM_LRS,
+    ADAM_LRS_BY_DATASET,
     BUDGETS,
     FULL_SUITES,
     QUICK_SGD_LRS,
@@ -101,6 +102,10 @@ SEEDED = ("alrao-sgd", "alrao-adam", "adam@1e-3", *VARIANTS)  # screeners run wi
 QUICK_TRAINED = ("alrao-sgd", "adam@1e-3", "sgd@0.1", "alrao-adam", "alrao-sgd[1e-3..1]")
 
 
+def adam_lrs(dataset: str) -> list[float]:
+    return ADAM_LRS_BY_DATASET.get(dataset, ADAM_LRS)
+
+
 @dataclass(frozen=True)
 class Run:
     dataset: str
@@ -132,7 +137,7 @@ def plan(
         for a in suite:
             runs += [Run(ds, a, f"grid-sgd@{lr:g}", s) for lr in sgd_lrs(ds) for s in range(seeds)]
             if adam_grid:
-                runs += [Run(ds, a, f"grid-adam@{lr:g}", s) for lr in ADAM_LRS for s in range(seeds)]
+                runs += [Run(ds, a, f"grid-adam@{lr:g}", s) for lr in adam_lrs(ds) for s in range(seeds)]
         for a in suite:
             for label in trained:
                 n = screener_seeds if label in SEEDED else 1
@@ -374,7 +379,7 @@ def analyse(
     for ds, suite in suites.items():
         archs = list(suite)
         for grid in grids:
-            lrs = sgd_lrs(ds) if grid == "grid-sgd" else ADAM_LRS
+            lrs = sgd_lrs(ds) if grid == "grid-sgd" else adam_lrs(ds)
             if any(
                 (ds, a, f"{grid}@{lr:g}", s) not in rows for a in archs for lr in lrs for s in range(seeds)
             ):

@@ -1,11 +1,12 @@
 """The architecture suites of the fidelity study (``bench/fidelity.py``).
 
-Three offline datasets, 34 architecture/dataset pairs, written in the spec DSL:
+Three offline datasets, 32 architecture/dataset pairs, written in the spec DSL:
 
 * ``mnist1d`` (input ``(1, 40)``): logistic regression, MLPs of several widths,
   depths and activations (a deep sigmoid net that plain SGD barely trains),
-  dropout, layer norm, CNNs with and without batch norm, a residual net, a
-  depthwise-separable net, GRUs and LSTMs of 8 to 64 units;
+  dropout, layer norm, CNNs with and without batch norm, GRUs and LSTMs of 8 to
+  64 units (a 1-D residual and a depthwise net were dropped to fit the study in
+  two hours on two cores: the recurrent and residual models dominate its cost);
 * ``digits`` (input ``(1, 8, 8)``): the same MLP family plus LeNet-5, small
   CNNs, a residual net and a MobileNet-style depthwise net;
 * ``chartext`` (tokens ``(64,)``, next-character prediction, scored in bits per
@@ -76,40 +77,6 @@ MNIST1D_SUITE: dict[str, dict[str, Any]] = {
     **QUICK_SUITE,
     "mlp-gelu-ln": {
         "layers": [*FLAT, {"linear": 128}, "layernorm", "gelu", {"linear": 128}, "layernorm", "gelu"]
-    },
-    "resnet1d": {
-        "layers": [
-            _conv1d(32, 3),
-            "batchnorm",
-            "relu",
-            {"residual": {"layers": [_conv1d(32, 3), "batchnorm", "relu", _conv1d(32, 3), "batchnorm"]}},
-            "relu",
-            {"maxpool1d": 2},
-            {"residual": {"layers": [_conv1d(32, 3), "batchnorm", "relu", _conv1d(32, 3), "batchnorm"]}},
-            "relu",
-            "global_avgpool",
-        ]
-    },
-    "depthwise1d": {
-        "layers": [
-            _conv1d(32, 3),
-            "batchnorm",
-            "relu",
-            _conv1d(32, 5, groups=32),
-            "batchnorm",
-            "relu",
-            {"conv1d": {"out": 64, "kernel": 1}},
-            "batchnorm",
-            "relu",
-            {"maxpool1d": 2},
-            _conv1d(64, 5, groups=64),
-            "batchnorm",
-            "relu",
-            {"conv1d": {"out": 64, "kernel": 1}},
-            "batchnorm",
-            "relu",
-            "global_avgpool",
-        ]
     },
     "lstm-8": _seq("lstm", 8),
     "lstm-32": _seq("lstm", 32),
@@ -209,11 +176,15 @@ FULL_SUITES: dict[str, dict[str, dict[str, Any]]] = {
 
 # Ground-truth grids. SGD: 8 log-spaced rates; the language models' best SGD rates sit
 # higher (the Alrao paper's char-LSTM range reaches 100), so their grid is shifted up.
+# On digits the best rate of logistic regression and of the batch-norm CNN sat at the top of
+# both grids in the first pass, so its grids reach one step further (9 and 7 rates).
 SGD_LRS: dict[str, list[float]] = {
     "default": [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0],
+    "digits": [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0],
     "chartext": [1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0],
 }
 ADAM_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+ADAM_LRS_BY_DATASET: dict[str, list[float]] = {"digits": [*ADAM_LRS, 0.1]}
 QUICK_SGD_LRS = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
 
 # Budget per dataset: enough epochs that the best rate's best epoch is not at the cap

@@ -147,9 +147,16 @@ def promote(
     """Tuning jobs for ``candidate_ids``: ``(all_jobs, new_jobs)``; an existing job is returned, not doubled.
 
     Each starts from the rate the Alrao posterior preferred (posterior-weighted geometric
-    mean, clipped to the screening range; geometric mean over seeds).
+    mean, clipped to the screening range; geometric mean over seeds), when the screening's base
+    optimizer is the one the tuner tunes. Otherwise (say Alrao-Adam screening, then ``fd2``,
+    which tunes an SGD rate) the posterior's rates are on another optimizer's scale, so the
+    job starts from the tuner's default rate and its config says so
+    (``init_lr_source: "tuner_default"``).
     """
-    from archscreen.core.tuning import initial_lr_from_screen
+    from archscreen.core.tuning import get_tuner, initial_lr_from_screen
+
+    tuner_impl = get_tuner(tuner)
+    same_scale = study.screening.get("base", "sgd") == tuner_impl.base_optimizer
 
     out: list[Job] = []
     new: list[Job] = []
@@ -180,7 +187,15 @@ def promote(
             seed=0,
             max_attempts=max_attempts,
             max_epochs=int(study.screening["max_epochs"]),
-            config={"tuner": tuner, "init_lr": _geo_mean(lrs)},
+            config=(
+                {"tuner": tuner, "init_lr": _geo_mean(lrs)}
+                if same_scale
+                else {
+                    "tuner": tuner,
+                    "init_lr": tuner_impl.default_init_lr(),
+                    "init_lr_source": "tuner_default",
+                }
+            ),
         )
         try:
             with s.begin_nested():

@@ -153,3 +153,30 @@ def test_cancelling_the_last_screening_run_fires_auto_promotion(env) -> None:  #
     assert [j["candidate_id"] for j in jobs["data"]] == [a]  # b was cancelled: only a is tuned
     now = client.get(f"/api/v1/studies/{study['id']}", headers={**auth, "If-None-Match": etag})
     assert now.status_code == 200 and now.json()["auto_promoted"]
+
+
+@pytest.mark.parametrize(("tuner", "expected"), [("ag-adam", 0.1), ("fd2", None)])
+def test_promotion_after_alrao_adam_starts_only_adam_tuners_from_the_posterior(env, tuner, expected) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db = env
+    study = client.post(
+        "/api/v1/studies",
+        headers=auth,
+        json={
+            "name": "a",
+            "dataset": "mnist1d",
+            "screening": {"seeds": [0], "max_epochs": 2, "base": "adam"},
+        },
+    ).json()
+    cid = client.post(
+        f"/api/v1/studies/{study['id']}/candidates", headers=auth, json=[{"spec": spec(8)}]
+    ).json()["data"][0]["id"]
+    finish_screen(db, cid, 0, 0.5)
+    r = client.post(f"/api/v1/studies/{study['id']}/promote", headers=auth, json={"top_k": 1, "tuner": tuner})
+    assert r.status_code == 201, r.text
+    with db.session() as s:
+        stored = s.get(Job, r.json()["data"][0]["id"])
+        assert stored is not None
+        if expected is not None:  # Adam posterior, Adam tuner: the posterior's rate
+            assert stored.config == {"tuner": tuner, "init_lr": pytest.approx(expected)}
+        else:  # Adam posterior, SGD tuner: the tuner's own default, and the config says so
+            assert stored.config == {"tuner": tuner, "init_lr": 0.01, "init_lr_source": "tuner_default"}
