@@ -64,11 +64,21 @@ class ScreeningConfig(BaseModel):
         return self
 
 
+# Tuning starts from the screening's preferred rate, so the tuner must tune the same optimizer.
+DEFAULT_TUNER_BY_BASE: dict[str, Literal["fd2", "ag-adam"]] = {"sgd": "fd2", "adam": "ag-adam"}
+
+
 class PromotionPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     top_k: int = Field(1, ge=1, le=100)
-    tuner: Literal["fd2", "fd1", "salera", "spalera", "ag-adam"] = "fd2"
+    tuner: Literal["fd2", "fd1", "salera", "spalera", "ag-adam"] | None = Field(
+        None,
+        description=(
+            "Default: fd2 after Alrao-SGD screening, ag-adam after Alrao-Adam (tuning starts from the "
+            "Switch posterior's rate, which is a rate of the screening's base optimizer)."
+        ),
+    )
     auto: bool = Field(False, description="Promote the top-k once every screening run has ended.")
     metric: Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"] = "val_loss"
 
@@ -80,6 +90,12 @@ class StudyCreate(BaseModel):
     dataset: str = Field(min_length=1, max_length=200)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)  # type: ignore[arg-type]
     policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _default_tuner(self) -> StudyCreate:
+        if self.policy.tuner is None:
+            self.policy.tuner = DEFAULT_TUNER_BY_BASE[self.screening.base]
+        return self
 
 
 class StudyOut(BaseModel):

@@ -432,7 +432,7 @@ def _json_default(obj: Any) -> Any:
     return asdict(obj) if hasattr(obj, "__dataclass_fields__") else str(obj)
 
 
-def _init_lr_from_screen_file(path_text: str) -> float:
+def _init_lr_from_screen_file(path_text: str, tuner_base: str) -> float:
     from archscreen.core.tuning import initial_lr_from_screen
 
     path = Path(path_text)
@@ -444,6 +444,14 @@ def _init_lr_from_screen_file(path_text: str) -> float:
         raise CliError(f"--from-screen: {path_text}: not JSON ({exc})") from None
     if not isinstance(payload, dict):
         raise CliError(f"--from-screen: {path_text}: expected the JSON object of `archscreen screen --json`")
+    screened_with = str(payload.get("screener", ""))
+    if screened_with.startswith("alrao-") and screened_with.removeprefix("alrao-") != tuner_base:
+        # The posterior's rates are the screening optimizer's: an Adam rate is no SGD rate.
+        raise CliError(
+            f"--from-screen: {path_text}: screened with {screened_with}, whose rates are not "
+            f"{tuner_base.upper() if tuner_base == 'sgd' else tuner_base.capitalize()} rates; "
+            f"use a tuner for {screened_with.removeprefix('alrao-')} or --init-lr"
+        )
     try:
         return initial_lr_from_screen(payload)
     except ValueError as exc:
@@ -454,13 +462,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from archscreen.core.training.loop import Progress
     from archscreen.core.tuning import get_tuner
 
+    tuner = get_tuner(args.tuner, paper_exact=args.paper_exact)
     init_lr = args.init_lr
     if args.from_screen is not None:
-        init_lr = _init_lr_from_screen_file(args.from_screen)
+        init_lr = _init_lr_from_screen_file(args.from_screen, tuner.base_optimizer)
     spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
     _validate(args.spec, spec, data)
     config = _train_config(args)
-    tuner = get_tuner(args.tuner, paper_exact=args.paper_exact)
     with _progress(not args.json, config.max_epochs, f"tune {spec.name} ({args.tuner})") as bar:
 
         def on_epoch(p: Progress) -> None:

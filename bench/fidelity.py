@@ -166,7 +166,13 @@ def _result_row(run: Run, r: Any) -> dict[str, Any]:
 def run_one(run: Run, body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Train (or probe) one run; a run that raises becomes a row with its error, never a crash."""
     torch.set_num_threads(1)
-    row: dict[str, Any] = {"dataset": run.dataset, "arch": run.arch, "screener": run.label, "seed": run.seed}
+    row: dict[str, Any] = {
+        "dataset": run.dataset,
+        "arch": run.arch,
+        "screener": run.label,
+        "seed": run.seed,
+        "budget": config,
+    }
     t0 = time.perf_counter()
     try:
         cfg = TrainConfig(**{**config, "seed": run.seed})
@@ -665,6 +671,16 @@ def main() -> None:
     rows = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
     for r in rows:  # caches written before the dataset was part of the key
         r.setdefault("dataset", args.dataset)
+    # A run trained under another budget than the dataset's current one is stale: train it again.
+    stale = [
+        r
+        for r in rows
+        if r["dataset"] in configs and r.get("budget", configs[r["dataset"]]) != configs[r["dataset"]]
+    ]
+    if stale:
+        print(f"# {len(stale)} cached runs were trained under another budget; they are ignored")
+        stale_ids = {id(r) for r in stale}
+        rows = [r for r in rows if id(r) not in stale_ids]
     done = {(r["dataset"], r["arch"], r["screener"], r["seed"]) for r in rows}
     runs = plan(suites, sgd_lrs, args.seeds, adam_grid, screener_seeds, trained, extras)
     todo = [r for r in runs if r.key not in done]

@@ -77,3 +77,21 @@ class _nullcontext:
 
     def __exit__(self, *a: object) -> None:
         return None
+
+
+def test_from_screen_refuses_a_rate_of_another_optimizer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    screen = tmp_path / "adam.json"
+    posterior = [{"lr": 1e-3, "weight": 1.0}]
+    screen.write_text(
+        json.dumps({"screener": "alrao-adam", "switch_posterior": posterior, "preferred_lr": 1e-3})
+    )
+    assert main(["tune", SPEC, *FAST, "--tuner", "fd2", "--from-screen", str(screen)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "screened with alrao-adam, whose rates are not SGD rates" in err
+        and len(err.strip().splitlines()) == 1
+    )
+    assert main(["tune", SPEC, *FAST, "--tuner", "ag-adam", "--from-screen", str(screen), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["init_lr"] == pytest.approx(1e-3)
