@@ -42,9 +42,12 @@ class ScreeningConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base: Literal["sgd", "adam"] = Field("sgd", description="Alrao's base optimizer.")
-    lr_min: float | None = Field(None, gt=0, description="Smallest rate; default by task (paper's).")
-    lr_max: float | None = Field(None, gt=0, description="Largest rate; default by task (paper's).")
+    base: Literal["sgd", "adam"] = Field(
+        "adam",
+        description="Alrao's base optimizer: adam (default, see docs/fidelity.md) or sgd (the paper's).",
+    )
+    lr_min: float | None = Field(None, gt=0, description="Smallest rate; default by base and task.")
+    lr_max: float | None = Field(None, gt=0, description="Largest rate; default by base and task.")
     num_copies: int | None = Field(None, ge=1, le=64, description="Output-layer copies; default by task.")
     max_epochs: int = Field(20, ge=1, le=10_000)
     patience: int = Field(5, ge=1, le=10_000)

@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--copies", type=_positive_int, default=None, help="output-layer copies (default 10; 6 for LMs)"
     )
-    p.add_argument("--base", choices=["sgd", "adam"], default="sgd", help="Alrao-SGD (default) or Alrao-Adam")
+    p.add_argument(
+        "--base",
+        choices=["sgd", "adam"],
+        default="adam",
+        help="Alrao-Adam (default: ranks best in docs/fidelity.md) or Alrao-SGD (the paper's)",
+    )
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint file; resumes if it exists")
     p.set_defaults(func=cmd_screen)
 

@@ -22,7 +22,7 @@ def submit_demo(url: str, token: str, name: str = "demo") -> int:
                 name,
                 dataset="mnist1d",
                 screening={"max_epochs": 20, "patience": 6, "batch_size": 32},
-                policy={"top_k": 2, "tuner": "fd2", "auto": True},
+                policy={"top_k": 2, "auto": True},
             )
         try:
             added = c.add_candidates(study["id"], [{"spec": s} for s in (LOGREG, MLP, CNN)])

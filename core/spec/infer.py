@@ -232,9 +232,7 @@ class _Walker:
 
     # ---- per-layer shape rules -------------------------------------------------------
 
-    def embedding(
-        self, layer: Embedding, kpath: str, shape: Shape, tokens: bool
-    ) -> tuple[Shape | None, int]:
+    def embedding(self, layer: Embedding, kpath: str, shape: Shape, tokens: bool) -> tuple[Shape | None, int]:
         if not tokens:
             self.issue(
                 kpath,
@@ -280,8 +278,7 @@ class _Walker:
             if sorted(layer.dims) != list(range(rank)):
                 self.issue(
                     f"{kpath}.dims",
-                    f"{list(layer.dims)} is not a permutation of {list(range(rank))} "
-                    f"for input {_fmt(shape)}",
+                    f"{list(layer.dims)} is not a permutation of {list(range(rank))} for input {_fmt(shape)}",
                 )
                 return None, 0
             return tuple(shape[d] for d in layer.dims), 0

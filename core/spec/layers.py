@@ -57,11 +57,17 @@ def _to_pair(minimum: int) -> Callable[[Any], Any]:
 PosPair = Annotated[tuple[int, int], BeforeValidator(_to_pair(1))]
 NonNegPair = Annotated[tuple[int, int], BeforeValidator(_to_pair(0))]
 
-ActivationKind = Literal[
-    "relu", "gelu", "tanh", "sigmoid", "elu", "silu", "softplus", "identity"
-]
+ActivationKind = Literal["relu", "gelu", "tanh", "sigmoid", "elu", "silu", "softplus", "identity"]
 ACTIVATION_KINDS: tuple[str, ...] = (
-    "relu", "gelu", "tanh", "sigmoid", "elu", "leaky_relu", "silu", "softplus", "identity"
+    "relu",
+    "gelu",
+    "tanh",
+    "sigmoid",
+    "elu",
+    "leaky_relu",
+    "silu",
+    "softplus",
+    "identity",
 )
 
 

@@ -58,7 +58,11 @@ def make(client: TestClient, auth: dict, seeds: list[int], n: int) -> tuple[int,
     study = client.post(
         "/api/v1/studies",
         headers=auth,
-        json={"name": "r", "dataset": "mnist1d", "screening": {"seeds": seeds, "max_epochs": 2}},
+        json={
+            "name": "r",
+            "dataset": "mnist1d",
+            "screening": {"seeds": seeds, "max_epochs": 2, "base": "sgd"},
+        },
     ).json()
     cands = client.post(
         f"/api/v1/studies/{study['id']}/candidates",

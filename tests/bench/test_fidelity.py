@@ -101,7 +101,8 @@ def test_scores_against_a_known_truth() -> None:
     assert rev["top3_regret"] == pytest.approx(10.0)  # its top 3 (d, c, b) holds b (80 %)
     assert good["estimate_error"] == pytest.approx(5.0)
     assert good["compute_ratio"] == pytest.approx(4 * 4 * 10 / (4 * 5))
-    assert math.isclose(fidelity.headline(result, "good") or 0, 1.0)
+    assert math.isclose(fidelity.headline(result, "good", "grid-sgd") or 0, 1.0)
+    assert fidelity.headline(result, "good") is None  # no Adam grid, so no best-of-both truth
     markdown = fidelity.report(result, rows)
     assert "| reversed | -1.000 |" in "\n".join(markdown)
 
@@ -130,3 +131,53 @@ def test_every_yardstick_runs_without_error(label: str) -> None:
         assert row["preferred_lr"] is not None and 1e-7 < row["preferred_lr"] < 10
     else:
         assert math.isfinite(row["val_loss"]) and row["steps"] == 3
+
+
+def test_the_study_default_is_what_the_service_runs() -> None:
+    from archscreen.api.schemas import ScreeningConfig
+    from archscreen.core.screening import AlraoScreener
+
+    studied = fidelity.VARIANTS[fidelity.DEFAULT_SCREENER]()
+    product = AlraoScreener()
+    assert isinstance(studied, AlraoScreener)
+    assert studied.base == product.base == ScreeningConfig().base
+    for task in ("classification", "language_model"):
+        assert studied.settings(task) == product.settings(task)
+
+
+def test_trained_labels_pin_their_settings() -> None:
+    # A label names fixed settings: cached runs must not change meaning when a default moves.
+    from archscreen.core.screening import AlraoScreener
+
+    assert fidelity.TRAINED["alrao-sgd"]().settings("classification") == (1e-5, 10.0, 10)  # type: ignore[attr-defined]
+    assert fidelity.TRAINED["alrao-adam"]().settings("classification") == (1e-5, 0.1, 10)  # type: ignore[attr-defined]
+    for label, factory in {**fidelity.TRAINED, **fidelity.VARIANTS}.items():
+        screener = factory()
+        if isinstance(screener, AlraoScreener):
+            assert label.startswith(f"alrao-{screener.base}")
+
+
+def test_best_of_both_takes_each_architectures_better_search() -> None:
+    archs = ["a", "b"]
+    rows = []
+    for s in range(2):
+        rows += [_row("a", "grid-sgd@0.1", s, 1.0, 0.9), _row("b", "grid-sgd@0.1", s, 2.0, 0.7)]
+        rows += [_row("a", "grid-adam@0.001", s, 1.5, 0.8), _row("b", "grid-adam@0.001", s, 0.5, 0.95)]
+    rows += [_row("a", "s", 0, 1.0, 0.9), _row("b", "s", 0, 0.9, 0.9)]
+    result = fidelity.analyse(
+        rows,
+        {"digits": {a: {} for a in archs}},
+        lambda ds: [0.1],
+        2,
+        ["grid-sgd", "grid-adam"],
+        ["s"],
+        1,
+        adam_lrs_for=lambda ds: [0.001],
+    )
+    both = result["digits/best-of-both"]
+    assert both["truth"]["winner"] == {"a": "sgd", "b": "adam"}
+    assert both["truth"]["val"] == {"a": 1.0, "b": 0.5} and both["truth"]["test"] == {"a": 90.0, "b": 95.0}
+    assert both["truth"]["steps"] == {"a": 40, "b": 40}  # both searches' compute
+    assert result["digits/grid-sgd"]["screeners"]["s"]["spearman"] == pytest.approx(-1.0)
+    assert both["screeners"]["s"]["spearman"] == pytest.approx(1.0)
+    assert fidelity.headline(result, "s") == pytest.approx(1.0)

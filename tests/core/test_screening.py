@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ MLP = {
     "head": "classifier",
 }
 SCREENERS: dict[str, Callable[[], Screener]] = {
-    "alrao-sgd": lambda: AlraoScreener(num_copies=4),
+    "alrao-sgd": lambda: AlraoScreener(num_copies=4, base="sgd"),
     "alrao-adam": lambda: AlraoScreener(num_copies=4, base="adam", lr_max=0.1),
     "sgd": lambda: FixedRateScreener(lr=0.1),
     "adam": lambda: FixedRateScreener(lr=1e-3, optimizer="adam"),
@@ -151,8 +152,9 @@ def test_divergence_stops_the_run() -> None:
     assert not math.isfinite(r.val_loss)
 
 
-def test_alrao_regression_defaults_do_not_diverge() -> None:
+@pytest.mark.parametrize("base", ["sgd", "adam"])
+def test_alrao_regression_defaults_do_not_diverge(base: Literal["sgd", "adam"]) -> None:
     spec = {"name": "reg", "layers": [{"linear": 32}, "relu"], "head": "regression"}
-    r = AlraoScreener().screen(spec, "regression", CONFIG)
+    r = AlraoScreener(base=base).screen(spec, "regression", CONFIG)
     assert r.stopped_because == "max_epochs"
     assert math.isfinite(r.val_loss) and r.val_mse is not None
