@@ -50,7 +50,14 @@ class ScreeningConfig(BaseModel):
     lr_max: float | None = Field(None, gt=0, description="Largest rate; default by base and task.")
     num_copies: int | None = Field(None, ge=1, le=64, description="Output-layer copies; default by task.")
     max_epochs: int = Field(20, ge=1, le=10_000)
-    patience: int = Field(5, ge=1, le=10_000)
+    patience: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Epochs without a lower validation loss before a run stops. Alrao's validation curve is "
+        "noisier than a single-rate run's and can start on a plateau: twice the patience gave better "
+        "rankings in docs/fidelity.md.",
+    )
     batch_size: int = Field(32, ge=1, le=65_536)
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
         default_factory=lambda: [0], min_length=1, max_length=16

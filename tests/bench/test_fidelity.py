@@ -155,6 +155,8 @@ def test_trained_labels_pin_their_settings() -> None:
         screener = factory()
         if isinstance(screener, AlraoScreener):
             assert label.startswith(f"alrao-{screener.base}")
+        else:
+            assert not label.startswith("alrao")
 
 
 def test_best_of_both_takes_each_architectures_better_search() -> None:
