@@ -272,6 +272,11 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
+def _empty_truth() -> dict[str, Any]:
+    """Per-architecture best-rate scores and the architectures whose best run hit the cap or edge."""
+    return {"val": {}, "test": {}, "lr": {}, "steps": {}, "seconds": {}, "capped": [], "edge": []}
+
+
 def truth_for(
     rows: dict[tuple[str, str, str, int], dict[str, Any]],
     dataset: str,
@@ -281,15 +286,7 @@ def truth_for(
     seeds: int,
 ) -> dict[str, Any]:
     """Best rate per architecture by mean validation loss, its scores, and the epoch-cap check."""
-    t: dict[str, Any] = {
-        "val": {},
-        "test": {},
-        "lr": {},
-        "steps": {},
-        "seconds": {},
-        "capped": [],
-        "edge": [],
-    }
+    t = _empty_truth()
     per_seed: dict[int, dict[str, float]] = {s: {} for s in range(seeds)}
     for a in archs:
         runs = {(lr, s): rows[(dataset, a, f"{grid}@{lr:g}", s)] for lr in lrs for s in range(seeds)}
@@ -448,15 +445,7 @@ def analyse(
 def best_of_both(sgd: dict[str, Any], adam: dict[str, Any], archs: list[str]) -> dict[str, Any]:
     """Per architecture, the better of the two searches (by mean validation loss): its best-rate score
     with either optimizer. Its compute is both grids'; its rate is not comparable across optimizers."""
-    t: dict[str, Any] = {
-        "val": {},
-        "test": {},
-        "lr": {},
-        "steps": {},
-        "seconds": {},
-        "capped": [],
-        "edge": [],
-    }
+    t = _empty_truth()
     for a in archs:
         win = sgd if sgd["val"][a] <= adam["val"][a] else adam
         for k in ("val", "test", "lr"):
