@@ -27,34 +27,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line
-from archscreen.core.screening import FixedRateScreener, Screener
-from archscreen.core.spec import ArchSpec, parse_spec
+from archscreen.core.screening import FixedRateScreener
+from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig
-from archscreen.core.training.model import ScreenModel
 from archscreen.core.tuning import get_tuner
+from fidelity_screeners import FreeRateScreener
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["logistic_regression", "mlp", "lenet5", "resnet_small", "mobilenet_small", "gru_classifier"]
 TUNED = ["fd2", "fd1", "salera", "spalera", "ag-adam"]
 REFERENCES = ["dadapt-sgd", "prodigy"]
-
-
-class _FreeScreener(Screener):
-    """A learning-rate-free reference optimizer on a plain head."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.name = kind
-
-    def build(self, spec: ArchSpec, data: Any) -> tuple[ScreenModel, torch.optim.Optimizer]:
-        model, _ = FixedRateScreener(lr=0.1).build(spec, data)
-        if self.kind == "prodigy":
-            from prodigyopt import Prodigy
-
-            return model, Prodigy(model.parameters(), lr=1.0)
-        from dadaptation import DAdaptSGD
-
-        return model, DAdaptSGD(model.parameters(), lr=1.0)
 
 
 def _dataset(arch: str) -> str:
@@ -80,7 +62,7 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
             "acc": r.test_accuracy,
         }
     if method in REFERENCES:
-        r = _FreeScreener(method).screen(spec, dataset, config)
+        r = FreeRateScreener(method).screen(spec, dataset, config)
         return {
             "arch": arch,
             "method": method,
