@@ -17,7 +17,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from archscreen.core.tuning import Tuner
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -140,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         "tune",
         help="train a candidate with an online learning-rate tuner and recommend its rate",
         description="Train SPEC once with an adaptive learning rate (fd2: Newton on the rate by "
-        "finite differences; fd1; salera/spalera; ag-adam) and report the converged rate, its "
-        "trajectory and the best-epoch metrics. Start from --init-lr or from an Alrao screening.",
+        "finite differences; fd1; salera/spalera; ag-adam) and report the recommended rate (fd2: "
+        "the mean rate over the run; the others: the rate they converged to), its trajectory and "
+        "the best-epoch metrics. Start from --init-lr or from an Alrao screening. "
+        "See docs/tuners.md for how close each tuner's rate comes to a grid search's.",
     )
     _add_training_args(p, max_epochs=30, patience=10)
     p.add_argument(
@@ -437,8 +442,8 @@ def _json_default(obj: Any) -> Any:
     return asdict(obj) if hasattr(obj, "__dataclass_fields__") else str(obj)
 
 
-def _init_lr_from_screen_file(path_text: str, tuner_base: str) -> float:
-    from archscreen.core.tuning import initial_lr_from_screen
+def _init_lr_from_screen_file(path_text: str, tuner: Tuner) -> float:
+    from archscreen.core.tuning import initial_lr_from_screen, posterior_fits_tuner, screening_optimizer
 
     path = Path(path_text)
     if not path.is_file():
@@ -450,12 +455,13 @@ def _init_lr_from_screen_file(path_text: str, tuner_base: str) -> float:
     if not isinstance(payload, dict):
         raise CliError(f"--from-screen: {path_text}: expected the JSON object of `archscreen screen --json`")
     screened_with = str(payload.get("screener", ""))
-    if screened_with.startswith("alrao-") and screened_with.removeprefix("alrao-") != tuner_base:
-        # The posterior's rates are the screening optimizer's: an Adam rate is no SGD rate.
+    base = screening_optimizer(screened_with)
+    if not posterior_fits_tuner(base, tuner):
+        tuner_base = tuner.base_optimizer
         raise CliError(
             f"--from-screen: {path_text}: screened with {screened_with}, whose rates are not "
             f"{tuner_base.upper() if tuner_base == 'sgd' else tuner_base.capitalize()} rates; "
-            f"use a tuner for {screened_with.removeprefix('alrao-')} or --init-lr"
+            f"use a tuner for {base} or --init-lr"
         )
     try:
         return initial_lr_from_screen(payload)
@@ -470,7 +476,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tuner = get_tuner(args.tuner, paper_exact=args.paper_exact)
     init_lr = args.init_lr
     if args.from_screen is not None:
-        init_lr = _init_lr_from_screen_file(args.from_screen, tuner.base_optimizer)
+        init_lr = _init_lr_from_screen_file(args.from_screen, tuner)
     spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
     _validate(args.spec, spec, data)
     config = _train_config(args)

@@ -48,7 +48,9 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
     arch, method, lr, seed, cfg = job
     torch.set_num_threads(1)
     spec = parse_spec(ROOT / "examples" / f"{arch}.yaml")
-    config = TrainConfig(**{**cfg, "seed": seed})
+    config = TrainConfig(
+        **{k: v for k, v in cfg.items() if k not in ("fd2_options", "compare_options")}, seed=seed
+    )
     dataset = _dataset(arch)
     if method == "grid":
         assert lr is not None
@@ -71,7 +73,10 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
             "val": r.val_loss,
             "acc": r.test_accuracy,
         }
-    tuner = get_tuner(method)
+    if method == "fd2*":
+        tuner = get_tuner("fd2", **cfg["compare_options"])
+    else:
+        tuner = get_tuner(method, **(cfg.get("fd2_options", {}) if method == "fd2" else {}))
     t = tuner.tune(spec, dataset, lr, config)
     rec = t.recommended_lr
     out: dict[str, Any] = {
@@ -90,6 +95,27 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
     return out
 
 
+def _parse_options(text: str) -> dict[str, Any]:
+    """``"max_change=2,recommend=tail,eval_dtype=none"`` -> keyword arguments of ``FD2Tuner``."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--fd2: expected KEY=VALUE, got {item!r}")
+        value: Any
+        if raw.lower() in ("none", "true", "false"):
+            value = {"none": None, "true": True, "false": False}[raw.lower()]
+        elif raw in ("float64", "float32"):
+            value = getattr(torch, raw)
+        else:
+            try:
+                value = int(raw) if raw.lstrip("-").isdigit() else float(raw)
+            except ValueError:
+                value = raw
+        out[key.strip()] = value
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -102,20 +128,62 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--init-lr", type=float, default=0.01, help="tuners' initial rate (Ag-Adam: 1e-3)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--fd2",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="FD2Tuner options to measure instead of its defaults, e.g. 'max_change=2,recommend=tail'",
+    )
+    parser.add_argument(
+        "--compare-fd2",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="also measure fd2 with these options, as column fd2* (e.g. the previous defaults)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join([*TUNED, *REFERENCES]),
+        help="tuners and reference methods to measure (the SGD grid always runs)",
+    )
     args = parser.parse_args()
+    chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(chosen) - set(TUNED) - set(REFERENCES))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {[*TUNED, *REFERENCES]}")
     archs = args.archs.split(",")
     lrs = [float(v) for v in args.lrs.split(",")]
-    cfg = {"max_epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size}
+    cfg: dict[str, Any] = {
+        "max_epochs": args.epochs,
+        "patience": args.patience,
+        "batch_size": args.batch_size,
+    }
+    fd2_options = _parse_options(args.fd2)
+    if fd2_options:
+        cfg["fd2_options"] = fd2_options
+    tuned = [m for m in TUNED if m in chosen]
+    references = [m for m in REFERENCES if m in chosen]
+    if args.compare_fd2:
+        cfg["compare_options"] = _parse_options(args.compare_fd2)
+        tuned.insert(1, "fd2*")
     jobs: list[tuple[str, str, float | None, int, dict[str, Any]]] = []
     for arch in archs:
         for s in range(args.seeds):
             jobs += [(arch, "grid", lr, s, cfg) for lr in lrs]
-            jobs += [(arch, m, 1e-3 if m == "ag-adam" else args.init_lr, s, cfg) for m in TUNED]
-            jobs += [(arch, m, None, s, cfg) for m in REFERENCES]
+            jobs += [(arch, m, 1e-3 if m == "ag-adam" else args.init_lr, s, cfg) for m in tuned]
+            jobs += [(arch, m, None, s, cfg) for m in references]
     print(f"# {machine_line()}; {args.workers} worker processes, 1 thread each")
     print(
         f"# budget: {args.epochs} epochs (patience {args.patience}), batch {args.batch_size}, "
         f"{args.seeds} seeds; SGD grid {lrs}; tuners start at {args.init_lr:g} (ag-adam 1e-3)"
+    )
+    fd2 = get_tuner("fd2", **fd2_options)
+    print(
+        "# fd2: "
+        + ", ".join(
+            f"{k}={getattr(fd2, k)}"
+            for k in ("max_change", "eval_dtype", "recommend", "every", "eval_samples", "eval_batch", "guard")
+        )
+        + (f"; fd2*: {args.compare_fd2}" if args.compare_fd2 else "")
     )
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
@@ -123,8 +191,10 @@ def main() -> None:
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for r in results:
         rows.setdefault(r["arch"], {}).setdefault(r["method"], []).append(r)
-    methods = [*TUNED, *REFERENCES]
-    print(f"{'arch':<20} {'best lr':>8} {'grid acc':>8} " + " ".join(f"{m:>16}" for m in methods))
+    methods = [*tuned, *references]
+    print(
+        f"{'arch':<20} {'best lr':>8} {'grid acc':>8} {'spread':>7} " + " ".join(f"{m:>16}" for m in methods)
+    )
     worst = -math.inf
     for arch in archs:
         grid = rows[arch]["grid"]
@@ -138,6 +208,8 @@ def main() -> None:
 
         best = min(by_lr, key=mean_val)
         grid_acc = statistics.mean(x["acc"] for x in by_lr[best])
+        # the seed-to-seed range of the best grid rate's accuracy: a gap smaller than this is noise
+        spread = 100 * (max(x["acc"] for x in by_lr[best]) - min(x["acc"] for x in by_lr[best]))
         cells = []
         for m in methods:
             acc = statistics.mean(x["acc"] for x in rows[arch][m])
@@ -150,13 +222,14 @@ def main() -> None:
             if m == "fd2":
                 worst = max(worst, gap)
         print(
-            f"{arch:<20} {best:>8g} {100 * grid_acc:>7.2f}% " + " ".join(f"{c:>16}" for c in cells),
+            f"{arch:<20} {best:>8g} {100 * grid_acc:>7.2f}% {spread:>5.1f}pp "
+            + " ".join(f"{c:>16}" for c in cells),
             flush=True,
         )
     print("# own-run test accuracy of each tuner (the tuning run itself, %):")
     for arch in archs:
         own = " ".join(
-            f"{m}={100 * statistics.mean(x['tuned_acc'] for x in rows[arch][m]):.2f}" for m in TUNED
+            f"{m}={100 * statistics.mean(x['tuned_acc'] for x in rows[arch][m]):.2f}" for m in tuned
         )
         print(f"#   {arch:<20} {own}")
     print(f"# {len(jobs)} runs in {time.perf_counter() - t0:.0f} s")

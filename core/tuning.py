@@ -56,6 +56,18 @@ TRAJECTORY_KEY = "archscreen.trajectory"
 # --------------------------------------------------------------------------------------------
 # start from the screening
 # --------------------------------------------------------------------------------------------
+def screening_optimizer(screener: str) -> str | None:
+    """The optimizer whose rates an Alrao screening's posterior is over (``"alrao-adam"`` -> ``"adam"``);
+    ``None`` for a screener without a rate posterior."""
+    return screener.removeprefix("alrao-") if screener.startswith("alrao-") else None
+
+
+def posterior_fits_tuner(screening_base: str | None, tuner: Tuner) -> bool:
+    """Whether a posterior over ``screening_base``'s rates can start ``tuner``: an Adam rate is no
+    SGD rate (their scales differ by orders of magnitude). ``None`` (unknown) is taken to fit."""
+    return screening_base is None or screening_base == tuner.base_optimizer
+
+
 def initial_lr_from_screen(result_or_posterior: Any, lr_range: tuple[float, float] | None = None) -> float:
     """The initial rate for tuning from an Alrao screening result.
 
@@ -219,18 +231,44 @@ class TuningResult:
 
 
 def _new_trajectory(max_points: int) -> dict[str, Any]:
-    return {"points": [], "stride": 1, "max_points": max_points, "step": 0}
+    return {"points": [], "stride": 1, "max_points": max_points, "step": 0, "lr_sum": 0.0}
 
 
 def _record(traj: dict[str, Any], lr: float) -> None:
     """Record the rate in effect after one more step (point 0 is the initial rate)."""
     traj["step"] += 1
+    traj["lr_sum"] = traj.get("lr_sum", 0.0) + lr
     step = traj["step"]
+    steps_per_epoch = traj.get("steps_per_epoch")
+    if steps_per_epoch and step % steps_per_epoch == 0:
+        traj.setdefault("epoch_sums", []).append(traj["lr_sum"])
     if step % traj["stride"] == 0:
         traj["points"].append([step, lr])
         if len(traj["points"]) > traj["max_points"]:
             traj["points"] = traj["points"][::2]
             traj["stride"] *= 2
+
+
+def _run_mean(traj: dict[str, Any]) -> float:
+    """The arithmetic mean of the rate over every step of the run (exact, not thinned)."""
+    steps = int(traj["step"])
+    if steps == 0 or "lr_sum" not in traj:  # a checkpoint from before the sum was kept
+        rates = [lr for _, lr in traj["points"]]
+        return sum(rates) / len(rates) if rates else float("nan")
+    return float(traj["lr_sum"]) / steps
+
+
+def _recommended(traj: dict[str, Any], rule: str, best_epoch: int = 0) -> float:
+    sums, steps_per_epoch = traj.get("epoch_sums", []), traj.get("steps_per_epoch")
+    if rule == "best" and steps_per_epoch and 1 <= best_epoch <= len(sums):
+        # the mean rate over the steps that led to the best epoch's weights
+        upto = float(sums[best_epoch - 1]) / (best_epoch * steps_per_epoch)
+        if upto > 0 and math.isfinite(upto):
+            return upto
+    mean = _run_mean(traj)
+    if rule in ("mean", "best"):
+        return mean if mean > 0 and math.isfinite(mean) else _converged(traj["points"], traj["step"])
+    return _converged(traj["points"], traj["step"])
 
 
 def _converged(points: list[list[float]], steps: int) -> float:
@@ -257,6 +295,12 @@ class Tuner(abc.ABC):
     name: str = "tuner"
     base_optimizer: str = "sgd"
     max_points: int = 256
+    recommend: str = "tail"
+    r"""How the run's rates become ``recommended_lr``: ``"tail"``, the geometric mean over the last
+    quarter of the steps (the converged rate); ``"mean"``, the arithmetic mean over every step
+    (the constant rate that covers the same total step size :math:`\sum_t \eta_t`); ``"best"``, the
+    arithmetic mean over the steps up to the end of the best validation epoch (the rates that
+    produced the reported weights; the whole run's mean when no epoch improved)."""
 
     def __init__(self, paper_exact: bool = False) -> None:
         self.paper_exact = paper_exact
@@ -335,6 +379,10 @@ class Tuner(abc.ABC):
         model = self.build_model(arch, splits).to(config.device)
         optimizer = self.build_optimizer(model, lr0)
         step_fn = self.make_step(optimizer, splits, config)
+        steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
+        if config.max_steps_per_epoch is not None:
+            steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+        self._trajectory(optimizer)["steps_per_epoch"] = steps_per_epoch
 
         wrapped: Callback | None = None
         if callback is not None:
@@ -363,7 +411,7 @@ class Tuner(abc.ABC):
             task=splits.info.task,
             seed=config.seed,
             init_lr=lr0,
-            recommended_lr=_converged(points, traj["step"]),
+            recommended_lr=_recommended(traj, self.recommend, result.best_epoch),
             final_lr=self.current_lr(optimizer),
             trajectory=points,
             **result.metric_fields(splits.info.task),
@@ -377,19 +425,31 @@ class FD2Tuner(Tuner):
     """Second-order finite-difference tuner (``fd2``): :class:`~archscreen.core.tuners.FD2SGD`.
 
     Default configuration (each item a documented switch; ``paper_exact=True`` gives the paper's
-    ε = 1e-5, δ = 1e-6, update every step, the five losses on the full training batch, no guards):
+    ε = 1e-5, δ = 1e-6, update every step, the five losses on the full training batch in the
+    parameters' dtype, no guards, and the converged rate as the recommendation):
 
     * ``relative_eps=True, eps=0.1``: finite-difference step 0.1·η, large enough that the second
-      difference is far above float32 rounding and above δ, so the update is a Newton step;
-    * ``curvature_guard=True``: no update when f'' ≤ 0; ``max_change=2``: at most ×/÷2 per update;
-      ``finite_guard=True``: a non-finite trial loss halves η;
+      difference is above δ, so the update is a Newton step;
+    * ``eval_dtype=torch.float64``: the five losses in float64. In float32 the second difference
+      of a loss near 2 at η ≈ 0.01 (4ε²η²·f'' ≈ 1e-8) is below float32's resolution, so early
+      Newton steps follow rounding noise;
+    * ``curvature_guard=True``: no update when f'' ≤ 0; ``max_change=1.1``: at most ×/÷1.1 per
+      update, so η climbs towards the Newton target over a few hundred steps while the network
+      trains (with ×/÷2, η reached the batch's one-step optimum within ~40 steps and broke the MLP
+      and LeNet-5 runs; ``bench/tuner_quality.py``); ``finite_guard=True``: a non-finite trial
+      loss halves η;
+    * ``recommend="mean"``: the recommended rate is the mean rate over the run (the constant rate
+      with the same total step size); ``"tail"`` is the converged rate (geometric mean over the
+      last quarter), which sits at the greedy one-step optimum and overshoots;
     * ``every=4``: η updated every 4 steps, ``eval_samples=64``: the five losses on 64 samples of
       the batch -- the overhead choice measured in ``bench/tuner_overhead.py`` and checked for
       accuracy in ``bench/tuner_quality.py``;
     * ``eval_batch="train"`` (the paper's main method); ``"validation"`` evaluates f on a batch of
       the validation split (paper §5.3).
 
-    ``eval_dtype=torch.float64`` evaluates the five losses in float64 (the other numerical fix).
+    Switches off by default (measured, see ``docs/tuners.md``): ``momentum`` on η (paper §5.2),
+    ``average`` (Newton on exponentially averaged f', f''), ``guard=True`` (FD2 inside the
+    Page-Hinkley guard of SALERA, rate divided by ``guard_factor`` on a trigger).
     """
 
     name = "fd2"
@@ -403,15 +463,21 @@ class FD2Tuner(Tuner):
         relative_eps: bool | None = None,
         eval_dtype: torch.dtype | None = None,
         curvature_guard: bool | None = None,
-        max_change: float | None = 2.0,
+        max_change: float | None = 1.1,
         finite_guard: bool | None = None,
         momentum: float = 0.0,
+        average: float = 0.0,
         every: int | None = None,
         eval_batch: Literal["train", "validation"] = "train",
         eval_samples: int | None = 64,
         evaluation: Literal["auto", "sequential", "batched"] = "auto",
+        recommend: Literal["tail", "mean", "best"] | None = None,
+        guard: bool | None = None,
+        guard_factor: float = 2.0,
     ) -> None:
         super().__init__(paper_exact)
+        if recommend not in (None, "tail", "mean", "best"):
+            raise ValueError(f"Invalid recommend: {recommend!r} (tail, mean or best)")
         if eval_batch not in ("train", "validation"):
             raise ValueError(f"Invalid eval_batch: {eval_batch!r} (train or validation)")
         if eval_samples is not None and eval_samples < 1:
@@ -420,23 +486,28 @@ class FD2Tuner(Tuner):
         self.relative_eps = guards if relative_eps is None else relative_eps
         self.eps = eps if eps is not None else (0.1 if self.relative_eps else 1e-5)
         self.delta = delta
-        self.eval_dtype = None if paper_exact else eval_dtype
+        self.eval_dtype = None if paper_exact else (torch.float64 if eval_dtype is None else eval_dtype)
         self.curvature_guard = guards if curvature_guard is None else curvature_guard
         self.max_change = max_change if guards else None
         self.finite_guard = guards if finite_guard is None else finite_guard
         self.momentum = momentum
+        self.average = average
         self.every = (4 if guards else 1) if every is None else every
         self.eval_batch = eval_batch
         self.eval_samples = eval_samples if guards else None
         self.evaluation = evaluation
+        self.recommend = ("tail" if paper_exact else "best") if recommend is None else recommend
+        self.guard = False if guard is None else guard
+        self.guard_factor = guard_factor
 
     def build_optimizer(self, model: nn.Module, init_lr: float) -> Optimizer:
-        return FD2SGD(
+        inner = FD2SGD(
             model.parameters(),
             lr=init_lr,
             eps=self.eps,
             delta=self.delta,
             momentum=self.momentum,
+            average=self.average,
             every=self.every,
             relative_eps=self.relative_eps,
             eval_dtype=self.eval_dtype,
@@ -445,12 +516,21 @@ class FD2Tuner(Tuner):
             finite_guard=self.finite_guard,
             evaluation=self.evaluation,
         )
+        if not self.guard:
+            return inner
+        return PageHinkley(inner, factor=self.guard_factor)
 
     def events(self, optimizer: Optimizer) -> dict[str, int]:
-        return {"rate_updates": int(cast(dict[Any, Any], optimizer.state)["fd"]["updates"])}
+        inner = optimizer.optimizer if isinstance(optimizer, PageHinkley) else optimizer
+        out = {"rate_updates": int(cast(dict[Any, Any], inner.state)["fd"]["updates"])}
+        if isinstance(optimizer, PageHinkley):
+            out["page_hinkley_triggers"] = optimizer.triggers
+        return out
 
     def make_step(self, optimizer: Optimizer, data: DatasetSplits, config: TrainConfig) -> Callable[..., Any]:
-        assert isinstance(optimizer, FD2SGD)
+        ph = optimizer if isinstance(optimizer, PageHinkley) else None
+        fd2 = optimizer.optimizer if isinstance(optimizer, PageHinkley) else optimizer
+        assert isinstance(fd2, FD2SGD)
         self._trajectory(optimizer)
         device = torch.device(config.device)
         x_val = data.x_val.to(device) if self.eval_batch == "validation" else None
@@ -468,9 +548,9 @@ class FD2Tuner(Tuner):
             opt.zero_grad(set_to_none=True)
             out = model(xb, yb)
             out.loss.backward()
-            fd = cast(dict[Any, Any], optimizer.state)["fd"]
+            fd = cast(dict[Any, Any], fd2.state)["fd"]
             kwargs: dict[str, Any] = {}
-            if fd["step"] % optimizer.every == 0:
+            if fd["step"] % fd2.every == 0:
                 if x_val is not None and y_val is not None:
                     k = fd["updates"]
                     n = min(n_eval, len(x_val))
@@ -484,8 +564,11 @@ class FD2Tuner(Tuner):
                 # so recurrent models and models with buffers are evaluated sequentially.
                 if batched_ok and device.type != "cpu" and _vmappable(model):
                     kwargs["loss_at_batched"] = batched_functional_loss(model, ex, ey)
-            optimizer.step(**kwargs)
-            _record(self._trajectory(optimizer), optimizer.lr)
+            if ph is not None:
+                ph.step(loss=out.loss, **kwargs)
+            else:
+                optimizer.step(**kwargs)
+            _record(self._trajectory(optimizer), fd2.lr)
             return out
 
         return step

@@ -153,10 +153,10 @@ def promote(
     job starts from the tuner's default rate and its config says so
     (``init_lr_source: "tuner_default"``).
     """
-    from archscreen.core.tuning import get_tuner, initial_lr_from_screen
+    from archscreen.core.tuning import get_tuner, initial_lr_from_screen, posterior_fits_tuner
 
     tuner_impl = get_tuner(tuner)
-    same_scale = study.screening.get("base", "sgd") == tuner_impl.base_optimizer
+    same_scale = posterior_fits_tuner(study.screening.get("base", "sgd"), tuner_impl)
 
     out: list[Job] = []
     new: list[Job] = []

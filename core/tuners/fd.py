@@ -89,6 +89,10 @@ class FD2SGD(Optimizer):
         delta: smoothing of the denominator and floor of :math:`\eta` (paper 1e-6).
         momentum: :math:`\beta` on the rate updates (paper §5.2 variant: 0.9; default 0: off).
         every: update :math:`\eta` every ``k`` steps (default 1; paper: every step).
+        average: :math:`\beta_a` in [0, 1); > 0 replaces the single Newton step by one on
+            exponential averages: :math:`\eta \leftarrow \overline{f''\eta - f'} / \overline{f''}`,
+            the :math:`f''`-weighted average of the past Newton targets (exact on a quadratic;
+            averages out minibatch noise). Default 0: the paper's step (a switch, not in the paper).
         relative_eps: guard, see note (default False).
         eval_dtype: dtype of the five evaluations; ``None`` = the parameters' (guard, see note).
         curvature_guard: skip the Newton update when the curvature is :math:`\le 0` (guard).
@@ -136,6 +140,7 @@ class FD2SGD(Optimizer):
         delta: float = 1e-6,
         momentum: float = 0.0,
         every: int = 1,
+        average: float = 0.0,
         relative_eps: bool = False,
         eval_dtype: torch.dtype | None = None,
         curvature_guard: bool = False,
@@ -149,6 +154,8 @@ class FD2SGD(Optimizer):
         check_positive("delta", delta)
         if not (isinstance(momentum, int | float) and 0.0 <= momentum < 1.0):
             raise ValueError(f"Invalid momentum: {momentum} (must be in [0, 1))")
+        if not (isinstance(average, int | float) and 0.0 <= average < 1.0):
+            raise ValueError(f"Invalid average: {average} (must be in [0, 1))")
         if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
             raise ValueError(f"Invalid every: {every} (must be an int >= 1)")
         if relative_eps and eps >= 0.5:
@@ -164,6 +171,7 @@ class FD2SGD(Optimizer):
         defaults = {"lr": float(lr), "foreach": foreach}
         super().__init__(params, defaults)
         self.eps, self.delta, self.momentum, self.every = float(eps), float(delta), float(momentum), every
+        self.average = float(average)
         self.relative_eps, self.eval_dtype = relative_eps, eval_dtype
         self.curvature_guard, self.max_change, self.finite_guard = curvature_guard, max_change, finite_guard
         self.evaluation = evaluation
@@ -270,6 +278,15 @@ class FD2SGD(Optimizer):
         etas = [eta, eta + e, eta - e, eta + 2 * e, eta - 2 * e]
         f = self.evaluate_f(etas, loss_at, loss_at_batched, self._use_batched(loss_at_batched))
         d_eta, numerator, curvature = newton_rate_step(f, eta, e, self.delta)
+        if self.average > 0.0 and all(math.isfinite(v) for v in f):
+            # Average the Newton *targets* η − f'/f'', weighted by f'' (a ratio of two averages):
+            # exact on a quadratic even though the estimates were taken at different η.
+            beta = self.average
+            d1, d2 = numerator / (2 * e), (curvature + self.delta) / (4 * e * e)
+            fd["avg_d2"] = beta * fd.get("avg_d2", 0.0) + (1 - beta) * d2
+            fd["avg_target"] = beta * fd.get("avg_target", 0.0) + (1 - beta) * (d2 * eta - d1)
+            curvature = fd["avg_d2"] * 4 * e * e - self.delta
+            d_eta = fd["avg_target"] / fd["avg_d2"] - eta if fd["avg_d2"] != 0 else math.inf
         guard = ""
         if self.finite_guard and not all(math.isfinite(v) for v in f):
             new_eta, guard = eta / 2.0, "nonfinite"

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from archscreen.core.data import DatasetSplits, load_dataset
 from archscreen.core.spec import SpecError
 from archscreen.core.training.loop import Progress, TrainConfig, TrainingCancelled
@@ -150,3 +151,80 @@ def test_start_from_an_alrao_screening() -> None:
     assert min(lrs) <= lr0 <= max(lrs)
     r = tune(EXAMPLES / "lenet5.yaml", digits, lr0, CONFIG)
     assert r.init_lr == lr0 and r.trajectory[0][1] == lr0
+
+
+def test_fd2_defaults_and_paper_exact_recommendation() -> None:
+    t = FD2Tuner()
+    assert (t.max_change, t.eval_dtype, t.recommend, t.guard) == (1.1, torch.float64, "mean", False)
+    exact = FD2Tuner(paper_exact=True)
+    assert (exact.recommend, exact.eval_dtype) == ("tail", None)
+    with pytest.raises(ValueError, match="Invalid recommend"):
+        FD2Tuner(recommend="median")  # type: ignore[arg-type]
+
+
+def test_recommended_rate_rules() -> None:
+    # max_points above the step count: the trajectory holds every step's rate, so both rules
+    # can be recomputed from it exactly.
+    cfg = replace(CONFIG, max_epochs=3, max_steps_per_epoch=16)
+    results = {}
+    for rule in ("mean", "tail", "best"):
+        t = FD2Tuner(recommend=rule, max_change=2.0)
+        t.max_points = 1000
+        results[rule] = t.tune(EXAMPLES / "mlp.yaml", data("mnist1d"), 0.01, cfg)
+    r = results["mean"]
+    rates = [lr for s, lr in r.trajectory if s >= 1]
+    assert r.steps == len(rates) == 48 and len(set(rates)) > 3  # the rate moved
+    assert r.recommended_lr == pytest.approx(sum(rates) / len(rates), rel=1e-12)
+    tail = [lr for s, lr in results["tail"].trajectory if s >= 36]
+    assert results["tail"].recommended_lr == pytest.approx(math.exp(sum(map(math.log, tail)) / len(tail)))
+    assert results["tail"].trajectory == r.trajectory  # the rule changes the report, not the run
+    best = results["best"]
+    upto = [lr for s, lr in best.trajectory if 1 <= s <= 16 * best.best_epoch]
+    assert best.best_epoch >= 1 and best.recommended_lr == pytest.approx(sum(upto) / len(upto), rel=1e-12)
+
+
+def test_fd2_inside_the_page_hinkley_guard(tmp_path: Path) -> None:
+    mnist = data("mnist1d")
+    spec = EXAMPLES / "mlp.yaml"
+    cfg = replace(CONFIG, max_epochs=3)
+    t = FD2Tuner(guard=True)
+    r = t.tune(spec, mnist, 0.05, cfg)
+    assert "page_hinkley_triggers" in r.events and r.events["rate_updates"] > 0
+    assert all(lr > 0 and math.isfinite(lr) for _, lr in r.trajectory)
+    # checkpoint and resume through the wrapper
+    calls = [0]
+
+    def crash(step: int, steps_per_epoch: int) -> None:
+        calls[0] += 1
+        if calls[0] == steps_per_epoch + 2:
+            raise RuntimeError("simulated crash")
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        FD2Tuner(guard=True).tune(spec, mnist, 0.05, cfg, step_hook=crash, checkpoint_path=ckpt)
+    resumed = FD2Tuner(guard=True).tune(spec, mnist, 0.05, cfg, checkpoint_path=ckpt)
+    assert resumed.trajectory == r.trajectory and resumed.recommended_lr == r.recommended_lr
+
+
+def test_which_posterior_can_start_which_tuner() -> None:
+    from archscreen.core.tuning import posterior_fits_tuner, screening_optimizer
+
+    assert screening_optimizer("alrao-adam") == "adam" and screening_optimizer("alrao-sgd") == "sgd"
+    assert screening_optimizer("fixed-sgd") is None
+    fd2, ag_adam = get_tuner("fd2"), get_tuner("ag-adam")
+    assert posterior_fits_tuner("sgd", fd2) and not posterior_fits_tuner("adam", fd2)
+    assert posterior_fits_tuner("adam", ag_adam) and posterior_fits_tuner(None, get_tuner("fd1"))
+
+
+def test_best_epoch_rule_uses_the_rates_up_to_the_best_epoch() -> None:
+    from archscreen.core.tuning import _new_trajectory, _recommended, _record
+
+    traj = _new_trajectory(100)
+    traj["steps_per_epoch"] = 2
+    for lr in (0.1, 0.3, 1.0, 3.0, 10.0, 10.0):  # three epochs; the rate climbs past the useful range
+        _record(traj, lr)
+    assert traj["epoch_sums"] == pytest.approx([0.4, 4.4, 24.4])
+    assert _recommended(traj, "best", best_epoch=1) == pytest.approx(0.2)
+    assert _recommended(traj, "best", best_epoch=2) == pytest.approx(1.1)
+    assert _recommended(traj, "best", best_epoch=0) == pytest.approx(24.4 / 6)  # no epoch improved
+    assert _recommended(traj, "mean") == pytest.approx(24.4 / 6)

@@ -180,3 +180,51 @@ def test_curvature_guard_blocks_uphill_newton() -> None:
     guarded.step(loss_at=concave)
     assert raw.lr != pytest.approx(0.1)
     assert guarded.lr == 0.1 and guarded.state["fd"]["last"]["guard"] == "curvature"
+
+
+def test_averaged_newton_converges_and_damps_noise() -> None:
+    # Fixed g (w reset each step): the Newton step on averaged f', f'' still lands on gᵀg/gᵀHg.
+    h, w = quadratic(seed=3)
+    target = optimal_rate(w, h)
+    w0 = w.detach().clone()
+    opt = FD2SGD([w], lr=0.01, eps=0.1, relative_eps=True, average=0.9, max_change=2.0)
+    for _ in range(120):
+        grad_at(w, h)
+        opt.step(loss_at=loss_fn(h))
+        with torch.no_grad():
+            w.copy_(w0)
+    assert opt.lr == pytest.approx(target, rel=0.01)
+    assert {"avg_target", "avg_d2"} <= set(opt.state_dict()["state"]["fd"])
+
+    # A noisy loss (a random offset along g each evaluation round): averaging spreads the rate less.
+    def spread(average: float) -> float:
+        torch.manual_seed(0)
+        hh, ww = quadratic(seed=3)
+        start = ww.detach().clone()
+        o = FD2SGD([ww], lr=target, eps=0.1, relative_eps=True, average=average, max_change=2.0)
+        rates = []
+        for _ in range(200):
+            grad_at(ww, hh)
+            g = ww.grad.detach().clone()
+            tilt = 0.3 * float(g @ g) * float(torch.randn(()))  # f'(η) shifted by a noisy slope
+
+            def noisy(ps: list[torch.Tensor], g: torch.Tensor = g, tilt: float = tilt) -> torch.Tensor:
+                eta = float((start - ps[0]) @ g / (g @ g))  # recover η' from w − η'g
+                return loss_fn(hh)(ps) + tilt * eta
+
+            o.step(loss_at=noisy)
+            rates.append(math.log(o.lr))
+            with torch.no_grad():
+                ww.copy_(start)
+        tail = rates[100:]
+        mean = sum(tail) / len(tail)
+        return math.sqrt(sum((r - mean) ** 2 for r in tail) / len(tail))
+
+    s_avg, s_raw = spread(0.9), spread(0.0)
+    assert s_avg < 0.5 * s_raw
+
+
+def test_invalid_average() -> None:
+    _, w = quadratic()
+    with pytest.raises(ValueError, match="Invalid average"):
+        FD2SGD([w], average=1.0)
