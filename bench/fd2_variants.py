@@ -38,22 +38,22 @@ F32, F64 = "float32", "float64"
 RULES = ("tail", "mean", "best")
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "previous (x2, float32)": {"max_change": 2.0, "eval_dtype": F32},
+    "previous: x2 float32": {"max_change": 2.0, "eval_dtype": F32},
     "x2": {"max_change": 2.0},
-    "x1.1, float32": {"eval_dtype": F32},
+    "x1.1 float32": {"eval_dtype": F32},
     "x1.05": {"max_change": 1.05},
     "average 0.9": {"average": 0.9},
-    "x2, average 0.9": {"max_change": 2.0, "average": 0.9},
+    "x2 average 0.9": {"max_change": 2.0, "average": 0.9},
     "validation 256": {"eval_batch": "validation", "eval_samples": 256, "max_change": 2.0},
-    "validation 256, average 0.9": {
+    "validation 256 average 0.9": {
         "eval_batch": "validation",
         "eval_samples": 256,
         "max_change": 2.0,
         "average": 0.9,
     },
-    "validation 64, momentum 0.9": {"eval_batch": "validation", "max_change": 2.0, "momentum": 0.9},
-    "Page-Hinkley guard": {"guard": True},
-    "x2, Page-Hinkley guard": {"max_change": 2.0, "guard": True},
+    "validation 64 momentum 0.9": {"eval_batch": "validation", "max_change": 2.0, "momentum": 0.9},
+    "guard": {"guard": True},
+    "x2 guard": {"max_change": 2.0, "guard": True},
 }
 
 
@@ -108,7 +108,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--archs", default=",".join(ARCHS))
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated names among: {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--workers", type=int, default=2)

@@ -438,9 +438,13 @@ class FD2Tuner(Tuner):
       trains (with ×/÷2, η reached the batch's one-step optimum within ~40 steps and broke the MLP
       and LeNet-5 runs; ``bench/tuner_quality.py``); ``finite_guard=True``: a non-finite trial
       loss halves η;
-    * ``recommend="mean"``: the recommended rate is the mean rate over the run (the constant rate
-      with the same total step size); ``"tail"`` is the converged rate (geometric mean over the
-      last quarter), which sits at the greedy one-step optimum and overshoots;
+    * ``recommend="best"``: the recommended rate is the mean rate over the steps up to the end of
+      the best validation epoch (the rates that produced the reported weights). The converged rate
+      (``"tail"``, the paper's reading) is the training batch's greedy one-step optimum, which
+      overshoots the best constant rate; the mean over the whole run (``"mean"``) still counts the
+      rates that made the run worse after its best epoch. With the slow climb the run works like a
+      learning-rate range test, so this rule depends on starting *below* the good range;
+      ``bench/tuner_quality.py --init-lr`` measures how much;
     * ``every=4``: η updated every 4 steps, ``eval_samples=64``: the five losses on 64 samples of
       the batch -- the overhead choice measured in ``bench/tuner_overhead.py`` and checked for
       accuracy in ``bench/tuner_quality.py``;

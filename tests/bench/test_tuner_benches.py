@@ -40,7 +40,7 @@ def test_variant_rules_match_the_tuner(rule: str) -> None:
 def test_every_variant_builds_and_options_parse() -> None:
     for name in fd2_variants.VARIANTS:
         FD2Tuner(**fd2_variants._options(name))
-    assert fd2_variants._options("previous (x2, float32)")["eval_dtype"] is torch.float32
+    assert fd2_variants._options("previous: x2 float32")["eval_dtype"] is torch.float32
     opts = tuner_quality._parse_options("max_change=2,recommend=tail,eval_dtype=float32,guard=true,every=1")
     assert opts == {
         "max_change": 2,

@@ -155,7 +155,7 @@ def test_start_from_an_alrao_screening() -> None:
 
 def test_fd2_defaults_and_paper_exact_recommendation() -> None:
     t = FD2Tuner()
-    assert (t.max_change, t.eval_dtype, t.recommend, t.guard) == (1.1, torch.float64, "mean", False)
+    assert (t.max_change, t.eval_dtype, t.recommend, t.guard) == (1.1, torch.float64, "best", False)
     exact = FD2Tuner(paper_exact=True)
     assert (exact.recommend, exact.eval_dtype) == ("tail", None)
     with pytest.raises(ValueError, match="Invalid recommend"):
