@@ -476,7 +476,7 @@ class FD2Tuner(Tuner):
         eval_samples: int | None = 64,
         evaluation: Literal["auto", "sequential", "batched"] = "auto",
         recommend: Literal["tail", "mean", "best"] | None = None,
-        guard: bool | None = None,
+        guard: bool = False,
         guard_factor: float = 2.0,
     ) -> None:
         super().__init__(paper_exact)
@@ -501,7 +501,7 @@ class FD2Tuner(Tuner):
         self.eval_samples = eval_samples if guards else None
         self.evaluation = evaluation
         self.recommend = ("tail" if paper_exact else "best") if recommend is None else recommend
-        self.guard = False if guard is None else guard
+        self.guard = guard
         self.guard_factor = guard_factor
 
     def build_optimizer(self, model: nn.Module, init_lr: float) -> Optimizer:
