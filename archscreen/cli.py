@@ -469,6 +469,15 @@ def _init_lr_from_screen_file(path_text: str, tuner: Tuner) -> float:
         raise CliError(f"--from-screen: {path_text}: {exc}") from None
 
 
+def _rule_text(result: Any) -> str:
+    """How ``recommended_lr`` was read off the run, in words."""
+    if result.recommended_by == "best":
+        return f"mean rate up to best epoch {result.best_epoch}"
+    if result.recommended_by == "mean":
+        return "mean rate of the run"
+    return "converged rate"
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from archscreen.core.training.loop import Progress
     from archscreen.core.tuning import get_tuner
@@ -507,7 +516,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows: list[tuple[str, str]] = [
-        ("recommended lr", f"{result.recommended_lr:.4g} ({result.base_optimizer})"),
+        ("recommended lr", f"{result.recommended_lr:.4g} ({result.base_optimizer}; {_rule_text(result)})"),
         ("initial lr", f"{result.init_lr:.4g}"),
         ("final lr", f"{result.final_lr:.4g}"),
         ("val loss", _fmt(result.val_loss)),

@@ -193,9 +193,10 @@ class TuningResult:
 
     ``trajectory`` is ``[[step, lr], ...]`` (the rate in effect after ``step`` steps; step 0 is
     ``init_lr``) thinned to at most ``max_points`` (strides double as
-    the run grows); ``recommended_lr`` is the geometric mean of the rate over the last quarter of
-    the steps (the "converged" rate). ``events`` counts guard activity (Page-Hinkley triggers,
-    fd2 guard hits).
+    the run grows); ``recommended_lr`` is read off the run by the rule ``recommended_by``
+    (``Tuner.recommend``: ``"tail"``, the geometric mean over the last quarter of the steps, the
+    "converged" rate; ``"mean"``; ``"best"``, the mean up to the best epoch). ``events`` counts
+    guard activity (Page-Hinkley triggers, fd2 guard hits).
     """
 
     tuner: str
@@ -223,6 +224,7 @@ class TuningResult:
     stopped_because: str
     paper_exact: bool
     base_optimizer: str = "sgd"
+    recommended_by: str = "tail"
     events: dict[str, int] = field(default_factory=dict)
     curves: list[dict[str, Any]] = field(default_factory=list)
 
@@ -417,6 +419,7 @@ class Tuner(abc.ABC):
             **result.metric_fields(splits.info.task),
             paper_exact=self.paper_exact,
             base_optimizer=self.base_optimizer,
+            recommended_by=self.recommend,
             events=self.events(optimizer),
         )
 

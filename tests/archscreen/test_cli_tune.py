@@ -20,7 +20,7 @@ def test_tune_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str])
     for key in ("recommended_lr", "trajectory", "val_loss", "test_accuracy", "stopped_because"):
         assert key in out
     assert out["trajectory"][0] == [0, 0.05] and out["tuner"] == "fd2" and not out["paper_exact"]
-    assert out["recommended_lr"] > 0
+    assert out["recommended_lr"] > 0 and out["recommended_by"] == "best"
 
 
 def test_tune_from_screen_and_paper_exact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,6 +37,12 @@ def test_tune_progress_shows_the_rate(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["tune", SPEC, *FAST, "--tuner", "fd1"]) == 0
     captured = capsys.readouterr()
     assert "lr " in captured.err and "recommended lr" in captured.out
+    assert "converged rate" in captured.out
+
+
+def test_tune_summary_says_how_fd2_read_its_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tune", SPEC, *FAST, "--tuner", "fd2"]) == 0
+    assert "mean rate up to best epoch 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
