@@ -29,7 +29,7 @@ from _common import machine_line
 from archscreen.core.screening import FixedRateScreener
 from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig
-from archscreen.core.tuning import FD2Tuner
+from archscreen.core.tuning import FD2Tuner, _converged
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["logistic_regression", "mlp", "lenet5"]
@@ -99,8 +99,7 @@ def _rule(trajectory: list[list[float]], steps: int, rule: str, best_step: int =
     if rule in ("mean", "best"):
         later = [lr for s, lr in rates if s >= 1]
         return sum(later) / len(later)
-    tail = [lr for s, lr in rates if s >= 0.75 * steps] or [rates[-1][1]]
-    return math.exp(sum(math.log(v) for v in tail) / len(tail))
+    return _converged(trajectory, steps)
 
 
 def main() -> None:
