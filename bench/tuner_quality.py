@@ -95,13 +95,14 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
     return out
 
 
-def _parse_options(text: str) -> dict[str, Any]:
-    """``"max_change=2,recommend=tail,eval_dtype=none"`` -> keyword arguments of ``FD2Tuner``."""
+def _parse_options(text: str, flag: str = "--fd2") -> dict[str, Any]:
+    """``"max_change=2,recommend=tail,eval_dtype=none"`` -> keyword arguments of ``FD2Tuner``,
+    checked by building one (a bad key or value exits with one line naming ``flag``)."""
     out: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, raw = item.partition("=")
         if not sep:
-            raise SystemExit(f"--fd2: expected KEY=VALUE, got {item!r}")
+            raise SystemExit(f"{flag}: expected KEY=VALUE, got {item!r}")
         value: Any
         if raw.lower() in ("none", "true", "false"):
             value = {"none": None, "true": True, "false": False}[raw.lower()]
@@ -113,6 +114,10 @@ def _parse_options(text: str) -> dict[str, Any]:
             except ValueError:
                 value = raw
         out[key.strip()] = value
+    try:
+        get_tuner("fd2", **out)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"{flag}: {exc}") from None
     return out
 
 
@@ -163,7 +168,7 @@ def main() -> None:
     tuned = [m for m in TUNED if m in chosen]
     references = [m for m in REFERENCES if m in chosen]
     if args.compare_fd2:
-        cfg["compare_options"] = _parse_options(args.compare_fd2)
+        cfg["compare_options"] = _parse_options(args.compare_fd2, "--compare-fd2")
         tuned.insert(1, "fd2*")
     jobs: list[tuple[str, str, float | None, int, dict[str, Any]]] = []
     for arch in archs:

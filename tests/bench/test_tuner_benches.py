@@ -52,3 +52,7 @@ def test_every_variant_builds_and_options_parse() -> None:
     FD2Tuner(**opts)
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         tuner_quality._parse_options("max_change")
+    with pytest.raises(SystemExit, match=r"--compare-fd2: .*maxchange"):
+        tuner_quality._parse_options("maxchange=2", "--compare-fd2")
+    with pytest.raises(SystemExit, match="--fd2: Invalid recommend"):
+        tuner_quality._parse_options("recommend=median")
