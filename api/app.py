@@ -10,6 +10,7 @@ from typing import Any
 
 from archscreen.api import errors
 from archscreen.api.deps import TokenCache
+from archscreen.api.guards import RequestGuards
 from archscreen.api.routes import candidates, health, ranking, studies, summary
 from archscreen.store import Database
 from fastapi import APIRouter, FastAPI
@@ -53,7 +54,11 @@ class RequestLatency:
 def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
     """Build the app; refuses to start (raises ``SchemaOutOfDate``) if the schema is not at head."""
     settings = settings or Settings()
-    db = Database(settings.resolved_database_url)
+    db = Database(
+        settings.resolved_database_url,
+        connect_timeout_s=settings.db_connect_timeout_s,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
     if check_schema:
         db.check_schema()
 
@@ -76,6 +81,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     errors.install(app)
 
     app.add_middleware(RequestLatency, histogram=latency)
+    app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(studies.router)

@@ -50,7 +50,59 @@ class ApiValidationError(Exception):
         self.items = items
 
 
+# An error body stays small whatever the input: a few dozen items of a few hundred characters.
+MAX_ERROR_ITEMS = 50
+MAX_MESSAGE_CHARS = 300
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())  # one line
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def capped(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most ``MAX_ERROR_ITEMS`` items, each with a one-line message and path of bounded length."""
+    out = [
+        {**i, "msg": _short(str(i.get("msg", ""))), "path": _short(str(i.get("path", "")))}
+        for i in items[:MAX_ERROR_ITEMS]
+    ]
+    if len(items) > MAX_ERROR_ITEMS:
+        out.append(item([], f"... and {len(items) - MAX_ERROR_ITEMS} more problems", "too_many_errors"))
+    return out
+
+
+# Seconds a client should wait before retrying while the database is unreachable.
+RETRY_AFTER_S = 5
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for a lost or refused database connection (not for a bad query or a constraint)."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool's checkout timeout
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) and not _sqlite_busy(exc)
+    return False
+
+
+def _sqlite_busy(exc: BaseException) -> bool:
+    return "database is locked" in str(exc)
+
+
+def unavailable_response() -> JSONResponse:
+    return JSONResponse(
+        {"detail": "database unavailable; retry later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def install(app: FastAPI) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         items = []
@@ -59,21 +111,59 @@ def install(app: FastAPI) -> None:
             # pydantic adds union-member tags (e.g. 'list[CandidateCreate]') to loc: keep field names only
             loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
             items.append(item(loc, str(e.get("msg", "invalid")), str(e.get("type", "value_error"))))
-        return JSONResponse({"detail": items}, status_code=422)
+            if len(items) > MAX_ERROR_ITEMS:
+                break
+        return JSONResponse({"detail": capped(items)}, status_code=422)
 
     @app.exception_handler(ApiValidationError)
     async def _api_validation(request: Request, exc: ApiValidationError) -> JSONResponse:
-        return JSONResponse({"detail": exc.items}, status_code=422)
+        return JSONResponse({"detail": capped(exc.items)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        if exc.status_code == 413:
+            limit = request.app.state.settings.max_body_bytes
+            return JSONResponse(
+                {
+                    "detail": f"request body is larger than {limit:,} bytes (ARCHSCREEN_MAX_BODY_BYTES)",
+                    "limit_bytes": limit,
+                },
+                status_code=413,
+                # the client may still be sending: do not read its rest as the next request
+                headers={"Connection": "close"},
+            )
+        detail = exc.detail if not isinstance(exc.detail, str) else _short(exc.detail)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if database_unavailable(exc):
+            log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return unavailable_response()
+        return _internal_error(request, exc)
+
+    @app.exception_handler(RecursionError)
+    async def _recursion(request: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse({"detail": [item(["body"], "nested too deeply")]}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request_id = uuid.uuid4().hex[:12]
-        log.exception("unhandled error (request %s) on %s %s", request_id, request.method, request.url.path)
-        return JSONResponse(
-            {"detail": f"internal error (request id {request_id}); the server log has the details"},
-            status_code=500,
-        )
+        return _internal_error(request, exc)
+
+
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    request_id = uuid.uuid4().hex[:12]
+    log.error(
+        "unhandled error (request %s) on %s %s",
+        request_id,
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return JSONResponse(
+        {"detail": f"internal error (request id {request_id}); the server log has the details"},
+        status_code=500,
+        # the server closes the connection after an unhandled error: say so, so the client
+        # opens a new one instead of failing its next request with a reset
+        headers={"Connection": "close"},
+    )

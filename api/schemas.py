@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    model_validator,
+)
 
 T = TypeVar("T")
 
@@ -14,6 +23,18 @@ UtcDatetime = Annotated[
     datetime, PlainSerializer(lambda d: d.replace(tzinfo=UTC).isoformat(), return_type=str)
 ]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here, by field, instead of a driver error later
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+# Every request model: unknown fields refused, and no inf/NaN (JSON's 1e999 parses as inf).
+REQUEST = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Page(BaseModel, Generic[T]):
@@ -40,7 +61,7 @@ class ErrorResponse(BaseModel):
 class ScreeningConfig(BaseModel):
     """How each candidate is screened (one Alrao run per seed)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     base: Literal["sgd", "adam"] = Field(
         "adam",
@@ -79,7 +100,7 @@ DEFAULT_TUNER_BY_BASE: dict[str, Literal["fd2", "ag-adam"]] = {"sgd": "fd2", "ad
 
 
 class PromotionPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     top_k: int = Field(1, ge=1, le=100)
     tuner: Literal["fd2", "fd1", "salera", "spalera", "ag-adam"] | None = Field(
@@ -94,10 +115,10 @@ class PromotionPolicy(BaseModel):
 
 
 class StudyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
-    dataset: str = Field(min_length=1, max_length=200)
+    dataset: Text = Field(min_length=1, max_length=200)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)  # type: ignore[arg-type]
     policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
 
@@ -126,10 +147,22 @@ class StudyOut(BaseModel):
 class CandidateCreate(BaseModel):
     """One candidate: a spec object (or its YAML/JSON text) and an optional display name."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
-    spec: dict[str, Any] | str
-    name: str | None = Field(None, max_length=200)
+    spec: dict[str, Any] | Text
+    name: Text | None = Field(None, max_length=200)
+
+
+def _one_or_many(value: Any) -> str:
+    return "[many]" if isinstance(value, list) else "[one]"
+
+
+# A body is one candidate (an object) or several (a list). The discriminator picks the branch by
+# JSON type, so errors come from that branch only; its tag (bracketed) is dropped from error paths.
+CandidatesIn = Annotated[
+    Annotated[CandidateCreate, Tag("[one]")] | Annotated[list[CandidateCreate], Tag("[many]")],
+    Discriminator(_one_or_many),
+]
 
 
 class LayerSummary(BaseModel):
@@ -239,7 +272,7 @@ class RankingOut(BaseModel):
 class PromoteIn(BaseModel):
     """Promote the current top-k, or the given candidates, to tuning jobs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     top_k: int | None = Field(None, ge=1, le=100)
     candidate_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(

@@ -39,11 +39,53 @@ class Settings(BaseSettings):
     # workers
     device: str = Field(default="auto", description="auto (cuda if visible, else cpu), cpu or cuda.")
     torch_threads: int = Field(default=0, ge=0, description="Threads per job; 0 = cores / concurrency.")
+    worker_proc_alive_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a new job process may take to start before Celery kills it (a busy host "
+        "is slow; torch is imported before forking, so a start is normally well under a second).",
+    )
+    shutdown_grace_s: float = Field(
+        default=8.0,
+        ge=0,
+        description="A stopping worker lets its jobs train on this long to reach an epoch boundary; "
+        "then they stop at the next step. Either way the job is requeued and resumes from its checkpoint.",
+    )
+    lost_message_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A queued job whose message is in no broker queue and held by no worker for this "
+        "long has its message re-sent.",
+    )
+
+    # checkpoints (docs/reliability.md)
+    delete_checkpoint_on_success: bool = Field(
+        default=True,
+        description="Delete a job's run checkpoint when it succeeds (a tuning job keeps model.pt, "
+        "its best weights). Failed and cancelled jobs keep theirs.",
+    )
+    checkpoint_free_margin_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Free space a checkpoint save leaves on the artifacts disk; less is 'disk full' and "
+        "the job is requeued to retry later instead of failing.",
+    )
 
     # API
     auth_cache_s: float = Field(default=10.0, ge=0, description="How long a process trusts a checked token.")
     api_workers: int = Field(default=1, ge=1, description="uvicorn worker processes for `archscreen api`.")
-    max_candidates_per_request: int = Field(default=1000, ge=1)
+    max_candidates_per_request: int = Field(
+        default=500, ge=1, description="Candidates in one POST (docs/reliability.md)."
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; a larger one is a 413 before it is parsed.",
+    )
+    db_connect_timeout_s: float = Field(
+        default=3.0, gt=0, description="PostgreSQL connect timeout: a database outage is a fast 503."
+    )
+    db_pool_timeout_s: float = Field(default=5.0, gt=0, description="Wait for a pooled connection.")
     max_spec_bytes: int = Field(default=256 * 1024, ge=1024)
     page_limit_max: int = Field(default=500, ge=1)
 

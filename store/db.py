@@ -50,7 +50,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Database:
     """One engine and session factory per process (create after fork in workers)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        connect_timeout_s: float | None = None,
+        pool_timeout_s: float | None = None,
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -61,6 +68,11 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # bounded waits, so an outage is a quick error (the API answers 503) rather than a hang
+            if connect_timeout_s is not None:
+                kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout_s))}
+            if pool_timeout_s is not None:
+                kwargs["pool_timeout"] = pool_timeout_s
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)

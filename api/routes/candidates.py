@@ -6,7 +6,6 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-import yaml
 from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item, loc_of
 from archscreen.api.etag import make_etag, not_modified, require
@@ -16,6 +15,7 @@ from archscreen.api.schemas import (
     CandidateCreate,
     CandidateDetail,
     CandidateOut,
+    CandidatesIn,
     ErrorResponse,
     Page,
 )
@@ -32,20 +32,21 @@ router = APIRouter(tags=["candidates"])
 def _validated(c: CandidateCreate, prefix: list[str | int], info: Any, max_bytes: int) -> dict[str, Any]:
     """Parse and shape-check one candidate; raises :class:`ApiValidationError` naming field paths."""
     from archscreen.core.spec import SpecError, parse_spec, spec_hash, validate_spec
+    from archscreen.core.spec.parse import check_document, load_spec_text
 
     at = [*prefix, "spec"]
     raw = c.spec
-    size = len(raw.encode()) if isinstance(raw, str) else len(json.dumps(raw))
-    if size > max_bytes:
-        raise ApiValidationError([item(at, f"spec is {size} bytes; the limit is {max_bytes}")])
-    if isinstance(raw, str):
-        try:
-            raw = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ApiValidationError([item(at, f"not valid YAML/JSON: {str(exc).splitlines()[0]}")]) from None
-        if not isinstance(raw, dict):
-            raise ApiValidationError([item(at, "expected a mapping with 'layers' and 'head'")])
     try:
+        if not isinstance(raw, str):
+            check_document(raw)  # bounded depth first: json.dumps of a 10^4-deep dict recurses
+        size = len(raw.encode()) if isinstance(raw, str) else len(json.dumps(raw))
+        if size > max_bytes:
+            raise ApiValidationError([item(at, f"spec is {size} bytes; the limit is {max_bytes}")])
+        if isinstance(raw, str):
+            # the same bounded loader as the CLI: alias expansion, depth and node count are capped
+            raw = load_spec_text(raw)
+            if not isinstance(raw, dict):
+                raise ApiValidationError([item(at, "expected a mapping with 'layers' and 'head'")])
         arch = parse_spec(raw)
         report = validate_spec(arch, info)
     except SpecError as exc:
@@ -89,7 +90,7 @@ def _validated_all(
 )
 def add_candidates(
     study_id: IdPath,
-    body: Annotated[CandidateCreate | list[CandidateCreate], Body()],
+    body: Annotated[CandidatesIn, Body()],
     session: SessionDep,
     db: DatabaseDep,
     settings: SettingsDep,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from archscreen.api.deps import IdPath, PageDep, SessionDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
@@ -11,7 +11,7 @@ from archscreen.api.schemas import ErrorResponse, Page, StudyCreate, StudyOut
 from archscreen.api.views import studies_out, study_out
 from archscreen.store import Study
 from archscreen.store import studies as study_store
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -57,7 +57,10 @@ def create_study(body: StudyCreate, session: SessionDep, tenant: TenantDep, resp
 
 @router.get("", response_model=Page[StudyOut])
 def list_studies(
-    session: SessionDep, tenant: TenantDep, page: PageDep, name: str | None = None
+    session: SessionDep,
+    tenant: TenantDep,
+    page: PageDep,
+    name: Annotated[str | None, Query(max_length=200, description="Only the study of this name.")] = None,
 ) -> Page[StudyOut]:
     if name is not None:
         found = study_store.get_study_by_name(session, tenant.id, name)

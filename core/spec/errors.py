@@ -7,8 +7,23 @@ and ``head``/``layers``/``name`` the top-level fields.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
+
+# Values quoted in error messages: a bounded preview, whatever the value's size or sharing.
+_preview = reprlib.Repr()
+_preview.maxstring = 60
+_preview.maxother = 60
+_preview.maxlist = _preview.maxtuple = _preview.maxdict = _preview.maxset = 6
+_preview.maxlevel = 3
+
+
+def preview(value: Any) -> str:
+    """``repr(value)`` cut to a short prefix: an error message never echoes a whole input."""
+    text = _preview.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 @dataclass(frozen=True)

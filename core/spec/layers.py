@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Gt, Lt, MinLen
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
+from .errors import preview
+
 PosInt = Annotated[int, Strict(), Gt(0)]
 NonNegInt = Annotated[int, Strict(), Ge(0)]
 Probability = Annotated[float, Strict(), Ge(0), Lt(1)]
@@ -45,10 +47,10 @@ def _to_pair(minimum: int) -> Callable[[Any], Any]:
         elif isinstance(value, int) and not isinstance(value, bool):
             items = (value, value)
         else:
-            raise ValueError(f"expected {what} or a pair [h, w] of them, got {value!r}")
+            raise ValueError(f"expected {what} or a pair [h, w] of them, got {preview(value)}")
         for item in items:
             if not isinstance(item, int) or isinstance(item, bool) or item < minimum:
-                raise ValueError(f"expected {what} or a pair [h, w] of them, got {value!r}")
+                raise ValueError(f"expected {what} or a pair [h, w] of them, got {preview(value)}")
         return items
 
     return convert

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
-from .errors import SpecError, SpecIssue
+from .errors import SpecError, SpecIssue, preview
 from .layers import LAYER_KINDS, Activation, ArchSpec, Residual
 
 # Hard caps applied while parsing, far above SpecLimits, so that hostile input
@@ -27,6 +27,11 @@ from .layers import LAYER_KINDS, Activation, ArchSpec, Residual
 MAX_SOURCE_CHARS = 1_000_000
 MAX_PARSED_LAYERS = 10_000
 MAX_NESTING = 32
+# A document's nesting depth and its node count *after alias expansion*. A real spec nests
+# a few levels per residual block and has a few thousand nodes; an alias bomb expands a
+# kilobyte into 10^9 nodes, and a 1000-deep document overflows the recursive composer.
+MAX_DOCUMENT_DEPTH = 4 * MAX_NESTING + 8
+MAX_DOCUMENT_NODES = 200_000
 
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -53,7 +58,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 break
             if duplicate:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                    None, None, f"duplicate key {preview(key)}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -63,18 +68,71 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _yaml_too_big(text: str) -> str | None:
+    """Why ``text`` must not be composed, or ``None``: nesting and node count, read from the event
+    stream (iterative, so a 10,000-deep document costs no recursion)."""
+    depth = 0
+    for events, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader), start=1):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DOCUMENT_DEPTH:
+                return f"nested deeper than {MAX_DOCUMENT_DEPTH} levels"
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if events > MAX_DOCUMENT_NODES:
+            return f"more than {MAX_DOCUMENT_NODES:,} nodes"
+    return None
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Nodes in the document with every alias expanded, stopping once past ``limit``.
+
+    Aliases compose to the *same* node object, so sizes are memoised per node: an alias bomb
+    (``a1: [*a0, *a0, ...]``, ``a2: [*a1, ...]``) is measured in time linear in its text.
+    """
+    sizes: dict[int, int] = {}
+    # post-order walk without recursion; a node still on the stack is an alias cycle (cut to 1)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    on_stack: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if not children_done:
+            on_stack.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes and id(c) not in on_stack)
+            continue
+        on_stack.discard(key)
+        total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        sizes[key] = min(total, limit + 1)
+    return sizes.get(id(root), 1)
+
+
 def _load_text(text: str, *, is_json: bool = False) -> Any:
     if len(text) > MAX_SOURCE_CHARS:
         raise SpecError.single("spec", f"spec text longer than {MAX_SOURCE_CHARS:,} characters")
     if is_json:
         try:
-            return json.loads(text)
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError.single(
                 "spec", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
+        except RecursionError:
+            raise SpecError.single("spec", f"nested deeper than {MAX_DOCUMENT_DEPTH} levels") from None
+        check_document(data)
+        return data
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no object construction
+        return _load_yaml_bounded(text)
+    except RecursionError:
+        raise SpecError.single("spec", "YAML nested too deeply") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -82,6 +140,55 @@ def _load_text(text: str, *, is_json: bool = False) -> Any:
         raise SpecError.single("spec", f"invalid YAML{where}: {problem}") from None
     except yaml.YAMLError as exc:
         raise SpecError.single("spec", f"invalid YAML: {_one_line(str(exc))}") from None
+
+
+def _load_yaml_bounded(text: str) -> Any:
+    """``yaml.safe_load`` with duplicate keys refused and bounded depth and alias expansion.
+
+    The checks run before any Python object is built: the event stream bounds nesting (the
+    composer recurses), the composed node graph bounds the expanded size (aliases share nodes).
+    """
+    problem = _yaml_too_big(text)
+    if problem is not None:
+        raise SpecError.single("spec", f"YAML document {problem}")
+    loader = _UniqueKeyLoader(text)  # a SafeLoader subclass: no object construction
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_DOCUMENT_NODES) > MAX_DOCUMENT_NODES:
+            raise SpecError.single(
+                "spec", f"YAML aliases expand to more than {MAX_DOCUMENT_NODES:,} nodes; refusing to expand"
+            )
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    check_document(data)
+    return data
+
+
+def check_document(data: Any) -> None:
+    """Refuse an already-parsed document (a dict from a JSON body) that nests too deep or holds
+    too many nodes, counting shared sub-objects once per reference, as YAML aliases would expand."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_DOCUMENT_NODES:
+            raise SpecError.single("spec", f"document has more than {MAX_DOCUMENT_NODES:,} nodes")
+        if isinstance(value, str) and "\x00" in value:
+            raise SpecError.single("spec", f"a string holds a NUL character: {preview(value)}")
+        if isinstance(value, Mapping | list | tuple):
+            if depth >= MAX_DOCUMENT_DEPTH:
+                raise SpecError.single("spec", f"nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+            items = [*value.keys(), *value.values()] if isinstance(value, Mapping) else value
+            stack.extend((v, depth + 1) for v in items)
+
+
+def load_spec_text(text: str) -> Any:
+    """Parse spec text (YAML, of which JSON is a subset) under the hostile-input bounds."""
+    return _load_text(text)
 
 
 def _read_file(path: Path) -> Any:
@@ -94,6 +201,7 @@ def _read_file(path: Path) -> Any:
 
 def _load_source(source: str | Path | Mapping[str, Any]) -> Any:
     if isinstance(source, Mapping):
+        check_document(source)
         return source
     if isinstance(source, Path):
         return _read_file(source)
@@ -131,23 +239,23 @@ def _message(error: Mapping[str, Any]) -> str:
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     if kind == "literal_error":
-        return f"expected {ctx.get('expected')}, got {value!r}"
+        return f"expected {ctx.get('expected')}, got {preview(value)}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected an integer, got {value!r}"
+        return f"expected an integer, got {preview(value)}"
     if kind in ("float_type", "float_parsing", "finite_number"):
-        return f"expected a finite number, got {value!r}"
+        return f"expected a finite number, got {preview(value)}"
     if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false, got {value!r}"
+        return f"expected true or false, got {preview(value)}"
     if kind in ("string_type", "string_too_short", "string_too_long"):
-        return f"expected a string of 1 to 200 characters, got {value!r}"
+        return f"expected a string of 1 to 200 characters, got {preview(value)}"
     if kind == "greater_than":
-        return f"must be greater than {ctx.get('gt')}, got {value!r}"
+        return f"must be greater than {ctx.get('gt')}, got {preview(value)}"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx.get('ge')}, got {value!r}"
+        return f"must be at least {ctx.get('ge')}, got {preview(value)}"
     if kind == "less_than":
-        return f"must be less than {ctx.get('lt')}, got {value!r}"
+        return f"must be less than {ctx.get('lt')}, got {preview(value)}"
     if kind in ("tuple_type", "list_type"):
-        return f"expected a list, got {value!r}"
+        return f"expected a list, got {preview(value)}"
     if kind == "too_short":
         return "must not be empty"
     msg = str(error["msg"])
@@ -197,17 +305,17 @@ class _LayerParser:
         elif isinstance(item, dict) and len(item) == 1:
             kind, raw = next(iter(item.items()))
             if not isinstance(kind, str):
-                self.issue(path, f"layer name must be a string, got {kind!r}")
+                self.issue(path, f"layer name must be a string, got {preview(kind)}")
                 return None
         elif isinstance(item, dict):
-            keys = ", ".join(map(str, item)) or "none"
+            keys = preview(", ".join(map(str, list(item)[:10]))) if item else "none"
             self.issue(path, f"a layer is a name or a one-key mapping {{kind: args}}, got keys: {keys}")
             return None
         else:
             self.issue(path, f"a layer is a name or a one-key mapping {{kind: args}}, got {_describe(item)}")
             return None
         if kind not in LAYER_KINDS:
-            self.issue(path, f"unknown layer {kind!r} (known: {', '.join(sorted(LAYER_KINDS))})")
+            self.issue(path, f"unknown layer {preview(kind)} (known: {', '.join(sorted(LAYER_KINDS))})")
             return None
         model, shorthand = LAYER_KINDS[kind]
         kpath = f"{path}.{kind}"
@@ -230,9 +338,11 @@ class _LayerParser:
         else:
             fields = [name for name in model.model_fields if name != "kind"]
             if fields:
-                self.issue(kpath, f"expected a mapping of arguments ({', '.join(fields)}), got {raw!r}")
+                self.issue(
+                    kpath, f"expected a mapping of arguments ({', '.join(fields)}), got {preview(raw)}"
+                )
             else:
-                self.issue(kpath, f"takes no arguments, got {raw!r}")
+                self.issue(kpath, f"takes no arguments, got {preview(raw)}")
             return None
         nested_failed = False
         if model is Residual and "layers" in args:
@@ -255,7 +365,7 @@ def _describe(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, str | int | float):
-        return f"{type(value).__name__} {value!r}"
+        return f"{type(value).__name__} {preview(value)}"
     return type(value).__name__
 
 
