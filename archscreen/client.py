@@ -21,6 +21,16 @@ from typing import Any
 import httpx
 
 FINAL = {"succeeded", "failed", "cancelled", "diverged"}
+IDEMPOTENT_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
+RETRY_STATUSES = {502, 503, 504}
+MAX_RETRY_WAIT_S = 10.0
+
+
+def _retry_after(r: httpx.Response, default: float) -> float:
+    try:
+        return max(0.0, float(r.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return default
 
 
 class ApiError(Exception):
@@ -38,8 +48,11 @@ def format_detail(detail: Any) -> str:
 
 
 class Client:
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, retries: int = 3) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 30.0, retries: int = 3, backoff_s: float = 0.5
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.retries, self.backoff_s = retries, backoff_s
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -57,7 +70,7 @@ class Client:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        r = self._http.request(method, path, **kwargs)
+        r = self._send(method, path, **kwargs)
         if r.status_code >= 300:  # redirects are not followed: a URL that redirects is a wrong --server
             try:
                 body = r.json()
@@ -71,6 +84,27 @@ class Client:
             return r.json()
         except ValueError:
             raise ApiError(r.status_code, f"not an archscreen API response: {r.text[:200]!r}") from None
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, retried when that is safe: an idempotent request (GET, HEAD, PUT, DELETE,
+        or a POST carrying an ``Idempotency-Key``) after a dropped connection or a 502/503/504,
+        waiting as the server's ``Retry-After`` says (capped), at most ``retries`` times."""
+        headers = kwargs.get("headers") or {}
+        idempotent = method.upper() in IDEMPOTENT_METHODS or "Idempotency-Key" in headers
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries or not idempotent
+            try:
+                r = self._http.request(method, path, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
+                # a connection the server closed under us (e.g. a keep-alive dropped after an error)
+                if last:
+                    raise
+                time.sleep(self.backoff_s * 2**attempt)
+                continue
+            if r.status_code not in RETRY_STATUSES or last:
+                return r
+            time.sleep(min(_retry_after(r, self.backoff_s * 2**attempt), MAX_RETRY_WAIT_S))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ---------------------------------------------------------------- studies
 

@@ -94,22 +94,64 @@ async def pollers(
     return lat
 
 
-async def submit(url: str, headers: dict[str, str], study_id: int, n: int, clients: int) -> float:
+async def submit(
+    url: str, headers: dict[str, str], study_id: int, n: int, clients: int, offset: int = 0
+) -> tuple[float, list[float]]:
+    """``n`` single-candidate POSTs at ``clients`` concurrent; returns (total seconds, latencies)."""
     bodies = [
         {"spec": {"name": f"mlp-{i}", "layers": ["flatten", {"linear": 8 + i}, "relu"], "head": "classifier"}}
-        for i in range(n)
+        for i in range(offset, offset + n)
     ]
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+    lat: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
         sem = asyncio.Semaphore(clients)
 
         async def one(body: dict) -> None:
             async with sem:
+                t0 = time.perf_counter()
                 r = await client.post(f"/api/v1/studies/{study_id}/candidates", json=body)
+                lat.append(time.perf_counter() - t0)
                 assert r.status_code == 201, r.text
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(b) for b in bodies))
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, lat
+
+
+async def batch_while_polling(
+    url: str, headers: dict[str, str], study_id: int, n: int, offset: int
+) -> tuple[float, float]:
+    """One POST of ``n`` candidates while a client polls /healthz: (POST seconds, worst /healthz s)."""
+    body = [
+        {"spec": {"name": f"b-{i}", "layers": ["flatten", {"linear": 8 + i}, "relu"], "head": "classifier"}}
+        for i in range(offset, offset + n)
+    ]
+    worst = 0.0
+    done = asyncio.Event()
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as client:
+
+        async def poll() -> None:
+            nonlocal worst
+            while not done.is_set():
+                t0 = time.perf_counter()
+                await client.get("/healthz")
+                worst = max(worst, time.perf_counter() - t0)
+                await asyncio.sleep(0.02)
+
+        poller = asyncio.create_task(poll())
+        t0 = time.perf_counter()
+        r = await client.post(f"/api/v1/studies/{study_id}/candidates", json=body)
+        seconds = time.perf_counter() - t0
+        done.set()
+        await poller
+        assert r.status_code == 201, r.text[:300]
+    return seconds, worst
+
+
+def start_load(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` busy-looping processes: a loaded host (the outside test ran at load >= 5)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
 def run_wrk(url: str, token: str, candidate_id: int, clients: int, etag: str | None = None) -> float | None:
@@ -158,7 +200,14 @@ def main() -> None:
     ap.add_argument("--submissions", type=int, default=1000)
     ap.add_argument("--max-seconds", type=float, default=120)
     ap.add_argument("--poll-seconds", type=float, default=15, help="duration of the open-loop poller runs")
+    ap.add_argument("--submit-clients", type=int, default=64, help="concurrent single-candidate POSTs")
+    ap.add_argument("--batch", type=int, default=500, help="candidates in the one-POST batch (0: skip)")
+    ap.add_argument("--load", type=int, default=0, help="busy-loop processes running throughout")
+    ap.add_argument("--intake-only", action="store_true", help="submissions and batch only, no GET runs")
     args = ap.parse_args()
+    load = start_load(args.load)
+    if args.load:
+        print(f"host loaded with {args.load} busy-loop processes ({os.cpu_count()} cores)")
 
     name = f"archscreen_bench_{uuid.uuid4().hex[:8]}"
     with _pg_admin() as conn:
@@ -200,11 +249,26 @@ def main() -> None:
         study = httpx.post(
             f"{url}/api/v1/studies", headers=headers, json={"name": "bench", "dataset": "mnist1d"}
         ).json()
-        accept_s = asyncio.run(submit(url, headers, study["id"], args.submissions, 16))
+        accept_s, accept_lat = asyncio.run(
+            submit(url, headers, study["id"], args.submissions, args.submit_clients)
+        )
+        sub_ms = [x * 1000 for x in accept_lat]
         print(
             f"accepted {args.submissions} candidate submissions in {accept_s:.2f} s "
-            f"({args.submissions / accept_s:.0f}/s, 16 concurrent clients; target < 10 s)"
+            f"({args.submissions / accept_s:.0f}/s, {args.submit_clients} concurrent clients; "
+            f"p50 {pct(sub_ms, 50):.0f} ms, p99 {pct(sub_ms, 99):.0f} ms; target < 10 s)"
         )
+        if args.batch:
+            batch_s, stall = asyncio.run(
+                batch_while_polling(url, headers, study["id"], args.batch, args.submissions)
+            )
+            print(
+                f"one POST of {args.batch} candidates: {batch_s:.2f} s; "
+                f"worst /healthz during it: {stall * 1000:.0f} ms"
+            )
+        if args.intake_only:
+            print(f"accept_1000_s: {accept_s * 1000 / args.submissions:.2f}")
+            return
         cands = httpx.get(f"{url}/api/v1/studies/{study['id']}/candidates?limit=500", headers=headers).json()
         ids = [c["id"] for c in cands["data"]]
         paths = [f"/api/v1/candidates/{ids[i % len(ids)]}" for i in range(args.requests)]
@@ -263,6 +327,8 @@ def main() -> None:
         print(f"accept_1000_s: {accept_s * 1000 / args.submissions:.2f}")
         print(f"api_p99_ms: {pct(ms, 99):.1f}")
     finally:
+        for proc in load:
+            proc.kill()
         if api is not None:
             api.terminate()
             api.wait(30)
