@@ -8,6 +8,7 @@ All read the same :class:`~archscreen.settings.Settings` (``--data-dir`` overrid
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -136,6 +137,17 @@ def add_service_commands(sub: Any) -> None:
     t.add_argument("--name", default="", help="a label for the token")
     _data_dir_arg(t)
     t.set_defaults(func=cmd_token_create)
+    t = tsub.add_parser(
+        "list", help="list tokens (id, tenant, prefix, name, created, revoked); never the token itself"
+    )
+    t.add_argument("--tenant", help="only this tenant's tokens")
+    t.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    _data_dir_arg(t)
+    t.set_defaults(func=cmd_token_list)
+    t = tsub.add_parser("revoke", help="revoke a token by id or by its prefix (from `token list`)")
+    t.add_argument("token", metavar="ID_OR_PREFIX", help="a token id, or the prefix `token list` shows")
+    _data_dir_arg(t)
+    t.set_defaults(func=cmd_token_revoke)
 
 
 # ------------------------------------------------------------------------------ migrate / token
@@ -172,6 +184,53 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         token = create_token(s, args.tenant, args.name)
     print(f"token for tenant {args.tenant!r} (shown once; store it safely):", file=sys.stderr)
     print(token)
+    return EXIT_OK
+
+
+def _migrated_database(args: argparse.Namespace) -> Any:
+    from archscreen.store import SchemaOutOfDate
+
+    db = _database(_settings(args))
+    try:
+        db.check_schema()
+    except SchemaOutOfDate as exc:
+        raise CliError(str(exc)) from None
+    return db
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from archscreen.store.auth import list_tokens
+
+    with _migrated_database(args).session() as s:
+        tokens = list_tokens(s, tenant=args.tenant)
+    if args.json:
+        print(json.dumps([t.as_dict() for t in tokens], indent=2))
+        return EXIT_OK
+    if not tokens:
+        print("no tokens" + (f" for tenant {args.tenant!r}" if args.tenant else ""))
+        return EXIT_OK
+    print(f"{'id':>4}  {'tenant':<16} {'prefix':<10} {'name':<20} {'created (UTC)':<19}  revoked (UTC)")
+    for t in tokens:
+        revoked = t.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if t.revoked_at else "-"
+        print(
+            f"{t.id:>4}  {t.tenant:<16.16} {t.prefix:<10} {t.name:<20.20} "
+            f"{t.created_at:%Y-%m-%d %H:%M:%S}  {revoked}"
+        )
+    return EXIT_OK
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from archscreen.store.auth import TokenNotFound, revoke_token
+
+    try:
+        with _migrated_database(args).session() as s:
+            token = revoke_token(s, args.token)
+    except TokenNotFound as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"revoked token {token.id} ({token.prefix}…, tenant {token.tenant!r}); running API processes "
+        "stop accepting it within ARCHSCREEN_AUTH_CACHE_S"
+    )
     return EXIT_OK
 
 
@@ -223,6 +282,15 @@ def cmd_api(args: argparse.Namespace) -> int:
     _database(settings)
     app = _app(settings)
     _check_port(args.host, args.port)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        _check_port(settings.metrics_host, settings.metrics_port)
+        # its own listener, so the public port never shows every tenant's job counts; with several
+        # API workers it reports the job gauges (read from the database) but not request latency
+        start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=app.state.metrics_registry
+        )
     workers = args.workers or settings.api_workers
     if workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     )
     db_pool_timeout_s: float = Field(default=5.0, gt=0, description="Wait for a pooled connection.")
     max_spec_bytes: int = Field(default=256 * 1024, ge=1024)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve Prometheus metrics on this port (a listener of its own, e.g. not published) "
+        "instead of /metrics on the API port.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics listener.")
+    metrics_token: str | None = Field(
+        default=None, description="When set, /metrics on the API port needs 'Authorization: Bearer <it>'."
+    )
     page_limit_max: int = Field(default=500, ge=1)
 
     @field_validator("database_url", "broker_url")

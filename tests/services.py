@@ -199,6 +199,23 @@ class RunningService:
             time.sleep(0.3)
         raise AssertionError(f"service not ready after {timeout} s: {last}\n{self.logs()}")
 
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """The API answers /healthz (no worker needed, unlike :meth:`wait_ready`)."""
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"API not healthy after {timeout} s\n{self.logs()}")
+            time.sleep(0.2)
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("*.log")))
 

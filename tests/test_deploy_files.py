@@ -155,6 +155,13 @@ def test_api_publishes_8000_and_worker_has_a_grace_period() -> None:
     assert "stop_grace_period" in svcs["worker"]
 
 
+def test_metrics_are_served_off_the_published_port() -> None:
+    api = services()["api"]
+    port = str(api["environment"]["ARCHSCREEN_METRICS_PORT"])
+    assert port != "8000"
+    assert not any(str(p).split(":")[0] == port or str(p).endswith(f":{port}") for p in api.get("ports", []))
+
+
 def test_dockerfile_is_multistage_and_non_root() -> None:
     instructions = dockerfile_instructions()
     froms = [args for kw, args in instructions if kw == "FROM"]

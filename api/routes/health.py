@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from archscreen.api.schemas import HealthOut
 from archscreen.store import JOB_STATES, Database, Job
 from archscreen.store import jobs as job_store
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -112,6 +113,16 @@ def make_registry(db: Database, worker_seen_s: float) -> tuple[CollectorRegistry
     return registry, latency
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={401: {}, 404: {}})
 def metrics(request: Request) -> Response:
+    """Prometheus metrics (job counts of every tenant): on the API port unless
+    ``ARCHSCREEN_METRICS_PORT`` moves them to a listener of their own; ``ARCHSCREEN_METRICS_TOKEN``
+    makes this route ask for that bearer token."""
+    settings = request.app.state.settings
+    if settings.metrics_port is not None:
+        raise HTTPException(404, f"metrics are served on port {settings.metrics_port}, not here")
+    if settings.metrics_token:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {settings.metrics_token}".encode()):
+            raise HTTPException(401, "metrics need the ARCHSCREEN_METRICS_TOKEN bearer token")
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 from archscreen.settings import Settings
 
 
-def test_a_500_is_json_with_a_request_id_and_closes_the_connection(migrated: Database, tmp_path: Path) -> None:
+def test_a_500_is_json_with_a_request_id_and_closes_the_connection(
+    migrated: Database, tmp_path: Path
+) -> None:
     settings = Settings(data_dir=tmp_path / "data", database_url=migrated.url)
     app = create_app(settings)
 

@@ -28,13 +28,7 @@ def api_through_proxy(tmp_path: Path) -> Iterator[tuple[RunningService, TcpProxy
         svc.cli("migrate")
         svc.token = svc.cli("token", "create", "--tenant", "outage").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
         svc.start_api()
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{svc.url}/healthz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, svc.logs()
-            time.sleep(0.2)
+        svc.wait_healthy()
         yield svc, proxy
     finally:
         svc.stop()
@@ -75,7 +69,9 @@ def test_database_outage_is_a_fast_503_and_the_api_recovers(
             break
         assert r.status_code == 503 and time.monotonic() < deadline, r.text
         time.sleep(0.5)
-    assert [s["name"] for s in r.json()["data"]] == ["kept"], "nothing written during the outage, nothing lost"
+    assert [s["name"] for s in r.json()["data"]] == ["kept"], (
+        "nothing written during the outage, nothing lost"
+    )
     assert "Traceback" not in (svc.tmp / "api.log").read_text(), "a database outage is a warning, not a crash"
 
 

@@ -25,15 +25,7 @@ MLP = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "cl
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningService]:
     for svc in service_backend(request, tmp_path):
         svc.start_api()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{svc.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, svc.logs()
-            time.sleep(0.2)
+        svc.wait_healthy()
         yield svc
 
 
@@ -137,7 +129,7 @@ def test_deeply_nested_spec_object_is_a_4xx(api: RunningService) -> None:
 
 def test_non_finite_floats_are_a_422_naming_the_field(api: RunningService) -> None:
     for value in ("1e999", "-1e999", "NaN", "Infinity"):
-        raw = '{"name": "inf", "dataset": "mnist1d", "screening": {"lr_max": %s}}' % value
+        raw = '{"name": "inf", "dataset": "mnist1d", "screening": {"lr_max": ' + value + "}}"
         r = httpx.post(
             f"{api.url}/api/v1/studies",
             content=raw,
@@ -159,7 +151,9 @@ def test_nul_characters_are_a_422_naming_the_field(api: RunningService) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["path"] == "body.name", r.text
     r = httpx.post(url, json={"spec": {**MLP, "name": "x\x00y"}}, headers=auth(api))
     assert r.status_code == 422 and r.json()["detail"][0]["path"].startswith("body.spec"), r.text
-    r = httpx.post(url, json={"spec": "name: \"x\\0y\"\nhead: classifier\nlayers: [flatten]"}, headers=auth(api))
+    r = httpx.post(
+        url, json={"spec": 'name: "x\\0y"\nhead: classifier\nlayers: [flatten]'}, headers=auth(api)
+    )
     assert r.status_code == 422 and r.json()["detail"][0]["path"].startswith("body.spec"), r.text
     r = httpx.post(
         f"{api.url}/api/v1/studies", json={"name": "ok", "dataset": "mnist\x001d"}, headers=auth(api)
