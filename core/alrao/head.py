@@ -55,45 +55,62 @@ class HeadOutput:
 
 
 def _copy_loglik_and_grad(logits: Tensor, y: Tensor, task: str) -> tuple[Tensor, Tensor]:
-    """Per-sample per-copy log-likelihood ``(M, N)`` and ``d(-loglik)/d logits`` ``(M, N, K)``."""
+    """Per-copy per-sample log-likelihood ``(N, M)`` and ``d(-loglik)/d logits`` ``(N, K, M)``.
+
+    ``logits`` is in the copy-major layout ``(N, K, M)`` (copies, outputs, samples); ``y`` is
+    ``(M,)`` class indices or ``(M, D)`` regression targets.
+    """
     if task == "classification":
-        logp = torch.log_softmax(logits, dim=-1)
-        idx = y.view(-1, 1, 1).expand(-1, logits.shape[1], 1)
-        ll = logp.gather(-1, idx).squeeze(-1)
+        # Softmax over dim 1 with the M samples innermost: torch's CPU kernel for a softmax
+        # over a short *last* dim (K ~ 10) is ~10x slower than over a middle dim.
+        logp = torch.log_softmax(logits, dim=1)
+        idx = y.view(1, 1, -1).expand(logits.shape[0], 1, -1)
+        ll = logp.gather(1, idx).squeeze(1)
         g = logp.exp_()  # in place: logp is not needed any more
-        g.scatter_add_(-1, idx, torch.full_like(idx, -1, dtype=g.dtype))  # softmax - onehot
+        g.scatter_add_(1, idx, torch.full_like(idx, -1, dtype=g.dtype))  # softmax - onehot
         return ll, g
-    d = logits.shape[-1] // 2
-    mu, log_var = logits[..., :d], logits[..., d:]
-    diff = y.unsqueeze(1) - mu  # (M, N, D)
+    d = logits.shape[1] // 2
+    mu, log_var = logits[:, :d], logits[:, d:]
+    diff = y.t().unsqueeze(0) - mu  # (N, D, M)
     inv_var = torch.exp(-log_var)
     sq = diff * diff * inv_var
-    ll = -0.5 * (d * _LOG_2PI + log_var.sum(-1) + sq.sum(-1))
-    g = torch.cat([-diff * inv_var, 0.5 * (1.0 - sq)], dim=-1)
+    ll = -0.5 * (d * _LOG_2PI + log_var.sum(1) + sq.sum(1))
+    g = torch.cat([-diff * inv_var, 0.5 * (1.0 - sq)], dim=1)
     return ll, g
 
 
 def _averaged_output(logits: Tensor, log_a: Tensor, task: str) -> Tensor:
-    """Averaged model: mixture log-probs (classification) or mixture mean (regression).
+    """Averaged model from copy-major ``(N, K, M)`` logits, returned sample-major ``(M, K|D)``.
 
-    A copy whose outputs are not finite (it diverged at a rate too large for it) is left out
-    of the mixture: it predicts nothing, rather than turning the average into NaN.
+    Classification: the mixture's log-probabilities; regression: the mixture mean. A copy whose
+    outputs are not finite (it diverged at a rate too large for it) is left out of the mixture:
+    it predicts nothing, rather than turning the average into NaN.
     """
     if task == "classification":
-        logp = torch.nan_to_num(torch.log_softmax(logits, dim=-1), nan=-math.inf)
-        return torch.logsumexp(logp + log_a.view(1, -1, 1), dim=1)
-    d = logits.shape[-1] // 2
-    mu = logits[..., :d]
-    alive = torch.isfinite(mu).all(-1, keepdim=True)  # (M, N, 1)
-    w = torch.where(alive, log_a.exp().view(1, -1, 1), 0.0)
-    w = w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-    return (torch.where(alive, mu, 0.0) * w).sum(1)
+        logp = torch.nan_to_num(torch.log_softmax(logits, dim=1), nan=-math.inf)
+        return torch.logsumexp(logp + log_a.view(-1, 1, 1), dim=0).t()
+    d = logits.shape[1] // 2
+    mu = logits[:, :d]
+    alive = torch.isfinite(mu).all(1, keepdim=True)  # (N, 1, M)
+    w = torch.where(alive, log_a.exp().view(-1, 1, 1), 0.0)
+    w = w / w.sum(0, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    return (torch.where(alive, mu, 0.0) * w).sum(0).t()
+
+
+def _all_copies(z: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Every copy's outputs in one matmul, copy-major: ``(N, K, M)`` from ``z`` ``(M, F)``."""
+    n, k, f = weight.shape
+    return torch.addmm(bias.reshape(n * k, 1), weight.reshape(n * k, f), z.t()).view(n, k, -1)
 
 
 class _AlraoHeadLoss(torch.autograd.Function):
     """Fused Alrao output layer: one matmul for all copies, analytic gradients, routed.
 
-    Forward returns ``(loss, avg_out, avg_nll, copy_loglik)``; only ``loss`` is differentiable.
+    The ``N`` copies' weights ``(N, K, F)`` are one ``(N*K, F)`` matrix, so the forward is one
+    ``addmm`` and the backward two ``mm`` (one for the body, one for all copies). Everything
+    in between is in the copy-major layout ``(N, K, M)``.
+
+    Forward returns ``(loss, avg_nll, copy_loglik, logits)``; only ``loss`` is differentiable.
     Backward: :math:`\\partial L_{avg}/\\partial \\text{logits}_j = r_j\\,\\partial(-\\ell_j)/\\partial
     \\text{logits}_j` reaches ``z`` only; :math:`\\partial L_j/\\partial \\text{logits}_j` reaches copy
     ``j``'s weight and bias only.
@@ -110,9 +127,7 @@ class _AlraoHeadLoss(torch.autograd.Function):
         task: str,
         compiled: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        n, k, f = weight.shape
-        m = z.shape[0]
-        logits = torch.addmm(bias.reshape(-1), z, weight.reshape(n * k, f).t()).view(m, n, k)
+        logits = _all_copies(z, weight, bias)
         guard = task == "regression"
         fwd = _compiled_forward_math() if compiled else _forward_math
         loss, avg_nll, copy_loglik, g_own, resp = fwd(logits, y, log_a, task, guard)
@@ -130,7 +145,7 @@ class _AlraoHeadLoss(torch.autograd.Function):
         m = z.shape[0]
         scale = grad_loss / m
         # The 1/B scale is applied to the small tensors (resp, and the (N*K, F) and (N, K)
-        # results), never to the (B, N, K) gradient: one less pass over the largest tensor.
+        # results), never to the (N, K, B) gradient: one less pass over the largest tensor.
         grad_z = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             bwd = _compiled_backward_math() if ctx.compiled else _backward_math
@@ -139,11 +154,11 @@ class _AlraoHeadLoss(torch.autograd.Function):
             if ctx.guard:
                 # and a diverged copy's NaN weights must not reach the body through the matmul.
                 w = torch.nan_to_num(weight, nan=0.0, posinf=0.0, neginf=0.0)
-            grad_z = g_avg.reshape(m, n * k) @ w.reshape(n * k, f)
+            grad_z = g_avg.reshape(n * k, m).t() @ w.reshape(n * k, f)
         if ctx.needs_input_grad[1]:
-            grad_w = (g_own.reshape(m, n * k).t() @ z).mul_(scale).view(n, k, f)
+            grad_w = (g_own.reshape(n * k, m) @ z).mul_(scale).view(n, k, f)
         if ctx.needs_input_grad[2]:
-            grad_b = g_own.sum(0).mul_(scale)
+            grad_b = g_own.sum(2).mul_(scale)
         return grad_z, grad_w, grad_b, None, None, None, None
 
 
@@ -156,17 +171,17 @@ def _forward_math(
         # A diverged copy (non-finite likelihood) gets zero responsibility: the averaged
         # model, and so the body's gradient, ignore it (see _averaged_output).
         ll = torch.nan_to_num(ll, nan=-math.inf, posinf=-math.inf)
-    mix = ll + log_a.view(1, -1)
-    lse = torch.logsumexp(mix, dim=1)
-    resp = torch.exp(mix - lse.unsqueeze(1))  # responsibilities r[i, j]
+    mix = ll + log_a.view(-1, 1)  # (N, M)
+    lse = torch.logsumexp(mix, dim=0)
+    resp = torch.exp(mix - lse)  # responsibilities r[j, i]
     avg_nll = -lse.mean()
-    copy_loglik = ll.mean(0)
+    copy_loglik = ll.mean(1)
     return avg_nll - copy_loglik.sum(), avg_nll, copy_loglik, g_own, resp
 
 
 def _backward_math(g_own: Tensor, resp: Tensor, scale: Tensor, guard: bool) -> Tensor:
-    """r_j * d(-l_j)/d logits_j / B: what reaches the body."""
-    g_avg = g_own * (resp * scale).unsqueeze(-1)
+    """r_j * d(-l_j)/d logits_j / B: what reaches the body, ``(N, K, M)``."""
+    g_avg = g_own * (resp * scale).unsqueeze(1)
     if guard:
         # 0 responsibility times a diverged copy's NaN gradient must be 0.
         g_avg = torch.nan_to_num(g_avg, nan=0.0, posinf=0.0, neginf=0.0)
@@ -340,7 +355,7 @@ class AlraoHead(nn.Module):
         raise ValueError(f"y must have shape {(*lead, d)}, got {tuple(y.shape)}")
 
     def _fast_loss(self, z2: Tensor, y2: Tensor, log_a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(loss, avg_nll, copy_loglik, logits of all copies (detached))."""
+        """(loss, avg_nll, copy_loglik, logits of all copies (detached, ``(N, K, M)``))."""
         out = _AlraoHeadLoss.apply(z2, self.weight, self.bias, log_a, y2, self.task, self.compile_math)
         return out
 
@@ -358,10 +373,10 @@ class AlraoHead(nn.Module):
             out_own = F.linear(z2.detach(), self.weight[j], self.bias[j])  # copy j's path
             avg_ll.append(self._copy_loglik(out_avg, y2))
             own_losses.append(-self._copy_loglik(out_own, y2).mean())
-            avg_logits.append(out_avg.detach())
+            avg_logits.append(out_avg.detach().t())
         avg_nll = -torch.logsumexp(torch.stack(avg_ll, 1) + log_a.view(1, -1), dim=1).mean()
         loss = avg_nll + torch.stack(own_losses).sum()
-        return loss, avg_nll.detach(), -torch.stack(own_losses).detach(), torch.stack(avg_logits, 1)
+        return loss, avg_nll.detach(), -torch.stack(own_losses).detach(), torch.stack(avg_logits)
 
     def forward(self, z: Tensor, y: Tensor) -> HeadOutput:
         """Loss with Alrao's gradient routing; ``z`` is ``(B, F)`` or ``(B, T, F)`` (flattened)."""
@@ -380,8 +395,7 @@ class AlraoHead(nn.Module):
     def predict(self, z: Tensor) -> Tensor:
         """Averaged model without targets: log-probs ``(*lead, K)`` or mixture mean ``(*lead, D)``."""
         z2, _, lead = self._flatten(z, None)
-        n, k, f = self.weight.shape
-        logits = torch.addmm(self.bias.reshape(-1), z2, self.weight.reshape(n * k, f).t()).view(-1, n, k)
+        logits = _all_copies(z2, self.weight, self.bias)
         out = _averaged_output(logits, self.switch.log_posterior().to(dtype=z.dtype), self.task)
         return out.reshape(*lead, out.shape[-1])
 
