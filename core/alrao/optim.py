@@ -8,12 +8,18 @@ once (:func:`_single_tensor_apply_rates` / :func:`_multi_tensor_apply_rates`).
 Each algorithm has a readable reference implementation (``_single_tensor_*``, a loop over
 tensors) and a fast path (``_multi_tensor_*``, ``torch._foreach_*`` ops over all parameters of
 all groups at once) with the same signature; they agree in float64.
+
+``step()`` does not rebuild its per-group lists every step: the parameters, their rate and step
+tensors are flattened once into buckets of equal hyperparameters and reused until
+``param_groups`` change (see :meth:`_AlraoOptimizer._buckets`). The cached tensors are the ones
+in ``optimizer.state``, so ``state_dict()`` and ``load_state_dict()`` behave as before.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -78,8 +84,30 @@ def _multi_tensor_apply_rates(params: _TensorList, lrs: _TensorList, directions:
 # --------------------------------------------------------------------------------------------
 # base class
 # --------------------------------------------------------------------------------------------
+@dataclass
+class _Bucket:
+    """All parameters (of every group) that share one set of hyperparameters, flattened.
+
+    ``params``/``states``/``lrs``/``steps`` are parallel lists in group order. They are built
+    once and reused across steps (see :meth:`_AlraoOptimizer._buckets`): the tensors in them
+    are the very ones held in ``optimizer.state``, updated in place, so ``state_dict()`` sees
+    every update.
+    """
+
+    hyper: tuple[Any, ...]
+    foreach: bool
+    params: list[Tensor] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
+    lrs: list[Tensor] = field(default_factory=list)
+    steps: list[Tensor] = field(default_factory=list)
+
+
 class _AlraoOptimizer(Optimizer):
-    """Common machinery: group validation, eager rate draw, rate-aware ``load_state_dict``."""
+    """Common machinery: group validation, eager rate draw, rate-aware ``load_state_dict``,
+    and the flat per-bucket lists that ``step()`` reuses between steps."""
+
+    # the hyperparameters of a group that decide how it is updated (subclasses)
+    _hyper_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -95,6 +123,7 @@ class _AlraoOptimizer(Optimizer):
         self._generator = torch.Generator(device="cpu")
         self._generator.manual_seed(seed)
         defaults = {**defaults, "lr_min": float(lr_min), "lr_max": float(lr_max), "seed": seed}
+        self._bucket_cache: tuple[tuple[Any, ...], list[_Bucket]] | None = None
         super().__init__(params, defaults)
 
     # -- groups and rates ----------------------------------------------------------------------
@@ -136,6 +165,7 @@ class _AlraoOptimizer(Optimizer):
             _validate_range(lr_min, lr_max)
             rates = draw_log_uniform(n, lr_min, lr_max, self._generator)
         super().add_param_group(group)
+        self._bucket_cache = None
         # Eager state (torch creates state lazily at the first step): the rates are part of the
         # model's initialisation. Drawing them here, in group order, makes them depend only on
         # the seed (not on which parameters get gradients first) and makes a state_dict taken
@@ -182,16 +212,77 @@ class _AlraoOptimizer(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load state; checks every per-feature rate tensor against its parameter first."""
         self._check_saved_rates(state_dict)
+        self._bucket_cache = None  # the state tensors are replaced
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             for p in group["params"]:
                 st = self.state[p]
                 st["step"] = st["step"].to(dtype=_step_dtype(p), device=p.device)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._bucket_cache = None
+
     def _foreach_for(self, group: dict[str, Any], params: list[Tensor]) -> bool:
         if group["foreach"] is None:
             return _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)[1]
         return bool(group["foreach"])
+
+    # -- flat lists reused across steps ----------------------------------------------------------
+    def _buckets(self) -> list[_Bucket]:
+        """Parameters bucketed by hyperparameters, with their rate and step tensors.
+
+        Rebuilt only when the signature changes: the parameters of each group (by identity)
+        and the hyperparameters in ``_hyper_keys`` plus ``foreach`` (a tuner may change those
+        between steps). ``add_param_group``, ``load_state_dict`` and unpickling drop the cache,
+        since they replace groups or state tensors. Replacing a tensor of ``optimizer.state``
+        by hand (rather than updating it in place) is not supported between steps.
+        """
+        keys = self._hyper_keys
+        sig = tuple(
+            (tuple(map(id, g["params"])), g["foreach"], *(g[k] for k in keys)) for g in self.param_groups
+        )
+        cache = self._bucket_cache
+        if cache is not None and cache[0] == sig:
+            return cache[1]
+        buckets: dict[tuple[Any, ...], _Bucket] = {}
+        for group in self.param_groups:
+            params = group["params"]
+            if not params:
+                continue
+            foreach = self._foreach_for(group, params)
+            hyper = tuple(group[k] for k in keys)
+            b = buckets.setdefault((*hyper, foreach), _Bucket(hyper, foreach))
+            for p in params:
+                st = self.state[p]
+                b.params.append(p)
+                b.states.append(st)
+                b.lrs.append(st["lr"])
+                b.steps.append(st["step"])
+        out = list(buckets.values())
+        self._bucket_cache = (sig, out)
+        return out
+
+    def _with_grads(self, b: _Bucket, name: str) -> tuple[_Bucket, list[Tensor]] | None:
+        """``b`` and its gradients, or the sub-bucket of parameters that have one (None: none)."""
+        grads = [p.grad for p in b.params]
+        if any(g is None for g in grads):
+            keep = [i for i, g in enumerate(grads) if g is not None]
+            if not keep:
+                return None
+            b = _Bucket(
+                b.hyper,
+                b.foreach,
+                [b.params[i] for i in keep],
+                [b.states[i] for i in keep],
+                [b.lrs[i] for i in keep],
+                [b.steps[i] for i in keep],
+            )
+            grads = [grads[i] for i in keep]
+        dense = cast(list[Tensor], grads)
+        if any(g.is_sparse for g in dense):
+            raise RuntimeError(f"{name} does not support sparse gradients")
+        return b, dense
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,6 +338,8 @@ class AlraoSGD(_AlraoOptimizer):
         L. Blier, P. Wolinski, Y. Ollivier. Learning with Random Learning Rates. ECML-PKDD 2019.
     """
 
+    _hyper_keys = ("momentum", "dampening", "nesterov", "weight_decay")
+
     def __init__(
         self,
         params: Iterable[dict[str, Any]],
@@ -284,38 +377,22 @@ class AlraoSGD(_AlraoOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        buckets: dict[tuple[Any, ...], list[list[Any]]] = {}
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+        for bucket in self._buckets():
+            found = self._with_grads(bucket, "AlraoSGD")
+            if found is None:
                 continue
-            key = (
-                group["momentum"],
-                group["dampening"],
-                group["nesterov"],
-                group["weight_decay"],
-                self._foreach_for(group, params),
+            b, grads = found
+            momentum, dampening, nesterov, weight_decay = b.hyper
+            bufs: list[Tensor | None] = (
+                [st.get("momentum_buffer") for st in b.states] if momentum != 0 else [None] * len(grads)
             )
-            b = buckets.setdefault(key, [[], [], [], [], [], []])
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("AlraoSGD does not support sparse gradients")
-                st = self.state[p]
-                b[0].append(p)
-                b[1].append(p.grad)
-                b[2].append(st["lr"])
-                b[3].append(st.get("momentum_buffer"))
-                b[4].append(st["step"])
-                b[5].append(st)
-        for (momentum, dampening, nesterov, weight_decay, foreach), b in buckets.items():
-            bufs: list[Tensor | None] = b[3]
             alrao_sgd(
-                b[0], b[1], b[2], bufs, b[4],
+                b.params, grads, b.lrs, bufs, b.steps,
                 momentum=momentum, dampening=dampening, nesterov=nesterov,
-                weight_decay=weight_decay, foreach=foreach,
+                weight_decay=weight_decay, foreach=b.foreach,
             )  # fmt: skip
             if momentum != 0:
-                for st, buf in zip(b[5], bufs, strict=True):
+                for st, buf in zip(b.states, bufs, strict=True):
                     st["momentum_buffer"] = buf
         return loss
 
@@ -462,6 +539,8 @@ class AlraoAdam(_AlraoOptimizer):
         D. P. Kingma, J. Ba. Adam: A Method for Stochastic Optimization. ICLR 2015.
     """
 
+    _hyper_keys = ("betas", "eps", "weight_decay")
+
     def __init__(
         self,
         params: Iterable[dict[str, Any]],
@@ -493,29 +572,24 @@ class AlraoAdam(_AlraoOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        buckets: dict[tuple[Any, ...], list[_TensorList]] = {}
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+        for bucket in self._buckets():
+            found = self._with_grads(bucket, "AlraoAdam")
+            if found is None:
                 continue
-            beta1, beta2 = group["betas"]
-            key = (beta1, beta2, group["eps"], group["weight_decay"], self._foreach_for(group, params))
-            b = buckets.setdefault(key, [[], [], [], [], [], []])
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("AlraoAdam does not support sparse gradients")
-                st = self.state[p]
-                if "exp_avg" not in st:
+            b, grads = found
+            exp_avgs: _TensorList = []
+            exp_avg_sqs: _TensorList = []
+            for p, st in zip(b.params, b.states, strict=True):
+                if "exp_avg" not in st:  # lazily, at the parameter's first gradient (as torch)
                     st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                b[0].append(p)
-                b[1].append(p.grad)
-                b[2].append(st["lr"])
-                b[3].append(st["exp_avg"])
-                b[4].append(st["exp_avg_sq"])
-                b[5].append(st["step"])
-        for (beta1, beta2, eps, weight_decay, foreach), b in buckets.items():
-            alrao_adam(*b, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, foreach=foreach)
+                exp_avgs.append(st["exp_avg"])
+                exp_avg_sqs.append(st["exp_avg_sq"])
+            (beta1, beta2), eps, weight_decay = b.hyper
+            alrao_adam(
+                b.params, grads, b.lrs, exp_avgs, exp_avg_sqs, b.steps,
+                beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, foreach=b.foreach,
+            )  # fmt: skip
         return loss
 
 

@@ -275,3 +275,58 @@ def test_step_does_not_mutate_gradients() -> None:
         for _ in range(2):
             opt.step()
         assert torch.equal(lin.weight.grad, torch.ones_like(lin.weight))
+
+
+# -- the flat lists step() reuses between steps ---------------------------------------------------
+@pytest.mark.parametrize(("name", "factory"), OPTS, ids=[n for n, _ in OPTS])
+def test_cached_step_follows_changes_to_param_groups(
+    name: str, factory: Callable[..., torch.optim.Optimizer]
+) -> None:
+    """A step after hyperparameters change, a group is added or state is loaded equals a fresh
+    optimizer's: the cached lists are rebuilt whenever param_groups or the state change."""
+    batches = _batches(8)
+    body, head = _make()
+    cached = factory(alrao_param_groups(body))
+    body_ref, head_ref = _make()
+    fresh = factory(alrao_param_groups(body_ref))
+    _train(body, head, cached, batches[:2])  # builds the cache
+    _train(body_ref, head_ref, fresh, batches[:2])
+    # 1. a tuner changes a hyperparameter between steps
+    for opt in (cached, fresh):
+        for group in opt.param_groups:
+            group["weight_decay"] = 0.05
+    _train(body, head, cached, batches[2:4])
+    _train(body_ref, head_ref, fresh, batches[2:4])
+    # 2. a group is added (the head's copies) after steps were taken
+    cached.add_param_group(head.param_group())
+    fresh.add_param_group(head_ref.param_group())
+    _train(body, head, cached, batches[4:6])
+    _train(body_ref, head_ref, fresh, batches[4:6])
+    # 3. state is loaded into an optimizer whose cache is built: its tensors are the ones stepped
+    saved = copy.deepcopy(fresh.state_dict())
+    cached.load_state_dict(copy.deepcopy(saved))
+    _train(body, head, cached, batches[6:])
+    _train(body_ref, head_ref, fresh, batches[6:])
+    for a, b in zip(
+        [*body.parameters(), *head.parameters()],
+        [*body_ref.parameters(), *head_ref.parameters()],
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for key in fresh.state[b]:
+            torch.testing.assert_close(cached.state[a][key], fresh.state[b][key], rtol=0, atol=0)
+    assert int(cached.state_dict()["state"][0]["step"]) == 8
+
+
+def test_state_dict_sees_the_cached_steps_updates() -> None:
+    body, head = _make()
+    opt = AlraoSGD([*alrao_param_groups(body), head.param_group()], 1e-3, 1.0, momentum=0.9)
+    _train(body, head, opt, _batches(3))
+    sd = opt.state_dict()
+    assert all(int(st["step"]) == 3 and "momentum_buffer" in st for st in sd["state"].values())
+    # a deep copy (pickling) drops the cache: the copy steps its own parameters and state
+    body2, head2, opt2 = copy.deepcopy((body, head, opt))
+    _train(body2, head2, opt2, _batches(1))
+    assert int(opt.state_dict()["state"][0]["step"]) == 3
+    assert int(opt2.state_dict()["state"][0]["step"]) == 4
+    assert not torch.equal(body.lin.weight, body2.lin.weight)
