@@ -5,11 +5,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 __all__ = ["Switch"]
+
+_NEG_INF = -math.inf
+_LOG_2 = math.log(2.0)
+
+
+def _logsumexp(xs: list[float]) -> float:
+    """``log(sum(exp(xs)))`` of Python floats, with numpy's and torch's inf/NaN results."""
+    m = max(xs)
+    if math.isinf(m):  # all -inf, or a +inf: the shift below would make NaN
+        return math.nan if any(v != v for v in xs) else m
+    return m + math.log(sum([math.exp(v - m) for v in xs]))
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """``log(exp(a) + exp(b))`` of two Python floats, as ``numpy.logaddexp`` (NaN propagates)."""
+    if a < b:
+        a, b = b, a
+    if b == _NEG_INF:
+        return a
+    if a == b:  # also inf + inf
+        return a + _LOG_2
+    return a + math.log1p(math.exp(b - a))
 
 
 class Switch(nn.Module):
@@ -98,43 +119,48 @@ class Switch(nn.Module):
     def update(self, loglik: Tensor) -> None:
         """Fold in one minibatch: ``loglik[j]`` = copy j's mean log-likelihood on it.
 
-        On CPU the arithmetic runs in NumPy on the buffers' own memory (float64, like the
-        buffers): for N ~ 10 numbers, a dozen tensor ops cost several times more in dispatch
-        than the maths, and reading a CPU tensor is no device sync. On an accelerator it stays
-        in tensor ops (no host sync). Both paths compute the same float64 recursion; tests
-        check they agree.
+        On CPU the arithmetic runs on Python floats (float64, like the buffers), read from and
+        written back to the buffers: for N ~ 10 numbers, a dozen tensor ops cost several times
+        more in dispatch than the maths, and reading a CPU tensor is no device sync. Python
+        floats also beat NumPy here: right after a training step NumPy's ufunc machinery is
+        out of the CPU caches, and measured inside a training loop (MLP, batch 128) the NumPy
+        update took ~100 µs against ~50 µs for this one. On an accelerator it stays in tensor
+        ops (no host sync). Both paths compute the same float64 recursion; tests check they
+        agree.
         """
         if self.log_w.device.type == "cpu":
-            self._update_numpy(loglik)
+            self._update_python(loglik)
         else:
             self._update_tensor(loglik)
 
-    def _update_numpy(self, loglik: Tensor) -> None:
-        ll = loglik.detach().to(device="cpu", dtype=torch.float64).reshape(self.num_copies).numpy()
+    def _update_python(self, loglik: Tensor) -> None:
+        ll: list[float] = loglik.detach().reshape(self.num_copies).tolist()
         if self.sanitize:
-            ll = np.where(ll == ll, ll, -np.inf)  # NaN -> -inf (np.nan_to_num is 10x slower)
-        w = self.log_w.numpy()  # shares memory with the buffer, written in place below
+            ll = [v if v == v else _NEG_INF for v in ll]  # NaN -> -inf
+        w_a, w_b = self.log_w.tolist()
         t = float(self.t) + 1.0
         log_pi = -math.log1p(t)
         log_1m_pi = math.log(t) + log_pi
-        with np.errstate(invalid="ignore"):  # -inf - -inf inside logaddexp of dead copies
-            wa = w[0] + ll
-            wb = w[1] + ll
-            pool = np.logaddexp.reduce(wa) + log_pi
-            wa = np.logaddexp(wa + log_1m_pi, pool + self._log_prior_a)
-            wb = np.logaddexp(wb, pool + self._log_prior_b)
-            norm = np.logaddexp(np.logaddexp.reduce(wa), np.logaddexp.reduce(wb))
+        w_a = [w + v for w, v in zip(w_a, ll, strict=True)]
+        w_b = [w + v for w, v in zip(w_b, ll, strict=True)]
+        pool = _logsumexp(w_a) + log_pi
+        prior_a = pool + self._log_prior_a
+        prior_b = pool + self._log_prior_b
+        w_a = [_logaddexp(w + log_1m_pi, prior_a) for w in w_a]
+        w_b = [_logaddexp(w, prior_b) for w in w_b]
+        norm = _logaddexp(_logsumexp(w_a), _logsumexp(w_b))
         self.t.fill_(t)
         if self.sanitize and not math.isfinite(norm):
             return  # nobody explains this batch: keep the previous weights
-        w[0] = wa - norm
-        w[1] = wb - norm
+        new = [[w - norm for w in w_a], [w - norm for w in w_b]]
+        self.log_w.copy_(torch.tensor(new, dtype=torch.float64))
 
     @torch.no_grad()
     def _update_tensor(self, loglik: Tensor) -> None:
         ll = loglik.detach().to(dtype=torch.float64, device=self.log_w.device).reshape(self.num_copies)
         if self.sanitize:
-            ll = torch.nan_to_num(ll, nan=-math.inf)
+            # NaN -> -inf; not nan_to_num, which would also turn -inf into the lowest float
+            ll = torch.where(ll == ll, ll, -math.inf)
         self.t.add_(1.0)
         log_pi = -torch.log1p(self.t)  # log 1/(t+1)
         log_1m_pi = torch.log(self.t) + log_pi  # log t/(t+1)

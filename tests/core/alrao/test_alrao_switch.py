@@ -136,14 +136,33 @@ def test_nan_loglik_sanitized() -> None:
 
 
 @pytest.mark.parametrize("sanitize", [True, False])
-def test_numpy_and_tensor_update_paths_agree(sanitize: bool) -> None:
+def test_python_and_tensor_update_paths_agree(sanitize: bool) -> None:
     gen = torch.Generator().manual_seed(3)
     a, b = Switch(7, 0.99, sanitize=sanitize), Switch(7, 0.99, sanitize=sanitize)
     for step in range(200):
         ll = -torch.rand(7, generator=gen, dtype=torch.float64) * 3
         if sanitize and step == 50:
             ll[2] = float("nan")
-        a._update_numpy(ll)
+        a._update_python(ll)
         b._update_tensor(ll)
         torch.testing.assert_close(a.log_w, b.log_w, rtol=1e-12, atol=1e-12)
+        assert float(a.t) == float(b.t)
+
+
+@pytest.mark.parametrize("sanitize", [True, False])
+def test_python_and_tensor_paths_agree_on_dead_and_nan_copies(sanitize: bool) -> None:
+    inf, nan = float("inf"), float("nan")
+    rows = [
+        [-1.0, -2.0, -0.5, -3.0],
+        [-1.0, -inf, -0.5, -3.0],  # a copy with zero likelihood
+        [-inf, -inf, -inf, -inf],  # nobody explains the batch
+        [-0.5, -1.0, nan, -2.0],  # a diverged copy
+        [-1.5, -0.2, -0.7, -1.1],
+    ]
+    a, b = Switch(4, 0.99, sanitize=sanitize), Switch(4, 0.99, sanitize=sanitize)
+    for row in rows:
+        ll = torch.tensor(row, dtype=torch.float64)
+        a._update_python(ll)
+        b._update_tensor(ll)
+        torch.testing.assert_close(a.log_w, b.log_w, rtol=1e-12, atol=1e-12, equal_nan=True)
         assert float(a.t) == float(b.t)
