@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -165,10 +165,34 @@ class _AgnosticBase(Optimizer):
     parameterwise = False
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        # per group: (parameter ids, params, states, paths, rates), reused across steps
+        self._gathered: dict[int, tuple[tuple[int, ...], list[Tensor], list[Any], list[Tensor], list[Tensor]]]
+        self._gathered = {}
         super().__init__(params, defaults)
 
-    def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
-        params, grads, paths, rates = [], [], [], []
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._gathered = {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._gathered = {}  # the state tensors are replaced
+        super().load_state_dict(state_dict)
+
+    def _gather(
+        self, group: dict[str, Any]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Any]]:
+        """Params with a gradient, their gradients, paths, rates and state dicts.
+
+        When every parameter of the group has a gradient and state, the lists of the previous
+        step are reused (rebuilt when the group's parameters change or state is loaded).
+        """
+        ids = tuple(map(id, group["params"]))
+        hit = self._gathered.get(id(group))
+        if hit is not None and hit[0] == ids:
+            grads = [p.grad for p in hit[1]]
+            if all(g is not None and not g.is_sparse for g in grads):
+                return hit[1], cast(list[Tensor], grads), hit[3], hit[4], hit[2]
+        params, grads, paths, rates, states = [], [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -188,7 +212,10 @@ class _AgnosticBase(Optimizer):
             grads.append(p.grad)
             paths.append(st["path"])
             rates.append(st["rate"])
-        return params, grads, paths, rates
+            states.append(st)
+        if len(params) == len(ids):
+            self._gathered[id(group)] = (ids, params, states, paths, rates)
+        return params, grads, paths, rates, states
 
     def _init_extra(self, p: Tensor, st: dict[str, Any]) -> None:
         pass
@@ -276,12 +303,12 @@ class ALERA(_AgnosticBase):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, paths, rates = self._gather(group)
+            params, grads, paths, rates, states = self._gather(group)
             if not params:
                 continue
             foreach = self._control(group, grads, paths, rates)
-            for p in params:
-                self.state[p]["step"] += 1
+            for st in states:
+                st["step"] += 1
             if foreach:
                 torch._foreach_add_(params, torch._foreach_mul(grads, rates), alpha=-group["lr"])
             else:
@@ -373,16 +400,16 @@ class AgAdam(_AgnosticBase):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, paths, rates = self._gather(group)
+            params, grads, paths, rates, states = self._gather(group)
             if not params:
                 continue
             foreach = self._control(group, grads, paths, rates)
             b1, b2 = group["betas"]
-            ms = [self.state[p]["exp_avg"] for p in params]
-            vs = [self.state[p]["exp_avg_sq"] for p in params]
-            for p in params:
-                self.state[p]["step"] += 1
-            t = self.state[params[0]]["step"]
+            ms = [st["exp_avg"] for st in states]
+            vs = [st["exp_avg_sq"] for st in states]
+            for st in states:
+                st["step"] += 1
+            t = states[0]["step"]
             bc1, bc2 = 1 - b1**t, 1 - b2**t
             if foreach:
                 torch._foreach_lerp_(ms, grads, 1 - b1)

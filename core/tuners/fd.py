@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_lr, check_positive, params_with_grad, set_global_lr, use_foreach
+from ._common import check_lr, check_positive, flat_params, grads_of, set_global_lr
 
 __all__ = ["FD1SGD", "FD2SGD", "LossAt", "newton_rate_step"]
 
@@ -189,21 +189,14 @@ class FD2SGD(Optimizer):
         return float(self.param_groups[0]["lr"])
 
     def _all(self) -> tuple[list[Tensor], list[Tensor]]:
-        params: list[Tensor] = []
-        grads: list[Tensor] = []
-        for group in self.param_groups:
-            ps, gs = params_with_grad(group)
-            params += ps
-            grads += gs
-        return params, grads
+        return grads_of(flat_params(self)[0], type(self).__name__)
 
     def _all_params(self) -> list[Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
+        return flat_params(self)[0]
 
     def trial_params(self, etas: Sequence[float], dtype: torch.dtype | None = None) -> list[list[Tensor]]:
         """``[w − η'g for η' in etas]`` over *all* parameters (no gradient → unchanged), detached."""
-        plist = self._all_params()
-        foreach = use_foreach(self.defaults["foreach"], plist)
+        plist, foreach = flat_params(self)
         ws = [p.detach() if dtype is None else p.detach().to(dtype) for p in plist]
         gs = [
             torch.zeros_like(w) if p.grad is None else (p.grad if dtype is None else p.grad.to(dtype))
@@ -268,8 +261,7 @@ class FD2SGD(Optimizer):
         if (loss_at is not None or loss_at_batched is not None) and fd["step"] % self.every == 0:
             self._update_rate(eta, loss_at, loss_at_batched)
         fd["step"] += 1
-        foreach = use_foreach(self.defaults["foreach"], params)
-        _sgd_step(params, grads, eta, foreach)  # paper order: the step uses η_t
+        _sgd_step(params, grads, eta, flat_params(self)[1])  # paper order: the step uses η_t
         return loss
 
     def _update_rate(self, eta: float, loss_at: LossAt | None, loss_at_batched: BatchedLossAt | None) -> None:
@@ -391,15 +383,10 @@ class FD1SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        params: list[Tensor] = []
-        grads: list[Tensor] = []
-        for group in self.param_groups:
-            ps, gs = params_with_grad(group)
-            params += ps
-            grads += gs
+        all_params, foreach = flat_params(self)
+        params, grads = grads_of(all_params, "FD1SGD")
         if not params:
             return loss
-        foreach = use_foreach(self.defaults["foreach"], params)
         fd = cast(dict[Any, Any], self.state)["fd"]
         prevs = [self.state[p].get("prev_grad") for p in params]
         have_prev = [i for i, pg in enumerate(prevs) if pg is not None]

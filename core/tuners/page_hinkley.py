@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_positive
+from ._common import check_positive, flat_params
 
 __all__ = ["PageHinkley"]
 
@@ -112,7 +112,7 @@ class PageHinkley(Optimizer):
         return f"PageHinkley({self.optimizer!r}, lam={self.lam}, factor={self.factor})"
 
     def _params(self) -> list[Tensor]:
-        return [p for g in self.param_groups for p in g["params"]]
+        return flat_params(self)[0]  # reused across steps until param_groups change
 
     @property
     def triggers(self) -> int:
@@ -170,7 +170,7 @@ class PageHinkley(Optimizer):
         if backup is None:
             self.state["backup"] = [p.detach().clone() for p in params]
         else:
-            torch._foreach_copy_(backup, [p.detach() for p in params])
+            torch._foreach_copy_(backup, params)  # under no_grad: no detached views needed
         self.optimizer.step(**kwargs)
         return False
 

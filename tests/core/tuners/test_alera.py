@@ -197,3 +197,40 @@ def test_no_gradient_is_a_no_op(name: str) -> None:
     before = [p.detach().clone() for p in model.parameters()]
     opt.step()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_cached_step_follows_add_param_group_and_load_state_dict(name: str) -> None:
+    """step() reuses its flat lists between steps; adding a group or loading state rebuilds them,
+    so an optimizer that had cached its lists behaves as a freshly built one."""
+    data = batches(6)
+    runs = []
+    for warm in (True, False):
+        model = tiny()
+        first, second = list(model[0].parameters()), list(model[2].parameters())
+        opt = OPTIMIZERS[name](first)
+        if warm:
+            run(model, opt, data[:2])  # lists cached for the first group only
+        else:
+            opt_ref = OPTIMIZERS[name](first)
+            run(model, opt_ref, data[:2])
+            opt.load_state_dict(copy.deepcopy(opt_ref.state_dict()))
+        opt.add_param_group({"params": second})
+        run(model, opt, data[2:4])
+        if warm:
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # fresh state tensors
+        run(model, opt, data[4:])
+        runs.append((model, opt))
+    (m0, o0), (m1, o1) = runs
+    for a, b in zip(m0.parameters(), m1.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    s0, s1 = o0.state_dict()["state"], o1.state_dict()["state"]
+    assert s0.keys() == s1.keys()
+    for key in s0:
+        for field, value in s0[key].items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, s1[key][field], rtol=0, atol=0)
+            else:
+                assert value == s1[key][field], (key, field)
+    # the second group's parameters were trained after it was added
+    assert not torch.equal(m0[2].weight, tiny()[2].weight)
