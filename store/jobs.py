@@ -289,3 +289,71 @@ def lost_messages(s: Session, queue_length: int | None, grace_s: float = 30.0) -
             .execution_options(synchronize_session=False)
         )
     return [(r[0], r[1]) for r in rows]
+
+
+def claimable(s: Session, job_id: int) -> bool:
+    """Whether :func:`claim` could take the job now (the check a worker's main process makes before
+    spending a job process on a message: cancelled, finished and duplicate messages are dropped)."""
+    return (
+        s.scalar(
+            select(Job.id).where(
+                Job.id == job_id,
+                Job.state == "queued",
+                Job.cancel_requested.is_(False),
+                Job.attempts < Job.max_attempts,
+            )
+        )
+        is not None
+    )
+
+
+def keep_sent(s: Session, job_ids: list[int]) -> None:
+    """Queued jobs whose message a live worker holds (prefetched, waiting for a job process):
+    their message exists, so :func:`lost_messages` must not count them (``enqueued_at`` = now)."""
+    if job_ids:
+        s.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.state == "queued", Job.enqueued_at.is_not(None))
+            .values(enqueued_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def release(s: Session, job_id: int, owner: str, reason: str | None = None) -> bool:
+    """running → queued by the lease owner, the attempt not counted: the job stopped on purpose
+    (its worker is shutting down, or the disk is full) and resumes from its checkpoint later.
+
+    ``enqueued_at`` is cleared, so the maintenance sweep sends a new message if the caller's
+    fails. ``reason`` is kept in ``error`` until the job is claimed again. False if not owner.
+    """
+    now = utcnow()
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.lease_owner == owner)
+        .values(
+            state="queued",
+            attempts=Job.attempts - 1,  # the claim counted it; a running job has attempts >= 1
+            lease_owner=None,
+            lease_expires_at=None,
+            enqueued_at=None,
+            error=reason,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
+    if study_id is not None:
+        bump_study(s, study_id)
+    return True
+
+
+def defer(s: Session, job_id: int, reason: str) -> None:
+    """Leave a queued job unclaimed for now (the disk is still full): the sweep re-sends it later."""
+    s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "queued")
+        .values(enqueued_at=None, error=reason, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import socket
 import threading
+import time
 import traceback
 import uuid
 from pathlib import Path
@@ -32,6 +35,50 @@ class LeaseLost(Exception):
     Deliberately not ``TrainingCancelled``: the loop must not record a final ``cancelled``
     checkpoint that the new owner would resume from.
     """
+
+
+class ShutdownRequested(Exception):
+    """The worker is stopping: the job stops (its last epoch checkpointed) and is requeued."""
+
+
+class Shutdown:
+    """Set by a job process's SIGTERM handler (the worker is stopping).
+
+    The running job trains on to its next epoch boundary, whose checkpoint the loop writes, and
+    stops at the step after it; if no boundary comes within ``grace_s`` it stops at the next step
+    (the unfinished epoch is dropped: it is retrained from the last checkpoint).
+    """
+
+    def __init__(self) -> None:
+        self.requested_at: float | None = None
+
+    def request(self) -> None:
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+
+    @property
+    def requested(self) -> bool:
+        return self.requested_at is not None
+
+    def overdue(self, grace_s: float) -> bool:
+        return self.requested_at is not None and time.monotonic() - self.requested_at >= grace_s
+
+
+SHUTDOWN = Shutdown()
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"`,:;()\[\]{}<>\\/]+){2,}")
+
+
+def one_line_reason(exc: BaseException, limit: int = 300) -> str:
+    """``ExcType: message`` on one line, server paths cut to their last part, at most ``limit`` chars."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = _PATH.sub(lambda m: ".../" + re.split(r"[\\/]", m.group(0))[-1], text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def job_dir(settings: Settings, job_id: int) -> Path:
+    return Path(settings.resolved_artifacts_dir) / "jobs" / str(job_id)
 
 
 def new_owner() -> str:
@@ -86,6 +133,12 @@ def train_config(study: Study, seed: int, device: str) -> Any:
 def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None = None) -> str:
     """Claim and run job ``job_id``; returns its final state, or ``skipped`` if it was not claimable."""
     owner = owner or new_owner()
+    room = _disk_room(settings, job_id)
+    if room is not None:
+        with db.session() as s:
+            job_store.defer(s, job_id, room)
+        log.warning("job %s not started: %s; the sweep sends it again later", job_id, room)
+        return "deferred"
     with db.session() as s:
         job = job_store.claim(s, job_id, owner, settings.lease_s)
         if job is None:
@@ -96,12 +149,20 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         assert cand is not None and study is not None
         kind, seed, job_config = job.kind, job.seed, dict(job.config)
         spec, dataset = cand.spec, study.dataset
+    from archscreen.core.training.loop import DiskFull
+
     lease = Lease(db, job_id, owner, settings)
     lease.start()
     try:
         state, result, error = _run(
             db, settings, job_id, owner, kind, seed, job_config, spec, dataset, study, lease
         )
+    except (ShutdownRequested, DiskFull) as exc:
+        lease.stop()
+        if lease.lost.is_set():
+            return "lost"
+        reason = None if isinstance(exc, ShutdownRequested) else f"{exc.strerror}; the job will be retried"
+        return _requeue(db, settings, job_id, owner, kind, reason)
     except BaseException as exc:
         from celery.exceptions import SoftTimeLimitExceeded
 
@@ -113,9 +174,10 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
                 f"time limit: the job ran over {settings.job_soft_time_limit_s} s",
             )
         elif isinstance(exc, Exception):
+            # the traceback (server paths) goes to the log and the job's artifacts; the API serves one line
             log.exception("job %s failed", job_id)
-            state, result = "failed", None
-            error = f"{type(exc).__name__}: {exc}"[:2000] + "\n" + traceback.format_exc(limit=-3)[-2000:]
+            state, result, error = "failed", None, one_line_reason(exc)
+            _write_traceback(settings, job_id)
         else:  # KeyboardInterrupt/SystemExit: the worker is going away; the reaper requeues the job
             raise
     finally:
@@ -126,6 +188,8 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
     with db.session() as s:
         if not job_store.finish(s, job_id, owner, state, result=result, error=error):
             return "lost"
+    if state == "succeeded":
+        _apply_retention(settings, job_id, kind)
     if kind == "screen":
         from archscreen.worker.promotion import after_screening_finished
 
@@ -134,6 +198,69 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         except Exception:  # the job's result stands; the maintenance sweep retries the promotion
             log.exception("study %s: auto-promotion failed; will retry", study.id)
     return state
+
+
+def _requeue(db: Database, settings: Settings, job_id: int, owner: str, kind: str, reason: str | None) -> str:
+    """Give the job back (queued, lease released, attempt not counted) and send its message again."""
+    with db.session() as s:
+        if not job_store.release(s, job_id, owner, reason):
+            return "lost"
+    log.warning("job %s requeued (%s); it resumes from its checkpoint", job_id, reason or "worker stopping")
+    if reason is None:  # a stopping worker: another worker (or this one restarted) takes it at once
+        from archscreen.worker.queue import enqueue
+
+        try:
+            enqueue(db, settings, [(job_id, kind)])
+        except Exception:  # the maintenance sweep sends it
+            log.exception("job %s: could not send its message; the sweep will", job_id)
+    return "requeued"
+
+
+def _disk_room(settings: Settings, job_id: int) -> str | None:
+    """``disk full: ...`` when the artifacts disk cannot take this job's checkpoint, else None.
+
+    Known only after a first save (the checkpoint's size); before that, the free margin.
+    """
+    folder = Path(settings.resolved_artifacts_dir)
+    if not folder.exists():
+        return None
+    ckpt = job_dir(settings, job_id) / "checkpoint.pt"
+    size = ckpt.stat().st_size if ckpt.exists() else 0
+    need = size + settings.checkpoint_free_margin_bytes
+    free = shutil.disk_usage(folder).free
+    if free >= need:
+        return None
+    return f"disk full: the job's checkpoint needs {need} bytes, {free} bytes are free; it will be retried"
+
+
+def _write_traceback(settings: Settings, job_id: int) -> None:
+    """The failed job's traceback, for its owner and operators: ``jobs/<id>/error.txt``."""
+    try:
+        path = job_dir(settings, job_id) / "error.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc())
+    except OSError:
+        log.exception("job %s: could not write error.txt", job_id)
+
+
+def _apply_retention(settings: Settings, job_id: int, kind: str) -> None:
+    """After success: a tuning job keeps ``model.pt`` (its best weights), the run checkpoint goes."""
+    if not settings.delete_checkpoint_on_success:
+        return
+    ckpt = job_dir(settings, job_id) / "checkpoint.pt"
+    if not ckpt.exists():
+        return
+    try:
+        if kind == "tune":
+            import torch
+            from archscreen.core.training.loop import _atomic_save
+
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            weights = state.get("best_state") or state["model"]
+            _atomic_save({"model": weights, "epoch": state.get("best_epoch")}, ckpt.with_name("model.pt"))
+        ckpt.unlink()
+    except Exception:  # the result stands; the checkpoint stays (nothing is lost)
+        log.exception("job %s: checkpoint retention failed; the checkpoint is kept", job_id)
 
 
 def _run(
@@ -151,20 +278,29 @@ def _run(
 ) -> tuple[str, dict[str, Any] | None, str | None]:
     import torch
     from archscreen.core.screening import AlraoScreener, resolve_device
+    from archscreen.core.training import loop
     from archscreen.core.training.loop import Progress, TrainingCancelled
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    loop.CHECKPOINT_FREE_MARGIN_BYTES = settings.checkpoint_free_margin_bytes
     device = resolve_device(settings.device)
     config = train_config(study, seed, device)
-    ckpt = Path(settings.resolved_artifacts_dir) / "jobs" / str(job_id) / "checkpoint.pt"
+    ckpt = job_dir(settings, job_id) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
+    # set when an epoch ended after a shutdown request: its checkpoint is written after the
+    # callback, so the job stops at the next step
+    boundary = threading.Event()
 
     def step_hook(step: int, per_epoch: int) -> None:
         if lease.lost.is_set():
             raise LeaseLost
         if lease.cancel.is_set():
             raise TrainingCancelled
+        if SHUTDOWN.requested and (boundary.is_set() or SHUTDOWN.overdue(settings.shutdown_grace_s)):
+            where = "after its epoch" if boundary.is_set() else "mid-epoch (grace over)"
+            log.info("job %s: stopping for shutdown %s", job_id, where)
+            raise ShutdownRequested
 
     def callback(p: Progress) -> None:
         r = p.record
@@ -188,6 +324,8 @@ def _run(
             raise LeaseLost
         if lease.cancel.is_set():
             raise TrainingCancelled
+        if SHUTDOWN.requested:
+            boundary.set()
 
     if kind == "screen":
         sc = study.screening

@@ -21,8 +21,11 @@ the device and read once per epoch.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -184,12 +187,59 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return SplitMetrics(loss=loss, accuracy=(correct / max(count, 1)).item(), mse=None)
 
 
+class DiskFull(OSError):
+    """A checkpoint does not fit on its disk; the message starts with ``disk full`` and names the
+    bytes needed and free. Nothing was written (no temporary file is left)."""
+
+
+#: Free bytes every checkpoint save must leave on its disk (a service sets it from its settings).
+CHECKPOINT_FREE_MARGIN_BYTES = 0
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _disk_full(path: Path, need: int, free: int) -> DiskFull:
+    return DiskFull(
+        errno.ENOSPC,
+        f"disk full: a checkpoint needs {need} bytes (with a margin of {CHECKPOINT_FREE_MARGIN_BYTES})"
+        f" but {free} bytes are free on {path.parent}",
+    )
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` whole or not at all.
+
+    Raises :class:`DiskFull` before writing when the disk lacks the checkpoint's size plus
+    :data:`CHECKPOINT_FREE_MARGIN_BYTES`, or when the write itself runs out of space.
+    """
+    # about the tensors' bytes plus pickle framing
+    need = _tensor_bytes(obj) + 64 * 1024 + CHECKPOINT_FREE_MARGIN_BYTES
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise _disk_full(path, need, free)
     # one temporary file per process: two writers (a job handed to a second worker while the
     # first still runs) never interleave their bytes; os.replace keeps the last whole file
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        # torch's writer reports ENOSPC as a RuntimeError; tell it by the space left
+        if isinstance(exc, OSError | RuntimeError) and not isinstance(exc, DiskFull):
+            free = shutil.disk_usage(path.parent).free
+            if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < need:
+                raise _disk_full(path, need, free) from exc
+        raise
 
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
