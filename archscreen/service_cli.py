@@ -379,6 +379,24 @@ def _run_celery_worker(args: argparse.Namespace, settings: Any, *, device: str, 
     return EXIT_OK
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux; elsewhere nothing).
+
+    For processes that ``up`` and the ``--gpus`` supervisor start: killed hard, they take their
+    workers with them (a worker's SIGTERM checkpoints and requeues its jobs), instead of leaving
+    them training with no one to stop them. Runs between fork and exec (``preexec_fn``).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+
+
 def _supervise_gpu_workers(args: argparse.Namespace, gpus: list[str]) -> int:
     """One worker process per GPU, each seeing only its GPU (``CUDA_VISIBLE_DEVICES``)."""
     children = []
@@ -397,7 +415,7 @@ def _supervise_gpu_workers(args: argparse.Namespace, gpus: list[str]) -> int:
         cmd += ["--hostname", f"archscreen-gpu{gpu}-{os.getpid()}@{socket.gethostname()}"]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
-        children.append(subprocess.Popen(cmd, env=env))
+        children.append(subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent))
     return _wait_children(children)
 
 
@@ -486,6 +504,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ],
         env=env,
         start_new_session=True,  # Ctrl-C reaches us only; we stop the worker in order
+        preexec_fn=die_with_parent,  # killed hard, we still stop it (SIGTERM: jobs are requeued)
     )
     url = f"http://{args.host}:{args.port}"
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
@@ -516,6 +535,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         server.run()
     finally:
         print("stopping workers ...", file=sys.stderr, flush=True)
-        _stop(worker)
+        # SIGTERM: each job stops at its next epoch boundary (at most shutdown_grace_s), writes its
+        # checkpoint and is requeued; then the worker exits
+        _stop(worker, grace_s=settings.shutdown_grace_s + 30)
         db.dispose()
     return EXIT_OK

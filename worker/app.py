@@ -29,6 +29,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1,
+        # torch is imported before forking (worker/tasks.py), so a job process starts in well under a
+        # second; Celery's 4 s default still killed every new process on a loaded host (issue 18)
+        worker_proc_alive_timeout=settings.worker_proc_alive_timeout_s,
         task_soft_time_limit=settings.job_soft_time_limit_s,
         task_time_limit=settings.job_time_limit_s,
         task_ignore_result=True,

@@ -1,21 +1,35 @@
-"""Celery tasks: named, take a job id, idempotent (the database claim decides who runs a job)."""
+"""Celery tasks: named, take a job id, idempotent (the database claim decides who runs a job).
+
+Imported by the worker's main process, which forks a fresh process per job: torch and the
+training code are imported here, before any fork (CUDA is never initialised in this process),
+so a job process starts in a fraction of a second even on a loaded host.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
+# heavy imports once, in the parent (copy-on-write in each job process); nothing here touches CUDA
+import archscreen.core.screening
+import archscreen.core.training.loop
+import archscreen.core.tuning  # noqa: F401
+import torch  # noqa: F401
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
 from archscreen.store.ranking import studies_awaiting_auto_promotion
 from archscreen.worker.app import make_celery
 from archscreen.worker.promotion import after_screening_finished
 from archscreen.worker.queue import broker_queue_length, enqueue
-from archscreen.worker.runner import execute
+from archscreen.worker.runner import SHUTDOWN, execute
 from celery import signals
+from celery.worker import state as worker_state
+from celery.worker.request import Request
 
 from archscreen.settings import Settings
 
@@ -35,20 +49,110 @@ def database() -> Database:
     return _db[1]
 
 
-@app.task(name="archscreen.screen_run", acks_late=True)
+_stopping = threading.Event()  # set in the main process when a shutdown begins
+
+
+def _job_id(request: Any) -> int | None:
+    try:
+        return int(request.args[0])
+    except Exception:
+        return None
+
+
+class JobRequest(Request):
+    """A job message as the worker's main process sees it, before any job process is spent on it.
+
+    Celery asks ``revoked()`` right before it hands a message to the pool: a job that cannot be
+    claimed (cancelled, finished, running elsewhere, out of attempts) is acked and dropped here,
+    so stale and duplicate messages drain at database speed, not one process start each. The
+    child's claim still decides (this check may race with a cancel; it never wrongly drops).
+    A database error lets the message through (the child decides, as before).
+    """
+
+    _claim_checked = False
+
+    def revoked(self) -> bool:
+        if super().revoked():
+            return True
+        if self._claim_checked:
+            return False
+        self._claim_checked = True
+        if _stopping.is_set():
+            # this worker is shutting down: no new job process. The message stays unacknowledged
+            # (it holds the prefetch slot, so no more come) and the broker gets it back when the
+            # connection closes, for another worker
+            log.info("worker stopping: message %s left for another worker", self.id)
+            worker_state.task_ready(self)
+            self._already_revoked = True
+            return True
+        job_id = _job_id(self)
+        if job_id is None:
+            return False
+        try:
+            with database().session() as s:
+                ok = job_store.claimable(s, job_id)
+        except Exception:
+            log.exception("job %s: could not check its state; handing it to a job process", job_id)
+            return False
+        if ok:
+            return False
+        log.info("job %s not claimable (cancelled, finished or taken): message dropped", job_id)
+        worker_state.task_ready(self)
+        self.acknowledge()
+        self._already_revoked = True
+        return True
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    SHUTDOWN.request()  # the job stops at its next epoch boundary (runner), then this process exits
+
+
+def _run_job(job_id: int) -> str:
+    """In the job's process: a SIGTERM (the worker is stopping) requeues the job at its next epoch
+    boundary instead of killing it. Installed here, not at process start: billiard installs its own
+    handler after the process initialiser."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return execute(database(), settings, job_id)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.task(name="archscreen.screen_run", acks_late=True, Request=JobRequest)
 def screen_run(job_id: int) -> str:
-    return execute(database(), settings, int(job_id))
+    return _run_job(int(job_id))
 
 
-@app.task(name="archscreen.tune_job", acks_late=True)
+@app.task(name="archscreen.tune_job", acks_late=True, Request=JobRequest)
 def tune_job(job_id: int) -> str:
-    return execute(database(), settings, int(job_id))
+    return _run_job(int(job_id))
 
 
-def maintenance_once(db: Database, s: Settings, worker_name: str, device: str) -> list[int]:
-    """Record this worker as alive, requeue jobs of dead workers, send messages that never went out."""
+def held_job_ids() -> list[int]:
+    """Jobs whose message this worker's main process holds (prefetched or handed to a job process)."""
+    for _ in range(3):
+        try:
+            requests = [*worker_state.reserved_requests, *worker_state.active_requests]
+            break
+        except RuntimeError:  # the consumer changed the set while we copied it
+            continue
+    else:
+        return []
+    return sorted({i for r in requests if (i := _job_id(r)) is not None})
+
+
+def maintenance_once(
+    db: Database, s: Settings, worker_name: str, device: str, held: list[int] | None = None
+) -> list[int]:
+    """Record this worker as alive, requeue jobs of dead workers, send messages that never went out.
+
+    ``held``: jobs whose message this worker holds; they are not lost, whatever the broker's queue
+    length says (default: read from this process's Celery state).
+    """
     with db.session() as sess:
         job_store.worker_seen(sess, worker_name, os.getpid(), device)
+    with db.session() as sess:
+        job_store.keep_sent(sess, held_job_ids() if held is None else held)
     with db.session() as sess:
         requeued = job_store.reap(sess)
     if requeued:
@@ -57,7 +161,7 @@ def maintenance_once(db: Database, s: Settings, worker_name: str, device: str) -
         pending = job_store.unsent(sess)
     enqueue(db, s, pending)
     with db.session() as sess:
-        lost = job_store.lost_messages(sess, broker_queue_length(s))
+        lost = job_store.lost_messages(sess, broker_queue_length(s), grace_s=s.lost_message_grace_s)
     if lost:
         log.warning("broker queue is empty but %d job(s) are queued: re-sending them", len(lost))
         enqueue(db, s, lost)
@@ -119,9 +223,40 @@ def _stop_maintenance(sender: Any = None, **_: Any) -> None:
             log.exception("could not deregister worker")
 
 
+def _child_pids(parent: int) -> list[int]:
+    """Live child processes of ``parent`` (Linux /proc; elsewhere none)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if fields[0] != "Z" and int(fields[1]) == parent:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@signals.worker_shutting_down.connect
+def _stop_jobs(sig: Any = None, how: Any = None, **_: Any) -> None:
+    """The main process is stopping (SIGTERM from systemd, docker or `archscreen up`): ask each job
+    process to stop at its next epoch boundary and requeue its job, rather than waiting for whole
+    jobs (Celery's warm shutdown) or killing them."""
+    _stopping.set()
+    pids = _child_pids(os.getpid())
+    log.info("%s shutdown: asking job processes %s to stop at their next epoch boundary", how, pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
 @signals.worker_process_init.connect
 def _child_init(**_: Any) -> None:
     global _db
+    if _db is not None:
+        # the parent's pooled connections: forget them without closing them (closing would end
+        # the parent's sessions on the shared sockets), then never use them here
+        _db[1].engine.dispose(close=False)
     _db = None  # never reuse the parent's connections in a forked child
     if not settings.torch_threads:
         import torch
