@@ -127,11 +127,11 @@ class _AlraoHeadLoss(torch.autograd.Function):
         task: str,
         compiled: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        logits = _all_copies(z, weight, bias)
         guard = task == "regression"
-        fwd = _compiled_forward_math() if compiled else _forward_math
-        loss, avg_nll, copy_loglik, g_own, resp = fwd(logits, y, log_a, task, guard)
+        fwd = _compiled_forward() if compiled else _forward
+        loss, avg_nll, copy_loglik, g_own, resp, logits = fwd(z, weight, bias, y, log_a, task, guard)
         ctx.save_for_backward(z, weight, g_own, resp)
+        ctx.set_materialize_grads(False)  # no zero tensors for the non-differentiable outputs
         ctx.guard = guard  # type: ignore[attr-defined]
         ctx.compiled = compiled  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(avg_nll, copy_loglik, logits)
@@ -141,25 +141,52 @@ class _AlraoHeadLoss(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         z, weight, g_own, resp = ctx.saved_tensors
-        n, k, f = weight.shape
-        m = z.shape[0]
-        scale = grad_loss / m
-        # The 1/B scale is applied to the small tensors (resp, and the (N*K, F) and (N, K)
-        # results), never to the (N, K, B) gradient: one less pass over the largest tensor.
-        grad_z = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            bwd = _compiled_backward_math() if ctx.compiled else _backward_math
-            g_avg = bwd(g_own, resp, scale, ctx.guard)
-            w = weight
-            if ctx.guard:
-                # and a diverged copy's NaN weights must not reach the body through the matmul.
-                w = torch.nan_to_num(weight, nan=0.0, posinf=0.0, neginf=0.0)
-            grad_z = g_avg.reshape(n * k, m).t() @ w.reshape(n * k, f)
-        if ctx.needs_input_grad[1]:
-            grad_w = (g_own.reshape(n * k, m) @ z).mul_(scale).view(n, k, f)
-        if ctx.needs_input_grad[2]:
-            grad_b = g_own.sum(2).mul_(scale)
+        if grad_loss is None:  # only reached through a non-differentiable output
+            return None, None, None, None, None, None, None
+        need = ctx.needs_input_grad
+        bwd = _compiled_backward() if ctx.compiled else _backward
+        grad_z, grad_w, grad_b = bwd(z, weight, g_own, resp, grad_loss, ctx.guard, need[0], need[1], need[2])
         return grad_z, grad_w, grad_b, None, None, None, None
+
+
+def _forward(
+    z: Tensor, weight: Tensor, bias: Tensor, y: Tensor, log_a: Tensor, task: str, guard: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The fused head's forward: (loss, avg_nll, copy_loglik, d(-l)/d logits, resp, logits)."""
+    logits = _all_copies(z, weight, bias)
+    return (*_forward_math(logits, y, log_a, task, guard), logits)
+
+
+def _backward(
+    z: Tensor,
+    weight: Tensor,
+    g_own: Tensor,
+    resp: Tensor,
+    grad_loss: Tensor,
+    guard: bool,
+    need_z: bool,
+    need_w: bool,
+    need_b: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of the loss for the body's features, the copies' weights and biases."""
+    n, k, f = weight.shape
+    m = z.shape[0]
+    scale = grad_loss / m
+    # The 1/B scale is applied to the small tensors (resp, and the (N*K, F) and (N, K)
+    # results), never to the (N, K, B) gradient: one less pass over the largest tensor.
+    grad_z = grad_w = grad_b = None
+    if need_z:
+        g_avg = _backward_math(g_own, resp, scale, guard)
+        w = weight
+        if guard:
+            # and a diverged copy's NaN weights must not reach the body through the matmul.
+            w = torch.nan_to_num(weight, nan=0.0, posinf=0.0, neginf=0.0)
+        grad_z = g_avg.reshape(n * k, m).t() @ w.reshape(n * k, f)
+    if need_w:
+        grad_w = (g_own.reshape(n * k, m) @ z).mul_(scale).view(n, k, f)
+    if need_b:
+        grad_b = g_own.sum(2).mul_(scale)
+    return grad_z, grad_w, grad_b
 
 
 def _forward_math(
@@ -172,8 +199,15 @@ def _forward_math(
         # model, and so the body's gradient, ignore it (see _averaged_output).
         ll = torch.nan_to_num(ll, nan=-math.inf, posinf=-math.inf)
     mix = ll + log_a.view(-1, 1)  # (N, M)
-    lse = torch.logsumexp(mix, dim=0)
-    resp = torch.exp(mix - lse)  # responsibilities r[j, i]
+    # logsumexp over the copies and the responsibilities r[j, i] = exp(mix - lse), sharing
+    # one exp (torch.logsumexp runs its own max/exp/sum/log, and resp would need another exp)
+    top = mix.amax(dim=0)
+    if guard:  # every copy dead for a sample: keep lse = -inf rather than NaN
+        top = top.clamp_min(torch.finfo(top.dtype).min)
+    resp = (mix - top).exp_()
+    total = resp.sum(dim=0)
+    resp.div_(total)
+    lse = total.log_().add_(top)
     avg_nll = -lse.mean()
     copy_loglik = ll.mean(1)
     return avg_nll - copy_loglik.sum(), avg_nll, copy_loglik, g_own, resp
@@ -189,13 +223,13 @@ def _backward_math(g_own: Tensor, resp: Tensor, scale: Tensor, guard: bool) -> T
 
 
 @functools.cache
-def _compiled_forward_math() -> Callable[..., tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
-    return torch.compile(_forward_math, dynamic=None)
+def _compiled_forward() -> Callable[..., tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]]:
+    return torch.compile(_forward, dynamic=None)
 
 
 @functools.cache
-def _compiled_backward_math() -> Callable[..., Tensor]:
-    return torch.compile(_backward_math, dynamic=None)
+def _compiled_backward() -> Callable[..., tuple[Tensor | None, Tensor | None, Tensor | None]]:
+    return torch.compile(_backward, dynamic=None)
 
 
 class AlraoHead(nn.Module):
@@ -229,10 +263,13 @@ class AlraoHead(nn.Module):
         theta: Switch prior (see :class:`Switch`; paper 0.999).
         impl: ``"fast"`` (default: one fused :class:`torch.autograd.Function`, one matmul for all
             copies, analytic gradients) or ``"reference"`` (a plain autograd loop over copies).
-        compile: run the fast path's elementwise maths (log-softmax, responsibilities, the
-            routed gradient) through ``torch.compile``, which fuses them into a few kernels and
-            removes per-op dispatch (off by default: the first step of each batch shape pays
-            the compilation, tens of seconds on CPU; see docs/benchmarks.md for the gain).
+        compile: run the fast path's forward (the matmul and the elementwise maths) and its
+            backward (the routed gradient and both matmuls) through ``torch.compile``, which
+            fuses the elementwise ops and removes per-op dispatch. Off by default: each new
+            batch shape pays a compilation of several seconds on CPU, and on the CPU machine
+            the compiled head measured no faster per step than the eager one, so it never pays
+            back over a screening run (figures in docs/benchmarks.md). Opt-in for devices
+            where it does.
         device, dtype: factory kwargs for the weights.
 
     Call order in a training step: ``out = head(z, y)``, ``out.loss.backward()``,
@@ -340,13 +377,14 @@ class AlraoHead(nn.Module):
         if z.dim() < 2 or z.shape[-1] != self.in_features:
             raise ValueError(f"z must be (..., {self.in_features}), got {tuple(z.shape)}")
         lead = tuple(z.shape[:-1])
-        z2 = z.reshape(-1, self.in_features)
+        # (B, F) inputs pass as they are: a reshape would add a view and its autograd node
+        z2 = z if z.dim() == 2 else z.reshape(-1, self.in_features)
         if y is None:
             return z2, None, lead
         if self.task == "classification":
             if tuple(y.shape) != lead:
                 raise ValueError(f"y must have shape {lead}, got {tuple(y.shape)}")
-            return z2, y.reshape(-1), lead
+            return z2, y if y.dim() == 1 else y.reshape(-1), lead
         d = self.out_features
         if tuple(y.shape) == (*lead, d):
             return z2, y.reshape(-1, d).to(z.dtype), lead
@@ -382,7 +420,7 @@ class AlraoHead(nn.Module):
         """Loss with Alrao's gradient routing; ``z`` is ``(B, F)`` or ``(B, T, F)`` (flattened)."""
         z2, y2, lead = self._flatten(z, y)
         assert y2 is not None
-        log_a = self.switch.log_posterior().to(dtype=z.dtype)
+        log_a = self.switch.log_posterior(z.dtype)
         loss, avg_nll, copy_ll, logits = self._loss_fn(z2, y2, log_a)
         task = self.task
 
@@ -396,7 +434,7 @@ class AlraoHead(nn.Module):
         """Averaged model without targets: log-probs ``(*lead, K)`` or mixture mean ``(*lead, D)``."""
         z2, _, lead = self._flatten(z, None)
         logits = _all_copies(z2, self.weight, self.bias)
-        out = _averaged_output(logits, self.switch.log_posterior().to(dtype=z.dtype), self.task)
+        out = _averaged_output(logits, self.switch.log_posterior(z.dtype), self.task)
         return out.reshape(*lead, out.shape[-1])
 
     def copy_logits(self, z: Tensor) -> Tensor:

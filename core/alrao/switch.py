@@ -105,6 +105,9 @@ class Switch(nn.Module):
         init[1].fill_(self._log_prior_b)
         self.register_buffer("log_w", init)
         self.register_buffer("t", torch.zeros((), dtype=torch.float64))
+        # (log_w, its version, log-posterior as floats or None, tensors by dtype): see log_posterior
+        self._log_post: tuple[Tensor, int, list[float] | None, dict[torch.dtype | None, Tensor]] | None
+        self._log_post = None
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Switch:
         # keep the buffers float64 under .half()/.float()/.to(dtype): device moves only
@@ -154,6 +157,8 @@ class Switch(nn.Module):
             return  # nobody explains this batch: keep the previous weights
         new = [[w - norm for w in w_a], [w - norm for w in w_b]]
         self.log_w.copy_(torch.tensor(new, dtype=torch.float64))
+        log_a = [_logaddexp(a, b) for a, b in zip(new[0], new[1], strict=True)]
+        self._log_post = (self.log_w, self.log_w._version, log_a, {})
 
     @torch.no_grad()
     def _update_tensor(self, loglik: Tensor) -> None:
@@ -175,9 +180,29 @@ class Switch(nn.Module):
             new = torch.where(torch.isfinite(norm), new, self.log_w)
         self.log_w.copy_(new)
 
-    def log_posterior(self) -> Tensor:
-        """Normalised log-weights :math:`\\log a_j`, shape (N,), float64."""
-        return torch.logaddexp(self.log_w[0], self.log_w[1])
+    def log_posterior(self, dtype: torch.dtype | None = None) -> Tensor:
+        """Normalised log-weights :math:`\\log a_j`, shape (N,), float64 (or cast to ``dtype``).
+
+        Computed once per state of the buffers (tracked by ``log_w``'s in-place version counter,
+        which every update, reset and ``load_state_dict`` advances) and shared by later calls:
+        do not modify the result in place. After a CPU :meth:`update` the values are already
+        known as Python floats, so a training step's forward only builds a tensor from them.
+        """
+        w = self.log_w
+        cached = self._log_post
+        if cached is None or cached[0] is not w or cached[1] != w._version:
+            cached = (w, w._version, None, {})
+            self._log_post = cached
+        out = cached[3].get(dtype)
+        if out is None:
+            if cached[2] is not None:
+                out = torch.tensor(cached[2], dtype=dtype or torch.float64)
+            else:
+                out = torch.logaddexp(w[0], w[1])
+                if dtype is not None:
+                    out = out.to(dtype=dtype)
+            cached[3][dtype] = out
+        return out
 
     def posterior(self) -> Tensor:
         """Weights :math:`a_j`, shape (N,), float64, summing to 1."""

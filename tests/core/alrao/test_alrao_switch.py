@@ -166,3 +166,29 @@ def test_python_and_tensor_paths_agree_on_dead_and_nan_copies(sanitize: bool) ->
         b._update_tensor(ll)
         torch.testing.assert_close(a.log_w, b.log_w, rtol=1e-12, atol=1e-12, equal_nan=True)
         assert float(a.t) == float(b.t)
+
+
+def test_log_posterior_follows_every_change_of_the_buffers() -> None:
+    """log_posterior() is cached per state of the buffers; each way of changing them shows."""
+
+    def fresh(sw: Switch) -> torch.Tensor:
+        return torch.logaddexp(sw.log_w[0], sw.log_w[1])
+
+    sw = Switch(5, 0.99)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        before = sw.log_posterior()
+        assert sw.log_posterior() is before  # shared until the buffers change
+        sw.update(-torch.rand(5, generator=gen))
+        torch.testing.assert_close(sw.log_posterior(), fresh(sw), rtol=1e-14, atol=1e-14)
+        lp32 = sw.log_posterior(torch.float32)
+        assert lp32.dtype == torch.float32
+        torch.testing.assert_close(lp32, fresh(sw).float())
+    saved = {k: v.clone() for k, v in sw.state_dict().items()}
+    sw.reset()
+    torch.testing.assert_close(sw.log_posterior(), torch.full((5,), -math.log(5), dtype=torch.float64))
+    sw.load_state_dict(saved)
+    torch.testing.assert_close(sw.log_posterior(), fresh(sw), rtol=0, atol=0)
+    with torch.no_grad():
+        sw.log_w[1, 2] -= 1.0  # any in-place change
+    torch.testing.assert_close(sw.log_posterior(), fresh(sw), rtol=0, atol=0)
