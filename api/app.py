@@ -12,6 +12,7 @@ from archscreen.api import errors
 from archscreen.api.deps import TokenCache
 from archscreen.api.guards import RequestGuards
 from archscreen.api.routes import candidates, health, ranking, studies, summary
+from archscreen.api.schemas import ErrorResponse, TooLargeResponse
 from archscreen.store import Database
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
@@ -22,6 +23,20 @@ from archscreen import __version__
 from archscreen.settings import Settings
 
 API_PREFIX = "/api/v1"
+
+# What any authenticated route may answer besides its own codes (declared, so clients and
+# schema-driven tests know them).
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not parseable (e.g. not UTF-8 JSON)."},
+    401: {"model": ErrorResponse, "description": "Missing, invalid or revoked API token."},
+    413: {"model": TooLargeResponse, "description": "The body is larger than ARCHSCREEN_MAX_BODY_BYTES."},
+    422: {"model": ErrorResponse, "description": "Invalid input; each item names the field path."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The database is unreachable; retry after the Retry-After header's seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}},
+    },
+}
 
 
 class RequestLatency:
@@ -83,7 +98,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.add_middleware(RequestLatency, histogram=latency)
     app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
 
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, responses=COMMON_RESPONSES)
     api.include_router(studies.router)
     api.include_router(candidates.router)
     api.include_router(ranking.router)

@@ -133,7 +133,12 @@ def install(app: FastAPI) -> None:
                 headers={"Connection": "close"},
             )
         detail = exc.detail if not isinstance(exc.detail, str) else _short(exc.detail)
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette lists the methods of the first route matching the path only; a path served
+            # by several routes (GET and POST /studies) allows all of theirs
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -149,6 +154,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _internal_error(request, exc)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:  # a mount has no methods of its own
+            methods |= set(route_methods)
+    return sorted(methods)
 
 
 def _internal_error(request: Request, exc: BaseException) -> JSONResponse:

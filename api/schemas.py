@@ -33,6 +33,8 @@ def _no_nul(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+# The datasets a study may name (core/data's registry); the route checks membership too.
+BUILTIN_DATASETS = ("mnist1d", "digits", "chartext", "regression")
 # Every request model: unknown fields refused, and no inf/NaN (JSON's 1e999 parses as inf).
 REQUEST = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -53,6 +55,11 @@ class ErrorItem(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str | list[ErrorItem]
+
+
+class TooLargeResponse(BaseModel):
+    detail: str
+    limit_bytes: int
 
 
 # ---------------------------------------------------------------------------- studies
@@ -81,7 +88,7 @@ class ScreeningConfig(BaseModel):
     )
     batch_size: int = Field(32, ge=1, le=65_536)
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
-        default_factory=lambda: [0], min_length=1, max_length=16
+        default_factory=lambda: [0], min_length=1, max_length=16, json_schema_extra={"uniqueItems": True}
     )
     wall_clock_s: float | None = Field(None, gt=0, description="Per-run budget, checked after each epoch.")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick studies).")
@@ -118,7 +125,12 @@ class StudyCreate(BaseModel):
     model_config = REQUEST
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")
-    dataset: Text = Field(min_length=1, max_length=200)
+    dataset: Text = Field(
+        min_length=1,
+        max_length=200,
+        description="A built-in dataset (see `archscreen datasets`).",
+        json_schema_extra={"enum": list(BUILTIN_DATASETS)},
+    )
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)  # type: ignore[arg-type]
     policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
 
@@ -272,7 +284,23 @@ class RankingOut(BaseModel):
 class PromoteIn(BaseModel):
     """Promote the current top-k, or the given candidates, to tuning jobs."""
 
-    model_config = REQUEST
+    # exactly one of top_k / candidate_ids, stated in the schema as well as checked below
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["top_k"],
+                    "properties": {"top_k": {"type": "integer"}, "candidate_ids": {"type": "null"}},
+                },
+                {
+                    "required": ["candidate_ids"],
+                    "properties": {"candidate_ids": {"type": "array"}, "top_k": {"type": "null"}},
+                },
+            ]
+        },
+    )
 
     top_k: int | None = Field(None, ge=1, le=100)
     candidate_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(

@@ -201,6 +201,7 @@ def get_candidate(
 @router.post(
     "/candidates/{candidate_id}/cancel",
     response_model=CancelOut,
+    status_code=status.HTTP_202_ACCEPTED,
     responses={404: {"model": ErrorResponse}},
 )
 def cancel_candidate(
@@ -222,5 +223,4 @@ def cancel_candidate(
         from archscreen.worker.promotion import after_screening_finished
 
         after_screening_finished(db, settings, cand.study_id)
-    response.status_code = status.HTTP_202_ACCEPTED
     return CancelOut(id=cand.id, states=states)

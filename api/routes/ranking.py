@@ -73,7 +73,11 @@ def _promote(
     "/studies/{study_id}/promote",
     response_model=Page[JobOut],
     status_code=status.HTTP_201_CREATED,
-    responses={**NOT_FOUND, 422: {"model": ErrorResponse}},
+    responses={
+        **NOT_FOUND,
+        200: {"model": Page[JobOut], "description": "Nothing new: every candidate already had a tuning job."},
+        422: {"model": ErrorResponse},
+    },
 )
 def promote(
     study_id: IdPath,
@@ -155,13 +159,13 @@ def get_tuning_job(
 
 
 @router.post(
-    "/tuning-jobs/{job_id}/cancel", response_model=CancelOut, responses={404: {"model": ErrorResponse}}
+    "/tuning-jobs/{job_id}/cancel",
+    response_model=CancelOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"model": ErrorResponse}},
 )
-def cancel_tuning_job(
-    job_id: IdPath, session: SessionDep, tenant: TenantDep, response: Response
-) -> CancelOut:
+def cancel_tuning_job(job_id: IdPath, session: SessionDep, tenant: TenantDep) -> CancelOut:
     job = _load_tuning_job(session, tenant.id, job_id)
-    response.status_code = status.HTTP_202_ACCEPTED
     return CancelOut(id=job.id, states={job.id: job_store.request_cancel(session, job.id)})
 
 

@@ -1,0 +1,31 @@
+"""The OpenAPI schema states what the API does (in depth: tests/reliability/test_openapi_fuzz.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from archscreen.api.app import create_app
+from archscreen.core.data import available
+
+from archscreen.settings import Settings
+
+
+def schema(tmp_path: Path) -> dict:
+    app = create_app(Settings(data_dir=tmp_path), check_schema=False)
+    return app.openapi()
+
+
+def test_every_api_route_declares_auth_limit_and_outage_responses(tmp_path: Path) -> None:
+    paths = schema(tmp_path)["paths"]
+    for path, ops in paths.items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, op in ops.items():
+            assert {"400", "401", "413", "422", "503"} <= set(op["responses"]), (method, path)
+
+
+def test_dataset_enum_is_the_registry_and_promote_states_exactly_one_of(tmp_path: Path) -> None:
+    components = schema(tmp_path)["components"]["schemas"]
+    assert sorted(components["StudyCreate"]["properties"]["dataset"]["enum"]) == sorted(available())
+    one_of = components["PromoteIn"]["oneOf"]
+    assert [branch["required"] for branch in one_of] == [["top_k"], ["candidate_ids"]]
