@@ -29,7 +29,7 @@ API_PREFIX = "/api/v1"
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body is not parseable (e.g. not UTF-8 JSON)."},
     401: {"model": ErrorResponse, "description": "Missing, invalid or revoked API token."},
-    413: {"model": TooLargeResponse, "description": "The body is larger than ARCHSCREEN_MAX_BODY_BYTES."},
+    413: {"model": TooLargeResponse, "description": "Body over ARCHSCREEN_MAX_BODY_BYTES, or a quota."},
     422: {"model": ErrorResponse, "description": "Invalid input; each item names the field path."},
     503: {
         "model": ErrorResponse,

@@ -101,6 +101,7 @@ def unavailable_response() -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    from archscreen.api.limits import LimitExceeded
     from sqlalchemy.exc import SQLAlchemyError
 
     @app.exception_handler(RequestValidationError)
@@ -139,6 +140,15 @@ def install(app: FastAPI) -> None:
             # by several routes (GET and POST /studies) allows all of theirs
             headers["Allow"] = ", ".join(_allowed_methods(request))
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(LimitExceeded)
+    async def _limit(request: Request, exc: LimitExceeded) -> JSONResponse:
+        headers = {"Retry-After": "60"} if exc.status == 429 else None
+        return JSONResponse(
+            {"detail": exc.detail, "limit": exc.limit, "current": exc.current},
+            status_code=exc.status,
+            headers=headers,
+        )
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:

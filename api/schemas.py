@@ -58,8 +58,20 @@ class ErrorResponse(BaseModel):
 
 
 class TooLargeResponse(BaseModel):
+    """413: a body over the byte limit (``limit_bytes``) or a quota (``limit`` and ``current``)."""
+
     detail: str
-    limit_bytes: int
+    limit_bytes: int | None = None
+    limit: int | None = None
+    current: int | None = None
+
+
+class LimitResponse(BaseModel):
+    """429: the tenant is at a limit; retry after ``Retry-After`` seconds."""
+
+    detail: str
+    limit: int
+    current: int
 
 
 # ---------------------------------------------------------------------------- studies

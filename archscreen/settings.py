@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     )
     db_pool_timeout_s: float = Field(default=5.0, gt=0, description="Wait for a pooled connection.")
     max_spec_bytes: int = Field(default=256 * 1024, ge=1024)
+    # per-tenant limits (docs/reliability.md): 429 / 413 with the limit in the body
+    max_candidates_per_study: int = Field(default=5000, ge=1, description="Candidates in one study.")
+    max_active_jobs_per_tenant: int = Field(
+        default=10_000, ge=1, description="Queued + running jobs of one tenant."
+    )
+    max_artifact_bytes_per_tenant: int = Field(
+        default=100 * 1024**3, ge=0, description="Checkpoints and models stored for one tenant."
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=1,

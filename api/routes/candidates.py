@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item, loc_of
 from archscreen.api.etag import make_etag, not_modified, require
+from archscreen.api.limits import check_candidates
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED, load_study
 from archscreen.api.schemas import (
     CancelOut,
@@ -17,6 +18,7 @@ from archscreen.api.schemas import (
     CandidateOut,
     CandidatesIn,
     ErrorResponse,
+    LimitResponse,
     Page,
 )
 from archscreen.api.views import candidate_detail, candidate_out
@@ -85,6 +87,7 @@ def _validated_all(
     responses={
         **NOT_FOUND,
         200: {"model": Page[CandidateOut], "description": "Nothing new was created."},
+        429: {"model": LimitResponse, "description": "The tenant is at its active-job limit."},
         422: {"model": ErrorResponse},
     },
 )
@@ -129,6 +132,7 @@ def add_candidates(
     rows, errors = _validated_all(cands, isinstance(body, list), study.dataset, settings.max_spec_bytes)
     if errors:
         raise ApiValidationError(errors)
+    check_candidates(session, settings, tenant, study, [row["spec_hash"] for row in rows])
     out: list[CandidateOut] = []
     new_jobs: list[tuple[int, str]] = []
     for row in rows:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
 from archscreen.api.etag import make_etag, not_modified, require
+from archscreen.api.limits import check_new_jobs
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED, load_study
 from archscreen.api.schemas import (
     CancelOut,
@@ -14,13 +15,14 @@ from archscreen.api.schemas import (
     JobOut,
     LeaderboardOut,
     LeaderboardRow,
+    LimitResponse,
     Page,
     PromoteIn,
     RankingOut,
     RankRowOut,
 )
 from archscreen.api.views import job_out
-from archscreen.store import Job, Study
+from archscreen.store import Job, Study, Tenant
 from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
@@ -56,7 +58,7 @@ def get_ranking(
 
 
 def _promote(
-    session: Any, db: Any, settings: Any, study: Study, candidate_ids: list[int], tuner: str
+    session: Any, db: Any, settings: Any, tenant: Tenant, study: Study, candidate_ids: list[int], tuner: str
 ) -> tuple[list[Job], list[Job]]:
     try:
         jobs, new = ranking_store.promote(
@@ -64,6 +66,7 @@ def _promote(
         )
     except ValueError as exc:
         raise ApiValidationError([item(["body", "candidate_ids"], str(exc))]) from None
+    check_new_jobs(session, settings, tenant, len(new), flushed=True)  # a refusal rolls back
     session.commit()  # enqueue only committed jobs
     enqueue(db, settings, [(j.id, j.kind) for j in new])
     return jobs, new
@@ -76,6 +79,7 @@ def _promote(
     responses={
         **NOT_FOUND,
         200: {"model": Page[JobOut], "description": "Nothing new: every candidate already had a tuning job."},
+        429: {"model": LimitResponse, "description": "The tenant is at its active-job limit."},
         422: {"model": ErrorResponse},
     },
 )
@@ -106,7 +110,8 @@ def promote(
             raise ApiValidationError([item(["body", "top_k"], "no candidate has finished screening yet")])
         assert body.top_k is not None
         ids = [r.candidate_id for r in ranked[: body.top_k]]
-    jobs, new = _promote(session, db, settings, study, ids, body.tuner or study.policy.get("tuner", "fd2"))
+    tuner = body.tuner or study.policy.get("tuner", "fd2")
+    jobs, new = _promote(session, db, settings, tenant, study, ids, tuner)
     page = Page[JobOut](data=[job_out(j, [], with_result=False) for j in jobs], count=len(jobs))
     return JSONResponse(page.model_dump(mode="json"), status_code=201 if new else 200)
 

@@ -1,0 +1,68 @@
+"""Per-tenant usage, read for the limits the API enforces (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from archscreen.store.models import ACTIVE_STATES, Candidate, Job, Study
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+
+def active_jobs(s: Session, tenant_id: int) -> int:
+    """Jobs of this tenant that are queued or running."""
+    q = (
+        select(func.count())
+        .select_from(Job)
+        .join(Study, Study.id == Job.study_id)
+        .where(Study.tenant_id == tenant_id, Job.state.in_(ACTIVE_STATES))
+    )
+    return int(s.scalar(q) or 0)
+
+
+def new_spec_hashes(s: Session, study_id: int, hashes: list[str]) -> set[str]:
+    """Those of ``hashes`` that the study does not hold yet (a re-submission adds nothing)."""
+    if not hashes:
+        return set()
+    known = set(
+        s.scalars(
+            select(Candidate.spec_hash).where(Candidate.study_id == study_id, Candidate.spec_hash.in_(hashes))
+        )
+    )
+    return set(hashes) - known
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                total += _dir_bytes(Path(entry.path))
+            else:
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total
+
+
+# tenant id -> (monotonic time, bytes): a submission does not walk every job folder every time
+_artifact_cache: dict[tuple[str, int], tuple[float, int]] = {}
+
+
+def artifact_bytes(s: Session, tenant_id: int, artifacts_dir: Path, *, max_age_s: float = 30.0) -> int:
+    """Bytes under ``artifacts_dir/jobs/<id>`` for this tenant's jobs (cached ``max_age_s``)."""
+    key = (str(artifacts_dir), tenant_id)
+    hit = _artifact_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < max_age_s:
+        return hit[1]
+    ids = s.scalars(select(Job.id).join(Study, Study.id == Job.study_id).where(Study.tenant_id == tenant_id))
+    jobs_dir = artifacts_dir / "jobs"
+    total = sum(_dir_bytes(jobs_dir / str(job_id)) for job_id in ids)
+    _artifact_cache[key] = (time.monotonic(), total)
+    return total
