@@ -13,7 +13,16 @@ import pytest
 import torch
 
 from tests.services import free_port
-from tests.worker.procs import SLOW, Deployment, children_of, deployment, group_alive, wait_for
+from tests.worker.procs import (
+    BACKENDS,
+    SLOW,
+    Deployment,
+    backend_deployment,
+    children_of,
+    deployment,
+    group_alive,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +47,11 @@ def assert_requeued_with_checkpoint(d: Deployment, job_id: int) -> int:
     return job.epoch
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_sigterm_to_a_worker_requeues_its_job_at_an_epoch_boundary_and_another_worker_resumes_it(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
-    with deployment(tmp_path) as d:
+    with backend_deployment(backend, tmp_path) as d:
         w1 = d.start_worker("w1")
         job_id = d.add_jobs(d.study(max_epochs=10), [SLOW])[0]
         running_at_epoch(d, job_id, 2)

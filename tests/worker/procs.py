@@ -106,7 +106,15 @@ class Deployment:
                 screening=config,
             ).id
 
-    def add_jobs(self, study_id: int, specs: list[dict[str, Any]], *, send: bool = True) -> list[int]:
+    def add_jobs(
+        self, study_id: int, specs: list[dict[str, Any]], *, send: bool = True, cancelled: bool = False
+    ) -> list[int]:
+        """Add candidates (their screening jobs) and send their messages.
+
+        ``cancelled``: cancel them in the same transaction (no worker can have taken one).
+        """
+        from archscreen.store import jobs as job_store
+
         ids: list[tuple[int, str]] = []
         with self.db.session() as s:
             study = s.get(Study, study_id)
@@ -123,6 +131,10 @@ class Deployment:
                     max_attempts=3,
                 )
                 ids += [(j.id, j.kind) for j in jobs]
+            if cancelled:
+                s.flush()
+                for job_id, _ in ids:
+                    job_store.request_cancel(s, job_id)
         if send:
             enqueue(self.db, self.settings, ids)
         return [i for i, _ in ids]
@@ -234,3 +246,24 @@ def deployment(tmp: Path, **kw: Any) -> Iterator[Deployment]:
         yield d
     finally:
         d.stop()
+
+
+BACKENDS = ["sqlite+filesystem", "postgresql+redis"]
+
+
+@contextlib.contextmanager
+def backend_deployment(backend: str, tmp: Path, **kw: Any) -> Iterator[Deployment]:
+    """SQLite + the embedded broker, or a throwaway PostgreSQL database + Redis (as deployed)."""
+    if backend == "sqlite+filesystem":
+        with deployment(tmp, **kw) as d:
+            yield d
+        return
+    from tests.services import REDIS_URL, fresh_postgres_url, need
+
+    need("Redis", "127.0.0.1", 6379)
+    pg = fresh_postgres_url()
+    try:
+        with deployment(tmp, database_url=next(pg), broker_url=REDIS_URL, **kw) as d:
+            yield d
+    finally:
+        next(pg, None)
