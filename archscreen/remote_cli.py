@@ -23,7 +23,6 @@ from typing import Any, ClassVar
 from xml.etree import ElementTree as ET
 
 import httpx
-import yaml
 
 from archscreen.cli import EXIT_OK, CliError
 from archscreen.client import FINAL, ApiError, Client
@@ -115,14 +114,25 @@ def _client(server: str, token: str) -> Iterator[Client]:
         c.close()
 
 
+def _load_yaml(path: Path, code: int | None = None) -> Any:
+    """YAML/JSON from a file under the service's hostile-input bounds (alias expansion, depth)."""
+    from archscreen.core.spec import SpecError
+    from archscreen.core.spec.parse import load_spec_text
+
+    try:
+        return load_spec_text(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        error = f"{path}: cannot read: {' '.join(str(exc).split())}"
+    except SpecError as exc:
+        error = f"{path}: {exc.issues[0].message}"
+    raise CliError(error) if code is None else CliError(error, code)
+
+
 def _read_spec(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CliError(f"{path}: no such file")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise CliError(f"{path}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    doc = _load_yaml(p)
     if not isinstance(doc, dict):
         raise CliError(f"{path}: expected a mapping with 'layers' and 'head'")
     doc.setdefault("name", p.stem)
@@ -285,10 +295,7 @@ class CiConfig:
     def __init__(self, path: Path) -> None:
         if not path.is_file():
             raise CliError(f"{path}: no such config file", EXIT_ERROR)
-        try:
-            doc = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise CliError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}", EXIT_ERROR) from None
+        doc = _load_yaml(path, EXIT_ERROR)
         if not isinstance(doc, dict):
             raise CliError(f"{path}: expected a mapping", EXIT_ERROR)
         unknown = set(doc) - self.KEYS

@@ -88,7 +88,8 @@ def _expanded_size(root: yaml.Node, limit: int) -> int:
     """Nodes in the document with every alias expanded, stopping once past ``limit``.
 
     Aliases compose to the *same* node object, so sizes are memoised per node: an alias bomb
-    (``a1: [*a0, *a0, ...]``, ``a2: [*a1, ...]``) is measured in time linear in its text.
+    (``a1: [*a0, *a0, ...]``, ``a2: [*a1, ...]``) is measured in time linear in its text. An
+    alias inside its own anchor (a cycle) is refused.
     """
     sizes: dict[int, int] = {}
     # post-order walk without recursion; a node still on the stack is an alias cycle (cut to 1)
@@ -105,9 +106,11 @@ def _expanded_size(root: yaml.Node, limit: int) -> int:
         elif isinstance(node, yaml.MappingNode):
             children = [n for pair in node.value for n in pair]
         if not children_done:
+            if any(id(c) in on_stack for c in children):
+                raise SpecError.single("spec", "a YAML alias refers to its own anchor (a cycle)")
             on_stack.add(key)
             stack.append((node, True))
-            stack.extend((c, False) for c in children if id(c) not in sizes and id(c) not in on_stack)
+            stack.extend((c, False) for c in children if id(c) not in sizes)
             continue
         on_stack.discard(key)
         total = 1 + sum(sizes.get(id(c), 1) for c in children)
@@ -308,7 +311,7 @@ class _LayerParser:
                 self.issue(path, f"layer name must be a string, got {preview(kind)}")
                 return None
         elif isinstance(item, dict):
-            keys = preview(", ".join(map(str, list(item)[:10]))) if item else "none"
+            keys = ", ".join(str(key)[:40] for key in list(item)[:10]) if item else "none"
             self.issue(path, f"a layer is a name or a one-key mapping {{kind: args}}, got keys: {keys}")
             return None
         else:
