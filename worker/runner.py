@@ -131,7 +131,12 @@ def train_config(study: Study, seed: int, device: str) -> Any:
 
 
 def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None = None) -> str:
-    """Claim and run job ``job_id``; returns its final state, or ``skipped`` if it was not claimable."""
+    """Claim and run job ``job_id``; returns its final state, or:
+
+    ``skipped`` (not claimable), ``lost`` (another worker owns it now), ``requeued`` (the worker is
+    stopping, or the disk filled up: the job is queued again and resumes from its checkpoint),
+    ``deferred`` (the disk is still full: not claimed; the sweep sends it again later).
+    """
     owner = owner or new_owner()
     room = _disk_room(settings, job_id)
     if room is not None:

@@ -45,7 +45,16 @@ def database() -> Database:
     """One engine per process, created after fork (a forked engine's sockets are not shareable)."""
     global _db
     if _db is None or _db[0] != os.getpid():
-        _db = (os.getpid(), Database(settings.resolved_database_url))
+        # bounded connects: the main process checks each message's job in Celery's event loop, and
+        # a database outage must not hang it (the check then lets the message through)
+        _db = (
+            os.getpid(),
+            Database(
+                settings.resolved_database_url,
+                connect_timeout_s=settings.db_connect_timeout_s,
+                pool_timeout_s=settings.db_pool_timeout_s,
+            ),
+        )
     return _db[1]
 
 
