@@ -100,6 +100,8 @@ class JobRequest(Request):
         try:
             with database().session() as s:
                 ok = job_store.claimable(s, job_id)
+                if ok:  # its message is here, not lost: the sweep must not re-send it
+                    job_store.keep_sent(s, [job_id])
         except Exception:
             log.exception("job %s: could not check its state; handing it to a job process", job_id)
             return False
