@@ -19,7 +19,10 @@ from typing import Any
 import archscreen.core.screening
 import archscreen.core.training.loop
 import archscreen.core.tuning  # noqa: F401
-import torch  # noqa: F401
+import torch
+
+# torch.optim.Optimizer's first construction imports torch._dynamo (~2.3 s of a 4 s tiny job)
+import torch._dynamo  # noqa: F401
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
 from archscreen.store.ranking import studies_awaiting_auto_promotion
