@@ -110,7 +110,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timing round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     d = FD2Tuner()
     print(f"# {machine_line()}; batch {args.batch}")
     print(
