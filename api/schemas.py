@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from archscreen.core.names import DEFAULT_TUNER_BY_BASE, Metric, TunerName
+from archscreen.store.models import JobState
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -22,7 +24,6 @@ T = TypeVar("T")
 UtcDatetime = Annotated[
     datetime, PlainSerializer(lambda d: d.replace(tzinfo=UTC).isoformat(), return_type=str)
 ]
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
 
 
 def _no_nul(value: str) -> str:
@@ -114,15 +115,11 @@ class ScreeningConfig(BaseModel):
         return self
 
 
-# Tuning starts from the screening's preferred rate, so the tuner must tune the same optimizer.
-DEFAULT_TUNER_BY_BASE: dict[str, Literal["fd2", "ag-adam"]] = {"sgd": "fd2", "adam": "ag-adam"}
-
-
 class PromotionPolicy(BaseModel):
     model_config = REQUEST
 
     top_k: int = Field(1, ge=1, le=100)
-    tuner: Literal["fd2", "fd1", "salera", "spalera", "ag-adam"] | None = Field(
+    tuner: TunerName | None = Field(
         None,
         description=(
             "Default: fd2 after Alrao-SGD screening, ag-adam after Alrao-Adam (tuning starts from the "
@@ -130,7 +127,7 @@ class PromotionPolicy(BaseModel):
         ),
     )
     auto: bool = Field(False, description="Promote the top-k once every screening run has ended.")
-    metric: Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"] = "val_loss"
+    metric: Metric = "val_loss"
 
 
 class StudyCreate(BaseModel):
@@ -318,9 +315,7 @@ class PromoteIn(BaseModel):
     candidate_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
         None, min_length=1, max_length=100
     )
-    tuner: Literal["fd2", "fd1", "salera", "spalera", "ag-adam"] | None = Field(
-        None, description="Default: the study's policy."
-    )
+    tuner: TunerName | None = Field(None, description="Default: the study's policy.")
 
     @model_validator(mode="after")
     def _one_of(self) -> PromoteIn:

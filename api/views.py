@@ -6,7 +6,7 @@ import statistics
 from typing import Any
 
 from archscreen.api.schemas import CandidateDetail, CandidateOut, EpochPoint, JobOut, Progress, StudyOut
-from archscreen.store import Candidate, EpochMetric, Job, Study
+from archscreen.store import ACTIVE_STATES, FINAL_STATES, Candidate, EpochMetric, Job, Study
 from archscreen.store import studies as study_store
 from archscreen.store.ranking import candidate_state
 from sqlalchemy.orm import Session
@@ -52,7 +52,7 @@ def progress(jobs: list[Job]) -> Progress:
     total = sum(j.max_epochs for j in jobs) or 1
     # a finished job counts as complete whatever epoch early stopping ended it at
     done_frac = sum(
-        1.0 if j.state in ("succeeded", "failed", "cancelled", "diverged") else j.epoch / max(j.max_epochs, 1)
+        1.0 if j.state in FINAL_STATES else j.epoch / max(j.max_epochs, 1)
         for j in jobs
     )
     frac = done_frac / max(len(jobs), 1)
@@ -61,7 +61,7 @@ def progress(jobs: list[Job]) -> Progress:
     running = [j for j in jobs if j.state == "running" and j.epoch > 0]
     if running:
         eta = max(j.elapsed_s / j.epoch * (j.max_epochs - j.epoch) for j in running)
-    elif jobs and all(j.state not in ("queued", "running") for j in jobs):
+    elif jobs and all(j.state not in ACTIVE_STATES for j in jobs):
         eta = 0.0
     return Progress(epoch=done, max_epochs=total, fraction=round(frac, 4), elapsed_s=elapsed, eta_s=eta)
 

@@ -19,6 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from archscreen.core.names import TUNER_NAMES
+
 if TYPE_CHECKING:
     from archscreen.core.tuning import Tuner
 
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training_args(p, max_epochs=30, patience=10)
     p.add_argument(
-        "--tuner", choices=["fd2", "fd1", "salera", "spalera", "ag-adam"], default="fd2", help="default fd2"
+        "--tuner", choices=TUNER_NAMES, default="fd2", help="default fd2"
     )
     start = p.add_mutually_exclusive_group()
     start.add_argument("--init-lr", type=_positive_float, default=None, help="initial rate (default 0.01)")

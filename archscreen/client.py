@@ -20,7 +20,9 @@ from typing import Any
 
 import httpx
 
-FINAL = {"succeeded", "failed", "cancelled", "diverged"}
+# The store's FINAL_STATES (archscreen.store.models): the client does not import the store and
+# SQLAlchemy with it; tests/archscreen/test_vocabularies.py checks the two agree.
+FINAL = frozenset({"succeeded", "failed", "cancelled", "diverged"})
 IDEMPOTENT_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
 RETRY_STATUSES = {502, 503, 504}
 MAX_RETRY_WAIT_S = 10.0

@@ -26,6 +26,7 @@ import httpx
 
 from archscreen.cli import EXIT_OK, CliError
 from archscreen.client import FINAL, ApiError, Client
+from archscreen.core.names import METRIC_NAMES
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -321,10 +322,8 @@ class CiConfig:
         self.baseline = base / str(doc["baseline"]) if doc.get("baseline") else None
         self.baseline_score = doc.get("baseline_score")
         self.metric = str(doc.get("metric", "val_loss"))
-        if self.metric not in ("val_loss", "val_accuracy", "test_accuracy", "test_loss"):
-            raise CliError(
-                f"{path}: metric must be val_loss, val_accuracy, test_accuracy or test_loss", EXIT_ERROR
-            )
+        if self.metric not in METRIC_NAMES:
+            raise CliError(f"{path}: metric must be one of {', '.join(METRIC_NAMES)}", EXIT_ERROR)
         self.rule = doc.get("rule") or {}
         if not isinstance(self.rule, dict) or set(self.rule) - {"max_regression", "top_k"} or not self.rule:
             raise CliError(

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line
+from archscreen.core.names import TUNER_NAMES
 from archscreen.core.screening import FixedRateScreener
 from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig
@@ -35,7 +36,7 @@ from fidelity_screeners import FreeRateScreener
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["logistic_regression", "mlp", "lenet5", "resnet_small", "mobilenet_small", "gru_classifier"]
-TUNED = ["fd2", "fd1", "salera", "spalera", "ag-adam"]
+TUNED: list[str] = list(TUNER_NAMES)
 REFERENCES = ["dadapt-sgd", "prodigy"]
 
 

@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 
 import torch
 from archscreen.core.data import DatasetSplits, load_dataset
+from archscreen.core.names import TUNER_NAMES, TunerName
 from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec, spec_hash, validate_spec
 from archscreen.core.training.loop import Callback, Progress, StepHook, TrainConfig, train
 from archscreen.core.training.model import PlainHead, ScreenModel, head_out_features
@@ -675,19 +676,21 @@ class AgAdamTuner(Tuner):
         return _weighted_geo_mean(optimizer.effective_rates())
 
 
-TUNERS: dict[str, Callable[..., Tuner]] = {
+# Keyed by :data:`archscreen.core.names.TunerName` (the API and CLI read the names from there).
+TUNERS: dict[TunerName, Callable[..., Tuner]] = {
     "fd2": FD2Tuner,
     "fd1": FD1Tuner,
     "salera": lambda paper_exact=False, **kw: SALERATuner(paper_exact, parameterwise=False, **kw),
     "spalera": lambda paper_exact=False, **kw: SALERATuner(paper_exact, parameterwise=True, **kw),
     "ag-adam": AgAdamTuner,
 }
+assert tuple(TUNERS) == TUNER_NAMES, "core/names.py TunerName and TUNERS list different tuners"
 
 
 def get_tuner(name: str, paper_exact: bool = False, **kwargs: Any) -> Tuner:
     """A tuner from the registry by name (``fd2``, ``fd1``, ``salera``, ``spalera``, ``ag-adam``)."""
     try:
-        factory = TUNERS[name]
+        factory = TUNERS[name]  # type: ignore[index]  # a str from the caller, checked here
     except KeyError:
         raise ValueError(f"unknown tuner {name!r}; choose from {', '.join(TUNERS)}") from None
     return factory(paper_exact=paper_exact, **kwargs)

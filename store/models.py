@@ -9,7 +9,7 @@ lease/heartbeat protocol and one reaper.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -26,9 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "diverged")
-ACTIVE_STATES = ("queued", "running")
-FINAL_STATES = ("succeeded", "failed", "cancelled", "diverged")
+# A job's state: defined here once; the API's schemas use this type (its OpenAPI enum).
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
+ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
+FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged")
 JOB_KINDS = ("screen", "tune")
 
 # Stable constraint names so Alembic migrations (and their downgrades) can refer to them.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from archscreen.core.names import HIGHER_IS_BETTER, Metric
 from archscreen.store.db import utcnow
 from archscreen.store.jobs import bump_study
 from archscreen.store.models import FINAL_STATES, Candidate, Job, Study
@@ -14,13 +15,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-# metric -> True when higher is better
-METRICS: dict[str, bool] = {
-    "val_loss": False,
-    "val_accuracy": True,
-    "test_accuracy": True,
-    "test_loss": False,
-}
+# metric -> True when higher is better (the names are core's: archscreen.core.names.Metric)
+METRICS: dict[Metric, bool] = HIGHER_IS_BETTER
 
 
 @dataclass
@@ -78,7 +74,7 @@ def rank(s: Session, study: Study, metric: str = "val_loss") -> tuple[list[RankR
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    higher = METRICS[metric]
+    higher = METRICS[cast(Metric, metric)]
     cands = s.scalars(select(Candidate).where(Candidate.study_id == study.id).order_by(Candidate.id)).all()
     jobs = s.scalars(select(Job).where(Job.study_id == study.id).order_by(Job.id)).all()
     screens: dict[int, list[Job]] = {c.id: [] for c in cands}

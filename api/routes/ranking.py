@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
@@ -22,6 +22,7 @@ from archscreen.api.schemas import (
     RankRowOut,
 )
 from archscreen.api.views import job_out
+from archscreen.core.names import Metric
 from archscreen.store import Job, Study, Tenant
 from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
@@ -31,7 +32,6 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 router = APIRouter(tags=["ranking and tuning"])
-Metric = Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"]
 
 
 @router.get("/studies/{study_id}/ranking", response_model=RankingOut, responses=NOT_FOUND)

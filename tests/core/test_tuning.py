@@ -207,10 +207,14 @@ def test_fd2_inside_the_page_hinkley_guard(tmp_path: Path) -> None:
 
 
 def test_which_posterior_can_start_which_tuner() -> None:
+    from archscreen.core.screening import AlraoScreener, FixedRateScreener
     from archscreen.core.tuning import posterior_fits_tuner, screening_optimizer
 
-    assert screening_optimizer("alrao-adam") == "adam" and screening_optimizer("alrao-sgd") == "sgd"
-    assert screening_optimizer("fixed-sgd") is None
+    # the names the screeners really write into a result's ``screener`` field
+    assert screening_optimizer(AlraoScreener(base="adam").name) == "adam"
+    assert screening_optimizer(AlraoScreener(base="sgd").name) == "sgd"
+    for fixed in (FixedRateScreener(lr=0.1), FixedRateScreener(lr=1e-3, optimizer="adam")):
+        assert screening_optimizer(fixed.name) is None, fixed.name  # one rate: no posterior to start from
     fd2, ag_adam = get_tuner("fd2"), get_tuner("ag-adam")
     assert posterior_fits_tuner("sgd", fd2) and not posterior_fits_tuner("adam", fd2)
     assert posterior_fits_tuner("adam", ag_adam) and posterior_fits_tuner(None, get_tuner("fd1"))

@@ -1,0 +1,67 @@
+"""Tuner names, ranking metrics and job states are defined once; every other layer derives them.
+
+core/names.py: tuner names and metrics; store/models.py: job states. These tests fail when a
+layer keeps a list of its own that drifts from the definition.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archscreen.api.app import create_app
+from archscreen.core.names import HIGHER_IS_BETTER, METRIC_NAMES, TUNER_NAMES
+from archscreen.store import ranking as ranking_store
+from archscreen.store.models import ACTIVE_STATES, FINAL_STATES, JOB_STATES
+
+from archscreen.cli import build_parser
+from archscreen.client import FINAL
+from archscreen.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def openapi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("openapi")), check_schema=False)
+    return app.openapi()
+
+
+def _enum(prop: dict[str, Any]) -> list[str]:
+    """The enum of a property that may be nullable (``anyOf: [{enum}, {type: null}]``)."""
+    for branch in [prop, *prop.get("anyOf", [])]:
+        if "enum" in branch:
+            return list(branch["enum"])
+    raise AssertionError(f"no enum in {prop}")
+
+
+def test_tuner_registry_is_the_named_tuners() -> None:
+    from archscreen.core.tuning import TUNERS, get_tuner
+
+    assert tuple(TUNERS) == TUNER_NAMES
+    assert {get_tuner(name).name for name in TUNER_NAMES} == set(TUNER_NAMES)
+
+
+def test_api_enums_are_the_defined_vocabularies(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    assert _enum(schemas["PromotionPolicy"]["properties"]["tuner"]) == list(TUNER_NAMES)
+    assert _enum(schemas["PromoteIn"]["properties"]["tuner"]) == list(TUNER_NAMES)
+    assert _enum(schemas["PromotionPolicy"]["properties"]["metric"]) == list(METRIC_NAMES)
+    for model in ("JobOut", "CandidateOut", "RankRowOut", "CandidateRow"):
+        assert _enum(schemas[model]["properties"]["state"]) == list(JOB_STATES), model
+    params = openapi["paths"]["/api/v1/studies/{study_id}/ranking"]["get"]["parameters"]
+    metric = next(p for p in params if p["name"] == "metric")
+    assert _enum(metric["schema"]) == list(METRIC_NAMES)
+
+
+def test_cli_choices_and_other_layers_follow_the_definitions(tmp_path: Path) -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    tune = sub.choices["tune"]  # type: ignore[index]
+    tuner = next(a for a in tune._actions if a.dest == "tuner")
+    assert tuple(tuner.choices) == TUNER_NAMES  # type: ignore[arg-type]
+    assert ranking_store.METRICS == HIGHER_IS_BETTER
+    assert set(METRIC_NAMES) == {"val_loss", "val_accuracy", "test_accuracy", "test_loss"}
+    assert [m for m in METRIC_NAMES if HIGHER_IS_BETTER[m]] == ["val_accuracy", "test_accuracy"]
+    assert set(FINAL) == set(FINAL_STATES)
+    assert set(ACTIVE_STATES) | set(FINAL_STATES) == set(JOB_STATES)
+    assert not set(ACTIVE_STATES) & set(FINAL_STATES)
