@@ -8,7 +8,7 @@ from typing import Any
 from archscreen.api.schemas import CandidateDetail, CandidateOut, EpochPoint, JobOut, Progress, StudyOut
 from archscreen.store import ACTIVE_STATES, FINAL_STATES, Candidate, EpochMetric, Job, Study
 from archscreen.store import studies as study_store
-from archscreen.store.ranking import candidate_state
+from archscreen.store.ranking import candidate_state, preferred_lr
 from sqlalchemy.orm import Session
 
 RESULT_METRICS = (
@@ -131,15 +131,8 @@ def candidate_detail(s: Session, cand: Candidate, since_epoch: int = 0) -> Candi
         metrics={
             k: _mean([r.get(k) for r in ok]) for k in RESULT_METRICS if any(r.get(k) is not None for r in ok)
         },
-        preferred_lr=_geo([r.get("preferred_lr") for r in ok]),
+        preferred_lr=preferred_lr(runs),
         switch_posterior=posterior,
         error="\n".join(errors) or None,
         runs=[job_out(j, metrics[j.id]) for j in runs],
     )
-
-
-def _geo(values: list[Any]) -> float | None:
-    import math
-
-    xs = [float(v) for v in values if isinstance(v, int | float) and v > 0]
-    return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else None

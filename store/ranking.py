@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -60,9 +61,19 @@ def _score(result: dict[str, Any] | None, metric: str) -> float | None:
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
-def _geo_mean(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x and x > 0 and math.isfinite(x)]
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+def preferred_lr(runs: Iterable[Job]) -> float | None:
+    """A candidate's preferred rate: the geometric mean, over its *succeeded* screening runs (one per
+    seed), of each run's Alrao ``preferred_lr``; ``None`` when no succeeded run has one.
+
+    The one rule for every route that shows it (``/candidates/{id}``, ``/ranking``, ``/summary``,
+    the leaderboard): a failed or diverged seed's rate is not a preference.
+    """
+    lrs = []
+    for j in runs:
+        v = (j.result or {}).get("preferred_lr") if j.state == "succeeded" else None
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and math.isfinite(v):
+            lrs.append(float(v))
+    return statistics.geometric_mean(lrs) if lrs else None
 
 
 def rank(s: Session, study: Study, metric: str = "val_loss") -> tuple[list[RankRow], list[RankRow]]:
@@ -92,7 +103,7 @@ def rank(s: Session, study: Study, metric: str = "val_loss") -> tuple[list[RankR
         scores = [
             v for v in (_score(j.result, metric) for j in runs if j.state == "succeeded") if v is not None
         ]
-        row.preferred_lr = _geo_mean([float(j.result.get("preferred_lr") or 0) for j in runs if j.result])
+        row.preferred_lr = preferred_lr(runs)
         t = tunes.get(c.id)
         if t is not None:
             row.tuning_job_id, row.tuning_state = t.id, t.state
@@ -184,7 +195,7 @@ def promote(
             max_attempts=max_attempts,
             max_epochs=int(study.screening["max_epochs"]),
             config=(
-                {"tuner": tuner, "init_lr": _geo_mean(lrs)}
+                {"tuner": tuner, "init_lr": statistics.geometric_mean(lrs)}
                 if same_scale
                 else {
                     "tuner": tuner,

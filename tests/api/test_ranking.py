@@ -98,6 +98,37 @@ def test_ranking_orders_marks_ties_and_lists_unfinished_apart(env) -> None:  # t
     assert client.get(f"/api/v1/studies/{sid}/ranking?metric=bogus", headers=auth).status_code == 422
 
 
+def test_candidate_ranking_and_summary_agree_on_preferred_lr_when_a_seed_failed(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db = env
+    sid, (mixed, clean) = make(client, auth, [0, 1, 2], 2)
+    runs = {  # (candidate, seed): (state, preferred_lr)
+        (mixed, 0): ("succeeded", 0.01),
+        (mixed, 1): ("succeeded", 0.04),
+        (mixed, 2): ("failed", 10.0),  # a failed seed's rate is no preference
+        (clean, 0): ("succeeded", 0.1),
+        (clean, 1): ("succeeded", 0.1),
+        (clean, 2): ("succeeded", 0.4),
+    }
+    for (cid, seed), (state, lr) in runs.items():
+        with db.session() as s:
+            job = s.query(Job).filter_by(candidate_id=cid, kind="screen", seed=seed).one()
+            job_store.claim(s, job.id, "w", 30)
+        with db.session() as s:
+            assert job_store.finish(s, job.id, "w", state, result={"val_loss": 0.5, "preferred_lr": lr})
+    expected = {mixed: 0.02, clean: 0.4 ** (1 / 3) * 0.1 ** (2 / 3)}  # geometric means of succeeded seeds
+    ranking = client.get(f"/api/v1/studies/{sid}/ranking", headers=auth).json()
+    summary = client.get(f"/api/v1/studies/{sid}/summary", headers=auth).json()
+    by_ranking = {r["candidate_id"]: r["preferred_lr"] for r in [*ranking["data"], *ranking["unranked"]]}
+    by_summary = {r["id"]: r["preferred_lr"] for r in summary["candidates"]}
+    for cid, lr in expected.items():
+        detail = client.get(f"/api/v1/candidates/{cid}", headers=auth).json()
+        assert detail["preferred_lr"] == pytest.approx(lr, rel=1e-12)
+        assert by_ranking[cid] == detail["preferred_lr"] == by_summary[cid]
+    assert [r["candidate_id"] for r in ranking["unranked"]] == [mixed]  # failed: not ranked, rate shown
+    board = client.get(f"/api/v1/studies/{sid}/leaderboard", headers=auth).json()
+    assert board["data"][0]["preferred_lr"] == by_ranking[clean]
+
+
 def test_promotion_is_idempotent_and_starts_from_the_posterior(env) -> None:  # type: ignore[no-untyped-def]
     client, auth, db = env
     sid, (a, b, c) = make(client, auth, [0], 3)
