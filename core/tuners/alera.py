@@ -189,10 +189,14 @@ class _AgnosticBase(Optimizer):
         ids = tuple(map(id, group["params"]))
         hit = self._gathered.get(id(group))
         if hit is not None and hit[0] == ids:
-            grads = [p.grad for p in hit[1]]
-            if all(g is not None and not g.is_sparse for g in grads):
-                return hit[1], cast(list[Tensor], grads), hit[3], hit[4], hit[2]
-        params, grads, paths, rates, states = [], [], [], [], []
+            cached_grads = [p.grad for p in hit[1]]
+            if all(g is not None and not g.is_sparse for g in cached_grads):
+                return hit[1], cast(list[Tensor], cached_grads), hit[3], hit[4], hit[2]
+        params: list[Tensor] = []
+        grads: list[Tensor] = []
+        paths: list[Tensor] = []
+        rates: list[Tensor] = []
+        states: list[Any] = []
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -209,7 +213,7 @@ class _AgnosticBase(Optimizer):
                 )
                 self._init_extra(p, st)
             params.append(p)
-            grads.append(p.grad)
+            grads.append(cast(Tensor, p.grad))
             paths.append(st["path"])
             rates.append(st["rate"])
             states.append(st)
