@@ -51,10 +51,7 @@ def progress(jobs: list[Job]) -> Progress:
     done = sum(j.epoch for j in jobs)
     total = sum(j.max_epochs for j in jobs) or 1
     # a finished job counts as complete whatever epoch early stopping ended it at
-    done_frac = sum(
-        1.0 if j.state in FINAL_STATES else j.epoch / max(j.max_epochs, 1)
-        for j in jobs
-    )
+    done_frac = sum(1.0 if j.state in FINAL_STATES else j.epoch / max(j.max_epochs, 1) for j in jobs)
     frac = done_frac / max(len(jobs), 1)
     elapsed = max((j.elapsed_s for j in jobs), default=0.0)
     eta: float | None = None

@@ -17,56 +17,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
+from archscreen.cli_common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Parser,
+    positive_float,
+    positive_int,
+    rate_list,
+)
 from archscreen.core.names import TUNER_NAMES
 
 if TYPE_CHECKING:
     from archscreen.core.tuning import Tuner
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code attached."""
-
-    def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (plus a pointer to --help), not the usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _rate_list(text: str) -> list[float]:
-    rates = [_positive_float(t.strip()) for t in text.split(",") if t.strip()]
-    if not rates:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of rates, e.g. 0.001,0.01,0.1")
-    return rates
 
 
 def _add_training_args(p: argparse.ArgumentParser, max_epochs: int, patience: int) -> None:
@@ -75,23 +40,23 @@ def _add_training_args(p: argparse.ArgumentParser, max_epochs: int, patience: in
         "--dataset", required=True, help="registry name (see `archscreen datasets`) or a .npz path"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for splits, init and rates (default 0)")
-    p.add_argument("--max-epochs", type=_positive_int, default=max_epochs, help=f"default {max_epochs}")
+    p.add_argument("--max-epochs", type=positive_int, default=max_epochs, help=f"default {max_epochs}")
     p.add_argument(
-        "--patience", type=_positive_int, default=patience, help=f"early stopping (default {patience})"
+        "--patience", type=positive_int, default=patience, help=f"early stopping (default {patience})"
     )
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="default 32 (the Alrao paper's)")
-    p.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="default 32 (the Alrao paper's)")
+    p.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object, no progress output")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="archscreen",
         description="Screen neural-network architectures fairly with one Alrao run each.",
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("validate", help="check a spec against a dataset (shapes, limits) without training")
     p.add_argument("spec", help="architecture spec file (YAML or JSON)")
@@ -108,18 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_args(p, max_epochs=30, patience=10)
     p.add_argument(
         "--lr-min",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="default by task: 1e-5 (sgd), 1e-3 (sgd, char LM)",
     )
     p.add_argument(
         "--lr-max",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="default by task: 10 (sgd), 100 (sgd, char LM), 0.1 (adam)",
     )
     p.add_argument(
-        "--copies", type=_positive_int, default=None, help="output-layer copies (default 10; 6 for LMs)"
+        "--copies", type=positive_int, default=None, help="output-layer copies (default 10; 6 for LMs)"
     )
     p.add_argument(
         "--base",
@@ -136,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The learning-rate-grid ground truth: one plain run per rate and seed.",
     )
     _add_training_args(p, max_epochs=30, patience=10)
-    p.add_argument("--lrs", type=_rate_list, required=True, help="comma-separated rates, e.g. 0.001,0.01,0.1")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per rate (default 1)")
+    p.add_argument("--lrs", type=rate_list, required=True, help="comma-separated rates, e.g. 0.001,0.01,0.1")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds per rate (default 1)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.set_defaults(func=cmd_grid)
 
@@ -151,11 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "See docs/tuners.md for how close each tuner's rate comes to a grid search's.",
     )
     _add_training_args(p, max_epochs=30, patience=10)
-    p.add_argument(
-        "--tuner", choices=TUNER_NAMES, default="fd2", help="default fd2"
-    )
+    p.add_argument("--tuner", choices=TUNER_NAMES, default="fd2", help="default fd2")
     start = p.add_mutually_exclusive_group()
-    start.add_argument("--init-lr", type=_positive_float, default=None, help="initial rate (default 0.01)")
+    start.add_argument("--init-lr", type=positive_float, default=None, help="initial rate (default 0.01)")
     start.add_argument(
         "--from-screen",
         default=None,

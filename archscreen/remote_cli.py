@@ -24,7 +24,7 @@ from xml.etree import ElementTree as ET
 
 import httpx
 
-from archscreen.cli import EXIT_OK, CliError
+from archscreen.cli_common import EXIT_OK, CliError
 from archscreen.client import FINAL, ApiError, Client
 from archscreen.core.names import METRIC_NAMES
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archscreen.cli import EXIT_OK, CliError, _positive_int
+from archscreen.cli_common import EXIT_OK, CliError, positive_int
 
 LOCAL_TENANT = "local"
 
@@ -89,7 +89,7 @@ def add_service_commands(sub: Any) -> None:
     _data_dir_arg(p)
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=max(1, min(4, (os.cpu_count() or 2) // 2)),
         help="concurrent training jobs (worker processes)",
     )
@@ -104,7 +104,7 @@ def add_service_commands(sub: Any) -> None:
     _data_dir_arg(p)
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="uvicorn worker processes (default ARCHSCREEN_API_WORKERS or 1)",
     )
@@ -118,7 +118,7 @@ def add_service_commands(sub: Any) -> None:
         "--gpus", metavar="IDS", help="comma-separated GPU ids: one worker process per GPU, pinned"
     )
     g.add_argument("--cpu", action="store_true", help="train on the CPU even if GPUs are visible")
-    p.add_argument("--concurrency", type=_positive_int, default=1, help="jobs at once (CPU workers)")
+    p.add_argument("--concurrency", type=positive_int, default=1, help="jobs at once (CPU workers)")
     p.add_argument("--hostname", default=None, help="Celery node name (default archscreen-<kind>@<host>)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--pinned-gpu", help=argparse.SUPPRESS)  # set by the --gpus supervisor for its children
