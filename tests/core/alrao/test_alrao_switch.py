@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -192,3 +193,39 @@ def test_log_posterior_follows_every_change_of_the_buffers() -> None:
     with torch.no_grad():
         sw.log_w[1, 2] -= 1.0  # any in-place change
     torch.testing.assert_close(sw.log_posterior(), fresh(sw), rtol=0, atol=0)
+
+
+def test_python_update_sees_writes_made_between_updates() -> None:
+    """The CPU update reuses the floats it wrote last time unless something else wrote the
+    buffers since (reset, load_state_dict, any in-place change): compared with the tensor path."""
+    gen = torch.Generator().manual_seed(5)
+    a, b = Switch(4, 0.99), Switch(4, 0.99)
+
+    def both(fn: Callable[[Switch], object]) -> None:
+        fn(a)
+        fn(b)
+
+    def step() -> None:
+        ll = -torch.rand(4, generator=gen, dtype=torch.float64) * 2
+        a._update_python(ll)
+        b._update_tensor(ll)
+        torch.testing.assert_close(a.log_w, b.log_w, rtol=1e-12, atol=1e-12)
+        assert float(a.t) == float(b.t)
+
+    for _ in range(3):
+        step()
+    saved = {k: v.clone() for k, v in a.state_dict().items()}
+    step()
+    both(lambda sw: sw.load_state_dict(saved))
+    step()
+    both(lambda sw: sw.reset())
+    step()
+    step()
+    with torch.no_grad():
+        both(lambda sw: sw.log_w[0, 1].sub_(2.0))
+    step()
+    both(lambda sw: sw.t.fill_(40.0))
+    step()
+    a._update_python(torch.full((4,), float("nan"), dtype=torch.float64))  # skipped batch
+    b._update_tensor(torch.full((4,), float("nan"), dtype=torch.float64))
+    step()
