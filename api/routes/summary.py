@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from archscreen.api.deps import DatabaseDep, IdPath, SessionDep, StreamTenantDep, TenantDep
 from archscreen.api.etag import make_etag, not_modified, require
@@ -14,14 +14,13 @@ from archscreen.api.views import job_out, progress, study_out
 from archscreen.store import Candidate, Database, Job, Study
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.orm import Session
 
 router = APIRouter(tags=["polling"])
-EVENT_POLL_S = 1.0
-KEEPALIVE_S = 15.0
+EVENT_POLL_S = 1.0  # how often a stream checks the study's version (one indexed read)
 
 
 def build_summary(s: Session, study: Study) -> StudySummary:
@@ -105,42 +104,46 @@ def _summary_json(db: Database, study_id: int) -> str:
         return build_summary(s, study).model_dump_json()
 
 
+class _EventStream(EventSourceResponse):
+    """FastAPI's SSE response, documented right: FastAPI states a route's other responses (404,
+    401, ...) in its response class's media type, but ours are JSON like every other error."""
+
+    media_type = None  # the stream itself is sent as text/event-stream by FastAPI's SSE path
+
+
+def _streamed_study(study_id: IdPath, tenant: StreamTenantDep, db: DatabaseDep) -> int:
+    """The study's id, or a 404 before the stream starts (a generator's own errors come too late)."""
+    require(None if (v := _version(db, tenant.id, study_id)) is None else (study_id, v), "study", study_id)
+    return study_id
+
+
 @router.get(
     "/studies/{study_id}/events",
+    response_class=_EventStream,
     responses={200: {"content": {"text/event-stream": {}}, "description": "`summary` events."}, **NOT_FOUND},
 )
 async def study_events(
-    study_id: IdPath, request: Request, tenant: StreamTenantDep, db: DatabaseDep
-) -> StreamingResponse:
+    study_id: Annotated[int, Depends(_streamed_study)],
+    request: Request,
+    tenant: StreamTenantDep,
+    db: DatabaseDep,
+) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: a ``summary`` event (the body of ``/summary``) whenever the study changes.
 
-    The event id is the study version. Comments keep idle connections open. Browsers whose
-    EventSource cannot send the Authorization header read it with ``fetch`` (as the dashboard does).
+    The event id is the study version; a ``gone`` event ends the stream when the study is deleted.
+    FastAPI sends a ``: ping`` comment after 15 s without an event, which keeps idle connections
+    open through proxies. Browsers whose EventSource cannot send the Authorization header read it
+    with ``fetch`` (as the dashboard does).
     """
-    version = await run_in_threadpool(_version, db, tenant.id, study_id)
-    require(None if version is None else (study_id, version), "study", study_id)
-
-    async def stream() -> AsyncIterator[str]:
-        last: int | None = None
-        quiet = 0.0
-        yield "retry: 2000\n\n"
-        while not await request.is_disconnected():
-            current = await run_in_threadpool(_version, db, tenant.id, study_id)
-            if current is None:
-                yield "event: gone\ndata: {}\n\n"
-                return
-            if current != last:
-                body = await run_in_threadpool(_summary_json, db, study_id)
-                yield f"id: {current}\nevent: summary\ndata: {body}\n\n"
-                last, quiet = current, 0.0
-            elif quiet >= KEEPALIVE_S:
-                yield ": keep-alive\n\n"
-                quiet = 0.0
-            await asyncio.sleep(EVENT_POLL_S)
-            quiet += EVENT_POLL_S
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    yield ServerSentEvent(retry=2000)
+    last: int | None = None
+    while not await request.is_disconnected():  # a closed stream stops polling within EVENT_POLL_S
+        current = await run_in_threadpool(_version, db, tenant.id, study_id)
+        if current is None:
+            yield ServerSentEvent(event="gone", raw_data="{}")
+            return
+        if current != last:
+            body = await run_in_threadpool(_summary_json, db, study_id)
+            yield ServerSentEvent(id=str(current), event="summary", raw_data=body)
+            last = current
+        await asyncio.sleep(EVENT_POLL_S)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import fastapi.routing
 import pytest
 from archscreen.api.app import create_app
+from archscreen.api.routes import summary as summary_route
 from archscreen.store import Database, Job
 from archscreen.store import jobs as job_store
 from archscreen.store.auth import create_token
@@ -96,18 +100,73 @@ def test_since_returns_only_newer_points_and_summary_has_everything(env) -> None
     assert summary["study"]["id"] == sid and summary["tuning_jobs"] == []
 
 
-def test_events_stream_sends_the_summary(env) -> None:  # type: ignore[no-untyped-def]
-    client, auth, _db, sid, _cid = env
+def sse_messages(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """The stream's messages as field -> value (``data`` lines joined); a comment as ``{":": text}``."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if fields:
+                yield fields
+            fields = {}
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "":
+            fields[":"] = value
+        else:
+            fields[name] = f"{fields[name]}\n{value}" if name in fields else value
+
+
+@pytest.mark.timeout(60)
+def test_events_stream_sends_the_summary_and_an_event_after_each_change(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db, sid, cid = env
+    monkeypatch.setattr(summary_route, "EVENT_POLL_S", 0.05)
     with client.stream("GET", f"/api/v1/studies/{sid}/events", headers=auth) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        lines = r.iter_lines()
-        event = None
-        for line in lines:
-            if line.startswith("event: "):
-                event = line[7:]
-            if line.startswith("data: ") and event == "summary":
-                body = json.loads(line[6:])
+        assert r.headers["cache-control"] == "no-cache"
+        messages = sse_messages(r.iter_lines())
+        assert next(messages) == {"retry": "2000"}
+        first = next(messages)
+        body = json.loads(first["data"])
+        assert first["event"] == "summary" and int(first["id"]) == body["version"]
+        assert body["study"]["id"] == sid and body["candidates"][0]["state"] == "queued"
+        job_id = job_of(db, cid)
+        with db.session() as s:
+            job_store.claim(s, job_id, "w", 30)
+        with db.session() as s:
+            job_store.record_epoch(s, job_id, "w", epoch=1, **EPOCH)  # type: ignore[arg-type]
+        # the next summary shows the change (the claim alone may come first, as its own event)
+        for message in messages:
+            assert message["event"] == "summary" and int(message["id"]) > int(first["id"])
+            row = json.loads(message["data"])["candidates"][0]
+            if row["progress"]["epoch"] == 1:
+                assert row["state"] == "running" and json.loads(message["data"])["version"] == int(
+                    message["id"]
+                )
                 break
-    assert body["study"]["id"] == sid and body["candidates"][0]["state"] == "queued"
     assert client.get(f"/api/v1/studies/{sid}/events").status_code == 401
     assert client.get("/api/v1/studies/999/events", headers=auth).status_code == 404
+
+
+@pytest.mark.timeout(60)
+def test_events_stream_pings_while_nothing_changes(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    client, auth, _db, sid, _cid = env
+    monkeypatch.setattr(summary_route, "EVENT_POLL_S", 0.05)
+    monkeypatch.setattr(fastapi.routing, "_PING_INTERVAL", 0.3)  # FastAPI's keep-alive (15 s by default)
+    with client.stream("GET", f"/api/v1/studies/{sid}/events", headers=auth) as r:
+        messages = sse_messages(r.iter_lines())
+        assert next(messages) == {"retry": "2000"}
+        # (a ping may come first if the summary takes longer than the interval to build)
+        assert next(m for m in messages if ":" not in m)["event"] == "summary"
+        t0 = time.monotonic()
+        pings = [next(messages), next(messages)]  # nothing changes: only keep-alive comments
+        assert pings == [{":": "ping"}, {":": "ping"}]
+        assert time.monotonic() - t0 >= 0.5
+
+
+def test_events_route_documents_a_stream_and_json_errors(env) -> None:  # type: ignore[no-untyped-def]
+    client = env[0]
+    responses = client.app.openapi()["paths"]["/api/v1/studies/{study_id}/events"]["get"]["responses"]
+    assert list(responses["200"]["content"]) == ["text/event-stream"]
+    for code in ("401", "404", "503"):
+        assert list(responses[code]["content"]) == ["application/json"], code
