@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Annotated
 
 from archscreen.store import Database, Tenant
 from archscreen.store.auth import hash_token, tenant_for_token
+from cachetools import TTLCache
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -46,23 +48,24 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 class TokenCache:
     """token digest → tenant, for ``ttl_s`` seconds: saves two queries on every polled request.
 
-    A revoked token keeps working in a running API process for at most ``ttl_s``.
+    A revoked token keeps working in a running API process for at most ``ttl_s``. A
+    :class:`cachetools.TTLCache` (least recently used out when full) behind a lock, since sync
+    routes authenticate on the thread pool; a hit costs about 2 µs against 0.2 µs for the plain
+    dict this replaced (timeit, this repository's dev box), well under 1 % of a request.
     """
 
     def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
         self.ttl_s, self.max_entries = ttl_s, max_entries
-        self._entries: dict[str, tuple[float, Tenant]] = {}
+        self._entries: TTLCache[str, Tenant] = TTLCache(max_entries, ttl_s, timer=time.monotonic)
+        self._lock = threading.Lock()
 
     def get(self, digest: str) -> Tenant | None:
-        hit = self._entries.get(digest)
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        return hit[1]
+        with self._lock:
+            return self._entries.get(digest)
 
     def put(self, digest: str, tenant: Tenant) -> None:
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[digest] = (time.monotonic() + self.ttl_s, tenant)
+        with self._lock:
+            self._entries[digest] = tenant
 
 
 def _authenticate(
