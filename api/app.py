@@ -11,7 +11,7 @@ from typing import Any
 from archscreen.api import errors
 from archscreen.api.deps import TokenCache
 from archscreen.api.guards import RequestGuards
-from archscreen.api.routes import candidates, health, ranking, studies, summary
+from archscreen.api.routes import candidates, datasets, health, ranking, studies, summary
 from archscreen.api.schemas import ErrorResponse, TooLargeResponse
 from archscreen.store import Database
 from fastapi import APIRouter, FastAPI
@@ -96,10 +96,15 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     errors.install(app)
 
     app.add_middleware(RequestLatency, histogram=latency)
-    app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestGuards,
+        max_body_bytes=settings.max_body_bytes,
+        limits_by_path={f"{API_PREFIX}/datasets": settings.max_dataset_bytes},
+    )
 
     api = APIRouter(prefix=API_PREFIX, responses=COMMON_RESPONSES)
     api.include_router(studies.router)
+    api.include_router(datasets.router)
     api.include_router(candidates.router)
     api.include_router(ranking.router)
     api.include_router(summary.router)

@@ -38,9 +38,9 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail="request body too large")
 
 
-def too_large_body(limit: int) -> dict[str, object]:
+def too_large_body(limit: int, setting: str = "ARCHSCREEN_MAX_BODY_BYTES") -> dict[str, object]:
     return {
-        "detail": f"request body is larger than {limit:,} bytes (ARCHSCREEN_MAX_BODY_BYTES)",
+        "detail": f"request body is larger than {limit:,} bytes ({setting})",
         "limit_bytes": limit,
     }
 
@@ -54,8 +54,12 @@ class RequestGuards:
     request with a plain-text 413, and every error here is JSON.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, limits_by_path: dict[str, int] | None = None
+    ) -> None:
         self.app, self.max_body_bytes = app, max_body_bytes
+        # routes that stream their body to disk themselves (dataset uploads) and own their limit
+        self.limits_by_path = limits_by_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,6 +70,15 @@ class RequestGuards:
             loc = ["query", nul] if nul != "path" else ["path"]
             error = {"loc": loc, "path": ".".join(loc), "msg": "must not contain a NUL character"}
             await _send_json(send, 422, {"detail": [{**error, "type": "value_error"}]}, [])
+            return
+        if scope.get("path") in self.limits_by_path:
+            limit = self.limits_by_path[scope["path"]]
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                body = too_large_body(limit, "ARCHSCREEN_MAX_DATASET_BYTES")
+                await _send_json(send, 413, body, [(b"connection", b"close")])
+                return
+            await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:

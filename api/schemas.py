@@ -137,8 +137,8 @@ class StudyCreate(BaseModel):
     dataset: Text = Field(
         min_length=1,
         max_length=200,
-        description="A built-in dataset (see `archscreen datasets`).",
-        json_schema_extra={"enum": list(BUILTIN_DATASETS)},
+        description="A built-in dataset (see `archscreen datasets`), or ds_<id> of an uploaded one.",
+        json_schema_extra={"anyOf": [{"enum": list(BUILTIN_DATASETS)}, {"pattern": r"^ds_[1-9][0-9]{0,9}$"}]},
     )
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)  # type: ignore[arg-type]
     policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
@@ -371,3 +371,28 @@ class StudySummary(BaseModel):
     candidates: list[CandidateRow]
     ranking: RankingOut
     tuning_jobs: list[JobOut]
+
+
+# ---------------------------------------------------------------------------- datasets
+
+
+class DatasetOut(BaseModel):
+    """An uploaded dataset: a study names it by ``ref`` (``ds_<id>``)."""
+
+    id: int
+    ref: str = Field(description='What a study\'s "dataset" field names: ds_<id>.')
+    name: str
+    format: Literal["npz", "parquet", "csv"]
+    label_column: str | None
+    sha256: str = Field(description="sha256 of the uploaded file.")
+    size_bytes: int
+    task: Literal["classification", "regression", "language_model"]
+    input_shape: list[int]
+    input_kind: Literal["float", "tokens"]
+    num_classes: int | None
+    target_dim: int | None
+    vocab_size: int | None
+    classes: list[str] | None = Field(description="Class names, for a table with string labels.")
+    split_sizes: dict[str, int]
+    created_at: UtcDatetime
+    created: bool = Field(False, description="True when this request created the dataset.")

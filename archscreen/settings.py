@@ -87,6 +87,22 @@ class Settings(BaseSettings):
     )
     db_pool_timeout_s: float = Field(default=5.0, gt=0, description="Wait for a pooled connection.")
     max_spec_bytes: int = Field(default=256 * 1024, ge=1024)
+    # user datasets (docs/service.md): stored by content in the blob store
+    dataset_store_url: str | None = Field(
+        default=None,
+        description="Where dataset files live: an fsspec URL (s3://bucket/prefix); default "
+        "artifacts_dir/datasets.",
+    )
+    max_dataset_bytes: int = Field(default=512 * 1024**2, ge=1024, description="Largest upload.")
+    max_dataset_unpacked_bytes: int = Field(
+        default=1024**3, ge=1024, description="Largest uncompressed .npz (checked without inflating)."
+    )
+    max_dataset_total_bytes_per_tenant: int = Field(default=10 * 1024**3, ge=0)
+    max_datasets_per_tenant: int = Field(default=100, ge=1)
+    dataset_check_memory_bytes: int = Field(
+        default=4 * 1024**3, ge=256 * 1024**2, description="Address-space limit of the validation process."
+    )
+    dataset_check_timeout_s: float = Field(default=300.0, gt=0, description="Validation time limit.")
     # per-tenant limits (docs/reliability.md): 429 / 413 with the limit in the body
     max_candidates_per_study: int = Field(default=5000, ge=1, description="Candidates in one study.")
     max_active_jobs_per_tenant: int = Field(

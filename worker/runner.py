@@ -285,12 +285,14 @@ def _run(
     from archscreen.core.screening import AlraoScreener, resolve_device
     from archscreen.core.training import loop
     from archscreen.core.training.loop import Progress, TrainingCancelled
+    from archscreen.worker.datasets import local_dataset
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     loop.CHECKPOINT_FREE_MARGIN_BYTES = settings.checkpoint_free_margin_bytes
     device = resolve_device(settings.device)
     config = train_config(study, seed, device)
+    dataset = local_dataset(db, settings, dataset)  # ds_<id>: the uploaded file, cached locally
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     # set when an epoch ended after a shutdown request: its checkpoint is written after the

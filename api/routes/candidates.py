@@ -65,11 +65,8 @@ def _validated(c: CandidateCreate, prefix: list[str | int], info: Any, max_bytes
 
 
 def _validated_all(
-    cands: list[CandidateCreate], is_list: bool, dataset: str, max_bytes: int
+    cands: list[CandidateCreate], is_list: bool, info: Any, max_bytes: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from archscreen.core.data import get_dataset
-
-    info = get_dataset(dataset).info()
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     for i, c in enumerate(cands):
@@ -129,7 +126,10 @@ def add_candidates(
                     status.HTTP_409_CONFLICT, "Idempotency-Key was already used with a different request"
                 )
             return JSONResponse(prior.response["body"], status_code=prior.response["status"])
-    rows, errors = _validated_all(cands, isinstance(body, list), study.dataset, settings.max_spec_bytes)
+    from archscreen.api.routes.datasets import dataset_info
+
+    info = dataset_info(session, tenant.id, study.dataset)
+    rows, errors = _validated_all(cands, isinstance(body, list), info, settings.max_spec_bytes)
     if errors:
         raise ApiValidationError(errors)
     check_candidates(session, settings, tenant, study, [row["spec_hash"] for row in rows])

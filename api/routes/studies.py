@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from archscreen.api.deps import IdPath, PageDep, SessionDep, TenantDep
-from archscreen.api.errors import ApiValidationError, item
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.schemas import ErrorResponse, Page, StudyCreate, StudyOut
 from archscreen.api.views import studies_out, study_out
@@ -33,13 +32,9 @@ def load_study(session: SessionDep, tenant_id: int, study_id: int) -> Study:
     responses={409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
 def create_study(body: StudyCreate, session: SessionDep, tenant: TenantDep, response: Response) -> StudyOut:
-    from archscreen.core.data import available
+    from archscreen.api.routes.datasets import dataset_info
 
-    names = available()
-    if body.dataset not in names:
-        raise ApiValidationError(
-            [item(["body", "dataset"], f"unknown dataset {body.dataset!r}; choose from {', '.join(names)}")]
-        )
+    dataset_info(session, tenant.id, body.dataset)  # a built-in name or one of this tenant's ds_<id>
     try:
         study = study_store.create_study(
             session,

@@ -26,6 +26,7 @@ def test_every_api_route_declares_auth_limit_and_outage_responses(tmp_path: Path
 
 def test_dataset_enum_is_the_registry_and_promote_states_exactly_one_of(tmp_path: Path) -> None:
     components = schema(tmp_path)["components"]["schemas"]
-    assert sorted(components["StudyCreate"]["properties"]["dataset"]["enum"]) == sorted(available())
+    choices = components["StudyCreate"]["properties"]["dataset"]["anyOf"]
+    assert sorted(choices[0]["enum"]) == sorted(available()) and choices[1]["pattern"].startswith("^ds_")
     one_of = components["PromoteIn"]["oneOf"]
     assert [branch["required"] for branch in one_of] == [["top_k"], ["candidate_ids"]]

@@ -143,11 +143,11 @@ def test_token_migrate_and_api_refusing_an_old_schema(tmp_path: Path) -> None:
         and "run `archscreen migrate`" in before.stderr
     )
     migrated = run_cli("migrate", data_dir=tmp_path)
-    assert migrated.returncode == 0 and "revision None -> 0001" in migrated.stdout
+    assert migrated.returncode == 0 and "revision None -> 0002" in migrated.stdout
     token = run_cli("token", "create", "--tenant", "acme", data_dir=tmp_path)
     assert token.returncode == 0 and token.stdout.strip().splitlines()[-1].startswith("as_")
     down = run_cli("migrate", "--downgrade", "base", data_dir=tmp_path)
-    assert down.returncode == 0 and "0001 -> None" in down.stdout
+    assert down.returncode == 0 and "0002 -> None" in down.stdout
     api = run_cli("api", "--port", str(free_port()), data_dir=tmp_path)
     assert api.returncode == 1
     assert len(api.stderr.strip().splitlines()) == 1 and "run `archscreen migrate`" in api.stderr

@@ -17,6 +17,7 @@ TABLES = {
     "epoch_metrics",
     "idempotency_keys",
     "workers",
+    "datasets",
 }
 
 
@@ -30,6 +31,17 @@ def test_up_down_up(database_url: str) -> None:
     assert db.current_revision() is None
     db.migrate()
     assert set(inspect(db.engine).get_table_names()) >= TABLES
+    db.dispose()
+
+
+def test_datasets_revision_downgrades_alone(database_url: str) -> None:
+    db = Database(database_url)
+    db.migrate()
+    db.downgrade("0001")
+    assert "datasets" not in inspect(db.engine).get_table_names()
+    assert "studies" in inspect(db.engine).get_table_names()
+    db.migrate()
+    assert "datasets" in inspect(db.engine).get_table_names()
     db.dispose()
 
 

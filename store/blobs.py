@@ -1,0 +1,143 @@
+"""Content-addressed file storage for datasets: one interface, a local folder or any fsspec URL.
+
+A blob is named by the sha256 of its bytes, so storing the same file twice keeps one copy and a
+reader can check what it got. :class:`LocalBlobStore` (the artifacts folder; embedded mode and
+docker-compose's shared volume) and :class:`FsspecBlobStore` (``s3://bucket/prefix`` through
+s3fs, or any other fsspec filesystem) pass the same contract tests. Workers read through
+:meth:`BlobStore.local_path`, which keeps a local copy per hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(sha256: str) -> str:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
+    return sha256
+
+
+class BlobStore(ABC):
+    """Files by sha256. ``put`` is idempotent; ``local_path`` gives a local file for reading."""
+
+    @abstractmethod
+    def put(self, src: Path, sha256: str) -> None:
+        """Store ``src`` (whose digest the caller computed) under ``sha256``; no-op if present."""
+
+    @abstractmethod
+    def exists(self, sha256: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, sha256: str) -> None:
+        """Remove the blob; absent is fine."""
+
+    @abstractmethod
+    def local_path(self, sha256: str, cache_dir: Path) -> Path:
+        """A local file holding the blob (downloaded into ``cache_dir`` once, then reused)."""
+
+
+class LocalBlobStore(BlobStore):
+    """``root/ab/abcdef…``: a folder on this machine (or a volume every process mounts)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, sha256: str) -> Path:
+        sha256 = _check(sha256)
+        return self.root / sha256[:2] / sha256
+
+    def put(self, src: Path, sha256: str) -> None:
+        dst = self._path(sha256)
+        if dst.exists():
+            return
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".put-")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)  # atomic: a reader sees all of the file or none of it
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def exists(self, sha256: str) -> bool:
+        return self._path(sha256).is_file()
+
+    def delete(self, sha256: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(sha256).unlink()
+
+    def local_path(self, sha256: str, cache_dir: Path) -> Path:
+        path = self._path(sha256)
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset blob {sha256} is missing from {self.root}")
+        return path
+
+
+class FsspecBlobStore(BlobStore):
+    """Any fsspec URL prefix: ``s3://bucket/datasets`` (with s3fs installed and credentials in the
+    environment, as boto does), ``gcs://…``, ``memory://…``, ``file:///…``."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.fs, self.prefix = fsspec.core.url_to_fs(url)
+        self.prefix = self.prefix.rstrip("/")
+
+    def _key(self, sha256: str) -> str:
+        sha256 = _check(sha256)
+        return f"{self.prefix}/{sha256[:2]}/{sha256}"
+
+    def put(self, src: Path, sha256: str) -> None:
+        if not self.exists(sha256):
+            self.fs.put_file(str(src), self._key(sha256))
+
+    def exists(self, sha256: str) -> bool:
+        return bool(self.fs.exists(self._key(sha256)))
+
+    def delete(self, sha256: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._key(sha256))
+
+    def local_path(self, sha256: str, cache_dir: Path) -> Path:
+        cached = Path(cache_dir) / sha256[:2] / sha256
+        if cached.is_file():
+            return cached
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".get-")
+        os.close(fd)
+        try:
+            self.fs.get_file(self._key(sha256), tmp)
+            if sha256_of(Path(tmp)) != sha256:
+                raise OSError(f"dataset blob {sha256} arrived corrupted")
+            os.replace(tmp, cached)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return cached
+
+
+def blob_store(url: str | None, default_root: Path) -> BlobStore:
+    """The configured store: ``ARCHSCREEN_DATASET_STORE_URL``, else a folder under the artifacts dir."""
+    if not url:
+        return LocalBlobStore(default_root)
+    if url.startswith("file://") and "::" not in url:
+        return LocalBlobStore(Path(url.removeprefix("file://")))
+    return FsspecBlobStore(url)

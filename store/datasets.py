@@ -1,0 +1,167 @@
+"""Datasets of a tenant: rows by id, by content, usage, and which studies use one.
+
+A study names a dataset by reference ``ds_<id>`` (see :func:`ref`); built-in datasets by name.
+Returns frozen :class:`DatasetRecord` s, never ORM rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from archscreen.store.models import Dataset, Study
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+REF = re.compile(r"^ds_([1-9][0-9]{0,9})$")
+
+
+def ref(dataset_id: int) -> str:
+    """How a study names dataset ``dataset_id``: ``ds_12``."""
+    return f"ds_{dataset_id}"
+
+
+def parse_ref(name: str) -> int | None:
+    """``ds_12`` → 12; anything else (a built-in name) → None."""
+    m = REF.match(name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: int
+    tenant_id: int
+    name: str
+    format: str
+    label_column: str
+    sha256: str
+    blob_sha256: str
+    size_bytes: int
+    blob_bytes: int
+    facts: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return ref(self.id)
+
+
+def _record(row: Dataset) -> DatasetRecord:
+    return DatasetRecord(
+        row.id,
+        row.tenant_id,
+        row.name,
+        row.format,
+        row.label_column,
+        row.sha256,
+        row.blob_sha256,
+        int(row.size_bytes),
+        int(row.blob_bytes),
+        dict(row.facts),
+        row.created_at,
+    )
+
+
+def get(s: Session, tenant_id: int, dataset_id: int) -> DatasetRecord | None:
+    row = s.get(Dataset, dataset_id)
+    return None if row is None or row.tenant_id != tenant_id else _record(row)
+
+
+def get_any(s: Session, dataset_id: int) -> DatasetRecord | None:
+    """By id whatever the tenant (workers, which act for the study's tenant)."""
+    row = s.get(Dataset, dataset_id)
+    return None if row is None else _record(row)
+
+
+def by_content(s: Session, tenant_id: int, sha256: str, label_column: str = "") -> DatasetRecord | None:
+    row = s.scalar(
+        select(Dataset).where(
+            Dataset.tenant_id == tenant_id, Dataset.sha256 == sha256, Dataset.label_column == label_column
+        )
+    )
+    return None if row is None else _record(row)
+
+
+def list_for(s: Session, tenant_id: int, *, limit: int, offset: int) -> tuple[list[DatasetRecord], int]:
+    total = s.scalar(select(func.count()).select_from(Dataset).where(Dataset.tenant_id == tenant_id)) or 0
+    rows = s.scalars(
+        select(Dataset).where(Dataset.tenant_id == tenant_id).order_by(Dataset.id).limit(limit).offset(offset)
+    ).all()
+    return [_record(r) for r in rows], int(total)
+
+
+def usage(s: Session, tenant_id: int) -> tuple[int, int]:
+    """(number of datasets, bytes uploaded) of the tenant."""
+    n, total = s.execute(
+        select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
+            Dataset.tenant_id == tenant_id
+        )
+    ).one()
+    return int(n), int(total)
+
+
+def create(
+    s: Session,
+    tenant_id: int,
+    *,
+    name: str,
+    format: str,
+    label_column: str,
+    sha256: str,
+    blob_sha256: str,
+    size_bytes: int,
+    blob_bytes: int,
+    facts: dict[str, Any],
+) -> tuple[DatasetRecord, bool]:
+    """The new dataset, or the tenant's existing one with the same content (``created`` False)."""
+    existing = by_content(s, tenant_id, sha256, label_column)
+    if existing is not None:
+        return existing, False
+    row = Dataset(
+        tenant_id=tenant_id,
+        name=name,
+        format=format,
+        label_column=label_column,
+        sha256=sha256,
+        blob_sha256=blob_sha256,
+        size_bytes=size_bytes,
+        blob_bytes=blob_bytes,
+        facts=facts,
+    )
+    try:
+        with s.begin_nested():
+            s.add(row)
+            s.flush()
+    except IntegrityError:  # the same upload, concurrently
+        again = by_content(s, tenant_id, sha256, label_column)
+        assert again is not None
+        return again, False
+    return _record(row), True
+
+
+def studies_using(s: Session, tenant_id: int, dataset_id: int) -> list[str]:
+    return list(
+        s.scalars(
+            select(Study.name)
+            .where(Study.tenant_id == tenant_id, Study.dataset == ref(dataset_id))
+            .order_by(Study.id)
+        )
+    )
+
+
+def delete(s: Session, tenant_id: int, dataset_id: int) -> DatasetRecord | None:
+    row = s.get(Dataset, dataset_id)
+    if row is None or row.tenant_id != tenant_id:
+        return None
+    record = _record(row)
+    s.delete(row)
+    s.flush()
+    return record
+
+
+def blob_in_use(s: Session, blob_sha256: str) -> bool:
+    """Whether any dataset (of any tenant) still points at this blob."""
+    return bool(s.scalar(select(func.count()).select_from(Dataset).where(Dataset.blob_sha256 == blob_sha256)))

@@ -1,0 +1,216 @@
+"""Datasets over REST (in-process app, real database, real validation child process, real files)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from archscreen.api.app import create_app
+from archscreen.store import Database
+from fastapi.testclient import TestClient
+
+from archscreen.settings import Settings
+from tests.api.test_api import token_for
+
+URL = "/api/v1/datasets"
+MLP = {"layers": ["flatten", {"linear": 8}, "relu"], "head": "classifier"}
+
+
+def npz_bytes(n: int = 120, features: int = 6, classes: int = 3, **extra: np.ndarray) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        x_train=rng.normal(size=(n, features)).astype(np.float32),
+        y_train=rng.integers(0, classes, n),
+        **extra,
+    )
+    return buf.getvalue()
+
+
+def parquet_bytes(n: int = 90) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    table = pa.table(
+        {
+            "a": rng.normal(size=n),
+            "b": rng.integers(0, 5, n),
+            "label": rng.choice(["cat", "dog", "emu"], n),
+            "split": ["train"] * (n - 30) + ["val"] * 15 + ["test"] * 15,
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def settings(migrated: Database, tmp_path: Path) -> Settings:
+    s = Settings(data_dir=tmp_path / "data", database_url=migrated.url)
+    s.ensure_dirs()
+    return s
+
+
+@pytest.fixture
+def client(settings: Settings, migrated: Database) -> TestClient:
+    with TestClient(create_app(settings)) as c:
+        c.headers.update(token_for(migrated, "acme"))
+        yield c  # type: ignore[misc]
+
+
+def upload(client: TestClient, body: bytes, **params: str):  # type: ignore[no-untyped-def]
+    return client.post(URL, params=params, content=body, headers={"Content-Type": "application/octet-stream"})
+
+
+def stored_files(settings: Settings) -> list[Path]:
+    root = settings.resolved_artifacts_dir
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_npz_upload_describes_the_data_and_dedupes_by_content(client: TestClient, settings: Settings) -> None:
+    body = npz_bytes()
+    r = upload(client, body, name="mine.npz")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert ds["ref"] == f"ds_{ds['id']}" and ds["sha256"] == hashlib.sha256(body).hexdigest()
+    assert (ds["task"], ds["input_shape"], ds["num_classes"]) == ("classification", [6], 3)
+    assert ds["split_sizes"] == {"train": 84, "val": 18, "test": 18} and ds["size_bytes"] == len(body)
+    again = upload(client, body, name="other-name.npz")
+    assert again.status_code == 200 and again.json()["id"] == ds["id"]
+    assert len(stored_files(settings)) == 1, "one copy, stored under its sha256"
+    assert client.get(URL).json()["count"] == 1
+    assert client.get(URL, params={"sha256": ds["sha256"]}).json()["data"][0]["id"] == ds["id"]
+    assert client.get(f"{URL}/{ds['id']}").json()["name"] == "mine.npz"
+
+
+def test_tables_with_a_label_column(client: TestClient) -> None:
+    r = upload(client, parquet_bytes(), name="t.parquet", label_column="label")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert ds["classes"] == ["cat", "dog", "emu"] and ds["num_classes"] == 3 and ds["input_shape"] == [2]
+    assert ds["split_sizes"] == {"train": 60, "val": 15, "test": 15}
+    csv = "x1,x2,y\n" + "\n".join(f"{i % 7},{i * 0.5},{i * 0.1}" for i in range(50))
+    r = upload(client, csv.encode(), name="r.csv", label_column="y")
+    assert r.status_code == 201, r.text
+    assert r.json()["task"] == "regression" and r.json()["target_dim"] == 1
+
+
+def zip_bomb() -> bytes:
+    """An .npz whose member declares far more uncompressed bytes than it has (zeros compress well)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        header = np.lib.format.header_data_from_array_1_0(np.zeros(1, dtype=np.float64))
+        header["shape"] = (300_000_000,)
+        member = io.BytesIO()
+        np.lib.format.write_array_header_1_0(member, header)
+        with zf.open("x_train.npy", "w", force_zip64=True) as f:
+            f.write(member.getvalue())
+            chunk = bytes(1 << 20)
+            for _ in range(1200):  # 1.2 GB of zeros, ~1.2 MB compressed
+                f.write(chunk)
+    return buf.getvalue()
+
+
+BAD = [
+    (b"not a zip at all", {"name": "a.npz"}, "not an .npz archive"),
+    (npz_bytes(x_val=np.zeros((3, 6), np.float32)), {"name": "a.npz"}, "x_val given without y_val"),
+    (
+        npz_bytes(n=20, x_test=np.full((5, 6), np.nan, np.float32), y_test=np.zeros(5, int)),
+        {"name": "a.npz"},
+        "NaN",
+    ),
+    (npz_bytes(extra_unused=np.array([1])), {"name": "a.npz", "label_column": "y"}, "no label column"),
+    (parquet_bytes(), {"name": "t.parquet", "label_column": "nope"}, "no label column 'nope'"),
+    (b"a,b,y\n1,x,0\n2,y,1\n", {"name": "t.csv", "label_column": "y"}, "feature column 'b'"),
+    (b"\x00\x01", {"name": "a.bin"}, "give format"),
+]
+
+
+def object_array_npz() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.array([{"a": 1}] * 10, dtype=object), y_train=np.zeros(10, int))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("body,params,message", [*BAD, (object_array_npz(), {"name": "a.npz"}, "pickle")])
+def test_bad_files_are_422s_and_leave_nothing(
+    client: TestClient, settings: Settings, body: bytes, params: dict[str, str], message: str
+) -> None:
+    r = upload(client, body, **params)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"][0]["msg"], r.json()
+    assert client.get(URL).json()["count"] == 0
+    assert stored_files(settings) == [], "no partial or temporary file is left"
+
+
+def test_zip_bomb_is_refused_without_inflating(client: TestClient, settings: Settings) -> None:
+    r = upload(client, zip_bomb(), name="bomb.npz")
+    assert r.status_code == 422 and "unpacks to" in r.json()["detail"][0]["msg"], r.text
+    assert stored_files(settings) == []
+
+
+def test_studies_name_their_tenants_dataset(client: TestClient, migrated: Database) -> None:
+    ds = upload(client, npz_bytes(), name="mine.npz").json()
+    r = client.post("/api/v1/studies", json={"name": "s", "dataset": ds["ref"]})
+    assert r.status_code == 201, r.text
+    study = r.json()["id"]
+    ok = client.post(f"/api/v1/studies/{study}/candidates", json={"spec": MLP})
+    assert ok.status_code == 201, ok.text
+    conv = {"layers": [{"conv2d": {"out": 4, "kernel": 3}}, "flatten"], "head": "classifier"}
+    bad = client.post(f"/api/v1/studies/{study}/candidates", json={"spec": conv})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["path"].startswith("body.spec.layers[0]")
+    missing = client.post("/api/v1/studies", json={"name": "t", "dataset": "ds_999"})
+    assert missing.status_code == 422 and missing.json()["detail"][0]["path"] == "body.dataset"
+    # deleting a dataset a study uses is refused; the other tenant sees none of it
+    used = client.delete(f"{URL}/{ds['id']}")
+    assert used.status_code == 409 and "'s'" in used.json()["detail"]
+    other = token_for(migrated, "other")
+    assert client.get(f"{URL}/{ds['id']}", headers=other).status_code == 404
+    assert client.delete(f"{URL}/{ds['id']}", headers=other).status_code == 404
+    assert client.get(URL, headers=other).json()["count"] == 0
+    theirs = client.post("/api/v1/studies", json={"name": "x", "dataset": ds["ref"]}, headers=other)
+    assert theirs.status_code == 422 and theirs.json()["detail"][0]["path"] == "body.dataset"
+
+
+def test_delete_removes_the_row_and_the_file(client: TestClient, settings: Settings) -> None:
+    ds = upload(client, npz_bytes(), name="mine.npz").json()
+    assert client.delete(f"{URL}/{ds['id']}").status_code == 204
+    assert client.get(f"{URL}/{ds['id']}").status_code == 404
+    assert stored_files(settings) == []
+
+
+def test_limits_are_413_and_429_with_the_limit(migrated: Database, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        database_url=migrated.url,
+        max_dataset_bytes=20_000,
+        max_datasets_per_tenant=2,
+        max_dataset_total_bytes_per_tenant=5_000,
+    )
+    settings.ensure_dirs()
+    with TestClient(create_app(settings)) as c:
+        c.headers.update(token_for(migrated, "acme"))
+        big = upload(c, npz_bytes(n=2000), name="big.npz")  # Content-Length says so: refused unread
+        assert big.status_code == 413 and big.json()["limit_bytes"] == 20_000, big.text
+        body = npz_bytes(n=2000)
+        streamed = c.post(  # no Content-Length: cut off while streaming
+            URL,
+            params={"name": "big.npz"},
+            content=iter([body[i : i + 4096] for i in range(0, len(body), 4096)]),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert streamed.status_code == 413 and streamed.json()["limit"] == 20_000, streamed.text
+        assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file() and "datasets" in str(p)]
+        assert upload(c, npz_bytes(n=100), name="a.npz").status_code == 201
+        over = upload(c, npz_bytes(n=110), name="b.npz")
+        assert over.status_code == 413 and over.json()["limit"] == 5_000, over.text
+        settings.max_dataset_total_bytes_per_tenant = 10**9
+        assert upload(c, npz_bytes(n=111), name="b.npz").status_code == 201
+        third = upload(c, npz_bytes(n=112), name="c.npz")
+        assert third.status_code == 429 and third.json()["limit"] == 2, third.text
