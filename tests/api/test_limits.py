@@ -52,7 +52,8 @@ def test_candidates_per_study_is_a_413_with_the_limit_and_stores_nothing(limited
 
 def test_active_jobs_per_tenant_is_a_429_with_retry_after(limited: TestClient) -> None:
     a, b = study(limited, "a"), study(limited, "b")
-    assert limited.post(f"/api/v1/studies/{a}/candidates", json=[spec(4), spec(5), spec(6)]).status_code == 201
+    three = [spec(4), spec(5), spec(6)]
+    assert limited.post(f"/api/v1/studies/{a}/candidates", json=three).status_code == 201
     assert limited.post(f"/api/v1/studies/{b}/candidates", json=[spec(4), spec(5)]).status_code == 201
     r = limited.post(f"/api/v1/studies/{b}/candidates", json=[spec(7)])
     assert r.status_code == 429 and r.json()["limit"] == 5 and r.json()["current"] == 5, r.text
