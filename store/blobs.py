@@ -107,7 +107,9 @@ class FsspecBlobStore(BlobStore):
 
     def put(self, src: Path, sha256: str) -> None:
         if not self.exists(sha256):
-            self.fs.put_file(str(src), self._key(sha256))
+            key = self._key(sha256)
+            self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)  # a no-op on object stores
+            self.fs.put_file(str(src), key)
 
     def exists(self, sha256: str) -> bool:
         return bool(self.fs.exists(self._key(sha256)))
