@@ -183,16 +183,56 @@ async function studiesPage() {
   const page = await api("/studies?limit=200");
   const rows = page.data.map((s) => {
     const counts = Object.entries(s.jobs_by_state).map(([st, n]) => `${badge(st)} ${n}`).join(" ");
-    return `<tr data-study="${s.id}"><td><a href="#/studies/${s.id}">${esc(s.name)}</a></td><td>${esc(s.dataset)}</td>
+    return `<tr data-study="${s.id}"><td><a href="#/studies/${s.id}">${esc(s.name)}</a></td><td>${datasetLabel(s.dataset)}</td>
       <td class="num">${s.candidates}</td><td>${counts || '<span class="muted">no jobs</span>'}</td>
       <td>${s.policy.auto ? `auto top-${s.policy.top_k} → ${esc(s.policy.tuner)}` : `manual (${esc(s.policy.tuner)})`}</td>
       <td class="muted">${new Date(s.created_at).toLocaleString()}</td></tr>`;
   }).join("");
-  app.innerHTML = `<h1>Studies <span class="muted">(${page.count})</span></h1>
+  app.innerHTML = `<div class="row"><h1>Studies <span class="muted">(${page.count})</span></h1><a href="#/datasets">datasets →</a></div>
     ${page.count ? `<table id="studies"><thead><tr><th>study</th><th>dataset</th><th class="num">candidates</th>
       <th>jobs by state</th><th>promotion</th><th>created</th></tr></thead><tbody>${rows}</tbody></table>`
       : `<div class="card muted">No studies yet. Submit one with <code>archscreen submit SPEC --study NAME --dataset mnist1d</code>
          or <code>POST /api/v1/studies</code>.</div>`}`;
+}
+
+function fmtBytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function datasetLabel(name) {
+  // a study's dataset: a built-in name, or ds_<id> linking to the uploaded dataset
+  const m = /^ds_(\d+)$/.exec(name);
+  return m ? `<a href="#/datasets" data-dataset-ref="${esc(name)}">${esc(name)}</a>` : esc(name);
+}
+
+async function datasetsPage() {
+  const [page, studies] = await Promise.all([api("/datasets?limit=500"), api("/studies?limit=500")]);
+  const usedBy = new Map();
+  for (const s of studies.data) {
+    if (!usedBy.has(s.dataset)) usedBy.set(s.dataset, []);
+    usedBy.get(s.dataset).push(s);
+  }
+  const rows = page.data.map((d) => {
+    const users = (usedBy.get(d.ref) || []).map((s) => `<a href="#/studies/${s.id}">${esc(s.name)}</a>`).join(", ");
+    const target = d.task === "regression" ? `target dim ${d.target_dim}`
+      : d.task === "language_model" ? `vocabulary ${d.vocab_size}` : `${d.num_classes} classes`;
+    const splits = `${d.split_sizes.train} / ${d.split_sizes.val} / ${d.split_sizes.test}`;
+    return `<tr data-dataset="${d.id}"><td><code>${esc(d.ref)}</code></td><td>${esc(d.name)}</td>
+      <td>${esc(d.format)}${d.label_column ? ` (label <code>${esc(d.label_column)}</code>)` : ""}</td>
+      <td>${esc(d.task)}</td><td>[${d.input_shape.join(", ")}]</td><td>${esc(target)}</td>
+      <td class="num">${splits}</td><td class="num">${fmtBytes(d.size_bytes)}</td>
+      <td>${users || '<span class="muted">none</span>'}</td>
+      <td class="muted" title="${esc(d.sha256)}"><code>${esc(d.sha256.slice(0, 12))}…</code></td></tr>`;
+  }).join("");
+  app.innerHTML = `<div class="row"><h1>Datasets <span class="muted">(${page.count})</span></h1><a href="#/">← studies</a></div>
+    ${page.count ? `<table id="datasets"><thead><tr><th>ref</th><th>name</th><th>format</th><th>task</th>
+      <th>input shape</th><th>target</th><th class="num">train / val / test</th><th class="num">size</th>
+      <th>used by</th><th>sha256</th></tr></thead><tbody>${rows}</tbody></table>`
+      : `<div class="card muted">No datasets yet. Upload one with <code>archscreen dataset upload FILE</code>
+         or <code>POST /api/v1/datasets</code>.</div>`}`;
 }
 
 const curveCache = new Map();  // candidate id -> {progressKey, detail}
@@ -252,7 +292,7 @@ async function renderStudy(studyId, summary, state) {
   const accSeries = curveSeries(details, "val_accuracy");
   const counts = Object.entries(summary.candidate_states).map(([st, n]) => `${badge(st)} ${n}`).join(" ");
   app.innerHTML = `
-    <div class="row"><h1>${esc(s.name)}</h1><span class="muted">study ${s.id} · ${esc(s.dataset)} · ${s.candidates} candidates</span></div>
+    <div class="row"><h1>${esc(s.name)}</h1><span class="muted">study ${s.id} · ${datasetLabel(s.dataset)} · ${s.candidates} candidates</span></div>
     <div class="card row" id="study-progress">${counts} <span class="spacer"></span> ${progressBar(summary.progress, summary.progress.fraction >= 1 ? "succeeded" : "running")}</div>
     <h2>Candidates</h2>
     <table id="candidates"><thead><tr><th>candidate</th><th>state</th><th>progress</th><th class="num">rank</th>
@@ -422,6 +462,7 @@ async function route() {
     if ((m = h.match(/^\/studies\/(\d+)$/))) await studyPage(Number(m[1]));
     else if ((m = h.match(/^\/candidates\/(\d+)$/))) await candidatePage(Number(m[1]));
     else if ((m = h.match(/^\/tuning-jobs\/(\d+)$/))) await tuningJobPage(Number(m[1]));
+    else if (h === "/datasets") await datasetsPage();
     else await studiesPage();
   } catch (e) {
     if (e instanceof AuthError) {

@@ -152,3 +152,40 @@ def test_study_page_follows_training_live_and_promotes(service: tuple[str, str],
     shot(page, "candidate")
     assert errors == []
     page.close()
+
+
+def test_datasets_page_lists_uploads_and_the_studies_using_them(
+    service: tuple[str, str], browser: Browser
+) -> None:
+    import io
+
+    import httpx
+    import numpy as np
+
+    url, token = service
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buf, x_train=rng.normal(size=(60, 5)).astype(np.float32), y_train=rng.integers(0, 4, 60))
+    auth = {"Authorization": f"Bearer {token}"}
+    ds = httpx.post(
+        f"{url}/api/v1/datasets", params={"name": "team.npz"}, content=buf.getvalue(), headers=auth, timeout=120
+    )
+    assert ds.status_code in (200, 201), ds.text
+    ref = ds.json()["ref"]
+    with Client(url, token) as c:
+        study = c.create_study("on-team-data", dataset=ref)
+    page, errors = new_page(browser)
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    link = page.locator(f"#studies tr[data-study='{study['id']}'] a[data-dataset-ref='{ref}']")
+    expect(link).to_be_visible()
+    link.click()
+    row = page.locator(f"#datasets tr[data-dataset='{ds.json()['id']}']")
+    expect(row).to_contain_text("team.npz")
+    expect(row).to_contain_text("4 classes")
+    expect(row).to_contain_text("[5]")
+    expect(row.locator(f"a[href='#/studies/{study['id']}']")).to_have_text("on-team-data")
+    shot(page, "datasets")
+    assert errors == []
+    page.close()
