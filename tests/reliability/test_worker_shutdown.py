@@ -53,7 +53,7 @@ def test_sigterm_to_a_worker_requeues_its_job_at_an_epoch_boundary_and_another_w
 ) -> None:
     with backend_deployment(backend, tmp_path) as d:
         w1 = d.start_worker("w1")
-        job_id = d.add_jobs(d.study(max_epochs=10), [SLOW])[0]
+        job_id = d.add_jobs(d.study(max_epochs=6), [SLOW])[0]
         running_at_epoch(d, job_id, 2)
         t0 = time.monotonic()
         os.kill(w1.pid, signal.SIGTERM)  # the main process only, as systemd or docker stop it
@@ -61,7 +61,7 @@ def test_sigterm_to_a_worker_requeues_its_job_at_an_epoch_boundary_and_another_w
         stopped_s = time.monotonic() - t0
         assert not group_alive(w1.pid), "the job process outlived its worker"
         epoch = assert_requeued_with_checkpoint(d, job_id)
-        assert epoch < 10, "the job ran to its end instead of stopping"
+        assert epoch < 6, "the job ran to its end instead of stopping"
         before = d.curves(job_id)
         print(f"worker stopped {stopped_s:.1f} s after SIGTERM, job requeued at epoch {epoch}")
 
@@ -70,7 +70,7 @@ def test_sigterm_to_a_worker_requeues_its_job_at_an_epoch_boundary_and_another_w
         job = d.job(job_id)
         assert job.attempts == 1
         after = d.curves(job_id)
-        assert [e for e, _ in after] == list(range(1, 11))
+        assert [e for e, _ in after] == list(range(1, 7))
         assert after[: len(before)] == before  # the epochs before the stop were not retrained
 
 
