@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,7 +73,10 @@ class Client:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        r = self._send(method, path, **kwargs)
+        return self._body(self._send(method, path, **kwargs))
+
+    def _body(self, r: httpx.Response) -> Any:
+        """The JSON body of a 2xx response, or :class:`ApiError`."""
         if r.status_code >= 300:  # redirects are not followed: a URL that redirects is a wrong --server
             try:
                 body = r.json()
@@ -166,6 +170,20 @@ class Client:
 
     # ---------------------------------------------------------------- waiting
 
+    def summary(self, study_id: int) -> dict[str, Any]:
+        """Everything a dashboard shows for a study in one request: candidates with their progress
+        and score, the ranking, tuning jobs."""
+        return self.request("GET", f"/api/v1/studies/{study_id}/summary")
+
+    def summary_if_changed(self, study_id: int, etag: str | None) -> tuple[dict[str, Any] | None, str | None]:
+        """``(summary, etag)``, or ``(None, etag)`` when the study has not changed since ``etag``
+        (the server answers ``304`` after one indexed read)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        r = self._send("GET", f"/api/v1/studies/{study_id}/summary", headers=headers)
+        if r.status_code == 304:
+            return None, etag
+        return self._body(r), r.headers.get("ETag")
+
     def wait(
         self,
         study_id: int,
@@ -174,14 +192,23 @@ class Client:
         poll_s: float = 1.0,
         on_update: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Poll until every candidate's screening has ended; returns the candidates."""
+        """Poll until every candidate's screening has ended; returns the candidates.
+
+        One request a poll: the study's ``/summary`` with ``If-None-Match``, so an unchanged study
+        costs a ``304``. The candidates are the summary's rows (``id``, ``name``, ``state``,
+        ``progress``, ``score``, ``rank``, ``preferred_lr``, ``error``); ``on_update`` gets them
+        each time they change.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        etag: str | None = None
         while True:
-            cands = self.candidates(study_id)
-            if on_update is not None:
-                on_update(cands)
-            if cands and all(c["state"] in FINAL for c in cands):
-                return cands
+            summary, etag = self.summary_if_changed(study_id, etag)
+            if summary is not None:
+                cands: list[dict[str, Any]] = summary["candidates"]
+                if on_update is not None:
+                    on_update(cands)
+                if cands and all(c["state"] in FINAL for c in cands):
+                    return cands
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"study {study_id} still running after {timeout} s")
             time.sleep(poll_s)
@@ -219,6 +246,57 @@ class Client:
 
     def leaderboard(self, study_id: int) -> dict[str, Any]:
         return self.request("GET", f"/api/v1/studies/{study_id}/leaderboard")
+
+    # ---------------------------------------------------------------- datasets
+
+    def upload_dataset(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        label_column: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Upload a dataset file (streamed in 1 MiB chunks); the same bytes again return the
+        existing dataset. ``on_progress(sent, total)`` is called after each chunk."""
+        path = Path(path)
+        total = path.stat().st_size
+        params = {"name": name or path.name}
+        if label_column:
+            params["label_column"] = label_column
+
+        def chunks() -> Iterator[bytes]:
+            sent = 0
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    sent += len(chunk)
+                    yield chunk
+                    if on_progress is not None:
+                        on_progress(sent, total)
+
+        # streamed, so not retried on a dropped connection (a re-upload of the same bytes is safe)
+        r = self._http.post(
+            "/api/v1/datasets",
+            params=params,
+            content=chunks(),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(total)},
+            timeout=httpx.Timeout(30.0, read=600.0),
+        )
+        return self._body(r)  # type: ignore[no-any-return]
+
+    def dataset_by_content(self, sha256: str, *, label_column: str | None = None) -> dict[str, Any] | None:
+        params = {"sha256": sha256, **({"label_column": label_column} if label_column else {})}
+        page = self.request("GET", "/api/v1/datasets", params=params)
+        return page["data"][0] if page["data"] else None
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return list(self._paged("/api/v1/datasets"))
+
+    def dataset(self, dataset_id: int) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: int) -> None:
+        self.request("DELETE", f"/api/v1/datasets/{dataset_id}")
 
     def cancel_study(self, study_id: int) -> int:
         """Cancel every unfinished screening run and tuning job of the study; returns how many."""

@@ -50,12 +50,37 @@ def add_remote_commands(sub: Any) -> None:
     p = sub.add_parser("submit", help="submit spec files to a study on a running service")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="architecture spec files (YAML or JSON)")
     p.add_argument("--study", required=True, help="study name (created if missing, with --dataset)")
-    p.add_argument("--dataset", help="dataset for a new study (e.g. mnist1d)")
+    p.add_argument(
+        "--dataset",
+        help="dataset for a new study: a built-in name (mnist1d), ds_<id>, or a local .npz/.parquet/.csv "
+        "file (uploaded, or reused if the service has the same bytes)",
+    )
+    p.add_argument("--label-column", help="the label column of a .parquet/.csv --dataset file")
     p.add_argument("--max-epochs", type=int, help="screening epochs for a new study")
     p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
     p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
     _server_args(p)
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("dataset", help="upload, list and delete your datasets on a running service")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True, parser_class=type(p))
+    d = dsub.add_parser(
+        "upload", help="upload a .npz, .parquet or .csv file (prints its ds_<id>; the same bytes are reused)"
+    )
+    d.add_argument("file", help="the dataset file")
+    d.add_argument("--name", help="display name (default: the file name)")
+    d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
+    d.add_argument("--json", action="store_true", help="print the dataset as JSON")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_upload)
+    d = dsub.add_parser("list", help="your datasets: ref, name, task, shapes, sizes")
+    d.add_argument("--json", action="store_true")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_list)
+    d = dsub.add_parser("rm", help="delete a dataset (refused while a study uses it)")
+    d.add_argument("dataset", help="ds_<id> or the id")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_rm)
 
     p = sub.add_parser("status", help="a study's candidates, ranking and tuning jobs")
     p.add_argument("study", help="study name or id")
@@ -168,14 +193,15 @@ class ProgressReporter:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, client: Client, cands: list[dict[str, Any]]) -> None:
+    def update(self, cands: list[dict[str, Any]]) -> None:
+        """Show the candidates of a study's summary (each row carries its progress)."""
         if not self.enabled:
             return
         for c in cands:
-            detail = client.candidate(c["id"]) if c["state"] == "running" else None
-            epoch = detail["progress"]["epoch"] if detail else 0
-            total = detail["progress"]["max_epochs"] if detail else 1
-            frac = 1.0 if c["state"] in FINAL else (detail["progress"]["fraction"] if detail else 0.0)
+            running = c["progress"] if c["state"] == "running" else None
+            epoch = running["epoch"] if running else 0
+            total = running["max_epochs"] if running else 1
+            frac = 1.0 if c["state"] in FINAL else (running["fraction"] if running else 0.0)
             if self._progress is not None:
                 if c["id"] not in self._tasks:
                     self._tasks[c["id"]] = self._progress.add_task(
@@ -195,6 +221,107 @@ class ProgressReporter:
 # ------------------------------------------------------------------------------ submit / status
 
 
+DATASET_SUFFIXES = (".npz", ".parquet", ".pq", ".csv")
+
+
+def _is_dataset_file(value: str) -> bool:
+    return value.lower().endswith(DATASET_SUFFIXES) or os.sep in value or Path(value).is_file()
+
+
+def resolve_dataset(c: Client, value: str, label_column: str | None = None, *, quiet: bool = False) -> str:
+    """A study's ``dataset`` for ``value``: a built-in name or ``ds_<id>`` as is; a local file is
+    uploaded, or reused when the service already has the same bytes (found by sha256)."""
+    if not _is_dataset_file(value):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise CliError(f"{value}: no such dataset file")
+    from archscreen.store.blobs import sha256_of
+
+    found = c.dataset_by_content(sha256_of(path), label_column=label_column)
+    if found is not None:
+        if not quiet:
+            print(f"{value}: already uploaded as {found['ref']}", file=sys.stderr)
+        return str(found["ref"])
+    return str(_upload(c, path, None, label_column, quiet=quiet)["ref"])
+
+
+def _upload(
+    c: Client, path: Path, name: str | None, label_column: str | None, *, quiet: bool
+) -> dict[str, Any]:
+    size = path.stat().st_size
+    show = not quiet and size > 4 * 2**20 and sys.stderr.isatty()
+    try:
+        if show:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            with Progress(
+                "{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
+            ) as bar:
+                task = bar.add_task(f"uploading {path.name}", total=size)
+                ds = c.upload_dataset(
+                    path,
+                    name=name,
+                    label_column=label_column,
+                    on_progress=lambda sent, _total: bar.update(task, completed=sent),
+                )
+        else:
+            ds = c.upload_dataset(path, name=name, label_column=label_column)
+    except ApiError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    if not quiet:
+        verb = "uploaded as" if ds.get("created") else "already uploaded as"
+        print(f"{path}: {verb} {ds['ref']} ({ds['task']}, input {ds['input_shape']})", file=sys.stderr)
+    return ds
+
+
+def _dataset_id(value: str) -> int:
+    digits = value.removeprefix("ds_")
+    if not digits.isdigit():
+        raise CliError(f"{value!r} is not a dataset (ds_<id> or the id)")
+    return int(digits)
+
+
+def cmd_dataset_upload(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{args.file}: no such file")
+    with _client(args.server, _token(args)) as c:
+        ds = _upload(c, path, args.name, args.label_column, quiet=args.json)
+    print(json.dumps(ds, indent=2) if args.json else ds["ref"])
+    return EXIT_OK
+
+
+def cmd_dataset_list(args: argparse.Namespace) -> int:
+    with _client(args.server, _token(args)) as c:
+        rows = c.datasets()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no datasets (upload one with `archscreen dataset upload FILE`)")
+        return EXIT_OK
+    print(f"{'ref':<8} {'name':<24} {'task':<15} {'input':<12} {'train/val/test':>16} {'MB':>8}")
+    for d in rows:
+        splits = "/".join(str(d["split_sizes"][k]) for k in ("train", "val", "test"))
+        print(
+            f"{d['ref']:<8} {d['name'][:24]:<24} {d['task']:<15} {d['input_shape']!s:<12} "
+            f"{splits:>16} {d['size_bytes'] / 2**20:>8.1f}"
+        )
+    return EXIT_OK
+
+
+def cmd_dataset_rm(args: argparse.Namespace) -> int:
+    dataset_id = _dataset_id(args.dataset)
+    with _client(args.server, _token(args)) as c:
+        try:
+            c.delete_dataset(dataset_id)
+        except ApiError as exc:
+            raise CliError(str(exc)) from None
+    print(f"deleted ds_{dataset_id}")
+    return EXIT_OK
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     specs = [_read_spec(p) for p in args.specs]
     with _client(args.server, _token(args)) as c:
@@ -203,7 +330,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if not args.dataset:
                 raise CliError(f"study {args.study!r} does not exist: pass --dataset to create it")
             screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
-            study = c.create_study(args.study, dataset=args.dataset, screening=screening)
+            dataset = resolve_dataset(c, args.dataset, args.label_column, quiet=args.json)
+            try:
+                study = c.create_study(args.study, dataset=dataset, screening=screening)
+            except ApiError as exc:
+                raise CliError(str(exc)) from None
         try:
             added = c.add_candidates(study["id"], [{"spec": s} for s in specs])
         except ApiError as exc:
@@ -217,7 +348,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 )
         if args.wait:
             with ProgressReporter(not args.json) as rep:
-                c.wait(study["id"], on_update=lambda cands: rep.update(c, cands))
+                c.wait(study["id"], on_update=rep.update)
             _print_ranking(c, study["id"])
     return EXIT_OK
 
@@ -283,6 +414,7 @@ class CiConfig:
     KEYS: ClassVar[set[str]] = {
         "study",
         "dataset",
+        "label_column",
         "screening",
         "candidates",
         "baseline",
@@ -315,6 +447,9 @@ class CiConfig:
         base = path.parent
         self.study = str(doc.get("study", path.stem))
         self.dataset = str(need("dataset", str))
+        self.label_column = doc.get("label_column")
+        if _is_dataset_file(self.dataset):  # a local data file, relative to the config
+            self.dataset = str(base / self.dataset)
         self.screening = doc.get("screening") or {}
         self.candidates = [base / str(p) for p in need("candidates", list)]
         if not self.candidates:
@@ -535,7 +670,8 @@ def _run_ci(
 ) -> int:
     name = f"{cfg.study}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     try:
-        study = c.create_study(name, dataset=cfg.dataset, screening=cfg.screening or None)
+        dataset = resolve_dataset(c, cfg.dataset, cfg.label_column, quiet=False)
+        study = c.create_study(name, dataset=dataset, screening=cfg.screening or None)
     except ApiError as exc:
         raise CliError(f"the service refused the study: {exc}", EXIT_ERROR) from None
     print(f"archscreen ci: study {study['id']} ({name}) at {c.base_url}", file=sys.stderr, flush=True)
@@ -556,7 +692,7 @@ def _run_ci(
                 study["id"],
                 timeout=timeout - (time.monotonic() - t0),
                 poll_s=1.0,
-                on_update=lambda cands: rep.update(c, cands),
+                on_update=rep.update,
             )
     except (TimeoutError, KeyboardInterrupt) as exc:
         n = c.cancel_study(study["id"])
