@@ -108,7 +108,8 @@ class _EventStream(EventSourceResponse):
     """FastAPI's SSE response, documented right: FastAPI states a route's other responses (404,
     401, ...) in its response class's media type, but ours are JSON like every other error."""
 
-    media_type = None  # the stream itself is sent as text/event-stream by FastAPI's SSE path
+    # the stream itself is still sent as text/event-stream (by FastAPI's SSE path, not this class)
+    media_type = None  # type: ignore[assignment]
 
 
 def _streamed_study(study_id: IdPath, tenant: StreamTenantDep, db: DatabaseDep) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import fastapi.routing
+import httpx
 import pytest
 from archscreen.api.app import create_app
 from archscreen.api.routes import summary as summary_route
@@ -170,3 +171,44 @@ def test_events_route_documents_a_stream_and_json_errors(env) -> None:  # type: 
     assert list(responses["200"]["content"]) == ["text/event-stream"]
     for code in ("401", "404", "503"):
         assert list(responses[code]["content"]) == ["application/json"], code
+
+
+def test_client_wait_and_cli_progress_poll_only_the_etagged_summary(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    from archscreen.client import Client
+    from archscreen.remote_cli import ProgressReporter
+
+    client, auth, db, sid, cid = env
+    seen: list[tuple[str, str | None, int]] = []
+    job_id = job_of(db, cid)
+
+    def record(r: httpx.Response) -> None:
+        seen.append((r.request.url.path, r.request.headers.get("if-none-match"), r.status_code))
+        if len(seen) == 3:  # two polls saw the study as it was: now the run trains and ends
+            with db.session() as s:
+                job_store.claim(s, job_id, "w", 30)
+            with db.session() as s:
+                job_store.finish(s, job_id, "w", "succeeded", result={"val_loss": 0.5, "preferred_lr": 0.1})
+
+    c = Client("http://testserver", "unused")
+    c._http = TestClient(client.app, headers=auth)  # the app in process, through the real client
+    c._http.event_hooks = {"response": [record]}
+    updates: list[list[str]] = []
+    with ProgressReporter(enabled=True) as rep:
+
+        def on_update(rows: list[dict]) -> None:
+            updates.append([row["state"] for row in rows])
+            rep.update(rows)
+
+        done = c.wait(sid, timeout=30, poll_s=0.01, on_update=on_update)
+    assert [(d["id"], d["state"]) for d in done] == [(cid, "succeeded")]
+    assert updates == [["queued"], ["succeeded"]]  # called when something changed, not every poll
+    summary = f"/api/v1/studies/{sid}/summary"
+    assert [(path, status) for path, _, status in seen] == [
+        (summary, 200),
+        (summary, 304),
+        (summary, 304),
+        (summary, 200),
+    ]
+    assert seen[0][1] is None and seen[1][1] == seen[2][1] == seen[3][1] is not None
+    err = capsys.readouterr().err
+    assert "mlp: queued" in err and "mlp: succeeded" in err
