@@ -282,7 +282,7 @@ class Client:
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(total)},
             timeout=httpx.Timeout(30.0, read=600.0),
         )
-        return self._body(r)  # type: ignore[no-any-return]
+        return self._body(r)
 
     def dataset_by_content(self, sha256: str, *, label_column: str | None = None) -> dict[str, Any] | None:
         params = {"sha256": sha256, **({"label_column": label_column} if label_column else {})}

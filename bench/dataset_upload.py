@@ -63,11 +63,11 @@ def main() -> None:
         svc = RunningService(tmp, db_url, REDIS_URL if args.postgres else None)
         try:
             svc.cli("migrate")
-            svc.token = svc.cli("token", "create", "--tenant", "bench").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
+            svc.token = svc.cli("token", "create", "--tenant", "bench").stdout.strip().splitlines()[-1]
             svc.start_api()
             svc.start_worker(concurrency=1)
             svc.wait_ready()
-            pid = svc.procs["api"].pid  # type: ignore[attr-defined]
+            pid = svc.procs["api"].pid
 
             big = tmp / "big.npz"
             rng = np.random.default_rng(0)

@@ -168,7 +168,11 @@ def test_datasets_page_lists_uploads_and_the_studies_using_them(
     np.savez(buf, x_train=rng.normal(size=(60, 5)).astype(np.float32), y_train=rng.integers(0, 4, 60))
     auth = {"Authorization": f"Bearer {token}"}
     ds = httpx.post(
-        f"{url}/api/v1/datasets", params={"name": "team.npz"}, content=buf.getvalue(), headers=auth, timeout=120
+        f"{url}/api/v1/datasets",
+        params={"name": "team.npz"},
+        content=buf.getvalue(),
+        headers=auth,
+        timeout=120,
     )
     assert ds.status_code in (200, 201), ds.text
     ref = ds.json()["ref"]
