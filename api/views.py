@@ -5,7 +5,17 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from archscreen.api.schemas import CandidateDetail, CandidateOut, EpochPoint, JobOut, Progress, StudyOut
+from archscreen.api.schemas import (
+    CandidateDetail,
+    CandidateOut,
+    EpochPoint,
+    JobOut,
+    LayerSummary,
+    Progress,
+    PromotionPolicy,
+    ScreeningConfig,
+    StudyOut,
+)
 from archscreen.store import ACTIVE_STATES, FINAL_STATES, Candidate, EpochMetric, Job, Study
 from archscreen.store import studies as study_store
 from archscreen.store.ranking import candidate_state, preferred_lr
@@ -36,8 +46,9 @@ def studies_out(s: Session, studies: list[Study]) -> list[StudyOut]:
             id=st.id,
             name=st.name,
             dataset=st.dataset,
-            screening=st.screening,
-            policy=st.policy,
+            # stored as the validated models' JSON: re-hydrated, not re-defaulted
+            screening=ScreeningConfig.model_validate(st.screening),
+            policy=PromotionPolicy.model_validate(st.policy),
             created_at=st.created_at,
             candidates=ncand.get(st.id, 0),
             jobs_by_state=counts.get(st.id, {}),
@@ -123,7 +134,7 @@ def candidate_detail(s: Session, cand: Candidate, since_epoch: int = 0) -> Candi
     return CandidateDetail(
         **base.model_dump(),
         spec=cand.spec,
-        summary=cand.summary,
+        summary=[LayerSummary.model_validate(row) for row in cand.summary],
         progress=progress(runs),
         metrics={
             k: _mean([r.get(k) for r in ok]) for k in RESULT_METRICS if any(r.get(k) is not None for r in ok)

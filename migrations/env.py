@@ -7,7 +7,7 @@ from archscreen.store.models import Base
 from sqlalchemy import create_engine, pool
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
+url: str = config.get_main_option("sqlalchemy.url") or ""
 if not url:
     from archscreen.settings import Settings
 

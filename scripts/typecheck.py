@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPPED = {"core": "core", "api": "api", "worker": "worker"}
+MAPPED = {"core": "core", "api": "api", "worker": "worker", "store": "store", "migrations": "migrations"}
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from archscreen.store.models import Dataset, Study
+from archscreen.store.models import Dataset, DatasetFormat, Study
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,7 +35,7 @@ class DatasetRecord:
     id: int
     tenant_id: int
     name: str
-    format: str
+    format: DatasetFormat
     label_column: str
     sha256: str
     blob_sha256: str
@@ -108,7 +108,7 @@ def create(
     tenant_id: int,
     *,
     name: str,
-    format: str,
+    format: DatasetFormat,
     label_column: str,
     sha256: str,
     blob_sha256: str,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from archscreen.store.db import utcnow
-from archscreen.store.models import FINAL_STATES, EpochMetric, Job, Study, WorkerSeen
+from archscreen.store.models import FINAL_STATES, EpochMetric, Job, JobState, Study, WorkerSeen
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -156,7 +156,7 @@ def finish(
     return True
 
 
-def request_cancel(s: Session, job_id: int) -> str:
+def request_cancel(s: Session, job_id: int) -> JobState:
     """Cancel a job: a queued one ends at once, a running one at its next step. Returns the new state."""
     now = utcnow()
     s.execute(

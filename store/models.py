@@ -32,7 +32,9 @@ JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "div
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged")
-JOB_KINDS = ("screen", "tune")
+JobKind = Literal["screen", "tune"]
+DatasetFormat = Literal["npz", "parquet", "csv"]
+JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 
 # Stable constraint names so Alembic migrations (and their downgrades) can refer to them.
 NAMING = {
@@ -91,7 +93,7 @@ class Dataset(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    format: Mapped[str] = mapped_column(String(16))
+    format: Mapped[DatasetFormat] = mapped_column(String(16))
     label_column: Mapped[str] = mapped_column(String(200), default="")
     sha256: Mapped[str] = mapped_column(String(64))
     blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -142,11 +144,11 @@ class Job(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[JobKind] = mapped_column(String(16))
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"), index=True)
     seed: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[JobState] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)

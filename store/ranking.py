@@ -11,7 +11,7 @@ from typing import Any, cast
 from archscreen.core.names import HIGHER_IS_BETTER, Metric
 from archscreen.store.db import utcnow
 from archscreen.store.jobs import bump_study
-from archscreen.store.models import FINAL_STATES, Candidate, Job, Study
+from archscreen.store.models import FINAL_STATES, Candidate, Job, JobState, Study
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,7 +24,7 @@ METRICS: dict[Metric, bool] = HIGHER_IS_BETTER
 class RankRow:
     candidate_id: int
     name: str
-    state: str
+    state: JobState
     rank: int | None = None
     score: float | None = None
     score_std: float | None = None
@@ -32,7 +32,7 @@ class RankRow:
     tied_with: list[int] = field(default_factory=list)
     preferred_lr: float | None = None
     tuning_job_id: int | None = None
-    tuning_state: str | None = None
+    tuning_state: JobState | None = None
     tuned_score: float | None = None
     recommended_lr: float | None = None
 
@@ -40,18 +40,13 @@ class RankRow:
         return asdict(self)
 
 
-def candidate_state(jobs: list[Job]) -> str:
+def candidate_state(jobs: list[Job]) -> JobState:
     """One state for a candidate from its screening runs (one per seed)."""
     states = {j.state for j in jobs}
     if not states:
         return "queued"
-    for s in ("running", "queued"):
-        if s in states:
-            return s
-    for s in ("failed", "diverged", "cancelled"):
-        if s in states:
-            return s
-    return "succeeded"
+    order: tuple[JobState, ...] = ("running", "queued", "failed", "diverged", "cancelled")
+    return next((state for state in order if state in states), "succeeded")
 
 
 def _score(result: dict[str, Any] | None, metric: str) -> float | None:

@@ -8,6 +8,7 @@ claim is a compare-and-set).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import lru_cache
 
 from archscreen.store import Database
@@ -29,7 +30,7 @@ def celery_for(settings: Settings) -> Celery:
     return _celery_for(settings.model_dump_json())
 
 
-def enqueue(db: Database, settings: Settings, jobs: list[tuple[int, str]]) -> int:
+def enqueue(db: Database, settings: Settings, jobs: Sequence[tuple[int, str]]) -> int:
     """Send one message per ``(job_id, kind)``; returns how many were sent."""
     if not jobs:
         return 0

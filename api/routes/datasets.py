@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 from archscreen.api.deps import DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
@@ -28,6 +28,7 @@ from archscreen.store import Tenant
 from archscreen.store import datasets as dataset_store
 from archscreen.store.blobs import BlobStore, blob_store
 from archscreen.store.datasets import DatasetRecord
+from archscreen.store.models import DatasetFormat
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
@@ -37,7 +38,12 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such dataset."}
 }
-SUFFIX_FORMAT = {".npz": "npz", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+SUFFIX_FORMAT: dict[str, DatasetFormat] = {
+    ".npz": "npz",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+}
 CHUNK = 1 << 16
 
 
@@ -170,7 +176,7 @@ async def upload_dataset(
     tenant: TenantDep,
     name: Annotated[str, Query(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")] = "dataset",
     format: Annotated[
-        Literal["npz", "parquet", "csv"] | None, Query(description="Default: from name's suffix.")
+        DatasetFormat | None, Query(description="Default: from name's suffix.")
     ] = None,
     label_column: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> Any:
