@@ -67,6 +67,7 @@ def test_yaml_alias_bomb_is_refused_fast_with_bounded_memory(api: RunningService
     r = httpx.post(url, json={"spec": alias_bomb(9)}, headers=auth(api), timeout=60)
     seconds = time.monotonic() - t0
     grown = peak_rss_mb(pid) - before
+    print(f"alias bomb (10^9 leaves): 422 in {seconds * 1000:.0f} ms, API peak RSS +{grown:.1f} MB")
     assert r.status_code == 422, r.text[:500]
     detail = r.json()["detail"]
     assert detail[0]["path"] == "body.spec" and "alias" in detail[0]["msg"], detail
@@ -191,6 +192,7 @@ def test_oversized_body_is_a_413_naming_the_limit_and_health_stays_responsive(ap
     finally:
         done.set()
         poller.join()
+    print(f"{len(big) / 1e6:.0f} MB body: 413 in {seconds * 1000:.0f} ms, worst /healthz {max(stalls) * 1000:.0f} ms")
     assert r.status_code == 413, r.text[:300]
     assert r.json()["limit_bytes"] == 4 * 1024 * 1024 and "4,194,304" in r.json()["detail"]
     assert seconds < 2.0, f"413 after {seconds:.2f} s"
