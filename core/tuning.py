@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -103,7 +104,7 @@ def initial_lr_from_screen(result_or_posterior: Any, lr_range: tuple[float, floa
         raise ValueError("switch_posterior rates must be finite and > 0")
     if any(not (w >= 0 and math.isfinite(w)) for w in ws) or sum(ws) <= 0:
         raise ValueError("switch_posterior weights must be finite, >= 0 and not all zero")
-    log_mean = sum(w * math.log(lr) for lr, w in zip(lrs, ws, strict=True)) / sum(ws)
+    log_mean = statistics.fmean([math.log(lr) for lr in lrs], weights=ws)
     lo, hi = lr_range if lr_range is not None else (min(lrs), max(lrs))
     if not 0 < lo <= hi:
         raise ValueError(f"invalid lr_range {lr_range}")
@@ -609,8 +610,10 @@ class FD1Tuner(Tuner):
 
 
 def _weighted_geo_mean(pairs: list[tuple[float, int]]) -> float:
-    total = sum(n for _, n in pairs)
-    return math.exp(sum(n * math.log(max(r, 1e-300)) for r, n in pairs) / max(total, 1))
+    """The geometric mean of rates weighted by parameter counts (1.0 for no parameters)."""
+    if sum(n for _, n in pairs) == 0:
+        return 1.0
+    return math.exp(statistics.fmean([math.log(max(r, 1e-300)) for r, _ in pairs], [n for _, n in pairs]))
 
 
 class SALERATuner(Tuner):
