@@ -8,19 +8,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from archscreen.api import errors
-from archscreen.api.deps import TokenCache
-from archscreen.api.guards import RequestGuards
-from archscreen.api.routes import candidates, datasets, health, ranking, studies, summary
-from archscreen.api.schemas import ErrorResponse, TooLargeResponse
-from archscreen.store import Database
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from archscreen import __version__
+from archscreen.api import errors
+from archscreen.api.deps import TokenCache
+from archscreen.api.guards import RequestGuards
+from archscreen.api.routes import candidates, datasets, health, ranking, studies, summary
+from archscreen.api.schemas import ErrorResponse, TooLargeResponse
 from archscreen.settings import Settings
+from archscreen.store import Database
 
 API_PREFIX = "/api/v1"
 

@@ -7,14 +7,14 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
-from archscreen.store import Database, Tenant
-from archscreen.store.auth import hash_token, tenant_for_token
 from cachetools import TTLCache
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from archscreen.settings import Settings
+from archscreen.store import Database, Tenant
+from archscreen.store.auth import hash_token, tenant_for_token
 
 # Ids and counters are 32-bit integers in the database: larger values are a 422, not a driver error.
 MAX_INT = 2**31 - 1

@@ -101,8 +101,9 @@ def unavailable_response() -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    from archscreen.api.limits import LimitExceeded
     from sqlalchemy.exc import SQLAlchemyError
+
+    from archscreen.api.limits import LimitExceeded
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

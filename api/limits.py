@@ -6,10 +6,10 @@ candidates, a tenant's stored artifacts), with the limit and the current usage i
 
 from __future__ import annotations
 
-from archscreen.store import Study, Tenant, quotas
 from sqlalchemy.orm import Session
 
 from archscreen.settings import Settings
+from archscreen.store import Study, Tenant, quotas
 
 
 class LimitExceeded(Exception):

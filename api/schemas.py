@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from archscreen.core.names import DEFAULT_TUNER_BY_BASE, Metric, TunerName
-from archscreen.store.models import JobState
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -17,6 +15,9 @@ from pydantic import (
     Tag,
     model_validator,
 )
+
+from archscreen.core.names import DEFAULT_TUNER_BY_BASE, Metric, TunerName
+from archscreen.store.models import JobState
 
 T = TypeVar("T")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from archscreen.api.schemas import (
     CandidateDetail,
     CandidateOut,
@@ -19,7 +21,6 @@ from archscreen.api.schemas import (
 from archscreen.store import ACTIVE_STATES, FINAL_STATES, Candidate, EpochMetric, Job, Study
 from archscreen.store import studies as study_store
 from archscreen.store.ranking import candidate_state, preferred_lr
-from sqlalchemy.orm import Session
 
 RESULT_METRICS = (
     "val_loss",

@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import forward_macs, machine_line, time_steps
+
 from archscreen.core.alrao import AlraoHead, AlraoSGD, alrao_param_groups
 from archscreen.core.data.base import DatasetInfo
 from archscreen.core.spec import build_body, feature_shape, parse_spec

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line
+
 from archscreen.core.screening import FixedRateScreener
 from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig

@@ -55,10 +55,6 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line
-from archscreen.core.data import load_dataset
-from archscreen.core.screening import AlraoScreener, FixedRateScreener, Screener
-from archscreen.core.spec import parse_spec
-from archscreen.core.training.loop import TrainConfig
 from fidelity_screeners import FreeRateScreener, lr_range_test, zero_cost_scores
 from fidelity_suites import (
     ADAM_LRS,
@@ -69,6 +65,11 @@ from fidelity_suites import (
     QUICK_SUITE,
     SGD_LRS,
 )
+
+from archscreen.core.data import load_dataset
+from archscreen.core.screening import AlraoScreener, FixedRateScreener, Screener
+from archscreen.core.spec import parse_spec
+from archscreen.core.training.loop import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -24,11 +24,12 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import torch
+from torch import nn
+
 from archscreen.core.data import DatasetSplits
 from archscreen.core.screening import FixedRateScreener, Screener
 from archscreen.core.spec import ArchSpec
 from archscreen.core.training.model import ScreenModel
-from torch import nn
 
 
 class _ParamsAtXBetweenSteps:

@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line, time_steps
 from alrao_overhead import MODELS, make_batch
+
 from archscreen.core.data.base import DatasetInfo, DatasetSplits
 from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig

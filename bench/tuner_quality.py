@@ -27,12 +27,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line
+from fidelity_screeners import FreeRateScreener
+
 from archscreen.core.names import TUNER_NAMES
 from archscreen.core.screening import FixedRateScreener
 from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig
 from archscreen.core.tuning import get_tuner
-from fidelity_screeners import FreeRateScreener
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["logistic_regression", "mlp", "lenet5", "resnet_small", "mobilenet_small", "gru_classifier"]

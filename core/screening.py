@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
 from archscreen.core.alrao import AlraoAdam, AlraoHead, AlraoSGD, alrao_param_groups
 from archscreen.core.alrao import posterior_table as _posterior_table
 from archscreen.core.alrao import preferred_lr as _preferred_lr

@@ -29,14 +29,15 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
 from archscreen.core.data import DatasetSplits, load_dataset
 from archscreen.core.names import TUNER_NAMES, TunerName
 from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec, spec_hash, validate_spec
 from archscreen.core.training.loop import Callback, Progress, StepHook, TrainConfig, train
 from archscreen.core.training.model import PlainHead, ScreenModel, head_out_features
 from archscreen.core.tuners import ALERA, FD1SGD, FD2SGD, SPALERA, AgAdam, PageHinkley
-from torch import Tensor, nn
-from torch.optim import Optimizer
 
 __all__ = [
     "TUNERS",

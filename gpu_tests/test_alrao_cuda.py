@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
+
 from archscreen.core.alrao import AlraoAdam, AlraoHead, AlraoSGD, alrao_param_groups
 from archscreen.core.alrao import optim as alrao_optim
-from torch import nn
 
 
 def _model(width: int = 64, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, AlraoHead]:

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import psutil
+
+from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import studies as study_store
 from archscreen.store.auth import get_or_create_tenant
 from archscreen.worker.queue import enqueue
-
-from archscreen.settings import Settings
 
 SPEC = {
     "name": "cnn",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
-from archscreen.store.models import Base
 from sqlalchemy import create_engine, pool
+
+from archscreen.store.models import Base
 
 config = context.config
 url: str = config.get_main_option("sqlalchemy.url") or ""

@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from archscreen.store.db import utcnow
-from archscreen.store.models import ApiToken, Tenant
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from archscreen.store.db import utcnow
+from archscreen.store.models import ApiToken, Tenant
 
 TOKEN_PREFIX = "as_"
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from archscreen.store.models import Dataset, DatasetFormat, Study
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+
+from archscreen.store.models import Dataset, DatasetFormat, Study
 
 REF = re.compile(r"^ds_([1-9][0-9]{0,9})$")
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from archscreen.store.db import utcnow
-from archscreen.store.models import FINAL_STATES, EpochMetric, Job, JobState, Study, WorkerSeen
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+
+from archscreen.store.db import utcnow
+from archscreen.store.jsonsafe import jsonable
+from archscreen.store.models import FINAL_STATES, EpochMetric, Job, JobState, Study, WorkerSeen
 
 
 def bump_study(s: Session, study_id: int) -> None:
@@ -99,9 +101,9 @@ def record_epoch(
     values = dict(
         job_id=job_id,
         epoch=epoch,
-        train_loss=_finite(train_loss),
-        val_loss=_finite(val_loss),
-        val_accuracy=_finite(val_accuracy),
+        train_loss=jsonable(train_loss),
+        val_loss=jsonable(val_loss),
+        val_accuracy=jsonable(val_accuracy),
         seconds=seconds,
         extra=extra,
     )
@@ -114,11 +116,6 @@ def record_epoch(
     job.epoch, job.max_epochs, job.elapsed_s, job.updated_at = epoch, max_epochs, elapsed_s, utcnow()
     bump_study(s, job.study_id)
     return True
-
-
-def _finite(x: float | None) -> float | None:
-    # JSON and some databases have no NaN/inf: a diverged epoch is stored as null
-    return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
 
 
 def finish(

@@ -6,9 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from archscreen.store.models import ACTIVE_STATES, Candidate, Job, Study
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+
+from archscreen.store.models import ACTIVE_STATES, Candidate, Job, Study
 
 
 def active_jobs(s: Session, tenant_id: int) -> int:

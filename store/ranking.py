@@ -8,13 +8,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from archscreen.core.names import HIGHER_IS_BETTER, Metric
 from archscreen.store.db import utcnow
 from archscreen.store.jobs import bump_study
 from archscreen.store.models import FINAL_STATES, Candidate, Job, JobState, Study
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 # metric -> True when higher is better (the names are core's: archscreen.core.names.Metric)
 METRICS: dict[Metric, bool] = HIGHER_IS_BETTER

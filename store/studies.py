@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from archscreen.store.jobs import bump_study
-from archscreen.store.models import Candidate, EpochMetric, IdempotencyKey, Job, Study
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+
+from archscreen.store.jobs import bump_study
+from archscreen.store.models import Candidate, EpochMetric, IdempotencyKey, Job, Study
 
 
 class Conflict(Exception):

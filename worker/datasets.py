@@ -6,11 +6,10 @@ or object storage with a local copy per hash under ``artifacts_dir/dataset-cache
 
 from __future__ import annotations
 
+from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import datasets as dataset_store
 from archscreen.store.blobs import blob_store
-
-from archscreen.settings import Settings
 
 
 class DatasetGone(RuntimeError):

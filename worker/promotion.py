@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from archscreen.settings import Settings
 from archscreen.store import Database, Study
 from archscreen.store import ranking as ranking_store
-
-from archscreen.settings import Settings
 
 log = logging.getLogger("archscreen.worker")
 

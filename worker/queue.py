@@ -11,12 +11,12 @@ import logging
 from collections.abc import Sequence
 from functools import lru_cache
 
-from archscreen.store import Database
-from archscreen.store import jobs as job_store
-from archscreen.worker.app import make_celery, send_job
 from celery import Celery
 
 from archscreen.settings import Settings
+from archscreen.store import Database
+from archscreen.store import jobs as job_store
+from archscreen.worker.app import make_celery, send_job
 
 log = logging.getLogger("archscreen.queue")
 

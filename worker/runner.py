@@ -20,11 +20,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
+from archscreen.store.jsonsafe import jsonable as _jsonable
 from archscreen.store.models import Candidate, Study
-
-from archscreen.settings import Settings
 
 log = logging.getLogger("archscreen.worker")
 
@@ -258,6 +258,7 @@ def _apply_retention(settings: Settings, job_id: int, kind: str) -> None:
     try:
         if kind == "tune":
             import torch
+
             from archscreen.core.training.loop import _atomic_save
 
             state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -282,6 +283,7 @@ def _run(
     lease: Lease,
 ) -> tuple[str, dict[str, Any] | None, str | None]:
     import torch
+
     from archscreen.core.screening import AlraoScreener, resolve_device
     from archscreen.core.training import loop
     from archscreen.core.training.loop import Progress, TrainingCancelled
@@ -366,16 +368,3 @@ def _run(
     state = {"cancelled": "cancelled", "diverged": "diverged"}.get(str(stopped), "succeeded")
     error = "training diverged (non-finite loss)" if state == "diverged" else None
     return state, out, error
-
-
-def _jsonable(x: Any) -> Any:
-    """Plain JSON: NaN/inf become null (PostgreSQL's json and strict parsers reject them)."""
-    if isinstance(x, float):
-        return None if x != x or x in (float("inf"), float("-inf")) else x
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "item") and callable(x.item):
-        return _jsonable(x.item())
-    return x

@@ -15,14 +15,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
-# heavy imports once, in the parent (copy-on-write in each job process); nothing here touches CUDA
-import archscreen.core.screening
-import archscreen.core.training.loop
-import archscreen.core.tuning  # noqa: F401
 import torch
 
 # torch.optim.Optimizer's first construction imports torch._dynamo (~2.3 s of a 4 s tiny job)
 import torch._dynamo  # noqa: F401
+from celery import signals
+from celery.worker import state as worker_state
+from celery.worker.request import Request
+
+# heavy imports once, in the parent (copy-on-write in each job process); nothing here touches CUDA
+import archscreen.core.screening
+import archscreen.core.training.loop
+import archscreen.core.tuning  # noqa: F401
+from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
 from archscreen.store.ranking import studies_awaiting_auto_promotion
@@ -30,11 +35,6 @@ from archscreen.worker.app import make_celery
 from archscreen.worker.promotion import after_screening_finished
 from archscreen.worker.queue import broker_queue_length, enqueue
 from archscreen.worker.runner import SHUTDOWN, execute
-from celery import signals
-from celery.worker import state as worker_state
-from celery.worker.request import Request
-
-from archscreen.settings import Settings
 
 log = logging.getLogger("archscreen.worker")
 

@@ -6,6 +6,9 @@ import hashlib
 import json
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
 from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item, loc_of
 from archscreen.api.etag import make_etag, not_modified, require
@@ -25,8 +28,6 @@ from archscreen.api.views import candidate_detail, candidate_out
 from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
 from archscreen.worker.queue import enqueue
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 
 router = APIRouter(tags=["candidates"])
 

@@ -20,19 +20,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
 from archscreen.api.deps import DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
 from archscreen.api.limits import LimitExceeded
 from archscreen.api.schemas import DatasetOut, ErrorResponse, LimitResponse, Page, TooLargeResponse
+from archscreen.settings import Settings
 from archscreen.store import Tenant
 from archscreen.store import datasets as dataset_store
 from archscreen.store.blobs import BlobStore, blob_store
 from archscreen.store.datasets import DatasetRecord
 from archscreen.store.models import DatasetFormat
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
-
-from archscreen.settings import Settings
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {

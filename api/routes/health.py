@@ -5,14 +5,15 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from archscreen.api.schemas import HealthOut
-from archscreen.store import JOB_STATES, Database, Job
-from archscreen.store import jobs as job_store
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func, select
+
+from archscreen.api.schemas import HealthOut
+from archscreen.store import JOB_STATES, Database, Job
+from archscreen.store import jobs as job_store
 
 router = APIRouter(tags=["health"])
 

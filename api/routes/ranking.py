@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
 from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
 from archscreen.api.etag import make_etag, not_modified, require
@@ -28,8 +31,6 @@ from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
 from archscreen.worker.queue import enqueue
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 
 router = APIRouter(tags=["ranking and tuning"])
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+
 from archscreen.api.deps import IdPath, PageDep, SessionDep, TenantDep
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.schemas import ErrorResponse, Page, StudyCreate, StudyOut
 from archscreen.api.views import studies_out, study_out
 from archscreen.store import Study
 from archscreen.store import studies as study_store
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {

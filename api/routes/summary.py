@@ -6,6 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.orm import Session
+
 from archscreen.api.deps import DatabaseDep, IdPath, SessionDep, StreamTenantDep, TenantDep
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED
@@ -14,10 +19,6 @@ from archscreen.api.views import job_out, progress, study_out
 from archscreen.store import Candidate, Database, Job, Study
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
-from fastapi.sse import EventSourceResponse, ServerSentEvent
-from sqlalchemy.orm import Session
 
 router = APIRouter(tags=["polling"])
 EVENT_POLL_S = 1.0  # how often a stream checks the study's version (one indexed read)

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from archscreen.core.data.base import DatasetSplits
 from torch import nn
+
+from archscreen.core.data.base import DatasetSplits
 
 LN2 = math.log(2.0)
 StopReason = Literal["patience", "max_epochs", "wall_clock", "diverged", "cancelled"]

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from archscreen.core.data.base import DatasetInfo, Task
 from torch import nn
+
+from archscreen.core.data.base import DatasetInfo, Task
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from archscreen.api.app import create_app
-from archscreen.store import Database, SchemaOutOfDate
-from archscreen.store.auth import create_token
 from fastapi.testclient import TestClient
 
+from archscreen.api.app import create_app
 from archscreen.settings import Settings
+from archscreen.store import Database, SchemaOutOfDate
+from archscreen.store.auth import create_token
 
 MLP = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "classifier"}
 LOGREG = {"name": "logreg", "layers": ["flatten"], "head": "classifier"}

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from archscreen.api.app import create_app
-from archscreen.store import Database
 from fastapi.testclient import TestClient
 
+from archscreen.api.app import create_app
 from archscreen.settings import Settings
+from archscreen.store import Database
 from tests.api.test_api import token_for
 
 URL = "/api/v1/datasets"

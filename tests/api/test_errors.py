@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archscreen.api.app import create_app
-from archscreen.api.errors import MAX_ERROR_ITEMS, ApiValidationError, capped, item
-from archscreen.store import Database
 from fastapi.testclient import TestClient
 
+from archscreen.api.app import create_app
+from archscreen.api.errors import MAX_ERROR_ITEMS, ApiValidationError, capped, item
 from archscreen.settings import Settings
+from archscreen.store import Database
 
 
 def test_a_500_is_json_with_a_request_id_and_closes_the_connection(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from archscreen.api.app import create_app
-from archscreen.store import Database
 from fastapi.testclient import TestClient
 
+from archscreen.api.app import create_app
 from archscreen.settings import Settings
+from archscreen.store import Database
 from tests.api.test_api import token_for
 
 SPEC = {"layers": ["flatten", {"linear": 4}, "relu"], "head": "classifier"}

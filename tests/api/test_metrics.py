@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from archscreen.api.app import create_app
-from archscreen.store import Database
 from fastapi.testclient import TestClient
 
+from archscreen.api.app import create_app
 from archscreen.settings import Settings
+from archscreen.store import Database
 from tests.services import RunningService, free_port
 
 

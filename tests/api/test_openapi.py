@@ -6,7 +6,6 @@ from pathlib import Path
 
 from archscreen.api.app import create_app
 from archscreen.core.data import available
-
 from archscreen.settings import Settings
 
 

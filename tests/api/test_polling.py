@@ -10,14 +10,14 @@ from pathlib import Path
 import fastapi.routing
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+
 from archscreen.api.app import create_app
 from archscreen.api.routes import summary as summary_route
+from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import jobs as job_store
 from archscreen.store.auth import create_token
-from fastapi.testclient import TestClient
-
-from archscreen.settings import Settings
 
 MLP = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "classifier"}
 EPOCH = dict(

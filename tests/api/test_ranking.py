@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+
 from archscreen.api.app import create_app
+from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import jobs as job_store
 from archscreen.store.auth import create_token
-from fastapi.testclient import TestClient
-
-from archscreen.settings import Settings
 
 POSTERIOR = [{"lr": 0.01, "weight": 0.5}, {"lr": 1.0, "weight": 0.5}]  # geometric mean 0.1
 

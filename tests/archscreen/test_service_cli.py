@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from archscreen.store import Database
 
+from archscreen.store import Database
 from tests.services import free_port
 
 pytestmark = pytest.mark.slow

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from archscreen.api.app import create_app
-from archscreen.core.names import HIGHER_IS_BETTER, METRIC_NAMES, TUNER_NAMES
-from archscreen.store import ranking as ranking_store
-from archscreen.store.models import ACTIVE_STATES, FINAL_STATES, JOB_STATES
 
+from archscreen.api.app import create_app
 from archscreen.cli import build_parser
 from archscreen.client import FINAL
+from archscreen.core.names import HIGHER_IS_BETTER, METRIC_NAMES, TUNER_NAMES
 from archscreen.settings import Settings
+from archscreen.store import ranking as ranking_store
+from archscreen.store.models import ACTIVE_STATES, FINAL_STATES, JOB_STATES
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import fidelity  # noqa: E402
-from archscreen.core.data import load_dataset  # noqa: E402
-from archscreen.core.spec import parse_spec, validate_spec  # noqa: E402
 from fidelity_screeners import _ParamsAtXBetweenSteps  # noqa: E402
 from fidelity_suites import FULL_SUITES, QUICK_SUITE  # noqa: E402
+
+from archscreen.core.data import load_dataset  # noqa: E402
+from archscreen.core.spec import parse_spec, validate_spec  # noqa: E402
 
 
 def test_every_suite_architecture_fits_its_dataset() -> None:

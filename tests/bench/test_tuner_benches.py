@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from archscreen.core.data import DatasetSplits, load_dataset
 from archscreen.core.training.loop import TrainConfig
 from archscreen.core.tuning import FD2Tuner

@@ -6,11 +6,11 @@ import math
 from pathlib import Path
 
 import pytest
+
 from archscreen.core.data import load_dataset
 from archscreen.core.screening import AlraoScreener
 from archscreen.core.spec import parse_spec, validate_spec
 from archscreen.core.training.loop import TrainConfig
-
 from tests.conftest import EXAMPLES, example_dataset
 
 SPECS = sorted(EXAMPLES.glob("*.yaml"))

@@ -10,6 +10,7 @@ from typing import Literal
 
 import pytest
 import torch
+
 from archscreen.core.data import load_dataset
 from archscreen.core.screening import AlraoScreener, FixedRateScreener, Screener, grid
 from archscreen.core.spec import SpecError, parse_spec

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from archscreen.core.data import DatasetSplits, load_dataset
 from archscreen.core.spec import SpecError
 from archscreen.core.training.loop import Progress, TrainConfig, TrainingCancelled
 from archscreen.core.tuning import TUNERS, FD2Tuner, get_tuner, initial_lr_from_screen, tune
-
 from tests.conftest import EXAMPLES, example_dataset
 
 CONFIG = TrainConfig(max_epochs=1, patience=5, batch_size=32, max_steps_per_epoch=3, eval_batch_size=256)

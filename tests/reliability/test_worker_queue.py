@@ -8,11 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from archscreen.store import Job
 from archscreen.store.db import utcnow
 from archscreen.worker.app import send_job
 from archscreen.worker.queue import broker_queue_length, celery_for
-
 from tests.worker.procs import BACKENDS, TINY, backend_deployment, deployment, wait_for
 
 pytestmark = pytest.mark.slow

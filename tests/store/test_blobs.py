@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from archscreen.store.blobs import BlobStore, FsspecBlobStore, LocalBlobStore, blob_store, sha256_of
 
 

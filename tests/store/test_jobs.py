@@ -238,9 +238,8 @@ def test_concurrent_promotions_of_one_candidate_make_one_job(migrated: Database)
 
 
 def test_auto_promotion_after_a_cancel_ends_screening(migrated: Database, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from archscreen.worker.promotion import after_screening_finished
-
     from archscreen.settings import Settings
+    from archscreen.worker.promotion import after_screening_finished
 
     sid = make_study(migrated, policy={"top_k": 2, "auto": True, "tuner": "fd2"})
     a = add(migrated, sid, "a")

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import torch
+
 from archscreen.store.jsonsafe import jsonable
 
 

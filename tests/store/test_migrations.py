@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from archscreen.store import Base, Database, SchemaOutOfDate
 from sqlalchemy import inspect
+
+from archscreen.store import Base, Database, SchemaOutOfDate
 
 TABLES = {
     "tenants",

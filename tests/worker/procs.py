@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import select
+
+from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import studies as study_store
 from archscreen.store.auth import get_or_create_tenant
 from archscreen.store.models import EpochMetric, Study, WorkerSeen
 from archscreen.worker.queue import enqueue
-from sqlalchemy import select
-
-from archscreen.settings import Settings
 
 T = TypeVar("T")
 

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 import torch
+from sqlalchemy import select
+
 from archscreen.core.training import loop
+from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
 from archscreen.store.auth import get_or_create_tenant
 from archscreen.store.models import EpochMetric, Study
 from archscreen.worker.runner import execute, one_line_reason
-from sqlalchemy import select
-
-from archscreen.settings import Settings
 
 LOGREG = {"name": "logreg", "layers": ["flatten"], "head": "classifier"}
 

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import torch
+
+from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
 from archscreen.store.auth import get_or_create_tenant
 from archscreen.worker.runner import execute
-
-from archscreen.settings import Settings
 
 MLP = {"name": "mlp", "layers": ["flatten", {"linear": 32}, "relu"], "head": "classifier"}
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from archscreen.core.alrao import AlraoHead, AlraoSGD, alrao_param_groups, posterior_table
 from torch import nn
+
+from archscreen.core.alrao import AlraoHead, AlraoSGD, alrao_param_groups, posterior_table
 
 
 def test_mlp_learns_and_posterior_moves() -> None:

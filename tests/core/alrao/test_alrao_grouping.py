@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from archscreen.core.alrao import AlraoSGD, alrao_param_groups
 from scipy import stats
 from torch import nn
+
+from archscreen.core.alrao import AlraoSGD, alrao_param_groups
 
 LR_MIN, LR_MAX = 1e-5, 10.0
 

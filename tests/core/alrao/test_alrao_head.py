@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
-from archscreen.core.alrao import AlraoHead, posterior_table, preferred_lr
 from torch import nn
+
+from archscreen.core.alrao import AlraoHead, posterior_table, preferred_lr
 
 F_IN, N_COPIES = 6, 4
 

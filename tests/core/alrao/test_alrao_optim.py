@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import torch
-from archscreen.core.alrao import AlraoAdam, AlraoHead, AlraoSGD, alrao_param_groups
 from torch import nn
+
+from archscreen.core.alrao import AlraoAdam, AlraoHead, AlraoSGD, alrao_param_groups
 
 
 class _Body(nn.Module):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+
 from archscreen.core.alrao import Switch
 
 State = tuple[str, int]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from archscreen.core.data import DatasetError, NpzDataset, get_dataset
 
 X = np.random.default_rng(0).normal(size=(20, 4))

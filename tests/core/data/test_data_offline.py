@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from archscreen.core.data import available, clear_cache, get_dataset, load_dataset, mnist1d_data
 
 

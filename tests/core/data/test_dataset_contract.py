@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from archscreen.core.data import CharText, Dataset, DatasetSplits, NpzDataset, available, get_dataset
 
 NPZ_CASES = ("npz-classification", "npz-regression", "npz-lm")

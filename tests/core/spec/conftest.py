@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+
 from archscreen.core.data.base import DatasetInfo
 
 INFOS: dict[str, DatasetInfo] = {

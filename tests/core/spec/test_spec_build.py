@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from torch import nn
+
 from archscreen.core.data.base import DatasetInfo
 from archscreen.core.spec import (
     RecurrentBlock,
@@ -18,7 +20,6 @@ from archscreen.core.spec import (
     parse_spec,
     validate_spec,
 )
-from torch import nn
 
 Batch = Callable[..., torch.Tensor]
 

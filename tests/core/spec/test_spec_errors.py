@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from archscreen.core.data.base import DatasetInfo
 from archscreen.core.spec import SpecError, SpecIssue, SpecLimits, parse_spec, validate_spec
-from pydantic import ValidationError
 
 # (dataset, layers as YAML flow text, head, regex matched from the start of str(SpecError))
 BAD_SPECS: list[tuple[str, str, str, str]] = [

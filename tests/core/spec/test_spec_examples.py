@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from archscreen.core.data.base import DatasetInfo
 from archscreen.core.spec import ALLOWED_PARAM_MODULES, build_body, parse_spec, spec_hash, validate_spec
-from torch import nn
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.yaml"))
 REQUIRED = {

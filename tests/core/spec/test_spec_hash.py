@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from archscreen.core.spec import ArchSpec, parse_spec, spec_hash
 
 TERSE = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from archscreen.core.spec import SpecError, parse_spec
 from archscreen.core.spec.parse import MAX_DOCUMENT_NODES, load_spec_text
 

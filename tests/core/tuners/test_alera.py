@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from archscreen.core.tuners import ALERA, FD1SGD, FD2SGD, SPALERA, AgAdam, PageHinkley, agnostic_moments
 from torch import nn
+
+from archscreen.core.tuners import ALERA, FD1SGD, FD2SGD, SPALERA, AgAdam, PageHinkley, agnostic_moments
 
 
 def tiny(dtype: torch.dtype = torch.float64) -> nn.Module:

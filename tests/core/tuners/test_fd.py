@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from archscreen.core.tuners import FD1SGD, FD2SGD, newton_rate_step
 from archscreen.core.tuning import batched_functional_loss, functional_loss
-from torch import nn
 
 
 def quadratic(dim: int = 10, seed: int = 0, dtype: torch.dtype = torch.float64):

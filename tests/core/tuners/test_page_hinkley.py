@@ -6,8 +6,9 @@ import random
 
 import pytest
 import torch
-from archscreen.core.tuners import ALERA, PageHinkley
 from torch import nn
+
+from archscreen.core.tuners import ALERA, PageHinkley
 
 
 def guarded(factor: float = 2.0, noise_margin: float = 5.0) -> tuple[nn.Parameter, PageHinkley]:
