@@ -25,10 +25,13 @@ def ref(dataset_id: int) -> str:
     return f"ds_{dataset_id}"
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+
+
 def parse_ref(name: str) -> int | None:
-    """``ds_12`` → 12; anything else (a built-in name) → None."""
+    """``ds_12`` → 12; anything else (a built-in name, an id past the database's range) → None."""
     m = REF.match(name)
-    return int(m.group(1)) if m else None
+    return int(m.group(1)) if m and int(m.group(1)) <= MAX_ID else None
 
 
 @dataclass(frozen=True)

@@ -165,8 +165,9 @@ def test_studies_name_their_tenants_dataset(client: TestClient, migrated: Databa
     conv = {"layers": [{"conv2d": {"out": 4, "kernel": 3}}, "flatten"], "head": "classifier"}
     bad = client.post(f"/api/v1/studies/{study}/candidates", json={"spec": conv})
     assert bad.status_code == 422 and bad.json()["detail"][0]["path"].startswith("body.spec.layers[0]")
-    missing = client.post("/api/v1/studies", json={"name": "t", "dataset": "ds_999"})
-    assert missing.status_code == 422 and missing.json()["detail"][0]["path"] == "body.dataset"
+    for ref in ("ds_999", "ds_3293499650"):  # the second is past a 32-bit id (was a 500 on PostgreSQL)
+        missing = client.post("/api/v1/studies", json={"name": "t", "dataset": ref})
+        assert missing.status_code == 422 and missing.json()["detail"][0]["path"] == "body.dataset"
     # deleting a dataset a study uses is refused; the other tenant sees none of it
     used = client.delete(f"{URL}/{ds['id']}")
     assert used.status_code == 409 and "'s'" in used.json()["detail"]
