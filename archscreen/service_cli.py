@@ -367,7 +367,7 @@ def _run_celery_worker(args: argparse.Namespace, settings: Any, *, device: str, 
         "worker",
         f"--loglevel={args.log_level.upper()}",
         f"--concurrency={concurrency}",
-        "--pool=prefork",
+        "--pool=prefork",  # the app's worker_pool refines it (worker/pool.py)
         f"--queues={settings.queue}",
         f"--hostname={hostname}",
         "--without-mingle",

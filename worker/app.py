@@ -29,6 +29,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1,
+        # prefork that replaces a finished job's process at once, not on a 5 s timer (worker/pool.py)
+        worker_pool="archscreen.worker.pool:TaskPool",
         # torch is imported before forking (worker/tasks.py), so a job process starts in well under a
         # second; Celery's 4 s default still killed every new process on a loaded host (issue 18)
         worker_proc_alive_timeout=settings.worker_proc_alive_timeout_s,

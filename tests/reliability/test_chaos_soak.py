@@ -76,7 +76,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[RunningService, PrivateRedis, str]]:
     db_url = next(gen)
     redis = PrivateRedis(tmp_path)
     redis.start()
-    svc = RunningService(tmp_path, db_url, f"redis://127.0.0.1:{redis.port}/0")
+    # a message the Redis restart lost is re-sent after this grace (30 s by default)
+    svc = RunningService(tmp_path, db_url, f"redis://127.0.0.1:{redis.port}/0", lost_message_grace_s="5")
     try:
         svc.cli("migrate")
         svc.token = svc.cli("token", "create", "--tenant", "soak").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
@@ -107,11 +108,15 @@ def counts(svc: RunningService, study_id: int) -> dict[str, int]:
     return r.json()["jobs_by_state"] if r.status_code == 200 else {}
 
 
+T0 = time.monotonic()
+
+
 def wait_until(predicate, timeout: float, what: str, svc: RunningService) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}\n{svc.logs()}"
         time.sleep(0.5)
+    print(f"{time.monotonic() - T0:6.1f} s: {what}")
 
 
 def test_soak_of_200_candidates_through_faults_loses_and_duplicates_nothing(
