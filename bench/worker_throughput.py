@@ -34,7 +34,7 @@ def run(backend: str, jobs: int) -> float:
         svc = RunningService(tmp, db, REDIS_URL if gen else None)
         try:
             svc.cli("migrate")
-            svc.token = svc.cli("token", "create", "--tenant", "b").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
+            svc.token = svc.cli("token", "create", "--tenant", "b").stdout.strip().splitlines()[-1]
             svc.start_api()
             svc.start_worker("w1", concurrency=1)
             svc.start_worker("w2", concurrency=1)
