@@ -247,7 +247,7 @@ def main() -> None:
                 time.sleep(0.1)
         headers = {"Authorization": f"Bearer {token}"}
         study = httpx.post(
-            f"{url}/api/v1/studies", headers=headers, json={"name": "bench", "dataset": "mnist1d"}
+            f"{url}/api/v1/studies", headers=headers, json={"name": "bench", "dataset": "mnist1d"}, timeout=60
         ).json()
         accept_s, accept_lat = asyncio.run(
             submit(url, headers, study["id"], args.submissions, args.submit_clients)
