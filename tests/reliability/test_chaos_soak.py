@@ -26,7 +26,7 @@ from tests.services import RunningService, free_port, fresh_postgres_url, need
 pytestmark = pytest.mark.slow
 
 N = 200
-QUICK = {"max_epochs": 2, "max_steps_per_epoch": 2, "patience": 5}
+QUICK = {"max_epochs": 1, "max_steps_per_epoch": 2, "patience": 5}
 
 
 class PrivateRedis:
