@@ -91,6 +91,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def worker_argv(name: str, concurrency: int) -> list[str]:
+    """``archscreen worker`` on the CPU with a unique Celery node name (shared by the test services)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "archscreen",
+        "worker",
+        "--cpu",
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        f"{name}-{uuid.uuid4().hex[:6]}@test",
+        "--log-level",
+        "info",
+    ]
+
+
 class RunningService:
     """``archscreen api`` + ``archscreen worker`` as real processes on the given database and broker."""
 
@@ -144,19 +163,7 @@ class RunningService:
 
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
-            [
-                self.python,
-                "-m",
-                "archscreen",
-                "worker",
-                "--cpu",
-                "--concurrency",
-                str(concurrency),
-                "--hostname",
-                f"{name}-{uuid.uuid4().hex[:6]}@test",
-                "--log-level",
-                "info",
-            ],
+            worker_argv(name, concurrency),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -25,6 +25,7 @@ from archscreen.store import studies as study_store
 from archscreen.store.auth import get_or_create_tenant
 from archscreen.store.models import EpochMetric, Study, WorkerSeen
 from archscreen.worker.queue import enqueue
+from tests.services import worker_argv
 
 T = TypeVar("T")
 
@@ -169,19 +170,7 @@ class Deployment:
     ) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "archscreen",
-                "worker",
-                "--cpu",
-                "--concurrency",
-                str(concurrency),
-                "--hostname",
-                f"{name}-{uuid.uuid4().hex[:6]}@test",
-                "--log-level",
-                "info",
-            ],
+            worker_argv(name, concurrency),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
