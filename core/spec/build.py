@@ -5,12 +5,15 @@ The body takes a batch ``(B, *info.input_shape)`` and returns
 parameterised torch modules ever appear (the Alrao optimizer knows only them):
 ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.BatchNorm1d``, ``nn.BatchNorm2d``,
 ``nn.LayerNorm``, ``nn.Embedding``, ``nn.LSTM``, ``nn.GRU``. Every module defined
-here is parameter-free itself and only holds those as children.
+here is parameter-free itself and only holds those as children (attention, the
+transformer block and the positional embedding included: their weights live in child
+``nn.Linear``/``nn.LayerNorm``/``nn.Embedding`` modules).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import DatasetInfo
@@ -19,6 +22,7 @@ from .infer import DEFAULT_LIMITS, Node, Projection, Shape, SpecLimits, analyse
 from .layers import (
     Activation,
     ArchSpec,
+    Attention,
     Conv1d,
     Conv2d,
     Dropout,
@@ -31,8 +35,10 @@ from .layers import (
     Permute,
     Pool1d,
     Pool2d,
+    Positional,
     Recurrent,
     Residual,
+    TransformerBlock,
 )
 
 ALLOWED_PARAM_MODULES: tuple[type[nn.Module], ...] = (
@@ -123,6 +129,79 @@ class ResidualBlock(nn.Module):
         return self.body(x) + self.skip(x)
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over ``(B, T, F)`` -> ``(B, T, dim)``.
+
+    Four separate ``nn.Linear`` (``q``, ``k``, ``v``: ``F -> dim``; ``out``: ``dim -> dim``)
+    rather than ``nn.MultiheadAttention``, whose fused ``in_proj_weight`` stacks q, k and v
+    in one tensor: as plain ``Linear`` s, Alrao's grouping gives every output feature of
+    q, k, v and out its own rate with no special rule. The product itself is
+    ``F.scaled_dot_product_attention`` (fused kernels where available), with
+    ``is_causal`` for the mask and ``dropout_p`` on the attention weights while training.
+    """
+
+    def __init__(self, in_features: int, dim: int, heads: int, causal: bool, dropout: float) -> None:
+        super().__init__()
+        self.q = nn.Linear(in_features, dim)
+        self.k = nn.Linear(in_features, dim)
+        self.v = nn.Linear(in_features, dim)
+        self.out = nn.Linear(dim, dim)
+        self.heads = heads
+        self.causal = causal
+        self.dropout = dropout
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        batch, steps, dim = x.shape
+        return x.view(batch, steps, self.heads, dim // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal
+        )
+        batch, _, steps, head_dim = y.shape
+        return self.out(y.transpose(1, 2).reshape(batch, steps, self.heads * head_dim))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, causal={self.causal}, dropout={self.dropout}"
+
+
+class PositionalEmbedding(nn.Module):
+    """``x + P[:T]`` for ``(B, T, F)`` input; ``P`` is the weight of the child ``table``.
+
+    The table is an ``nn.Embedding(max_len, F)`` (row t = position t) so that it is one of
+    the allowed parameter modules and Alrao groups it like a token embedding: one rate per
+    feature column.
+    """
+
+    def __init__(self, max_len: int, features: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(max_len, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table.weight[: x.shape[1]]
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LN transformer block: ``x + drop(Attn(LN1(x)))``, then ``x + drop(MLP(LN2(x)))``.
+
+    ``MLP = Linear(dim, mlp), GELU, Linear(mlp, dim)``; ``drop`` is residual dropout with
+    the block's ``dropout`` (the same p also drops attention weights).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp: int, causal: bool, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, dim, heads, causal, dropout)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
 def _projection(projection: Projection) -> nn.Module:
     if projection.kind == "identity":
         return nn.Identity()
@@ -188,6 +267,13 @@ def _module(node: Node, info: DatasetInfo) -> nn.Module:
         rnn_type = nn.LSTM if layer.kind == "lstm" else nn.GRU
         rnn = rnn_type(shape[-1], layer.hidden, num_layers=layer.layers, batch_first=True)
         return RecurrentBlock(rnn, return_last=layer.returns == "last")
+    if isinstance(layer, Attention):
+        return SelfAttention(shape[-1], layer.dim, layer.heads, node.causal, layer.dropout)
+    if isinstance(layer, Positional):
+        max_len = shape[0] if layer.max_len is None else layer.max_len
+        return PositionalEmbedding(max_len, shape[-1])
+    if isinstance(layer, TransformerBlock):
+        return TransformerLayer(layer.dim, layer.heads, layer.hidden, node.causal, layer.dropout)
     if isinstance(layer, Residual):
         assert node.projection is not None  # set for every validated residual node
         body = nn.Sequential(*(_module(child, info) for child in node.children))

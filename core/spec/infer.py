@@ -24,6 +24,7 @@ from .errors import SpecError, SpecIssue
 from .layers import (
     Activation,
     ArchSpec,
+    Attention,
     Conv1d,
     Conv2d,
     Dropout,
@@ -37,8 +38,10 @@ from .layers import (
     Permute,
     Pool1d,
     Pool2d,
+    Positional,
     Recurrent,
     Residual,
+    TransformerBlock,
 )
 
 Shape = tuple[int, ...]
@@ -52,7 +55,8 @@ class SpecLimits:
         max_layers: layer items in the whole spec, nested residual layers included
             (a ``residual`` counts as one plus its inner layers).
         max_params: trainable parameters of body plus ONE copy of the head.
-        max_width: any ``out``/``hidden``/``dim`` (linear, conv, lstm/gru, embedding).
+        max_width: any ``out``/``hidden``/``dim``/``mlp`` (linear, conv, lstm/gru, embedding,
+            attention, transformer_block).
         max_kernel: any conv or pooling kernel size (per dim).
     """
 
@@ -132,6 +136,8 @@ class Node:
     out_shape: Shape
     children: list[Node] = field(default_factory=list)
     projection: Projection | None = None
+    # attention/transformer_block: the effective mask after ``causal: null`` met the task.
+    causal: bool = False
 
 
 @dataclass
@@ -196,15 +202,20 @@ class _Walker:
             return None, False, None
         if isinstance(layer, Residual):
             return self.residual(layer, path, kpath, shape)
+        causal = False
         if isinstance(layer, Embedding):
             out, params = self.embedding(layer, kpath, shape, tokens)
+        elif isinstance(layer, Attention | TransformerBlock | Positional):
+            out, params = self.sequence_layer(layer, kpath, shape)
+            if isinstance(layer, Attention | TransformerBlock):
+                causal = self.causal(layer, kpath)
         else:
             out, params = self.simple(layer, kpath, shape)
         if out is None:
             return None, False, None
         row = LayerRow(path=path, kind=layer.kind, input_shape=shape, output_shape=out, params=params)
         self.rows.append(row)
-        return out, False, Node(layer=layer, path=path, in_shape=shape, out_shape=out)
+        return out, False, Node(layer=layer, path=path, in_shape=shape, out_shape=out, causal=causal)
 
     # ---- shape-independent checks ----------------------------------------------------
 
@@ -217,6 +228,12 @@ class _Walker:
             widths["dim"] = layer.dim
         if isinstance(layer, Recurrent):
             widths["hidden"] = layer.hidden
+        if isinstance(layer, Attention | TransformerBlock):
+            widths["dim"] = layer.dim
+            if layer.dim % layer.heads:
+                self.issue(f"{kpath}.heads", f"must divide dim ({layer.dim}), got {layer.heads}")
+        if isinstance(layer, TransformerBlock):
+            widths["mlp"] = layer.hidden
         if isinstance(layer, Conv1d | Pool1d):
             kernels = (layer.kernel,)
         if isinstance(layer, Conv2d | Pool2d):
@@ -245,6 +262,61 @@ class _Walker:
             self.issue(kpath, f"dataset {self.info.name!r} defines no vocab_size")
             return None, 0
         return (*shape, layer.dim), vocab * layer.dim
+
+    def causal(self, layer: Attention | TransformerBlock, kpath: str) -> bool:
+        """The effective ``causal`` flag: ``null`` follows the task; a leak is refused.
+
+        On a ``language_model`` dataset the target at step t is the input at step t+1, so
+        attention that sees later steps would read the answer: ``causal: false`` there is
+        an error rather than a silently perfect (and useless) model.
+        """
+        lm = self.info.task == "language_model"
+        if layer.causal is None:
+            return lm
+        if lm and not layer.causal:
+            self.issue(
+                f"{kpath}.causal",
+                f"false on the language_model dataset {self.info.name!r} lets step t see step t+1, "
+                "its own target: use causal: true (or omit it)",
+            )
+        return layer.causal
+
+    def sequence_layer(
+        self, layer: Attention | TransformerBlock | Positional, kpath: str, shape: Shape
+    ) -> tuple[Shape | None, int]:
+        """Output shape and parameters of attention, transformer_block and positional.
+
+        All three take a ``(T, F)`` sequence. Parameters (every ``Linear`` has a bias):
+        attention ``3·(F·dim + dim) + dim·dim + dim``; transformer_block two LayerNorms
+        (``4·dim``), attention with ``F = dim``, and the MLP ``2·dim·mlp + mlp + dim``;
+        positional ``max_len·F``.
+        """
+        if len(shape) != 2:
+            self.issue(kpath, f"{layer.kind} needs a sequence input (T, F), got {_fmt(shape)}")
+            return None, 0
+        steps, features = shape
+        if isinstance(layer, Positional):
+            max_len = steps if layer.max_len is None else layer.max_len
+            if max_len < steps:
+                self.issue(f"{kpath}.max_len", f"{max_len} is shorter than the input sequence length {steps}")
+                return None, 0
+            return shape, max_len * features
+        if layer.dim % layer.heads:
+            return None, 0  # reported by static_checks
+        if isinstance(layer, Attention):
+            dim = layer.dim
+            return (steps, dim), 3 * (features * dim + dim) + dim * dim + dim
+        if features != layer.dim:
+            self.issue(
+                f"{kpath}.dim",
+                f"must equal the input features ({features}): the residual stream keeps its width "
+                f"(add linear: {layer.dim} before the block), got {layer.dim}",
+            )
+            return None, 0
+        dim, hidden = layer.dim, layer.hidden
+        attention = 4 * (dim * dim + dim)
+        mlp = dim * hidden + hidden + hidden * dim + dim
+        return shape, 2 * (2 * dim) + attention + mlp
 
     def simple(self, layer: Layer, kpath: str, shape: Shape) -> tuple[Shape | None, int]:
         """Output shape and own parameter count of every non-residual, non-embedding layer."""

@@ -11,7 +11,8 @@ Value rules (checked while parsing, before any shape inference):
   * paddings and ``permute`` dims are integers >= 0;
   * 2-D ``kernel``/``stride``/``padding`` take an int or a pair ``[h, w]`` and are
     stored as pairs; pooling ``stride`` defaults to its ``kernel``;
-  * ``dropout`` p is in [0, 1).
+  * ``dropout`` p (and the ``dropout`` of attention layers) is in [0, 1);
+  * ``causal`` is ``true``, ``false`` or ``null`` (decided by the dataset's task).
 """
 
 from __future__ import annotations
@@ -217,6 +218,65 @@ class Recurrent(_LayerModel):
     returns: Literal["sequence", "last"] = Field("sequence", alias="return")
 
 
+class Attention(_LayerModel):
+    """``attention: {heads, dim, causal=auto, dropout=0}``: multi-head self-attention.
+
+    Input ``(T, F)``; output ``(T, dim)``. The q, k and v projections are
+    ``Linear(F, dim)`` each and the output projection ``Linear(dim, dim)``, so ``dim``
+    may differ from ``F`` (the q/k/v projections are the projection; no extra module).
+    ``heads`` must divide ``dim`` (checked by validation, with the path). ``causal``
+    ``null`` (the default) means "decided by the dataset": true on a
+    ``language_model`` task, false otherwise; it is kept as ``null`` in the canonical
+    form because the spec alone cannot know the task. ``dropout`` drops attention
+    weights while training.
+    """
+
+    kind: Literal["attention"] = "attention"
+    heads: PosInt
+    dim: PosInt
+    causal: StrictBool | None = None
+    dropout: Probability = 0.0
+
+
+class Positional(_LayerModel):
+    """``positional: {max_len=null}``; shorthand ``positional: 128``.
+
+    A learned positional embedding added to a ``(T, F)`` input: output ``x + P[:T]``
+    with ``P`` of shape ``(max_len, F)``. ``null`` (default) means ``max_len = T``,
+    the inferred sequence length; an explicit value must be at least ``T``.
+    """
+
+    kind: Literal["positional"] = "positional"
+    max_len: PosInt | None = None
+
+
+class TransformerBlock(_LayerModel):
+    """``transformer_block: {heads, dim, mlp=4*dim, causal=auto, dropout=0}``, pre-LN.
+
+    ``x + Attn(LN(x))`` then ``x + MLP(LN(x))`` with ``MLP = Linear(dim, mlp), GELU,
+    Linear(mlp, dim)``. Input ``(T, dim)`` (the residual stream keeps its width, so
+    ``dim`` must equal the input features); output ``(T, dim)``. ``mlp`` defaults to
+    ``4 * dim`` and is stored explicitly, so omitting it hashes like writing it.
+    ``dropout`` drops attention weights and each sublayer's output before its add.
+    """
+
+    kind: Literal["transformer_block"] = "transformer_block"
+    heads: PosInt
+    dim: PosInt
+    mlp: PosInt | None = None
+    causal: StrictBool | None = None
+    dropout: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _default_mlp(self) -> TransformerBlock:
+        return self if self.mlp is not None else self.model_copy(update={"mlp": 4 * self.dim})
+
+    @property
+    def hidden(self) -> int:
+        """The MLP's hidden width (``mlp``, materialised to ``4 * dim`` when omitted)."""
+        return self.mlp if self.mlp is not None else 4 * self.dim
+
+
 class Residual(_LayerModel):
     """``residual: {layers: [...], projection=auto}``; shorthand ``residual: [...]``.
 
@@ -247,6 +307,9 @@ Layer = Annotated[
     | Permute
     | Embedding
     | Recurrent
+    | Attention
+    | Positional
+    | TransformerBlock
     | Residual,
     Field(discriminator="kind"),
 ]
@@ -273,6 +336,9 @@ LAYER_KINDS: dict[str, tuple[type[_LayerModel], str | None]] = {
     "embedding": (Embedding, "dim"),
     "lstm": (Recurrent, "hidden"),
     "gru": (Recurrent, "hidden"),
+    "attention": (Attention, None),
+    "positional": (Positional, "max_len"),
+    "transformer_block": (TransformerBlock, None),
     "residual": (Residual, "layers"),
 }
 
