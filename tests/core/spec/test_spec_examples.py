@@ -21,6 +21,7 @@ REQUIRED = {
     "resnet_small",
     "mobilenet_small",
     "char_lstm",
+    "char_transformer",
     "gru_classifier",
     "mlp_regression",
 }
