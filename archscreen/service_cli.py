@@ -19,9 +19,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archscreen.cli_common import EXIT_OK, CliError, positive_int
+from archscreen.cli_common import EXIT_OK, EXIT_USAGE, CliError, positive_int
 
 LOCAL_TENANT = "local"
+JOBS_PER_GPU_MAX = 64  # = worker.gpu_share.JOBS_PER_GPU_MAX (not imported: it imports torch)
+
+
+def jobs_per_gpu_arg(text: str) -> int:
+    """``--jobs-per-gpu``: an integer from 1 to 64 (more processes than that only share launch
+    queues and CUDA contexts on one device; each context alone costs some hundreds of MiB)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 1 to {JOBS_PER_GPU_MAX}, got {text!r}"
+        ) from None
+    if not 1 <= value <= JOBS_PER_GPU_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {JOBS_PER_GPU_MAX}, got {value}")
+    return value
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -111,14 +126,35 @@ def add_service_commands(sub: Any) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_api)
 
-    p = sub.add_parser("worker", help="run Celery worker processes that train queued jobs")
+    p = sub.add_parser(
+        "worker",
+        help="run Celery worker processes that train queued jobs",
+        description="Train queued jobs, each in a fresh process. With GPUs (--gpus, or all visible "
+        "ones by default) one worker per GPU, pinned with CUDA_VISIBLE_DEVICES, runs --jobs-per-gpu "
+        "jobs at once; on the CPU (--cpu, or no GPU visible) --concurrency jobs at once. "
+        "--jobs-per-gpu is for GPUs only: with --cpu or without a visible GPU it is an error (use "
+        "--concurrency K there). ARCHSCREEN_DEVICE=cpu with --gpus rehearses the GPU layout on the "
+        "CPU (same processes and shares, nothing capped).",
+    )
     _data_dir_arg(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--gpus", metavar="IDS", help="comma-separated GPU ids: one worker process per GPU, pinned"
     )
     g.add_argument("--cpu", action="store_true", help="train on the CPU even if GPUs are visible")
-    p.add_argument("--concurrency", type=positive_int, default=1, help="jobs at once (CPU workers)")
+    p.add_argument(
+        "--concurrency", type=positive_int, default=None, help="jobs at once (CPU workers; default 1)"
+    )
+    p.add_argument(
+        "--jobs-per-gpu",
+        type=jobs_per_gpu_arg,
+        default=None,
+        metavar="K",
+        help=f"job processes sharing each GPU (1-{JOBS_PER_GPU_MAX}; default ARCHSCREEN_JOBS_PER_GPU or 1): "
+        "each caps its CUDA memory at ARCHSCREEN_GPU_MEMORY_SAFETY/K (0.95/K) of the GPU; a job that "
+        "does not fit fails with 'job needs more than the 1/K share of GPU n' and its neighbours "
+        "train on. GPUs only: on the CPU use --concurrency",
+    )
     p.add_argument("--hostname", default=None, help="Celery node name (default archscreen-<kind>@<host>)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--pinned-gpu", help=argparse.SUPPRESS)  # set by the --gpus supervisor for its children
@@ -312,8 +348,13 @@ def cmd_api(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ worker
 
 
-def _visible_gpus() -> list[str]:
-    """GPU ids, asked in a throwaway process so CUDA is never initialised in this (forking) one."""
+def _visible_gpus(*, all_devices: bool = False) -> list[str]:
+    """GPU ids, asked in a throwaway process so CUDA is never initialised in this (forking) one.
+
+    ``all_devices``: every GPU of the machine, not only those this process's CUDA_VISIBLE_DEVICES
+    shows (``--gpus`` ids are the machine's: each child gets CUDA_VISIBLE_DEVICES=<id>).
+    """
+    env = {k: v for k, v in os.environ.items() if not (all_devices and k == "CUDA_VISIBLE_DEVICES")}
     try:
         out = subprocess.run(
             [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
@@ -321,35 +362,117 @@ def _visible_gpus() -> list[str]:
             text=True,
             timeout=120,
             check=True,
+            env=env,
         ).stdout.strip()
         return [str(i) for i in range(int(out or 0))]
     except (subprocess.SubprocessError, ValueError):
         return []
 
 
+def _gpu_ids(text: str) -> list[str]:
+    """``--gpus 0,1``: ids as CUDA_VISIBLE_DEVICES takes them (indices, or GPU-/MIG- UUIDs), no repeats."""
+    ids = [g.strip() for g in text.split(",")]
+    if not all(ids):
+        raise CliError(f"--gpus {text!r}: expected comma-separated GPU ids such as 0,1", EXIT_USAGE)
+    for gpu in ids:
+        if not (gpu.isdigit() or gpu.startswith(("GPU-", "MIG-"))):
+            raise CliError(
+                f"--gpus: {gpu!r} is not a GPU id (an index such as 0, or a GPU-/MIG- UUID)", EXIT_USAGE
+            )
+    repeated = sorted({g for g in ids if ids.count(g) > 1})
+    if repeated:
+        raise CliError(
+            f"--gpus: GPU {', '.join(repeated)} listed twice; to run several jobs on one GPU use "
+            "--jobs-per-gpu K",
+            EXIT_USAGE,
+        )
+    return ids
+
+
+def _check_gpus_visible(gpus: list[str]) -> None:
+    """The listed GPUs exist (asked in a throwaway process that sees every GPU of the machine)."""
+    visible = _visible_gpus(all_devices=True)
+    if not visible:
+        raise CliError(
+            f"--gpus {','.join(gpus)}: no CUDA device is visible on this machine; to train on the "
+            "CPU use --cpu --concurrency K (or ARCHSCREEN_DEVICE=cpu to rehearse the GPU layout)"
+        )
+    missing = [g for g in gpus if g.isdigit() and g not in visible]
+    if missing:
+        raise CliError(
+            f"--gpus: GPU {', '.join(missing)} not found (this machine has GPUs 0-{len(visible) - 1})"
+        )
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from archscreen.store import SchemaOutOfDate
 
+    # arguments first: a wrong combination is a usage error, whatever the database's state
+    if args.jobs_per_gpu is not None and args.cpu:
+        raise CliError(
+            "--jobs-per-gpu shares a GPU between jobs; with --cpu use --concurrency K for K jobs at once",
+            EXIT_USAGE,
+        )
+    if args.jobs_per_gpu is not None and args.concurrency is not None and args.pinned_gpu is None:
+        raise CliError(
+            "--concurrency is for CPU workers and --jobs-per-gpu for GPU workers; give one of them",
+            EXIT_USAGE,
+        )
+    gpus = _gpu_ids(args.gpus) if args.gpus else None
     settings = _settings(args)
     try:
         _database(settings).check_schema()
     except SchemaOutOfDate as exc:
         raise CliError(str(exc)) from None
+    jobs_per_gpu = args.jobs_per_gpu or settings.jobs_per_gpu
     if args.pinned_gpu is not None:
-        return _run_celery_worker(args, settings, device="cuda", concurrency=1)
+        # ARCHSCREEN_DEVICE=cpu: a rehearsal of the GPU layout on the CPU (worker/gpu_share.py)
+        device = "cpu" if settings.device == "cpu" else "cuda"
+        return _run_celery_worker(
+            args, settings, device=device, concurrency=jobs_per_gpu, pinned=(args.pinned_gpu, jobs_per_gpu)
+        )
     if args.cpu:
-        return _run_celery_worker(args, settings, device="cpu", concurrency=args.concurrency)
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else _visible_gpus()
-    if not gpus:
-        return _run_celery_worker(args, settings, device="cpu", concurrency=args.concurrency)
-    return _supervise_gpu_workers(args, gpus)
+        return _run_celery_worker(args, settings, device="cpu", concurrency=args.concurrency or 1)
+    if gpus is not None:
+        if settings.device != "cpu":
+            _check_gpus_visible(gpus)
+        else:
+            print(
+                f"ARCHSCREEN_DEVICE=cpu: rehearsing the --gpus layout on the CPU ({len(gpus)} worker(s), "
+                f"{jobs_per_gpu} job process(es) each; no memory cap applied)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return _supervise_gpu_workers(args, gpus, jobs_per_gpu)
+    visible = _visible_gpus() if settings.device != "cpu" else []
+    if not visible:
+        if args.jobs_per_gpu is not None:
+            why = "ARCHSCREEN_DEVICE=cpu" if settings.device == "cpu" else "torch.cuda.device_count() is 0"
+            raise CliError(
+                f"--jobs-per-gpu {args.jobs_per_gpu}: no CUDA device is visible ({why}); "
+                "on the CPU use --concurrency K for K jobs at once",
+                EXIT_USAGE,
+            )
+        return _run_celery_worker(args, settings, device="cpu", concurrency=args.concurrency or 1)
+    return _supervise_gpu_workers(args, visible, jobs_per_gpu)
 
 
-def _run_celery_worker(args: argparse.Namespace, settings: Any, *, device: str, concurrency: int) -> int:
+def _run_celery_worker(
+    args: argparse.Namespace,
+    settings: Any,
+    *,
+    device: str,
+    concurrency: int,
+    pinned: tuple[str, int] | None = None,
+) -> int:
+    """``pinned``: (GPU id, K) of a ``--gpus`` child: its K job processes share that GPU."""
     # tasks.py builds its Settings from the environment at import: hand it ours
     os.environ["ARCHSCREEN_DEVICE"] = device
     os.environ["ARCHSCREEN_WORKER_CONCURRENCY"] = str(concurrency)
     os.environ["ARCHSCREEN_DATA_DIR"] = str(settings.data_dir)
+    if pinned is not None:  # read by each job process (worker/gpu_share.py)
+        os.environ["ARCHSCREEN_PINNED_GPU"] = pinned[0]
+        os.environ["ARCHSCREEN_JOBS_PER_GPU"] = str(pinned[1])
     from archscreen.worker.tasks import app
 
     if os.environ.get("ARCHSCREEN_PARENT_PID"):
@@ -361,7 +484,7 @@ def _run_celery_worker(args: argparse.Namespace, settings: Any, *, device: str, 
 
         warnings.filterwarnings("ignore", category=SecurityWarning)
 
-    kind = "gpu" + os.environ.get("CUDA_VISIBLE_DEVICES", "") if device == "cuda" else "cpu"
+    kind = "gpu" + pinned[0] if pinned is not None else "gpu" if device == "cuda" else "cpu"
     hostname = args.hostname or f"archscreen-{kind}-{os.getpid()}@{socket.gethostname()}"
     argv = [
         "worker",
@@ -397,8 +520,9 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         return
 
 
-def _supervise_gpu_workers(args: argparse.Namespace, gpus: list[str]) -> int:
-    """One worker process per GPU, each seeing only its GPU (``CUDA_VISIBLE_DEVICES``)."""
+def _supervise_gpu_workers(args: argparse.Namespace, gpus: list[str], jobs_per_gpu: int = 1) -> int:
+    """One worker process per GPU, each seeing only its GPU (``CUDA_VISIBLE_DEVICES``) and running
+    ``jobs_per_gpu`` job processes at once on it (worker/gpu_share.py caps each one's memory)."""
     children = []
     for gpu in gpus:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
@@ -409,6 +533,8 @@ def _supervise_gpu_workers(args: argparse.Namespace, gpus: list[str]) -> int:
             "worker",
             "--pinned-gpu",
             gpu,
+            "--jobs-per-gpu",
+            str(jobs_per_gpu),
             "--log-level",
             args.log_level,
         ]

@@ -39,6 +39,25 @@ class Settings(BaseSettings):
     # workers
     device: str = Field(default="auto", description="auto (cuda if visible, else cpu), cpu or cuda.")
     torch_threads: int = Field(default=0, ge=0, description="Threads per job; 0 = cores / concurrency.")
+    jobs_per_gpu: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Job processes sharing one GPU (`archscreen worker --gpus ... --jobs-per-gpu K`); "
+        "each caps its CUDA memory at gpu_memory_safety / K of the device.",
+    )
+    gpu_memory_safety: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Part of a shared GPU's memory the K job processes may use together (the rest is "
+        "left for each process's CUDA context, which the caching allocator's cap does not count).",
+    )
+    cuda_graphs: bool = Field(
+        default=False,
+        description="Compile screening models' bodies with torch.compile(mode='reduce-overhead') (CUDA "
+        "graphs) on CUDA: fewer kernel launches for small models; a no-op with a logged reason on the CPU.",
+    )
     worker_proc_alive_timeout_s: float = Field(
         default=60.0,
         gt=0,

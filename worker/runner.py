@@ -77,6 +77,12 @@ def one_line_reason(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _is_cuda_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
 def job_dir(settings: Settings, job_id: int) -> Path:
     return Path(settings.resolved_artifacts_dir) / "jobs" / str(job_id)
 
@@ -178,6 +184,13 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
                 None,
                 f"time limit: the job ran over {settings.job_soft_time_limit_s} s",
             )
+        elif _is_cuda_oom(exc):
+            # expected when K jobs share a GPU (worker/gpu_share.py): the job that does not fit its
+            # share fails with a reason the user can act on; its neighbours train on
+            from archscreen.worker.gpu_share import oom_message
+
+            state, result, error = "failed", None, oom_message(settings)
+            log.warning("job %s failed: %s (%s)", job_id, error, one_line_reason(exc))
         elif isinstance(exc, Exception):
             # the traceback (server paths) goes to the log and the job's artifacts; the API serves one line
             log.exception("job %s failed", job_id)
@@ -293,6 +306,9 @@ def _run(
         torch.set_num_threads(settings.torch_threads)
     loop.CHECKPOINT_FREE_MARGIN_BYTES = settings.checkpoint_free_margin_bytes
     device = resolve_device(settings.device)
+    from archscreen.worker.gpu_share import apply_gpu_share
+
+    share = apply_gpu_share(settings, device)  # before the job allocates anything on the GPU
     config = train_config(study, seed, device)
     dataset = local_dataset(db, settings, dataset)  # ds_<id>: the uploaded file, cached locally
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
@@ -341,6 +357,10 @@ def _run(
         screener = AlraoScreener(
             lr_min=sc.get("lr_min"), lr_max=sc.get("lr_max"), num_copies=sc.get("num_copies"), base=sc["base"]
         )
+        if settings.cuda_graphs:  # opt-in (core/training/graphs.py); on the CPU a logged no-op
+            from archscreen.core.training.graphs import with_cuda_graphs
+
+            screener = with_cuda_graphs(screener, device)
         out = screener.screen(
             spec, dataset, config, callback=callback, step_hook=step_hook, checkpoint_path=ckpt
         ).to_dict()
@@ -363,6 +383,10 @@ def _run(
         raise ValueError(f"unknown job kind {kind!r}")
     out.pop("curves", None)  # stored per epoch in epoch_metrics
     out["device"] = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(0)})"
+    if share is not None:
+        out["gpu_share"] = share.as_dict()
+    if settings.cuda_graphs and kind == "screen":
+        out["cuda_graphs"] = getattr(screener, "cuda_graphs", None)
     out = _jsonable(out)
     stopped = out.get("stopped_because")
     state = {"cancelled": "cancelled", "diverged": "diverged"}.get(str(stopped), "succeeded")
