@@ -30,7 +30,7 @@ from _common import machine_line
 from archscreen.core.screening import FixedRateScreener
 from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig
-from archscreen.core.tuning import FD2Tuner, _converged
+from archscreen.core.tuning import FD2Tuner, converged
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["logistic_regression", "mlp", "lenet5"]
@@ -100,7 +100,7 @@ def _rule(trajectory: list[list[float]], steps: int, rule: str, best_step: int =
     if rule in ("mean", "best"):
         later = [lr for s, lr in rates if s >= 1]
         return sum(later) / len(later)
-    return _converged(trajectory, steps)
+    return converged(trajectory, steps)
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ them fairly. Implementations:
   at one fixed rate. Used for the learning-rate-grid ground truth and for the
   baseline a user would run instead (Adam at 1e-3).
 
-Every screener passes the contract suite in ``tests/core/test_screening.py``.
+Every screener passes :class:`archscreen.testing.ScreenerContract` (``tests/core/test_screening.py``).
+The run itself (parse, validate, seed, build, train) is :func:`archscreen.core.runs.start_run`,
+shared with the tuners.
 """
 
 from __future__ import annotations
@@ -21,64 +23,49 @@ from __future__ import annotations
 import abc
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from archscreen.core.alrao import AlraoAdam, AlraoHead, AlraoSGD, alrao_param_groups
+from archscreen.core.alrao import AlraoAdam, AlraoHead, AlraoSGD, alrao_param_groups, with_rate_range
 from archscreen.core.alrao import posterior_table as _posterior_table
 from archscreen.core.alrao import preferred_lr as _preferred_lr
-from archscreen.core.data import DatasetSplits, load_dataset
-from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec, spec_hash, validate_spec
-from archscreen.core.training.loop import Callback, StepHook, TrainConfig, TrainResult, train
-from archscreen.core.training.model import PlainHead, ScreenModel, head_out_features
+from archscreen.core.data import DatasetSplits
+from archscreen.core.estimate import estimate_for_curves
+from archscreen.core.runs import RUN_FIELDS, RunResult, SpecLike, plain_model, start_run
+from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec
+from archscreen.core.training.loop import Callback, StepHook, TrainConfig
+from archscreen.core.training.model import ScreenModel, head_out_features
 
 
-@dataclass(frozen=True)
-class ScreenResult:
+@dataclass(frozen=True, kw_only=True)
+class ScreenResult(RunResult):
     """One candidate's screening outcome (metrics at its best validation epoch).
 
-    ``val_bpc``/``test_bpc`` (bits per character) are set for language models.
-    ``preferred_lr`` and ``switch_posterior`` are set by Alrao screeners: the
-    Switch posterior over the output copies' rates and its weighted geometric
-    mean. ``lr`` is the fixed rate of a fixed-rate screener.
+    The shared fields (spec, dataset, best-epoch metrics, curves) are :class:`RunResult`'s.
+    ``preferred_lr`` and ``switch_posterior`` are set by Alrao screeners: the Switch posterior
+    over the output copies' rates and its weighted geometric mean. ``lr`` is the fixed rate of a
+    fixed-rate screener. ``estimate`` (``value``, ``low``, ``high``, ``method``) extrapolates the
+    validation curve to the score the run would reach (:mod:`archscreen.core.estimate`), in the
+    units of ``val_accuracy`` (classification), ``val_bpc`` (language model) or ``val_mse``.
     """
 
+    SERIAL_ORDER: ClassVar[tuple[str, ...]] = (
+        "screener",
+        *RUN_FIELDS,
+        "preferred_lr",
+        "switch_posterior",
+        "lr",
+        "curves",
+    )
+
     screener: str
-    spec_name: str
-    spec_hash: str
-    dataset: str
-    task: str
-    seed: int
-    val_loss: float
-    val_accuracy: float | None
-    test_loss: float
-    test_accuracy: float | None
-    val_bpc: float | None
-    test_bpc: float | None
-    val_mse: float | None
-    test_mse: float | None
-    epochs: int
-    best_epoch: int
-    steps: int
-    seconds: float
-    stopped_because: str
     preferred_lr: float | None = None
     switch_posterior: list[dict[str, float]] | None = None
     lr: float | None = None
-    curves: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def score(self, metric: str = "val_loss") -> float:
-        """The ranking score; lower is better for losses, higher for accuracies."""
-        value = getattr(self, metric)
-        if value is None:
-            raise ValueError(f"metric {metric} is not available for task {self.task}")
-        return float(value)
+    estimate: dict[str, Any] | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -109,7 +96,7 @@ class Screener(abc.ABC):
 
     def screen(
         self,
-        spec: ArchSpec | str | Path | dict[str, Any],
+        spec: SpecLike,
         data: DatasetSplits | str,
         config: TrainConfig,
         *,
@@ -117,34 +104,15 @@ class Screener(abc.ABC):
         step_hook: StepHook | None = None,
         checkpoint_path: str | Path | None = None,
     ) -> ScreenResult:
-        arch = spec if isinstance(spec, ArchSpec) else parse_spec(spec)
-        splits = load_dataset(data, seed=config.seed) if isinstance(data, str) else data
-        validate_spec(arch, splits.info)
-        torch.manual_seed(config.seed)
-        model, optimizer = self.build(arch, splits)  # on the CPU: the same initial weights on every device
-        if torch.device(config.device).type != "cpu":
-            model.to(config.device)
-            # Per-parameter optimizer state (Alrao's per-feature rates) was created beside the CPU
-            # parameters; load_state_dict casts it to each parameter's device.
-            optimizer.load_state_dict(optimizer.state_dict())
-        result: TrainResult = train(
-            model,
-            optimizer,
-            splits,
-            config,
-            checkpoint_path=checkpoint_path,
-            callback=callback,
-            step_hook=step_hook,
-        )
+        run = start_run(spec, data, config, self.build)
+        result = run.train(callback=callback, step_hook=step_hook, checkpoint_path=checkpoint_path)
+        fields = run.result_fields(result)
+        est = estimate_for_curves(fields["curves"], fields["task"])
         return ScreenResult(
             screener=self.name,
-            spec_name=arch.name,
-            spec_hash=spec_hash(arch),
-            dataset=splits.info.name,
-            task=splits.info.task,
-            seed=config.seed,
-            **result.metric_fields(splits.info.task),
-            **self.extras(model),
+            **fields,
+            **self.extras(run.model),
+            estimate=est.to_dict() if est is not None else None,
         )
 
 
@@ -199,6 +167,12 @@ class AlraoScreener(Screener):
         within a screening budget. ``base="sgd"`` restores the paper's method
         with its ranges; ``lr_min=1e-5`` the earlier Adam range. Regression
         keeps (1e-5, 0.1): the study has no regression task.
+
+    .. note::
+        Switch, off by default (the paper draws the body's rates from the copies' range):
+        ``body_lr_min``/``body_lr_max`` give the body's per-feature rates their own range
+        (``core.alrao.with_rate_range``) while the copies keep ``(lr_min, lr_max)``, for nets
+        that need a high rate on every unit; measured in ``docs/fidelity.md`` (study II).
     """
 
     lr_min: float | None = None
@@ -207,6 +181,8 @@ class AlraoScreener(Screener):
     base: Literal["sgd", "adam"] = "adam"
     switch_theta: float = 0.999
     head_impl: Literal["fast", "reference"] = "fast"
+    body_lr_min: float | None = None
+    body_lr_max: float | None = None
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -236,7 +212,10 @@ class AlraoScreener(Screener):
             impl=self.head_impl,
         )
         model = ScreenModel(body, head, info.task)
-        groups = [*alrao_param_groups(body), head.param_group()]
+        body_groups = alrao_param_groups(body)
+        if self.body_lr_min is not None or self.body_lr_max is not None:
+            body_groups = with_rate_range(body_groups, self.body_lr_min or lr_min, self.body_lr_max or lr_max)
+        groups = [*body_groups, head.param_group()]
         # The rates' generator is seeded from the run's seed (set by Screener.screen).
         seed = int(torch.initial_seed()) % (2**31)
         opt_cls = AlraoAdam if self.base == "adam" else AlraoSGD
@@ -265,10 +244,7 @@ class FixedRateScreener(Screener):
         return f"{self.optimizer}@{self.lr:g}"
 
     def build(self, spec: ArchSpec, data: DatasetSplits) -> tuple[ScreenModel, torch.optim.Optimizer]:
-        info = data.info
-        body = build_body(spec, info)
-        head = PlainHead(_in_features(spec, data), head_out_features(info), info.task)
-        model = ScreenModel(body, head, info.task)
+        model = plain_model(spec, data)
         optimizer: torch.optim.Optimizer
         if self.optimizer == "adam":
             optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
@@ -278,17 +254,6 @@ class FixedRateScreener(Screener):
 
     def extras(self, model: ScreenModel) -> dict[str, Any]:
         return {"lr": self.lr}
-
-
-def screen(
-    spec: ArchSpec | str | Path | dict[str, Any],
-    dataset: DatasetSplits | str,
-    config: TrainConfig | None = None,
-    screener: Screener | None = None,
-    **kwargs: Any,
-) -> ScreenResult:
-    """Screen one candidate with Alrao (or ``screener``); the entry point the CLI and worker call."""
-    return (screener or AlraoScreener()).screen(spec, dataset, config or TrainConfig(), **kwargs)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,13 @@ def test_wheel_holds_only_the_archscreen_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"archscreen"}
-    for module in ("archscreen/core/alrao/head.py", "archscreen/core/spec/infer.py", "archscreen/cli.py"):
+    for module in (
+        "archscreen/core/alrao/head.py",
+        "archscreen/core/spec/infer.py",
+        "archscreen/cli.py",
+        "archscreen/testing/tuner.py",  # the importable contract suites (archscreen.testing)
+        "archscreen/core/runs.py",
+        "archscreen/core/tuners/fd_tuners.py",
+    ):
         assert module in names
     assert any(n.startswith("archscreen/core/data/corpus/") and n.endswith(".txt") for n in names)

@@ -5,7 +5,9 @@
   (Schoenauer Sebag, Schoenauer & Sebag, 2017);
 * :class:`PageHinkley` -- the catastrophe guard around any optimizer (SALERA = ALERA + guard).
 
-The training-side glue (registry, ``tune()``, results) is :mod:`archscreen.core.tuning`.
+The training-side glue: :mod:`.tuner` (the :class:`Tuner` base, results), :mod:`.fd_tuners`,
+:mod:`.alera_tuners`; the registry is :mod:`archscreen.core.tuning`. Those modules import the
+training loop, so this package's ``__init__`` does not import them.
 """
 
 from .alera import ALERA, SPALERA, AgAdam, agnostic_moments

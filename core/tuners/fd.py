@@ -13,7 +13,7 @@ so everything round-trips through :meth:`state_dict`.
 
 The five perturbed losses of :class:`FD2SGD` are computed by a caller-supplied
 ``loss_at(params) -> loss`` evaluated *functionally* on :math:`w - \eta' g` (see
-:func:`archscreen.core.tuning.functional_loss`): the real weights are never touched, so
+:func:`archscreen.core.tuners.functional.functional_loss`): the real weights are never touched, so
 the paper's "cancel" step costs nothing.
 """
 
@@ -118,7 +118,7 @@ class FD2SGD(Optimizer):
     .. note::
         Perturbed losses are computed with the model in its current mode; the caller's
         ``loss_at`` should use the same random numbers for the five points (common dropout
-        masks) and not update buffers (see :func:`archscreen.core.tuning.functional_loss`).
+        masks) and not update buffers (see :func:`archscreen.core.tuners.functional.functional_loss`).
 
     Example:
         >>> opt = FD2SGD(model.parameters(), lr=0.01)  # doctest: +SKIP

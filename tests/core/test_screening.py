@@ -1,20 +1,19 @@
-"""Contract suite every Screener passes, plus Alrao-specific screening checks."""
+"""The Screener contract for every screener, plus Alrao-specific screening checks."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Literal
 
 import pytest
-import torch
 
 from archscreen.core.data import load_dataset
 from archscreen.core.screening import AlraoScreener, FixedRateScreener, Screener, grid
-from archscreen.core.spec import SpecError, parse_spec
-from archscreen.core.training.loop import Progress, TrainConfig, TrainingCancelled
+from archscreen.core.spec import parse_spec
+from archscreen.core.training.loop import TrainConfig
+from archscreen.testing import ScreenerContract
 
 MLP = {
     "name": "tiny-mlp",
@@ -30,96 +29,29 @@ SCREENERS: dict[str, Callable[[], Screener]] = {
 CONFIG = TrainConfig(max_epochs=3, patience=5, batch_size=64, max_steps_per_epoch=8)
 
 
-def values(r) -> list[tuple[float, ...]]:
-    """The curves without wall-clock times."""
-    return [(c["epoch"], c["train_loss"], c["val_loss"], c["val_accuracy"], c["steps"]) for c in r.curves]
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", seed=0)
 
 
-@pytest.fixture(params=sorted(SCREENERS))
-def screener(request) -> Screener:
-    return SCREENERS[request.param]()
+class TestScreenerContract(ScreenerContract):
+    """Every screener through the importable contract (archscreen.testing.ScreenerContract)."""
+
+    @pytest.fixture(params=sorted(SCREENERS))
+    def contract_screener(self, request: pytest.FixtureRequest) -> Screener:
+        return SCREENERS[request.param]()
 
 
-class TestScreenerContract:
-    def test_same_seed_same_result(self, screener: Screener, digits) -> None:
-        a = screener.screen(MLP, digits, CONFIG)
-        b = screener.screen(MLP, digits, CONFIG)
-        assert values(a) == values(b)
-        assert a.val_loss == b.val_loss and a.test_accuracy == b.test_accuracy
-
-    def test_other_seed_other_result(self, screener: Screener, digits) -> None:
-        a = screener.screen(MLP, digits, CONFIG)
-        b = screener.screen(MLP, digits, replace(CONFIG, seed=1))
-        assert values(a) != values(b)
-
-    def test_reports_the_best_epoch(self, screener: Screener, digits) -> None:
-        r = screener.screen(MLP, digits, CONFIG)
-        best = min(r.curves, key=lambda c: c["val_loss"])
-        assert r.best_epoch == best["epoch"]
-        assert r.val_loss == pytest.approx(best["val_loss"], rel=1e-6)
-        assert r.epochs == len(r.curves) == 3
-        assert r.stopped_because == "max_epochs"
-        assert 0.0 <= (r.test_accuracy or -1) <= 1.0
-
-    def test_invalid_spec_fails_before_training(self, screener: Screener, digits) -> None:
-        bad = {
-            "name": "bad",
-            "layers": [{"conv2d": {"out": 4, "kernel": 9}}, "flatten"],
-            "head": "classifier",
-        }
-        calls: list[Progress] = []
-        with pytest.raises(SpecError, match=r"layers\[0\]\.conv2d"):
-            screener.screen(bad, digits, CONFIG, callback=calls.append)
-        assert calls == []
-
-    def test_cancel_keeps_partial_curves(self, screener: Screener, digits) -> None:
-        def cancel(p: Progress) -> None:
-            raise TrainingCancelled
-
-        r = screener.screen(MLP, digits, CONFIG, callback=cancel)
-        assert r.stopped_because == "cancelled"
-        assert len(r.curves) == 1
-
-    def test_cancel_from_step_hook_stops_mid_epoch(self, screener: Screener, digits) -> None:
-        steps_seen: list[tuple[int, int]] = []
-
-        def cancel_in_epoch_two(step: int, per_epoch: int) -> None:
-            steps_seen.append((step, per_epoch))
-            if len(steps_seen) == per_epoch + 3:
-                raise TrainingCancelled
-
-        r = screener.screen(MLP, digits, CONFIG, step_hook=cancel_in_epoch_two)
-        assert r.stopped_because == "cancelled"
-        assert len(r.curves) == 1  # the unfinished second epoch is dropped
-        assert len(steps_seen) == CONFIG.max_steps_per_epoch + 3
-        assert math.isfinite(r.val_loss)
-
-    def test_checkpoint_resume_equals_uninterrupted(self, screener: Screener, digits, tmp_path: Path) -> None:
-        full = screener.screen(MLP, digits, CONFIG)
-
-        def stop_at_2(p: Progress) -> None:
-            if p.epoch == 2:
-                raise SystemExit("worker died")  # not a cancel: the checkpoint of epoch 1 remains
-
-        ckpt = tmp_path / "run.pt"
-        with pytest.raises(SystemExit):
-            screener.screen(MLP, digits, CONFIG, callback=stop_at_2, checkpoint_path=ckpt)
-        assert ckpt.exists()
-        resumed = screener.screen(MLP, digits, CONFIG, checkpoint_path=ckpt)
-        assert values(resumed) == values(full)
-        assert resumed.val_loss == full.val_loss
-        assert resumed.test_accuracy == full.test_accuracy
-        assert resumed.steps == full.steps
-
-    def test_does_not_touch_the_data(self, screener: Screener, digits) -> None:
-        before = digits.x_train.clone()
-        screener.screen(MLP, digits, CONFIG)
-        assert torch.equal(before, digits.x_train)
+def test_results_serialise_as_before_the_shared_base(digits) -> None:
+    """to_dict keeps the key order results had before RunResult held the shared fields."""
+    r = AlraoScreener(num_copies=4).screen(MLP, digits, replace(CONFIG, max_epochs=1))
+    assert list(r.to_dict()) == [
+        "screener", "spec_name", "spec_hash", "dataset", "task", "seed", "val_loss", "val_accuracy",
+        "test_loss", "test_accuracy", "val_bpc", "test_bpc", "val_mse", "test_mse", "epochs",
+        "best_epoch", "steps", "seconds", "stopped_because", "preferred_lr", "switch_posterior", "lr",
+        "curves",
+    ]  # fmt: skip
+    assert r.to_dict()["screener"] == "alrao-adam" and r.to_dict()["curves"] == r.curves
 
 
 def test_alrao_result_has_posterior_over_copy_rates(digits) -> None:

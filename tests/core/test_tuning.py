@@ -1,4 +1,4 @@
-"""Contract suite every tuner passes on every example spec, plus start-from-screening."""
+"""Every tuner through the TunerContract and on every example spec, plus start-from-screening."""
 
 from __future__ import annotations
 
@@ -6,14 +6,23 @@ import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from archscreen.core.data import DatasetSplits, load_dataset
-from archscreen.core.spec import SpecError
-from archscreen.core.training.loop import Progress, TrainConfig, TrainingCancelled
-from archscreen.core.tuning import TUNERS, FD2Tuner, get_tuner, initial_lr_from_screen, tune
+from archscreen.core.training.loop import TrainConfig
+from archscreen.core.tuning import (
+    TUNERS,
+    FD2Tuner,
+    Trajectory,
+    Tuner,
+    TuningResult,
+    get_tuner,
+    initial_lr_from_screen,
+)
+from archscreen.testing import TunerContract
 from tests.conftest import EXAMPLES, example_dataset
 
 CONFIG = TrainConfig(max_epochs=1, patience=5, batch_size=32, max_steps_per_epoch=3, eval_batch_size=256)
@@ -37,6 +46,27 @@ def data(name: str) -> DatasetSplits:
     return _DATA[name]
 
 
+def tune(
+    spec: Path,
+    dataset: DatasetSplits,
+    init_lr: float | None,
+    config: TrainConfig,
+    *,
+    tuner: str = "fd2",
+    **kwargs: Any,
+) -> TuningResult:
+    """One run of the named tuner (what the removed module-level ``tune()`` did)."""
+    return get_tuner(tuner).tune(spec, dataset, init_lr, config, **kwargs)
+
+
+class TestEveryTuner(TunerContract):
+    """The importable contract (archscreen.testing.TunerContract) over the whole registry."""
+
+    @pytest.fixture(params=sorted(TUNERS))
+    def contract_tuner(self, request: pytest.FixtureRequest) -> Tuner:
+        return get_tuner(request.param)
+
+
 @pytest.mark.parametrize("example", EXAMPLE_FILES, ids=lambda p: p.stem)
 @pytest.mark.parametrize("name", sorted(TUNERS))
 def test_every_tuner_on_every_example(name: str, example: Path) -> None:
@@ -50,53 +80,6 @@ def test_every_tuner_on_every_example(name: str, example: Path) -> None:
     d = r.to_dict()
     for key in ("recommended_lr", "trajectory", "val_loss", "test_accuracy", "stopped_because"):
         assert key in d
-
-
-@pytest.mark.parametrize("name", sorted(TUNERS))
-def test_deterministic_and_cancellable(name: str) -> None:
-    digits = data("digits")
-    spec = EXAMPLES / "lenet5.yaml"
-    a = tune(spec, digits, None, CONFIG, tuner=name)
-    b = tune(spec, digits, None, CONFIG, tuner=name)
-    assert a.trajectory == b.trajectory and a.val_loss == b.val_loss
-
-    def cancel(p: Progress) -> None:
-        assert "lr" in p.extra
-        raise TrainingCancelled
-
-    c = tune(spec, digits, None, replace(CONFIG, max_epochs=3), callback=cancel, tuner=name)
-    assert c.stopped_because == "cancelled" and c.epochs == 1
-
-
-@pytest.mark.parametrize("name", ["fd2", "salera"])
-def test_checkpoint_resume_is_identical(name: str, tmp_path: Path) -> None:
-    mnist = data("mnist1d")
-    spec = EXAMPLES / "mlp.yaml"
-    cfg = replace(CONFIG, max_epochs=3)
-    full = tune(spec, mnist, 0.05, cfg, tuner=name)
-    ckpt = tmp_path / "run.pt"
-
-    calls = [0]
-
-    def crash_in_epoch_two(step: int, steps_per_epoch: int) -> None:
-        calls[0] += 1
-        if calls[0] == steps_per_epoch + 2:  # after epoch 1's checkpoint was written
-            raise RuntimeError("simulated crash")
-
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        get_tuner(name).tune(spec, mnist, 0.05, cfg, step_hook=crash_in_epoch_two, checkpoint_path=ckpt)
-    assert ckpt.exists()
-    resumed = tune(spec, mnist, 0.05, cfg, tuner=name, checkpoint_path=ckpt)
-    assert resumed.trajectory == full.trajectory
-    assert resumed.val_loss == full.val_loss and resumed.recommended_lr == full.recommended_lr
-
-
-def test_invalid_spec_fails_before_training() -> None:
-    bad = {"name": "bad", "layers": [{"conv2d": {"out": 4, "kernel": 9}}, "flatten"], "head": "classifier"}
-    calls: list[Progress] = []
-    with pytest.raises(SpecError, match=r"layers\[0\]\.conv2d"):
-        tune(bad, data("digits"), 0.01, CONFIG, callback=calls.append)
-    assert calls == []
 
 
 def test_paper_exact_turns_every_guard_off() -> None:
@@ -221,14 +204,31 @@ def test_which_posterior_can_start_which_tuner() -> None:
 
 
 def test_best_epoch_rule_uses_the_rates_up_to_the_best_epoch() -> None:
-    from archscreen.core.tuning import _new_trajectory, _recommended, _record
-
-    traj = _new_trajectory(100)
-    traj["steps_per_epoch"] = 2
+    traj = Trajectory.new(100)
+    traj.steps_per_epoch = 2
     for lr in (0.1, 0.3, 1.0, 3.0, 10.0, 10.0):  # three epochs; the rate climbs past the useful range
-        _record(traj, lr)
-    assert traj["epoch_sums"] == pytest.approx([0.4, 4.4, 24.4])
-    assert _recommended(traj, "best", best_epoch=1) == pytest.approx(0.2)
-    assert _recommended(traj, "best", best_epoch=2) == pytest.approx(1.1)
-    assert _recommended(traj, "best", best_epoch=0) == pytest.approx(24.4 / 6)  # no epoch improved
-    assert _recommended(traj, "mean") == pytest.approx(24.4 / 6)
+        traj.record(lr)
+    assert traj.epoch_sums == pytest.approx([0.4, 4.4, 24.4])
+    assert traj.recommended("best", best_epoch=1) == pytest.approx(0.2)
+    assert traj.recommended("best", best_epoch=2) == pytest.approx(1.1)
+    assert traj.recommended("best", best_epoch=0) == pytest.approx(24.4 / 6)  # no epoch improved
+    assert traj.recommended("mean") == pytest.approx(24.4 / 6)
+
+
+def test_trajectory_reads_a_checkpoint_dict_from_before_the_class() -> None:
+    """The trajectory is a plain dict in optimizer state: an old checkpoint's dict still reads."""
+    old = {"points": [[0, 0.1], [1, 0.2], [2, 0.4]], "stride": 1, "max_points": 8, "step": 2}  # no lr_sum
+    t = Trajectory(old)
+    assert t.run_mean() == pytest.approx((0.1 + 0.2 + 0.4) / 3)
+    t.record(0.8)
+    assert t.steps == 3 and t.points[-1] == [3, 0.8]
+
+
+def test_tuning_results_serialise_as_before_the_shared_base() -> None:
+    r = tune(EXAMPLES / "mlp.yaml", data("mnist1d"), 0.01, CONFIG)
+    assert list(r.to_dict()) == [
+        "tuner", "spec_name", "spec_hash", "dataset", "task", "seed", "init_lr", "recommended_lr",
+        "final_lr", "trajectory", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "val_bpc",
+        "test_bpc", "val_mse", "test_mse", "epochs", "best_epoch", "steps", "seconds", "stopped_because",
+        "paper_exact", "base_optimizer", "recommended_by", "events", "curves",
+    ]  # fmt: skip

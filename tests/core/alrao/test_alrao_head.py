@@ -206,16 +206,22 @@ def test_compiled_head_matches_eager() -> None:
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("task", ["regression"])
-def test_a_diverged_copy_is_left_out_of_the_average(task: str) -> None:
-    # Regression only: a softmax copy's gradient is bounded by the features, so it diverges
-    # only with the body (the whole run then stops as diverged); see AlraoHead's note.
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_a_diverged_copy_regression_drops_it_classification_stops(task: str) -> None:
+    # Regression drops a diverged copy from the average. Classification does not guard (it would
+    # cost a pass over the outputs): a softmax copy's gradient is bounded by the features, so it
+    # diverges only with the body, and then the loss is non-finite and the run stops as diverged
+    # (AlraoHead's note); asserted here so that a change of either behaviour is seen.
     torch.manual_seed(0)
     head = AlraoHead(8, 3, 4, 1e-3, 1.0, task=task)  # type: ignore[arg-type]
     z = torch.randn(6, 8, requires_grad=True)
     y = torch.randint(0, 3, (6,)) if task == "classification" else torch.randn(6, 3)
     with torch.no_grad():
         head.weight[2] = float("nan")  # copy 2 blew up at its rate
+    if task == "classification":
+        out = head(z, y)
+        assert not torch.isfinite(out.loss) and not torch.isfinite(out.avg_nll)
+        return
     out = head(z, y)
     out.loss.backward()
     assert torch.isfinite(out.avg_nll)
@@ -231,9 +237,5 @@ def test_a_diverged_copy_is_left_out_of_the_average(task: str) -> None:
     # uniform posteriors: 1/4 each vs 1/3 each, so compare the renormalised mixture
     out_ref = ref(z2, y)
     out_ref.loss.backward()
-    if task == "classification":
-        # log(1/4 sum_{j alive} p_j) = log(3/4) + log(1/3 sum p_j)
-        torch.testing.assert_close(out.avg_log_prob, out_ref.avg_log_prob + math.log(3 / 4))
-    else:
-        torch.testing.assert_close(out.avg_log_prob, out_ref.avg_log_prob)
+    torch.testing.assert_close(out.avg_log_prob, out_ref.avg_log_prob)  # the mixture mean
     torch.testing.assert_close(z.grad, z2.grad)
