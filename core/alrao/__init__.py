@@ -9,7 +9,7 @@ Typical training step::
     head.switch.update(out.copy_loglik)
 """
 
-from .grouping import alrao_param_groups, rate_shape
+from .grouping import alrao_param_groups, rate_shape, with_rate_range
 from .head import AlraoHead, HeadOutput, posterior_table, preferred_lr
 from .optim import AlraoAdam, AlraoSGD, alrao_adam, alrao_sgd
 from .switch import Switch
@@ -26,4 +26,5 @@ __all__ = [
     "posterior_table",
     "preferred_lr",
     "rate_shape",
+    "with_rate_range",
 ]

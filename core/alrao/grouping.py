@@ -169,3 +169,16 @@ def alrao_param_groups(body: nn.Module) -> list[ParamGroup]:
                 seen[id(p)] = name or "<root>"
         groups.extend(module_groups)
     return groups
+
+
+def with_rate_range(groups: list[ParamGroup], lr_min: float, lr_max: float) -> list[ParamGroup]:
+    """The ``groups`` with their own log-uniform rate range ``(lr_min, lr_max)``.
+
+    Alrao's optimizers draw a group's per-feature rates from the group's ``lr_min``/``lr_max``
+    when it has them, else from the optimizer's range. The paper draws the body from the same
+    range as the output copies; this gives the body its own range (``AlraoScreener``'s
+    ``body_lr_min``/``body_lr_max`` switch), for nets that need a high rate on every unit.
+    """
+    if not 0 < lr_min < lr_max:
+        raise ValueError(f"body rate range: need 0 < lr_min < lr_max, got ({lr_min:g}, {lr_max:g})")
+    return [{**g, "lr_min": float(lr_min), "lr_max": float(lr_max)} for g in groups]
