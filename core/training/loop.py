@@ -6,6 +6,9 @@ validation split, records curves, writes a checkpoint that resumes bit-for-bit,
 and calls the progress callback. It stops on:
 
 * ``patience``: no improvement of the validation loss for ``patience`` epochs;
+* ``plateau`` (only with ``TrainConfig(stop_rule="plateau")``, the curve-aware budget): the
+  exponentially smoothed validation loss has not improved by a relative ``plateau_tol`` for
+  ``patience`` epochs *and* the run has taken its minimum number of optimizer steps;
 * ``max_epochs``;
 * ``wall_clock_s``: the budget is checked after each epoch;
 * ``diverged``: a non-finite training or validation loss;
@@ -38,7 +41,8 @@ from torch import nn
 from archscreen.core.data.base import DatasetSplits
 
 LN2 = math.log(2.0)
-StopReason = Literal["patience", "max_epochs", "wall_clock", "diverged", "cancelled"]
+StopReason = Literal["patience", "plateau", "max_epochs", "wall_clock", "diverged", "cancelled"]
+StopRule = Literal["patience", "plateau"]
 
 
 class TrainingCancelled(Exception):
@@ -59,6 +63,18 @@ class TrainConfig:
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         eval_batch_size: minibatch size for evaluation only.
         max_steps_per_epoch: optional cap on steps per epoch (for tiny test runs).
+        stop_rule: ``patience`` (default, the behaviour before the switch existed): stop after
+            ``patience`` epochs without a lower raw validation loss. ``plateau``: the
+            curve-aware budget (fidelity study II, ``docs/fidelity.md``). Alrao's raw
+            validation curve is noisy (features with large rates), so raw patience stops slow
+            learners on a bump, while a longer fixed patience wastes epochs on runs that have
+            long converged. ``plateau`` smooths the curve (EMA, weight ``plateau_ema`` on the
+            newest epoch), counts epochs in which the smoothed loss fails to improve by a
+            relative ``plateau_tol``, stops after ``patience`` of them, but never before
+            ``plateau_min_steps`` optimizer steps *and* ``plateau_min_epochs`` epochs (so the
+            floor scales with the dataset: small datasets need more epochs for the same
+            steps), and never after ``max_epochs`` (the cap).
+        plateau_ema, plateau_tol, plateau_min_steps, plateau_min_epochs: see ``stop_rule``.
     """
 
     max_epochs: int = 50
@@ -69,8 +85,21 @@ class TrainConfig:
     device: str = "cpu"
     eval_batch_size: int = 1024
     max_steps_per_epoch: int | None = None
+    stop_rule: StopRule = "patience"
+    plateau_ema: float = 0.3
+    plateau_tol: float = 1e-3
+    plateau_min_steps: int = 1000
+    plateau_min_epochs: int = 5
 
     def __post_init__(self) -> None:
+        if self.stop_rule not in ("patience", "plateau"):
+            raise ValueError(f"stop_rule must be 'patience' or 'plateau', got {self.stop_rule!r}")
+        if not 0 < self.plateau_ema <= 1:
+            raise ValueError(f"plateau_ema must be in (0, 1], got {self.plateau_ema}")
+        if not 0 <= self.plateau_tol < 1:
+            raise ValueError(f"plateau_tol must be in [0, 1), got {self.plateau_tol}")
+        if self.plateau_min_steps < 0 or self.plateau_min_epochs < 0:
+            raise ValueError("plateau_min_steps and plateau_min_epochs must be >= 0")
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.patience < 1:
@@ -83,7 +112,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """Metrics of one finished epoch (``val_accuracy`` is None for regression)."""
+    """Metrics of one finished epoch (``val_accuracy`` is None for regression, ``val_mse`` is set
+    for regression only: the learning curve an estimate of the best-rate MSE extrapolates)."""
 
     epoch: int
     train_loss: float
@@ -91,6 +121,7 @@ class EpochRecord:
     val_accuracy: float | None
     seconds: float
     steps: int
+    val_mse: float | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +318,10 @@ def train(
     best_epoch = 0
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs = 0
+    # the curve-aware budget's smoothed curve (stop_rule="plateau")
+    ema = math.nan
+    best_ema = math.inf
+    ema_bad = 0
     total_steps = 0
     elapsed_before = 0.0
     start_epoch = 1
@@ -302,6 +337,8 @@ def train(
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         curves = [EpochRecord(**r) for r in state["curves"]]
         best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
+        ema, best_ema = state.get("ema", math.nan), state.get("best_ema", math.inf)
+        ema_bad = state.get("ema_bad", 0)
         best_state = state["best_state"]
         total_steps, elapsed_before = state["total_steps"], state["elapsed"]
         start_epoch = state["epoch"] + 1
@@ -350,6 +387,7 @@ def train(
             val_accuracy=val.accuracy,
             seconds=time.perf_counter() - epoch_t0,
             steps=steps_per_epoch,
+            val_mse=val.mse,
         )
         curves.append(record)
         diverged = not (math.isfinite(train_loss) and math.isfinite(val.loss))
@@ -358,12 +396,26 @@ def train(
             best_state = _clone_state(model)
         else:
             bad_epochs += 1
+        if not diverged:
+            w = config.plateau_ema
+            ema = val.loss if math.isnan(ema) else w * val.loss + (1 - w) * ema
+            if not math.isfinite(best_ema) or ema < best_ema - config.plateau_tol * abs(best_ema):
+                best_ema, ema_bad = ema, 0
+            else:
+                ema_bad += 1
+        plateaued = (
+            ema_bad >= config.patience
+            and total_steps >= config.plateau_min_steps
+            and epoch >= config.plateau_min_epochs
+        )
         elapsed = elapsed_before + time.perf_counter() - t0
         finished: StopReason | None = None
         if diverged:
             finished = "diverged"
-        elif bad_epochs >= config.patience:
+        elif config.stop_rule == "patience" and bad_epochs >= config.patience:
             finished = "patience"
+        elif config.stop_rule == "plateau" and plateaued:
+            finished = "plateau"
         elif config.wall_clock_s is not None and elapsed >= config.wall_clock_s:
             finished = "wall_clock"
         elif epoch == config.max_epochs:
@@ -395,6 +447,9 @@ def train(
                     "best_val": best_val,
                     "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs,
+                    "ema": ema,
+                    "best_ema": best_ema,
+                    "ema_bad": ema_bad,
                     "best_state": best_state,
                     "total_steps": total_steps,
                     "elapsed": elapsed,
