@@ -1,10 +1,14 @@
-"""Content-addressed file storage for datasets: one interface, a local folder or any fsspec URL.
+"""Content-addressed file storage for datasets and tuned models: one interface, a local folder or
+any fsspec URL.
 
 A blob is named by the sha256 of its bytes, so storing the same file twice keeps one copy and a
 reader can check what it got. :class:`LocalBlobStore` (the artifacts folder; embedded mode and
 docker-compose's shared volume) and :class:`FsspecBlobStore` (``s3://bucket/prefix`` through
 s3fs, or any other fsspec filesystem) pass the same contract tests. Workers read through
 :meth:`BlobStore.local_path`, which keeps a local copy per hash.
+
+Tuning jobs' models (:func:`model_store`) live in a ``models/`` folder of the same store, so one
+setting (``ARCHSCREEN_DATASET_STORE_URL``) places both; the two never share a blob.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ class LocalBlobStore(BlobStore):
     def local_path(self, sha256: str, cache_dir: Path) -> Path:
         path = self._path(sha256)
         if not path.is_file():
-            raise FileNotFoundError(f"dataset blob {sha256} is missing from {self.root}")
+            raise FileNotFoundError(f"blob {sha256} is missing from {self.root}")
         return path
 
 
@@ -128,7 +132,7 @@ class FsspecBlobStore(BlobStore):
         try:
             self.fs.get_file(self._key(sha256), tmp)
             if sha256_of(Path(tmp)) != sha256:
-                raise OSError(f"dataset blob {sha256} arrived corrupted")
+                raise OSError(f"blob {sha256} arrived corrupted")
             os.replace(tmp, cached)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -143,3 +147,24 @@ def blob_store(url: str | None, default_root: Path) -> BlobStore:
     if url.startswith("file://") and "::" not in url:
         return LocalBlobStore(Path(url.removeprefix("file://")))
     return FsspecBlobStore(url)
+
+
+MODELS = "models"
+
+
+def model_key(sha256: str) -> str:
+    """Where a model blob lies, relative to the store's root (recorded on the job for operators)."""
+    sha256 = _check(sha256)
+    return f"{MODELS}/{sha256[:2]}/{sha256}"
+
+
+def model_store(url: str | None, artifacts_dir: Path) -> BlobStore:
+    """Tuned models: ``<artifacts dir>/models``, or ``<ARCHSCREEN_DATASET_STORE_URL>/models``.
+
+    Beside the datasets rather than a setting of their own: whoever configured S3 for uploads
+    wants the workers' models there too (a worker's local disk is not the API's).
+    """
+    if not url:
+        return LocalBlobStore(Path(artifacts_dir) / MODELS)
+    # a chained fsspec URL (simplecache::s3://…) takes the folder on its last part too
+    return blob_store(url.rstrip("/") + "/" + MODELS, Path(artifacts_dir) / MODELS)

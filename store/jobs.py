@@ -118,6 +118,15 @@ def record_epoch(
     return True
 
 
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A file in the blob store: its key under the store's root, size and sha256."""
+
+    key: str
+    size: int
+    sha256: str
+
+
 def finish(
     s: Session,
     job_id: int,
@@ -126,11 +135,19 @@ def finish(
     *,
     result: dict[str, Any] | None = None,
     error: str | None = None,
+    model: ModelArtifact | None = None,
 ) -> bool:
-    """running → a final state, only by the lease owner (False if the lease was lost)."""
+    """running → a final state, only by the lease owner (False if the lease was lost).
+
+    ``model``: the tuning job's model file, already in the blob store; recorded in the same
+    compare-and-set, so a job is never seen succeeded before its model is known.
+    """
     if state not in FINAL_STATES:
         raise ValueError(f"not a final state: {state}")
     now = utcnow()
+    artifact = (
+        {"model_key": model.key, "model_bytes": model.size, "model_sha256": model.sha256} if model else {}
+    )
     res = s.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == "running", Job.lease_owner == owner)
@@ -142,6 +159,7 @@ def finish(
             updated_at=now,
             lease_owner=None,
             lease_expires_at=None,
+            **artifact,
         )
         .execution_options(synchronize_session=False)
     )

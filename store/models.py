@@ -166,6 +166,11 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # A succeeded tuning job's model file (best-epoch weights, spec, rate) in the blob store:
+    # ``model_key`` is its path under the store's root (store.blobs.model_key), set by finish().
+    model_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    model_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    model_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     candidate: Mapped[Candidate] = relationship(back_populates="jobs")
 

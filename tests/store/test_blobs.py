@@ -50,3 +50,19 @@ def test_configured_store() -> None:
     assert isinstance(blob_store(None, Path("/tmp/x")), LocalBlobStore)
     assert isinstance(blob_store("file:///tmp/y", Path("/tmp/x")), LocalBlobStore)
     assert isinstance(blob_store("memory://bucket/prefix", Path("/tmp/x")), FsspecBlobStore)
+
+
+def test_models_live_in_a_folder_of_the_dataset_store(tmp_path: Path) -> None:
+    from archscreen.store.blobs import model_key, model_store
+
+    local = model_store(None, tmp_path)
+    assert isinstance(local, LocalBlobStore) and local.root == tmp_path / "models"
+    remote = model_store(f"memory://archscreen-test-{uuid.uuid4().hex}/datasets/", tmp_path)
+    assert isinstance(remote, FsspecBlobStore) and remote.prefix.endswith("/datasets/models")
+    src = tmp_path / "m.pt"
+    src.write_bytes(b"weights")
+    sha = sha256_of(src)
+    local.put(src, sha)
+    assert (tmp_path / model_key(sha)).read_bytes() == b"weights"
+    with pytest.raises(ValueError, match="sha256"):
+        model_key("../x")

@@ -59,3 +59,36 @@ def test_schema_check_names_the_command(database_url: str) -> None:
     db.migrate()
     db.check_schema()
     db.dispose()
+
+
+def test_job_model_revision_downgrades_alone_and_keeps_the_jobs(database_url: str) -> None:
+    from archscreen.store import jobs as job_store
+    from archscreen.store import studies as study_store
+    from archscreen.store.auth import get_or_create_tenant
+
+    db = Database(database_url)
+    db.migrate()
+    with db.session() as s:
+        tenant = get_or_create_tenant(s, "t")
+        screening = {"max_epochs": 1, "patience": 1, "batch_size": 32, "seeds": [0], "base": "sgd"}
+        study = study_store.create_study(
+            s, tenant.id, name="s", dataset="mnist1d", policy={"top_k": 1}, screening=screening
+        )
+        _, _, jobs = study_store.add_candidate(
+            s, study, name="c", spec={}, spec_hash="h", num_params=1, summary=[], max_attempts=3
+        )
+        job_id = jobs[0].id
+        job_store.claim(s, job_id, "w", 30)
+        model = job_store.ModelArtifact(key="models/ab/" + "ab" * 32, size=7, sha256="ab" * 32)
+        assert job_store.finish(s, job_id, "w", "succeeded", result={"val_loss": 1.0}, model=model)
+    columns = {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    assert {"model_key", "model_bytes", "model_sha256"} <= columns
+    db.downgrade("0002")
+    columns = {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    assert not {"model_key", "model_bytes", "model_sha256"} & columns
+    with db.engine.connect() as conn:  # the rebuilt table (SQLite's batch copy) kept the row
+        assert conn.exec_driver_sql(f"SELECT state FROM jobs WHERE id = {job_id}").scalar() == "succeeded"
+    db.migrate()
+    columns = {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    assert {"model_key", "model_bytes", "model_sha256"} <= columns
+    db.dispose()
