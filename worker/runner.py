@@ -164,8 +164,9 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
 
     lease = Lease(db, job_id, owner, settings)
     lease.start()
+    model: job_store.ModelArtifact | None = None  # a tuning job's model file, in the blob store
     try:
-        state, result, error = _run(
+        state, result, error, model = _run(
             db, settings, job_id, owner, kind, seed, job_config, spec, dataset, study, lease
         )
     except (ShutdownRequested, DiskFull) as exc:
@@ -204,7 +205,7 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         log.warning("job %s: lease lost to another worker; result discarded", job_id)
         return "lost"
     with db.session() as s:
-        if not job_store.finish(s, job_id, owner, state, result=result, error=error):
+        if not job_store.finish(s, job_id, owner, state, result=result, error=error, model=model):
             return "lost"
     if state == "succeeded":
         _apply_retention(settings, job_id, kind)
@@ -294,7 +295,7 @@ def _run(
     dataset: str,
     study: Study,
     lease: Lease,
-) -> tuple[str, dict[str, Any] | None, str | None]:
+) -> tuple[str, dict[str, Any] | None, str | None, job_store.ModelArtifact | None]:
     import torch
 
     from archscreen.core.screening import AlraoScreener, resolve_device
@@ -352,6 +353,7 @@ def _run(
         if SHUTDOWN.requested:
             boundary.set()
 
+    model: job_store.ModelArtifact | None = None
     if kind == "screen":
         sc = study.screening
         screener = AlraoScreener(
@@ -366,7 +368,9 @@ def _run(
         ).to_dict()
         out["lr_range"] = list(screener.settings(out["task"])[:2])
     elif kind == "tune":
+        from archscreen.core.data import load_dataset
         from archscreen.core.tuning import get_tuner
+        from archscreen.worker.artifacts import export_model
 
         tuner = get_tuner(job_config["tuner"])
         out = tuner.tune(
@@ -379,6 +383,9 @@ def _run(
             step_hook=step_hook,
             checkpoint_path=ckpt,
         ).to_dict()
+        if out["stopped_because"] not in ("cancelled", "diverged"):
+            info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
+            model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id)
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     out.pop("curves", None)  # stored per epoch in epoch_metrics
@@ -391,4 +398,4 @@ def _run(
     stopped = out.get("stopped_because")
     state = {"cancelled": "cancelled", "diverged": "diverged"}.get(str(stopped), "succeeded")
     error = "training diverged (non-finite loss)" if state == "diverged" else None
-    return state, out, error
+    return state, out, error, model

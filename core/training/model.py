@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archscreen.core.data.base import DatasetInfo, Task
+from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -86,3 +87,20 @@ class ScreenModel(nn.Module):
         switch = getattr(self.head, "switch", None)
         if switch is not None:
             switch.update(out.copy_loglik)
+
+
+def build_plain_model(spec: Any, info: DatasetInfo) -> ScreenModel:
+    """The spec's body with a :class:`PlainHead`: the model a tuning job trains and hands over.
+
+    ``spec`` is an :class:`~archscreen.core.spec.ArchSpec` or anything
+    :func:`~archscreen.core.spec.parse_spec` takes (the spec dict stored with an exported model).
+    Load an exported tuning model with::
+
+        f = torch.load("best.pt", weights_only=True)
+        model = build_plain_model(f["spec"], DatasetInfo(**f["dataset"]))
+        model.load_state_dict(f["state_dict"], strict=True)
+    """
+    arch = spec if isinstance(spec, ArchSpec) else parse_spec(spec)
+    body = build_body(arch, info)
+    head = PlainHead(feature_shape(arch, info)[-1], head_out_features(info), info.task)
+    return ScreenModel(body, head, info.task)

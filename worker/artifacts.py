@@ -1,0 +1,107 @@
+"""A succeeded tuning job's model file: the best epoch's weights with what it takes to use them.
+
+The file is what ``GET /tuning-jobs/{id}/model`` and ``archscreen export`` hand over::
+
+    torch.save({"format": 1, "state_dict": ..., "spec": ..., "lr": ..., "tuner": ...,
+                "metrics": {...}, "dataset": {...}, "seed": ..., "job_id": ...})
+
+Only tensors, dicts, lists, tuples, strings, numbers and ``None``: it loads with
+``torch.load(path, weights_only=True)`` (no pickled code runs on the reader's machine), and
+``archscreen.core.training.model.build_plain_model(f["spec"], DatasetInfo(**f["dataset"]))``
+rebuilds the network it fits (``load_state_dict(strict=True)``).
+
+The weights come from the run's checkpoint, which the training loop writes at every epoch end
+and which holds the best epoch's weights (``best_state``): the weights ``train()`` restored and
+evaluated, so the file reproduces the job's reported metrics. Reading them there, rather than
+from the tuner's return value, keeps ``core/`` unchanged and is the same source the checkpoint
+retention (``jobs/<id>/model.pt``) uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from archscreen.settings import Settings
+from archscreen.store.blobs import model_key, model_store, sha256_of
+from archscreen.store.jobs import ModelArtifact
+
+FORMAT = 1
+# The tuning result's fields that describe the handed-over weights (the best epoch's).
+METRIC_FIELDS = (
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "val_bpc",
+    "test_bpc",
+    "val_mse",
+    "test_mse",
+    "best_epoch",
+    "epochs",
+    "init_lr",
+    "recommended_by",
+)
+
+
+def best_weights(checkpoint: Path) -> dict[str, Any]:
+    """The best epoch's weights from a run checkpoint (the last epoch's if no epoch improved)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own file
+    weights = state.get("best_state") or state["model"]
+    return {k: v.detach().clone() for k, v in weights.items()}
+
+
+def model_payload(
+    state_dict: dict[str, Any],
+    result: dict[str, Any],
+    spec: dict[str, Any],
+    dataset_ref: str,
+    info: Any,
+    job_id: int,
+) -> dict[str, Any]:
+    """The exported file's content for a tuning result (``TuningResult.to_dict()``).
+
+    ``dataset`` is the :class:`~archscreen.core.data.DatasetInfo` the model was built for, named by
+    the study's dataset (``mnist1d``, ``ds_<id>``) rather than the worker's local file.
+    """
+    return {
+        "format": FORMAT,
+        "state_dict": state_dict,
+        "spec": spec,
+        "lr": float(result["recommended_lr"]),
+        "tuner": str(result["tuner"]),
+        "metrics": {k: result.get(k) for k in METRIC_FIELDS},
+        "dataset": asdict(replace(info, name=dataset_ref)),
+        "seed": int(result["seed"]),
+        "job_id": job_id,
+    }
+
+
+def export_model(
+    settings: Settings,
+    checkpoint: Path,
+    result: dict[str, Any],
+    spec: dict[str, Any],
+    dataset_ref: str,
+    info: Any,
+    job_id: int,
+) -> ModelArtifact:
+    """Write the model file next to the checkpoint, put it into the model store, drop the local copy."""
+    import torch
+
+    payload = model_payload(best_weights(checkpoint), result, spec, dataset_ref, info, job_id)
+    tmp = checkpoint.with_name("model-export.pt.tmp")
+    try:
+        torch.save(payload, tmp)
+        sha = sha256_of(tmp)
+        size = tmp.stat().st_size
+        model_store(settings.dataset_store_url, settings.resolved_artifacts_dir).put(tmp, sha)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return ModelArtifact(key=model_key(sha), size=size, sha256=sha)
