@@ -212,6 +212,13 @@ class EpochPoint(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelFileOut(BaseModel):
+    """A succeeded tuning job's model file (``GET /tuning-jobs/{id}/model``)."""
+
+    bytes: int
+    sha256: str
+
+
 class JobOut(BaseModel):
     id: int
     kind: Literal["screen", "tune"]
@@ -229,6 +236,9 @@ class JobOut(BaseModel):
     finished_at: UtcDatetime | None
     result: dict[str, Any] | None
     curves: list[EpochPoint]
+    model: ModelFileOut | None = Field(
+        None, description="A succeeded tuning job's model file, served at /tuning-jobs/{id}/model."
+    )
 
 
 class CandidateOut(BaseModel):

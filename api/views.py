@@ -13,6 +13,7 @@ from archscreen.api.schemas import (
     EpochPoint,
     JobOut,
     LayerSummary,
+    ModelFileOut,
     Progress,
     PromotionPolicy,
     ScreeningConfig,
@@ -103,6 +104,11 @@ def job_out(job: Job, metrics: list[EpochMetric], *, with_result: bool = True) -
             )
             for m in metrics
         ],
+        model=(
+            ModelFileOut(bytes=job.model_bytes, sha256=job.model_sha256)
+            if job.model_sha256 is not None and job.model_bytes is not None
+            else None
+        ),
     )
 
 

@@ -247,6 +247,45 @@ class Client:
     def leaderboard(self, study_id: int) -> dict[str, Any]:
         return self.request("GET", f"/api/v1/studies/{study_id}/leaderboard")
 
+    def download_model(
+        self, job_id: int, dest: str | Path, *, on_progress: Callable[[int, int | None], None] | None = None
+    ) -> dict[str, Any]:
+        """Save a succeeded tuning job's model file at ``dest`` (streamed, then checked against the
+        server's sha256 and moved into place: ``dest`` is never left half-written).
+
+        Returns ``{"path", "bytes", "sha256"}``; ``on_progress(received, total)`` after each chunk.
+        A job that has not succeeded, or has no model, is an :class:`ApiError` (409).
+        """
+        import hashlib
+        import os
+
+        dest = Path(dest)
+        part = dest.with_name(dest.name + ".part")
+        digest, received = hashlib.sha256(), 0
+        with self._http.stream(
+            "GET", f"/api/v1/tuning-jobs/{job_id}/model", timeout=httpx.Timeout(30.0, read=600.0)
+        ) as r:
+            if r.status_code >= 300:
+                r.read()
+                self._body(r)  # raises ApiError with the server's detail
+            length = r.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            try:
+                with part.open("wb") as f:
+                    for chunk in r.iter_bytes(1 << 20):
+                        f.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        if on_progress is not None:
+                            on_progress(received, total)
+                expected = r.headers.get("X-Content-SHA256")
+                if expected and expected != digest.hexdigest():
+                    raise ApiError(r.status_code, f"the model file arrived corrupted ({received} bytes)")
+                os.replace(part, dest)
+            finally:
+                part.unlink(missing_ok=True)
+        return {"path": str(dest), "bytes": received, "sha256": digest.hexdigest()}
+
     # ---------------------------------------------------------------- datasets
 
     def upload_dataset(

@@ -1,4 +1,5 @@
-"""Commands that talk to a running service through :mod:`archscreen.client`: ``submit``, ``status``, ``ci``.
+"""Commands that talk to a running service through :mod:`archscreen.client`: ``submit``, ``status``,
+``export``, ``ci``.
 
 ``--server`` (env ``ARCHSCREEN_SERVER``, default http://127.0.0.1:8000) and ``--token``
 (env ``ARCHSCREEN_TOKEN``; for a local ``archscreen up`` it is read from
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -25,8 +27,8 @@ from xml.etree import ElementTree as ET
 import httpx
 
 from archscreen.cli_common import EXIT_OK, CliError
-from archscreen.client import FINAL, ApiError, Client
-from archscreen.core.names import METRIC_NAMES
+from archscreen.client import FINAL, ApiError, Client, format_detail
+from archscreen.core.names import HIGHER_IS_BETTER, METRIC_NAMES
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -93,6 +95,21 @@ def add_remote_commands(sub: Any) -> None:
     p.add_argument("-o", "--output", default=None, help="image path (default STUDY.png)")
     _server_args(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "export",
+        help="download a study's tuned model (best tuning job) as a PyTorch file",
+        description="Write the model of the study's answer: the succeeded tuning job with the best tuned "
+        "score on the study's metric (policy.metric, default val_loss), or the job given with --job. "
+        "The file is torch.save({format, state_dict, spec, lr, tuner, metrics, dataset, seed, job_id}); "
+        "load it with torch.load(PATH, weights_only=True) and "
+        "archscreen.core.training.model.build_plain_model(f['spec'], DatasetInfo(**f['dataset'])).",
+    )
+    p.add_argument("study", help="study name or id")
+    p.add_argument("-o", "--output", metavar="PATH", help="file to write (default STUDY.pt)")
+    p.add_argument("--job", type=int, metavar="ID", help="this tuning job of the study instead of the best")
+    _server_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "ci",
@@ -403,6 +420,85 @@ def cmd_plot(args: argparse.Namespace) -> int:
         out = plot_study(c, study["id"], Path(args.output or f"{study['name']}.png"))
     print(out)
     return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def best_tuning_job(jobs: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The succeeded tuning job with the best finite ``result[metric]`` (ties: the lowest id)."""
+    scored = [
+        (float(j["result"][metric]), j["id"], j)
+        for j in jobs
+        if j["state"] == "succeeded"
+        and isinstance((j.get("result") or {}).get(metric), int | float)
+        and math.isfinite(j["result"][metric])
+    ]
+    if not scored:
+        return None
+    sign = -1.0 if HIGHER_IS_BETTER.get(metric, False) else 1.0  # type: ignore[call-overload]
+    return min(scored, key=lambda s: (sign * s[0], s[1]))[2]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _client(args.server, _token(args)) as c:
+        study = c.study(int(args.study)) if args.study.isdigit() else c.study_by_name(args.study)
+        if study is None:
+            raise CliError(f"no study named {args.study!r}")
+        metric = study["policy"].get("metric") or "val_loss"
+        jobs = c.tuning_jobs(study["id"])
+        if args.job is not None:
+            job = next((j for j in jobs if j["id"] == args.job), None)
+            if job is None:
+                raise CliError(f"study {study['name']!r} has no tuning job {args.job}")
+        else:
+            job = best_tuning_job(jobs, metric)
+            if job is None:
+                states = ", ".join(sorted({j["state"] for j in jobs}))
+                raise CliError(
+                    f"study {study['name']!r}: no tuning job has succeeded yet"
+                    + (f" (tuning jobs: {states})" if jobs else " (none promoted: `archscreen status`)")
+                )
+        names = {x["id"]: x["name"] for x in c.candidates(study["id"])}
+        dest = Path(args.output or f"{study['name']}.pt")
+        try:
+            got = _download(c, job["id"], dest)
+        except ApiError as exc:
+            raise CliError(f"tuning job {job['id']}: {format_detail(exc.detail)}") from None
+        except httpx.HTTPError as exc:
+            raise CliError(f"tuning job {job['id']}: download failed: {type(exc).__name__}") from None
+        except OSError as exc:
+            raise CliError(f"{dest}: cannot write: {exc.strerror or exc}") from None
+    result = job.get("result") or {}
+    score = result.get(metric)
+    lr = result.get("recommended_lr")
+    print(
+        f"study {study['name']!r}: tuning job {job['id']} ({names.get(job['candidate_id'], '?')}, "
+        f"{result.get('tuner', '?')}"
+        + (f", {metric} {score:.4g}" if isinstance(score, int | float) else "")
+        + (f", lr {lr:.3g}" if isinstance(lr, int | float) else "")
+        + f"): {got['bytes']:,} bytes",
+        file=sys.stderr,
+    )
+    print(got["path"])
+    return EXIT_OK
+
+
+def _download(c: Client, job_id: int, dest: Path) -> dict[str, Any]:
+    """The model file, with a progress bar on a terminal once it turns out to be large."""
+    if not sys.stderr.isatty():
+        return c.download_model(job_id, dest)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        "{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
+    ) as bar:
+        task = bar.add_task(f"downloading {dest.name}", total=None, visible=False)
+
+        def show(received: int, total: int | None) -> None:
+            bar.update(task, completed=received, total=total, visible=(total or received) > 4 * 2**20)
+
+        return c.download_model(job_id, dest, on_progress=show)
 
 
 # ------------------------------------------------------------------------------ ci

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
@@ -30,6 +30,7 @@ from archscreen.store import Job, Study, Tenant
 from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
+from archscreen.store.blobs import model_store
 from archscreen.worker.queue import enqueue
 
 router = APIRouter(tags=["ranking and tuning"])
@@ -173,6 +174,65 @@ def get_tuning_job(
 def cancel_tuning_job(job_id: IdPath, session: SessionDep, tenant: TenantDep) -> CancelOut:
     job = _load_tuning_job(session, tenant.id, job_id)
     return CancelOut(id=job.id, states={job.id: job_store.request_cancel(session, job.id)})
+
+
+MODEL_FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The model file: ``torch.save({format, state_dict, spec, lr, tuner, metrics, "
+        "dataset, seed, job_id})``; load it with ``torch.load(path, weights_only=True)``.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "Content-Disposition": {"schema": {"type": "string"}, "description": "attachment; filename=…"},
+            "X-Content-SHA256": {"schema": {"type": "string"}, "description": "The file's sha256 (hex)."},
+        },
+    },
+    404: {"model": ErrorResponse, "description": "No such tuning job (or another tenant's)."},
+    409: {
+        "model": ErrorResponse,
+        "description": "The job has not succeeded, or it has no model file (the detail says which).",
+    },
+}
+
+
+@router.get(
+    "/tuning-jobs/{job_id}/model",
+    response_class=FileResponse,
+    responses=MODEL_FILE_RESPONSES,
+)
+def get_tuning_model(job_id: IdPath, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> Any:
+    """The tuned model of a succeeded tuning job: its best epoch's weights with the spec and rate."""
+    job = _load_tuning_job(session, tenant.id, job_id)
+    if job.state != "succeeded":
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"tuning job {job_id} is {job.state}: a model is handed over once the job has succeeded",
+        )
+    if job.model_sha256 is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"tuning job {job_id} succeeded without a model file (it finished before the service "
+            "kept tuned models)",
+        )
+    store = model_store(settings.dataset_store_url, settings.resolved_artifacts_dir)
+    try:
+        path = store.local_path(job.model_sha256, settings.resolved_artifacts_dir / "model-cache")
+    except FileNotFoundError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"tuning job {job_id}'s model file is missing from the blob store"
+        ) from None
+    study = study_store.get_study(session, tenant.id, job.study_id)
+    stem = f"{study.name}-tuning-job-{job_id}" if study is not None else f"tuning-job-{job_id}"
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{_safe_filename(stem)}.pt",
+        headers={"X-Content-SHA256": job.model_sha256},
+    )
+
+
+def _safe_filename(stem: str) -> str:
+    """A study name as a file name: letters, digits, ``-``, ``_`` and ``.`` (others become ``_``)."""
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in stem)[:120]
 
 
 @router.get("/studies/{study_id}/leaderboard", response_model=LeaderboardOut, responses=NOT_FOUND)
