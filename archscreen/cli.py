@@ -110,15 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
         "tune",
         help="train a candidate with an online learning-rate tuner and recommend its rate",
         description="Train SPEC once with an adaptive learning rate (fd2: Newton on the rate by "
-        "finite differences; fd1; salera/spalera; ag-adam) and report the recommended rate (fd2: "
-        "the mean rate over the run; the others: the rate they converged to), its trajectory and "
+        "finite differences; fd2-adam: the same on Adam's direction; fd1; salera/spalera; ag-adam) "
+        "and report the recommended rate (fd2, fd2-adam: the mean rate up to the best epoch; "
+        "the others: the rate they converged to), its trajectory and "
         "the best-epoch metrics. Start from --init-lr or from an Alrao screening. "
         "See docs/tuners.md for how close each tuner's rate comes to a grid search's.",
     )
     _add_training_args(p, max_epochs=30, patience=10)
-    p.add_argument("--tuner", choices=TUNER_NAMES, default="fd2", help="default fd2")
+    p.add_argument(
+        "--tuner",
+        choices=TUNER_NAMES,
+        default=None,
+        help="default: the service's promotion rule (default_tuner_for): fd2-adam after an Alrao-Adam "
+        "screening or without --from-screen (Adam is the default screening), fd2 after Alrao-SGD",
+    )
     start = p.add_mutually_exclusive_group()
-    start.add_argument("--init-lr", type=positive_float, default=None, help="initial rate (default 0.01)")
+    start.add_argument(
+        "--init-lr",
+        type=positive_float,
+        default=None,
+        help="initial rate (default: the tuner's, 1e-3 for Adam tuners)",
+    )
     start.add_argument(
         "--from-screen",
         default=None,
@@ -434,6 +446,28 @@ def _init_lr_from_screen_file(path_text: str, tuner: Tuner) -> float:
         raise CliError(f"--from-screen: {path_text}: {exc}") from None
 
 
+def _default_tuner(from_screen: str | None) -> str:
+    """The service's promotion rule (``default_tuner_for``) for the screening in ``from_screen``.
+
+    An unreadable file falls back to the default screening's tuner; reading the start rate from it
+    then reports the file's problem in one line.
+    """
+    from archscreen.core.names import default_tuner_for
+    from archscreen.core.tuning import screening_optimizer
+
+    screener = None
+    if from_screen is not None:
+        try:
+            payload = json.loads(Path(from_screen).read_text())
+            screener = str(payload.get("screener", "")) if isinstance(payload, dict) else None
+        except (OSError, ValueError):
+            screener = None
+    try:
+        return default_tuner_for(screening_optimizer(screener) if screener else None)
+    except ValueError:  # a screener this version does not know: the default, the start rate decides
+        return default_tuner_for(None)
+
+
 def _rule_text(result: Any) -> str:
     """How ``recommended_lr`` was read off the run, in words."""
     if result.recommended_by == "best":
@@ -447,6 +481,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from archscreen.core.training.loop import Progress
     from archscreen.core.tuning import get_tuner
 
+    args.tuner = args.tuner or _default_tuner(args.from_screen)
     tuner = get_tuner(args.tuner, paper_exact=args.paper_exact)
     init_lr = args.init_lr
     if args.from_screen is not None:

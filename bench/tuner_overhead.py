@@ -9,10 +9,14 @@ model and batch, steps interleaved in rounds (median round reported):
   training batch, ε = 1e-5, no guards. Its bound is ``1 + 5 × forward/step`` (printed as ``bound``,
   forward = one no-grad forward of the loss);
 * ``fd2``: the default ``fd2`` tuner configuration (see ``archscreen.core.tuning.FD2Tuner``);
-* ``fd1``: :class:`FD1SGD`; ``salera``: ALERA inside the Page-Hinkley guard.
+* ``fd1``: :class:`FD1SGD`; ``salera``: ALERA inside the Page-Hinkley guard;
+* ``adam``: plain ``torch.optim.Adam`` (the baseline of the Adam tuner);
+* ``fd2-adam``: the default ``fd2-adam`` tuner (:class:`FD2Adam`, fd2's defaults on Adam's
+  direction); its ratio is against ``adam``, the others' against ``sgd``.
 
 Each tuner step is the tuner's own training step (``Tuner.make_step``), trajectory recording
-included. Last line: ``fd2_step_ratio: X`` (default fd2 / SGD, worst model).
+included. Last lines: ``fd2_adam_step_ratio: X`` (fd2-adam / Adam, worst model) and
+``fd2_step_ratio: X`` (default fd2 / SGD, worst model).
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig
 from archscreen.core.tuning import FD2Tuner, Tuner, get_tuner
 
-CONFIGS = ["sgd", "fd2-paper", "fd2", "fd1", "salera"]
+CONFIGS = ["sgd", "fd2-paper", "fd2", "fd1", "salera", "adam", "fd2-adam"]
+BASELINE = {"fd2-adam": "adam"}  # every other ratio is against sgd
 
 
 def _tuner(name: str) -> Tuner | None:
-    if name == "sgd":
+    if name in ("sgd", "adam"):
         return None
     if name == "fd2-paper":
         return FD2Tuner(paper_exact=True)
@@ -63,7 +68,11 @@ def measure(name: str, batch: int, device: str, steps: int, rounds: int) -> dict
         torch.manual_seed(0)
         model = (tuner or get_tuner("fd1")).build_model(spec, data).to(device)
         if tuner is None:
-            opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+            opt: torch.optim.Optimizer = (
+                torch.optim.Adam(model.parameters(), lr=1e-3)
+                if cfg == "adam"
+                else torch.optim.SGD(model.parameters(), lr=0.01)
+            )
 
             def step(model: Any = model, opt: torch.optim.Optimizer = opt, fn: Any = None) -> None:
                 opt.zero_grad(set_to_none=True)
@@ -71,9 +80,9 @@ def measure(name: str, batch: int, device: str, steps: int, rounds: int) -> dict
                 out.loss.backward()
                 opt.step()
 
-            fwd_model = model
+            fwd_model = model if cfg == "sgd" else fwd_model
         else:
-            opt = tuner.build_optimizer(model, 0.01)
+            opt = tuner.build_optimizer(model, tuner.default_init_lr())
             fn = tuner.make_step(opt, data, config)
 
             def step(model: Any = model, opt: torch.optim.Optimizer = opt, fn: Any = fn) -> None:
@@ -97,7 +106,7 @@ def measure(name: str, batch: int, device: str, steps: int, rounds: int) -> dict
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {f"{k}_ms": v * 1e3 for k, v in med.items()}
     for k in CONFIGS[1:]:
-        out[f"{k}_ratio"] = med[k] / med["sgd"]
+        out[f"{k}_ratio"] = med[k] / med[BASELINE.get(k, "sgd")]
     out["bound"] = 1 + 5 * med["forward"] / med["sgd"]
     return out
 
@@ -121,16 +130,22 @@ def main() -> None:
         f"# fd2 default: every={d.every}, eval_samples={d.eval_samples}, eps={d.eps} "
         f"(relative={d.relative_eps}), eval_dtype={d.eval_dtype}, max_change={d.max_change}"
     )
-    head = f"{'model':<10} {'sgd ms':>7} " + " ".join(f"{c + ' ×':>11}" for c in CONFIGS[1:])
+    head = f"{'model':<10} {'sgd ms':>7} " + " ".join(
+        f"{c + ' ×':>11}" if c != "adam" else f"{'adam ms':>11}" for c in CONFIGS[1:]
+    )
     print(head + f" {'bound':>7}")
-    worst = 0.0
+    worst = worst_adam = 0.0
     t0 = time.perf_counter()
     for name in args.models.split(","):
         m = measure(name, args.batch, args.device, args.steps, args.rounds)
-        cols = " ".join(f"{m[c + '_ratio']:>11.3f}" for c in CONFIGS[1:])
+        cols = " ".join(
+            f"{m[c + '_ratio']:>11.3f}" if c != "adam" else f"{m['adam_ms']:>11.3f}" for c in CONFIGS[1:]
+        )
         print(f"{name:<10} {m['sgd_ms']:>7.3f} {cols} {m['bound']:>7.3f}", flush=True)
         worst = max(worst, m["fd2_ratio"])
-    print(f"# {time.perf_counter() - t0:.0f} s")
+        worst_adam = max(worst_adam, m["fd2-adam_ratio"])
+    print(f"# {time.perf_counter() - t0:.0f} s; fd2-adam × is against adam, the others against sgd")
+    print(f"fd2_adam_step_ratio: {worst_adam:.3f}")
     print(f"fd2_step_ratio: {worst:.3f}")
 
 

@@ -10,6 +10,17 @@ those of the best validation epoch. The gap is (best-grid test accuracy − meth
 in percentage points, averaged over ``--seeds`` seeds; negative means the method beat the grid.
 
 Last line: ``fd2_worst_gap_pp: X`` (fd2 retrained at its recommended rate, worst architecture).
+
+``--adam``: the Adam tuners against an **Adam grid** (``--adam-lrs``, 7 log-spaced rates over the
+Alrao-Adam range by default). Per architecture and seed: an Alrao-Adam screening (the service's
+default screener, same budget) gives the Switch posterior; ``fd2-adam`` runs from each of the
+posterior's 25th/50th/75th percentiles (``posterior_starts``), Adam is retrained at each run's
+recommended rate, and the best-of-3 keeps the start whose *tuning run* had the lowest validation
+loss (what the service can see). ``ag-adam`` (the previous promotion default) runs from the
+posterior's median for comparison. Columns: each start alone, the median plus one other start,
+all three, and how often each start was picked. Runs are cached in ``--cache`` (JSON lines, one
+per run; a rerun with the same settings skips them). Last line: ``fd2_adam_worst_gap_pp: X``
+(best-of-3, worst architecture).
 """
 
 from __future__ import annotations
@@ -30,10 +41,10 @@ from _common import machine_line
 from fidelity_screeners import FreeRateScreener
 
 from archscreen.core.names import TUNER_NAMES
-from archscreen.core.screening import FixedRateScreener
+from archscreen.core.screening import AlraoScreener, FixedRateScreener
 from archscreen.core.spec import parse_spec
 from archscreen.core.training.loop import TrainConfig
-from archscreen.core.tuning import get_tuner
+from archscreen.core.tuning import get_tuner, posterior_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["logistic_regression", "mlp", "lenet5", "resnet_small", "mobilenet_small", "gru_classifier"]
@@ -48,15 +59,29 @@ def _dataset(arch: str) -> str:
 
 def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, Any]:
     arch, method, lr, seed, cfg = job
+    method, _, tag = method.partition("|")  # "fd2-adam|q25": the start a tuning run came from
     torch.set_num_threads(1)
     spec = parse_spec(ROOT / "examples" / f"{arch}.yaml")
     config = TrainConfig(
         **{k: v for k, v in cfg.items() if k not in ("fd2_options", "compare_options")}, seed=seed
     )
     dataset = _dataset(arch)
-    if method == "grid":
+    if method == "alrao-adam":
+        sc = AlraoScreener(base="adam")
+        r = sc.screen(spec, dataset, config)
+        return {
+            "arch": arch,
+            "method": method,
+            "seed": seed,
+            "switch_posterior": r.switch_posterior,
+            "lr_range": list(sc.settings(r.task)[:2]),
+            "val": r.val_loss,
+            "acc": r.test_accuracy,
+        }
+    if method in ("grid", "adam-grid"):
         assert lr is not None
-        r = FixedRateScreener(lr=lr).screen(spec, dataset, config)
+        opt = "adam" if method == "adam-grid" else "sgd"
+        r = FixedRateScreener(lr=lr, optimizer=opt).screen(spec, dataset, config)  # type: ignore[arg-type]
         return {
             "arch": arch,
             "method": method,
@@ -84,9 +109,13 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
     out: dict[str, Any] = {
         "arch": arch,
         "method": method,
+        "tag": tag,
         "seed": seed,
+        "init_lr": lr,
         "lr": rec,
         "tuned_acc": t.test_accuracy,
+        "tuned_val": t.val_loss,
+        "best_epoch": t.best_epoch,
     }
     if not (rec > 0 and math.isfinite(rec)):
         out.update(val=math.inf, acc=0.0)
@@ -95,6 +124,12 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
     r = FixedRateScreener(lr=rec, optimizer=base).screen(spec, dataset, config)  # type: ignore[arg-type]
     out.update(val=r.val_loss, acc=r.test_accuracy)
     return out
+
+
+def _start(method: str, init_lr: float) -> float:
+    """``--init-lr`` for SGD tuners; an Adam tuner (ag-adam, fd2-adam) starts at Adam's 1e-3."""
+    tuner = get_tuner("fd2" if method == "fd2*" else method)
+    return tuner.default_init_lr() if tuner.base_optimizer == "adam" else init_lr
 
 
 def _parse_options(text: str, flag: str = "--fd2") -> dict[str, Any]:
@@ -152,7 +187,15 @@ def main() -> None:
         default=",".join([*TUNED, *REFERENCES]),
         help="tuners and reference methods to measure (the SGD grid always runs)",
     )
+    parser.add_argument(
+        "--adam", action="store_true", help="the Adam tuners against an Adam grid (see above)"
+    )
+    parser.add_argument("--adam-lrs", default="0.0001,0.0003,0.001,0.003,0.01,0.03,0.1")
+    parser.add_argument("--cache", type=Path, default=None, help="--adam: JSON-lines cache of finished runs")
     args = parser.parse_args()
+    if args.adam:
+        adam_main(args)
+        return
     chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(chosen) - set(TUNED) - set(REFERENCES))
     if unknown:
@@ -176,7 +219,7 @@ def main() -> None:
     for arch in archs:
         for s in range(args.seeds):
             jobs += [(arch, "grid", lr, s, cfg) for lr in lrs]
-            jobs += [(arch, m, 1e-3 if m == "ag-adam" else args.init_lr, s, cfg) for m in tuned]
+            jobs += [(arch, m, _start(m, args.init_lr), s, cfg) for m in tuned]
             jobs += [(arch, m, None, s, cfg) for m in references]
     print(f"# {machine_line()}; {args.workers} worker processes, 1 thread each")
     print(
@@ -241,6 +284,134 @@ def main() -> None:
         print(f"#   {arch:<20} {own}")
     print(f"# {len(jobs)} runs in {time.perf_counter() - t0:.0f} s")
     print(f"fd2_worst_gap_pp: {worst:.2f}")
+
+
+STARTS = ("q25", "q50", "q75")  # posterior_starts' default quantiles, in order
+
+
+def _cached_pool(
+    jobs: list[tuple[str, str, float | None, int, dict[str, Any]]], workers: int, cache: Path | None
+) -> list[dict[str, Any]]:
+    """Run ``jobs`` (skipping those in ``cache``), appending each result to ``cache`` as it ends."""
+    import json
+
+    def key(j: tuple[str, str, float | None, int, dict[str, Any]]) -> str:
+        return json.dumps(
+            [j[0], j[1], j[2], j[3], {k: v for k, v in j[4].items() if k != "tag"}], sort_keys=True
+        )
+
+    done: dict[str, dict[str, Any]] = {}
+    if cache is not None and cache.exists():
+        for line in cache.read_text().splitlines():
+            rec = json.loads(line)
+            done[rec["key"]] = rec["result"]
+    todo = [j for j in jobs if key(j) not in done]
+    if todo:
+        with ProcessPoolExecutor(workers) as pool:
+            for j, r in zip(todo, pool.map(_job, todo), strict=True):
+                done[key(j)] = r
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    with cache.open("a") as f:
+                        f.write(json.dumps({"key": key(j), "result": r}) + "\n")
+    return [done[key(j)] for j in jobs]
+
+
+def adam_main(args: argparse.Namespace) -> None:
+    """Adam grid vs fd2-adam from the Alrao-Adam posterior's quartiles (and ag-adam from its median)."""
+    archs = args.archs.split(",")
+    lrs = [float(v) for v in args.adam_lrs.split(",")]
+    cfg: dict[str, Any] = {
+        "max_epochs": args.epochs,
+        "patience": args.patience,
+        "batch_size": args.batch_size,
+    }
+    print(f"# {machine_line()}; {args.workers} worker processes, 1 thread each")
+    print(
+        f"# budget: {args.epochs} epochs (patience {args.patience}), batch {args.batch_size}, "
+        f"{args.seeds} seeds; Adam grid {lrs}; fd2-adam from the Alrao-Adam posterior's "
+        "25/50/75th percentiles, ag-adam from its median"
+    )
+    t0 = time.perf_counter()
+    Job = tuple[str, str, float | None, int, dict[str, Any]]
+    first: list[Job] = [(a, "alrao-adam", None, s, cfg) for a in archs for s in range(args.seeds)]
+    first += [(a, "adam-grid", lr, s, cfg) for a in archs for s in range(args.seeds) for lr in lrs]
+    res1 = _cached_pool(first, args.workers, args.cache)
+    screens = {(r["arch"], r["seed"]): r for r in res1 if r["method"] == "alrao-adam"}
+    second: list[Job] = []
+    starts: dict[tuple[str, int], list[float]] = {}
+    for (a, s), r in screens.items():
+        st = posterior_starts(r, lr_range=tuple(r["lr_range"]))
+        if len(st) < len(STARTS):  # equal quartiles (clipped at the range's end): run each once anyway
+            st = (st * 3)[: len(STARTS)]
+        starts[(a, s)] = st
+        second += [(a, f"fd2-adam|{q}", lr, s, cfg) for q, lr in zip(STARTS, st, strict=True)]
+        second.append((a, "ag-adam|q50", st[1], s, cfg))
+    res2 = _cached_pool(second, args.workers, args.cache)
+    combos = {"q25": ("q25",), "q50": ("q50",), "q75": ("q75",), "q50+q25": ("q50", "q25"),
+              "q50+q75": ("q50", "q75"), "best-of-3": STARTS}  # fmt: skip
+    header = f"{'arch':<20} {'adam lr':>8} {'grid acc':>8} {'spread':>7} {'starts (seed 0)':>26} "
+    header += " ".join(f"{c:>17}" for c in combos) + f" {'ag-adam@q50':>17} {'picked':>12}"
+    print(header)
+    worst: dict[str, float] = dict.fromkeys(combos, -math.inf)
+    own: list[str] = []
+    for arch in archs:
+        by_lr: dict[float, list[dict[str, Any]]] = {}
+        for r in res1:
+            if r["arch"] == arch and r["method"] == "adam-grid":
+                by_lr.setdefault(r["lr"], []).append(r)
+
+        def mean_val(lr: float, by_lr: dict[float, list[dict[str, Any]]] = by_lr) -> float:
+            vals = [x["val"] if math.isfinite(x["val"]) else math.inf for x in by_lr[lr]]
+            return sum(vals) / len(vals)
+
+        best = min(by_lr, key=mean_val)
+        grid_acc = statistics.mean(x["acc"] for x in by_lr[best])
+        spread = 100 * (max(x["acc"] for x in by_lr[best]) - min(x["acc"] for x in by_lr[best]))
+        runs = {(r["seed"], r["tag"]): r for r in res2 if r["arch"] == arch and r["method"] == "fd2-adam"}
+        cells, picked = [], dict.fromkeys(STARTS, 0)
+        for name, tags in combos.items():
+            accs, rates = [], []
+            for s in range(args.seeds):
+                pick = min(
+                    (runs[(s, t)] for t in tags),
+                    key=lambda x: x["tuned_val"] if math.isfinite(x["tuned_val"]) else math.inf,
+                )
+                accs.append(pick["acc"])
+                rates.append(max(pick["lr"], 1e-12))
+                if name == "best-of-3":
+                    picked[pick["tag"]] += 1
+            gap = 100 * (grid_acc - statistics.mean(accs))
+            worst[name] = max(worst[name], gap)
+            lr = math.exp(statistics.mean(math.log(x) for x in rates))
+            cells.append(f"{gap:>+7.2f}pp@{lr:<7.3g}")
+        ag = [r for r in res2 if r["arch"] == arch and r["method"] == "ag-adam"]
+        ag_gap = 100 * (grid_acc - statistics.mean(r["acc"] for r in ag))
+        ag_lr = math.exp(statistics.mean(math.log(max(r["lr"], 1e-12)) for r in ag))
+        st0 = "/".join(f"{x:.2g}" for x in starts[(arch, 0)])
+        pk = "/".join(str(picked[t]) for t in STARTS)
+        print(
+            f"{arch:<20} {best:>8g} {100 * grid_acc:>7.2f}% {spread:>5.1f}pp {st0:>26} "
+            + " ".join(f"{c:>17}" for c in cells)
+            + f" {ag_gap:>+7.2f}pp@{ag_lr:<7.3g} {pk:>12}",
+            flush=True,
+        )
+        own.append(
+            f"#   {arch:<20} "
+            + " ".join(
+                f"{t}={100 * statistics.mean(runs[(s, t)]['tuned_acc'] for s in range(args.seeds)):.2f}"
+                f"(best epoch {'/'.join(str(runs[(s, t)]['best_epoch']) for s in range(args.seeds))})"
+                for t in STARTS
+            )
+        )
+    print("# own-run test accuracy of each fd2-adam start (the tuning run itself, %), best epoch per seed:")
+    print("\n".join(own))
+    print("# picked: how often the best-of-3 picked the q25/q50/q75 start (by the tuning run's val loss)")
+    n = len(first) + len(second)
+    print(f"# {n} runs (tuning runs count once; each also retrains Adam) in {time.perf_counter() - t0:.0f} s")
+    print("# worst gap by start set: " + ", ".join(f"{k} {v:+.2f}pp" for k, v in worst.items()))
+    print(f"fd2_adam_median_worst_gap_pp: {worst['q50']:.2f}")
+    print(f"fd2_adam_worst_gap_pp: {worst['best-of-3']:.2f}")
 
 
 if __name__ == "__main__":

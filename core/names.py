@@ -15,20 +15,45 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 __all__ = [
+    "DEFAULT_SCREENING_BASE",
     "DEFAULT_TUNER_BY_BASE",
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
     "TUNER_NAMES",
     "Metric",
     "TunerName",
+    "default_tuner_for",
 ]
 
-TunerName = Literal["fd2", "fd1", "salera", "spalera", "ag-adam"]
+TunerName = Literal["fd2", "fd1", "salera", "spalera", "ag-adam", "fd2-adam"]
 TUNER_NAMES: tuple[TunerName, ...] = get_args(TunerName)
 
 # Tuning starts from the screening's preferred rate, so by default the tuner tunes the screening's
-# base optimizer: an Adam rate is no SGD rate.
-DEFAULT_TUNER_BY_BASE: dict[str, TunerName] = {"sgd": "fd2", "adam": "ag-adam"}
+# base optimizer (an Adam rate is no SGD rate), by finite differences (issue 16): fd2 on SGD's
+# gradient after Alrao-SGD, fd2-adam on Adam's direction after Alrao-Adam. Read through
+# default_tuner_for; ag-adam, fd1, salera and spalera stay available by name.
+DEFAULT_TUNER_BY_BASE: dict[str, TunerName] = {"sgd": "fd2", "adam": "fd2-adam"}
+DEFAULT_SCREENING_BASE = "adam"
+"""The base optimizer of an Alrao screening when none is named (``AlraoScreener``'s and the API's)."""
+
+
+def default_tuner_for(screener_base: str | None) -> TunerName:
+    """The tuner a promotion uses after a screening with ``screener_base`` when none is named.
+
+    ``screener_base`` is the screening's base optimizer (``"adam"``, ``"sgd"``) or the screener's
+    name (``"alrao-adam"``); ``None`` (no screening known, e.g. ``archscreen tune`` without
+    ``--from-screen``) means the default screening's base. The one rule the service's promotion
+    and the CLI's ``archscreen tune`` default both call.
+    """
+    base = DEFAULT_SCREENING_BASE if screener_base is None else screener_base.removeprefix("alrao-")
+    try:
+        return DEFAULT_TUNER_BY_BASE[base]
+    except KeyError:
+        raise ValueError(
+            f"no default tuner after a {screener_base!r} screening; expected one of "
+            f"{', '.join(DEFAULT_TUNER_BY_BASE)} (or alrao-<base>)"
+        ) from None
+
 
 # A screening result's metrics a study can be ranked by.
 Metric = Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"]

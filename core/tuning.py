@@ -10,7 +10,9 @@ Tuners (registry :data:`TUNERS`, each passing :class:`archscreen.testing.TunerCo
 * ``fd1`` -- :class:`FD1Tuner`: gradient descent on the rate (same paper, first order);
 * ``salera`` -- :class:`SALERATuner`: layer-wise ALERA + Page-Hinkley guard;
 * ``spalera`` -- :class:`SALERATuner` (parameter-wise);
-* ``ag-adam`` -- :class:`AgAdamTuner`: Adam with the agnostic rate control.
+* ``ag-adam`` -- :class:`AgAdamTuner`: Adam with the agnostic rate control;
+* ``fd2-adam`` -- :class:`FD2AdamTuner`: fd2's Newton step on Adam's direction (the default
+  after an Alrao-Adam screening, :func:`archscreen.core.names.default_tuner_for`).
 
 Every tuner's deliberate departures from its paper are switches; ``paper_exact=True`` turns
 all of them off. The optimizers live in :mod:`archscreen.core.tuners`; the rates are
@@ -35,9 +37,15 @@ from typing import Any
 
 from archscreen.core.names import TUNER_NAMES, TunerName
 from archscreen.core.tuners.alera_tuners import AgAdamTuner, SALERATuner
-from archscreen.core.tuners.fd_tuners import FD1Tuner, FD2Tuner
+from archscreen.core.tuners.fd_tuners import FD1Tuner, FD2AdamTuner, FD2Tuner
 from archscreen.core.tuners.functional import batched_functional_loss, functional_loss
-from archscreen.core.tuners.start import initial_lr_from_screen, posterior_fits_tuner, screening_optimizer
+from archscreen.core.tuners.start import (
+    initial_lr_from_screen,
+    posterior_fits_tuner,
+    posterior_quantile,
+    posterior_starts,
+    screening_optimizer,
+)
 from archscreen.core.tuners.trajectory import TRAJECTORY_KEY, Trajectory, converged
 from archscreen.core.tuners.tuner import Tuner, TuningResult
 
@@ -46,6 +54,7 @@ __all__ = [
     "TUNERS",
     "AgAdamTuner",
     "FD1Tuner",
+    "FD2AdamTuner",
     "FD2Tuner",
     "SALERATuner",
     "Trajectory",
@@ -57,6 +66,8 @@ __all__ = [
     "get_tuner",
     "initial_lr_from_screen",
     "posterior_fits_tuner",
+    "posterior_quantile",
+    "posterior_starts",
     "screening_optimizer",
 ]
 
@@ -67,12 +78,13 @@ TUNERS: dict[TunerName, Callable[..., Tuner]] = {
     "salera": lambda paper_exact=False, **kw: SALERATuner(paper_exact, parameterwise=False, **kw),
     "spalera": lambda paper_exact=False, **kw: SALERATuner(paper_exact, parameterwise=True, **kw),
     "ag-adam": AgAdamTuner,
+    "fd2-adam": FD2AdamTuner,
 }
 assert tuple(TUNERS) == TUNER_NAMES, "core/names.py TunerName and TUNERS list different tuners"
 
 
 def get_tuner(name: str, paper_exact: bool = False, **kwargs: Any) -> Tuner:
-    """A tuner from the registry by name (``fd2``, ``fd1``, ``salera``, ``spalera``, ``ag-adam``)."""
+    """A tuner from the registry by name (:data:`archscreen.core.names.TUNER_NAMES`)."""
     try:
         factory = TUNERS[name]  # type: ignore[index]  # a str from the caller, checked here
     except KeyError:

@@ -4,6 +4,8 @@ Let :math:`f(\eta) = L(w - \eta g)` be the loss one step ahead with rate :math:`
 
 * :class:`FD2SGD` (second order, Newton on :math:`\eta`, the ``fd2`` tuner): five
   evaluations of :math:`f` by finite differences, no meta rate.
+* :class:`FD2Adam` (the ``fd2-adam`` tuner): the same Newton step on :math:`f(\eta) = L(w - \eta u)`,
+  :math:`u` Adam's bias-corrected direction :math:`\hat m/(\sqrt{\hat v}+\epsilon)`;
 * :class:`FD1SGD` (first order, the ``fd1`` tuner): :math:`\eta \leftarrow \eta - \alpha f'(\eta)`
   with :math:`f'(\eta) = -g_t \cdot g_{t+1}`.
 
@@ -29,7 +31,7 @@ from torch.optim import Optimizer
 
 from ._common import check_lr, check_positive, flat_params, grads_of, set_global_lr
 
-__all__ = ["FD1SGD", "FD2SGD", "LossAt", "newton_rate_step"]
+__all__ = ["FD1SGD", "FD2SGD", "FD2Adam", "LossAt", "newton_rate_step"]
 
 LossAt = Callable[[list[Tensor]], Tensor]
 """``loss_at(params)``: the loss with the model's parameters replaced by ``params``
@@ -194,14 +196,23 @@ class FD2SGD(Optimizer):
     def _all_params(self) -> list[Tensor]:
         return flat_params(self)[0]
 
-    def trial_params(self, etas: Sequence[float], dtype: torch.dtype | None = None) -> list[list[Tensor]]:
-        """``[w − η'g for η' in etas]`` over *all* parameters (no gradient → unchanged), detached."""
+    def trial_params(
+        self, etas: Sequence[float], dtype: torch.dtype | None = None, direction: list[Tensor] | None = None
+    ) -> list[list[Tensor]]:
+        """``[w − η'u for η' in etas]`` over *all* parameters, detached.
+
+        ``u`` is ``direction`` (one tensor per parameter, in ``flat_params`` order) or, by
+        default, the gradient (a parameter without one stays unchanged).
+        """
         plist, foreach = flat_params(self)
         ws = [p.detach() if dtype is None else p.detach().to(dtype) for p in plist]
-        gs = [
-            torch.zeros_like(w) if p.grad is None else (p.grad if dtype is None else p.grad.to(dtype))
-            for p, w in zip(plist, ws, strict=True)
-        ]
+        if direction is not None:
+            gs = [d if dtype is None else d.to(dtype) for d in direction]
+        else:
+            gs = [
+                torch.zeros_like(w) if p.grad is None else (p.grad if dtype is None else p.grad.to(dtype))
+                for p, w in zip(plist, ws, strict=True)
+            ]
         out: list[list[Tensor]] = []
         for eta in etas:
             if foreach:
@@ -216,10 +227,11 @@ class FD2SGD(Optimizer):
         loss_at: LossAt | None,
         loss_at_batched: BatchedLossAt | None = None,
         batched: bool = False,
+        direction: list[Tensor] | None = None,
     ) -> list[float]:
         """:math:`f(\\eta')` for each rate, sequentially or in one batched call."""
         dtype = self.eval_dtype
-        trials = self.trial_params(etas, dtype)
+        trials = self.trial_params(etas, dtype, direction)
         with torch.no_grad():
             if batched:
                 assert loss_at_batched is not None
@@ -264,11 +276,17 @@ class FD2SGD(Optimizer):
         _sgd_step(params, grads, eta, flat_params(self)[1])  # paper order: the step uses η_t
         return loss
 
-    def _update_rate(self, eta: float, loss_at: LossAt | None, loss_at_batched: BatchedLossAt | None) -> None:
+    def _update_rate(
+        self,
+        eta: float,
+        loss_at: LossAt | None,
+        loss_at_batched: BatchedLossAt | None,
+        direction: list[Tensor] | None = None,
+    ) -> None:
         fd = cast(dict[Any, Any], self.state)["fd"]
         e = self.eps * eta if self.relative_eps else self.eps
         etas = [eta, eta + e, eta - e, eta + 2 * e, eta - 2 * e]
-        f = self.evaluate_f(etas, loss_at, loss_at_batched, self._use_batched(loss_at_batched))
+        f = self.evaluate_f(etas, loss_at, loss_at_batched, self._use_batched(loss_at_batched), direction)
         d_eta, numerator, curvature = newton_rate_step(f, eta, e, self.delta)
         if self.average > 0.0 and all(math.isfinite(v) for v in f):
             # Average the Newton *targets* η − f'/f'', weighted by f'' (a ratio of two averages):
@@ -307,6 +325,152 @@ class FD2SGD(Optimizer):
             "guard": guard,
         }
         set_global_lr(self, float(new_eta))
+
+
+def _adam_direction(
+    states: list[dict[str, Any]],
+    grads: list[Tensor],
+    beta1: float,
+    beta2: float,
+    adam_eps: float,
+    foreach: bool,
+) -> list[Tensor]:
+    r"""Update Adam's moments in place with ``grads`` and return :math:`\hat m / (\sqrt{\hat v} + \epsilon)`.
+
+    The same arithmetic as ``torch.optim.Adam`` (``lerp`` for the first moment, ``addcmul`` for
+    the second, per-parameter step counts for the bias corrections), as a loop over tensors or
+    as ``torch._foreach_*`` calls (``foreach``).
+    """
+    for st, g in zip(states, grads, strict=True):
+        if not st:
+            st["step"] = 0
+            st["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+        st["step"] += 1
+    m = [st["exp_avg"] for st in states]
+    v = [st["exp_avg_sq"] for st in states]
+    bc1 = [1.0 - beta1 ** st["step"] for st in states]
+    bc2 = [1.0 - beta2 ** st["step"] for st in states]
+    if foreach:
+        torch._foreach_lerp_(m, grads, 1.0 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, grads, grads, 1.0 - beta2)
+        denom = torch._foreach_div(v, bc2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, adam_eps)
+        u = torch._foreach_div(m, bc1)
+        torch._foreach_div_(u, denom)
+        return list(u)
+    out = []
+    for mi, vi, g, c1, c2 in zip(m, v, grads, bc1, bc2, strict=True):
+        mi.lerp_(g, 1.0 - beta1)
+        vi.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        out.append(mi.div(c1).div_(vi.div(c2).sqrt_().add_(adam_eps)))
+    return out
+
+
+class FD2Adam(FD2SGD):
+    r"""Adam whose rate is tuned online by Newton's method on :math:`f(\eta) = L(w - \eta u)`,
+    :math:`u` Adam's bias-corrected update direction (the ``fd2-adam`` tuner).
+
+    .. math::
+        \begin{aligned}
+        &\textbf{input}: \eta_0 \text{ (lr)}, \beta_1, \beta_2 \text{ (betas)}, \epsilon_A
+            \text{ (adam\_eps)}, \varepsilon \text{ (eps)}, \delta \text{ (delta)}, k \text{ (every)} \\
+        &\textbf{for}\ t = 1, 2, \dots \\
+        &\quad g_t \leftarrow \nabla L(w_{t-1});\quad m_t \leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t;
+            \quad v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        &\quad u_t \leftarrow \frac{m_t / (1-\beta_1^t)}{\sqrt{v_t / (1-\beta_2^t)} + \epsilon_A} \\
+        &\quad \textbf{if}\ (t-1) \bmod k = 0: \\
+        &\qquad f_j \leftarrow L(w_{t-1} - (\eta_t + j\varepsilon) u_t),\ j \in \{0, \pm 1, \pm 2\}
+            \quad \text{(functionally)} \\
+        &\qquad \eta_{t+1} \leftarrow \max\Big(\eta_t - 2\varepsilon
+            \frac{f_{1} - f_{-1}}{f_{2} + f_{-2} - 2 f_0 + \delta}, \delta\Big) \\
+        &\quad w_t \leftarrow w_{t-1} - \eta_t u_t \quad \text{(the step uses } \eta_t
+            \text{, as in FD2SGD)}
+        \end{aligned}
+
+    That is :class:`FD2SGD` with the gradient replaced by Adam's step direction; everything that
+    acts on :math:`\eta` (the five losses, the Newton step, ``relative_eps``, ``eval_dtype``, the
+    guards, ``momentum``, ``average``, ``every``, ``evaluation``) is inherited unchanged, so the
+    two optimizers read the same and the same switches turn the same guards off. Without
+    ``loss_at`` (or between updates) it is ``torch.optim.Adam`` (no weight decay, no amsgrad) at
+    the current rate, so the recommended rate is a rate for ``torch.optim.Adam(lr=η, betas,
+    eps=adam_eps)``.
+
+    Args:
+        params, lr, eps, delta, momentum, every, average, relative_eps, eval_dtype,
+        curvature_guard, max_change, finite_guard, evaluation, foreach: as :class:`FD2SGD`
+            (``lr`` default 1e-3, Adam's).
+        betas: Adam's :math:`(\beta_1, \beta_2)` (default (0.9, 0.999), torch's).
+        adam_eps: Adam's :math:`\epsilon_A` in the denominator (default 1e-8, torch's); named apart
+            from ``eps``, the finite-difference step.
+
+    State: ``state[p]`` holds ``step``, ``exp_avg``, ``exp_avg_sq`` (torch's Adam names);
+    ``state["fd"]`` the rate machinery's scalars. ``state_dict()`` round-trips both.
+
+    .. note::
+        Not in the paper: Ravaut & Gorti tune SGD's rate and suggest (§6) using the tuned rate for
+        Adam; this optimizer puts the Newton step on Adam's own direction so the tuned rate *is* an
+        Adam rate, the one an Alrao-Adam screening's posterior is over (issue 16).
+
+    References:
+        P. Ravaut, S. Gorti. *Gradient descent revisited via an adaptive online learning rate*,
+        2018, §3.2, §4.1. D. P. Kingma, J. Ba. *Adam: A method for stochastic optimization*,
+        ICLR 2015 (Algorithm 1).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
+        **kwargs: Any,
+    ) -> None:
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"Invalid betas: {betas} (each in [0, 1))")
+        check_positive("adam_eps", adam_eps)
+        super().__init__(params, lr, **kwargs)
+        self.betas = (float(b1), float(b2))
+        self.adam_eps = float(adam_eps)
+
+    def _direction(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Adam's direction for ``params`` (with a gradient), and over *all* parameters (zeros where
+        there is no gradient) for the trial points."""
+        grads = [cast(Tensor, p.grad) for p in params]
+        foreach = flat_params(self)[1]
+        u = _adam_direction([self.state[p] for p in params], grads, *self.betas, self.adam_eps, foreach)
+        by_id = {id(p): d for p, d in zip(params, u, strict=True)}
+        full = [by_id[id(p)] if id(p) in by_id else torch.zeros_like(p) for p in flat_params(self)[0]]
+        return u, full
+
+    @torch.no_grad()
+    def step(  # type: ignore[override]
+        self,
+        closure: Callable[[], float] | None = None,
+        *,
+        loss_at: LossAt | None = None,
+        loss_at_batched: BatchedLossAt | None = None,
+    ) -> float | None:
+        """One Adam step; every ``every`` steps first update :math:`\\eta` from five evaluations."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        fd = cast(dict[Any, Any], self.state)["fd"]
+        eta = self.lr
+        params, _ = self._all()
+        if not params:
+            return loss
+        u, full = self._direction(params)
+        if (loss_at is not None or loss_at_batched is not None) and fd["step"] % self.every == 0:
+            self._update_rate(eta, loss_at, loss_at_batched, full)
+        fd["step"] += 1
+        _sgd_step(params, u, eta, flat_params(self)[1])  # w ← w − η_t u_t
+        return loss
 
 
 class FD1SGD(Optimizer):

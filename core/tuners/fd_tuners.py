@@ -18,12 +18,12 @@ from torch.optim import Optimizer
 from archscreen.core.data import DatasetSplits
 from archscreen.core.training.loop import TrainConfig
 
-from .fd import FD1SGD, FD2SGD
+from .fd import FD1SGD, FD2SGD, FD2Adam
 from .functional import batched_functional_loss, functional_loss, vmappable
 from .page_hinkley import PageHinkley
 from .tuner import Tuner
 
-__all__ = ["FD1Tuner", "FD2Tuner"]
+__all__ = ["FD1Tuner", "FD2AdamTuner", "FD2Tuner"]
 
 
 class FD2Tuner(Tuner):
@@ -109,8 +109,10 @@ class FD2Tuner(Tuner):
         self.guard = guard
         self.guard_factor = guard_factor
 
+    optimizer_cls: type[FD2SGD] = FD2SGD
+
     def build_optimizer(self, model: nn.Module, init_lr: float) -> Optimizer:
-        inner = FD2SGD(
+        inner = self.optimizer_cls(
             model.parameters(),
             lr=init_lr,
             eps=self.eps,
@@ -181,6 +183,27 @@ class FD2Tuner(Tuner):
             return out
 
         return step
+
+
+class FD2AdamTuner(FD2Tuner):
+    """Second-order finite-difference tuner on Adam's direction (``fd2-adam``): :class:`FD2Adam`.
+
+    f(η) = L(w − η·u), u = m̂/(√v̂ + ε) Adam's bias-corrected update direction; the five losses,
+    the Newton step on η, the guards and every switch are :class:`FD2Tuner`'s (same defaults,
+    same ``paper_exact`` meaning), so fd2 and fd2-adam differ only in the direction. Its
+    recommended rate is a ``torch.optim.Adam`` rate (``base_optimizer == "adam"``), started by
+    default at Adam's 1e-3 and, after an Alrao-Adam screening, from the Switch posterior
+    (:func:`archscreen.core.tuners.start.initial_lr_from_screen`, or several starts by
+    :func:`archscreen.core.tuners.start.posterior_starts`). The promotion default after
+    Alrao-Adam (:func:`archscreen.core.names.default_tuner_for`); measured in ``docs/tuners.md``.
+    """
+
+    name = "fd2-adam"
+    base_optimizer = "adam"
+    optimizer_cls = FD2Adam
+
+    def default_init_lr(self) -> float:
+        return 1e-3
 
 
 class FD1Tuner(Tuner):

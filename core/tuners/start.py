@@ -8,12 +8,23 @@ the JSON of ``archscreen screen --json``, or the posterior list itself).
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-__all__ = ["initial_lr_from_screen", "posterior_fits_tuner", "screening_optimizer"]
+__all__ = [
+    "MULTI_START_QUANTILES",
+    "initial_lr_from_screen",
+    "posterior_fits_tuner",
+    "posterior_quantile",
+    "posterior_starts",
+    "screening_optimizer",
+]
+
+MULTI_START_QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
+"""Where :func:`posterior_starts` places the starts by default: the posterior's quartiles."""
 
 
 class _HasBaseOptimizer(Protocol):
@@ -79,3 +90,67 @@ def initial_lr_from_screen(result_or_posterior: Any, lr_range: tuple[float, floa
     if not 0 < lo <= hi:
         raise ValueError(f"invalid lr_range {lr_range}")
     return min(max(math.exp(log_mean), lo), hi)
+
+
+def posterior_quantile(posterior: Any, q: float) -> float:
+    r"""The ``q``-quantile of a Switch posterior, as a rate, interpolated in :math:`\log\eta`.
+
+    The posterior is a distribution over the copies' log-spaced rates :math:`\eta_1 < \dots <
+    \eta_N`. Read literally, every quantile is one of those N rates, and a posterior with most
+    of its weight on one copy would put all the starts on one rate. Instead each copy's weight is
+    spread uniformly over its cell in :math:`\log\eta` (from the midpoint to its lower neighbour
+    to the midpoint to its upper one; the end cells reach half a spacing beyond the end rates),
+    so the CDF is piecewise linear in :math:`\log\eta`, the median of a posterior split 50/50
+    between two adjacent copies is their geometric mean, and the quartiles of a posterior on one
+    copy lie a quarter of a spacing either side of it. ``q`` in [0, 1].
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile {q} is not in [0, 1]")
+    posterior, _ = _posterior_and_preferred(posterior)
+    if not posterior:
+        raise ValueError("no Switch posterior in the screening result (was it screened with Alrao?)")
+    lrs, ws = _checked(posterior)
+    pairs = sorted(zip((math.log(lr) for lr in lrs), ws, strict=True))
+    logs = [x for x, _ in pairs]
+    total = sum(w for _, w in pairs)
+    if len(logs) == 1:
+        return math.exp(logs[0])
+    edges = [logs[0] - (logs[1] - logs[0]) / 2]
+    edges += [(a + b) / 2 for a, b in itertools.pairwise(logs)]
+    edges.append(logs[-1] + (logs[-1] - logs[-2]) / 2)
+    target, cum = q * total, 0.0
+    for i, (_, w) in enumerate(pairs):
+        if w > 0 and cum + w >= target:
+            frac = (target - cum) / w
+            return math.exp(edges[i] + frac * (edges[i + 1] - edges[i]))
+        cum += w
+    return math.exp(edges[-1])  # q = 1 with rounding: the top edge
+
+
+def posterior_starts(
+    result_or_posterior: Any,
+    quantiles: Sequence[float] = MULTI_START_QUANTILES,
+    lr_range: tuple[float, float] | None = None,
+) -> list[float]:
+    """Starting rates for a multi-start tuning: the posterior's ``quantiles`` (default 25/50/75 %).
+
+    One finite-difference run cannot undo its short-horizon bias (``docs/tuners.md``); the
+    posterior's width says how unsure the screening is about the rate, so the starts are spread
+    over it and the run with the best validation loss is kept (issue 16). Each start is
+    :func:`posterior_quantile`, clipped to ``lr_range`` (default: the copies' rates, the
+    screening range). A result with only ``preferred_lr`` gives that one rate; equal starts are
+    returned once (in quantile order).
+    """
+    posterior, _ = _posterior_and_preferred(result_or_posterior)
+    if not posterior:
+        return [initial_lr_from_screen(result_or_posterior, lr_range)]
+    lrs, _ = _checked(posterior)
+    lo, hi = lr_range if lr_range is not None else (min(lrs), max(lrs))
+    if not 0 < lo <= hi:
+        raise ValueError(f"invalid lr_range {lr_range}")
+    out: list[float] = []
+    for q in quantiles:
+        lr = min(max(posterior_quantile(posterior, q), lo), hi)
+        if not any(math.isclose(lr, x, rel_tol=1e-9) for x in out):
+            out.append(lr)
+    return out

@@ -63,7 +63,7 @@ def test_every_route_needs_a_valid_token(client: TestClient) -> None:
 
 
 def test_default_tuner_tunes_the_screening_optimizer(client: TestClient, auth: dict[str, str]) -> None:
-    for base, tuner in (("sgd", "fd2"), ("adam", "ag-adam")):
+    for base, tuner in (("sgd", "fd2"), ("adam", "fd2-adam")):
         made = new_study(client, auth, name=f"t-{base}", screening={"base": base})
         assert made["policy"]["tuner"] == tuner
     chosen = new_study(client, auth, name="t-chosen", screening={"base": "adam"}, policy={"tuner": "salera"})
@@ -73,7 +73,7 @@ def test_default_tuner_tunes_the_screening_optimizer(client: TestClient, auth: d
 def test_study_create_read_list_and_errors(client: TestClient, auth: dict[str, str]) -> None:
     study = new_study(client, auth, screening={"max_epochs": 4, "seeds": [0, 1]}, policy={"top_k": 2})
     assert study["screening"]["seeds"] == [0, 1]
-    assert study["policy"]["tuner"] == {"sgd": "fd2", "adam": "ag-adam"}[study["screening"]["base"]]
+    assert study["policy"]["tuner"] == {"sgd": "fd2", "adam": "fd2-adam"}[study["screening"]["base"]]
     assert client.get(f"/api/v1/studies/{study['id']}", headers=auth).json()["name"] == "s1"
     r = client.post("/api/v1/studies", json={"name": "s1", "dataset": "mnist1d"}, headers=auth)
     assert r.status_code == 409 and "already exists" in r.json()["detail"]

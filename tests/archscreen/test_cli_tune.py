@@ -101,3 +101,17 @@ def test_from_screen_refuses_a_rate_of_another_optimizer(
     )
     assert main(["tune", SPEC, *FAST, "--tuner", "ag-adam", "--from-screen", str(screen), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["init_lr"] == pytest.approx(1e-3)
+
+
+def test_default_tuner_follows_the_promotion_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No --tuner: the service's rule (default_tuner_for) for the screening given, fd2-adam without one."""
+    for screener, expected in (("alrao-adam", "fd2-adam"), ("alrao-sgd", "fd2")):
+        screen = tmp_path / f"{screener}.json"
+        lr = 1e-3 if screener == "alrao-adam" else 0.05
+        screen.write_text(json.dumps({"screener": screener, "switch_posterior": [{"lr": lr, "weight": 1.0}]}))
+        assert main(["tune", SPEC, *FAST, "--from-screen", str(screen), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["tuner"] == expected and out["init_lr"] == pytest.approx(lr)
+    assert main(["tune", SPEC, *FAST, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tuner"] == "fd2-adam" and out["init_lr"] == pytest.approx(1e-3)

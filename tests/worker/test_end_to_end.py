@@ -147,7 +147,7 @@ def test_four_candidates_auto_promote_the_top_two_to_tuning(service: RunningServ
             "auto",
             dataset="mnist1d",
             screening={"max_epochs": 4, "patience": 4, "batch_size": 64},
-            policy={"top_k": 2, "auto": True},  # the defaults: Alrao-Adam, then ag-adam from its posterior
+            policy={"top_k": 2, "auto": True},  # the defaults: Alrao-Adam, then fd2-adam from its posterior
         )
         c.add_candidates(study["id"], [{"spec": s} for s in [*SPECS, wide]])
         c.wait(study["id"], timeout=240, poll_s=0.5)
@@ -166,7 +166,7 @@ def test_four_candidates_auto_promote_the_top_two_to_tuning(service: RunningServ
         top2 = [r["candidate_id"] for r in ranking["data"][:2]]
         assert sorted(j["candidate_id"] for j in jobs) == sorted(top2)
         assert c.study(study["id"])["auto_promoted"]
-        assert c.study(study["id"])["policy"]["tuner"] == "ag-adam"
+        assert c.study(study["id"])["policy"]["tuner"] == "fd2-adam"
         for j in jobs:
             detail = c.tuning_job(j["id"])
             row = next(r for r in ranking["data"] if r["candidate_id"] == j["candidate_id"])
