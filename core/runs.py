@@ -20,9 +20,9 @@ import torch
 from torch.optim import Optimizer
 
 from archscreen.core.data import DatasetSplits, load_dataset
-from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec, spec_hash, validate_spec
+from archscreen.core.spec import ArchSpec, parse_spec, spec_hash, validate_spec
 from archscreen.core.training.loop import Callback, StepFn, StepHook, TrainConfig, TrainResult, train
-from archscreen.core.training.model import PlainHead, ScreenModel, head_out_features
+from archscreen.core.training.model import ScreenModel, build_plain_model
 
 __all__ = ["RUN_FIELDS", "Build", "Run", "RunResult", "SpecLike", "plain_model", "start_run"]
 
@@ -144,8 +144,6 @@ def start_run(spec: SpecLike, data: DatasetSplits | str, config: TrainConfig, bu
 
 
 def plain_model(spec: ArchSpec, data: DatasetSplits) -> ScreenModel:
-    """The spec's body with a plain (single) output layer: what fixed-rate and tuning runs train."""
-    info = data.info
-    body = build_body(spec, info)
-    head = PlainHead(feature_shape(spec, info)[-1], head_out_features(info), info.task)
-    return ScreenModel(body, head, info.task)
+    """The spec's body with a plain (single) output layer: what fixed-rate and tuning runs train
+    (:func:`~archscreen.core.training.model.build_plain_model`, which also rebuilds an exported one)."""
+    return build_plain_model(spec, data.info)
