@@ -194,11 +194,20 @@ def extrapolate(
     return out(value, min(low, value), max(high, value), name)
 
 
+# The screener's setting, chosen on the fidelity study II's selection half (docs/fidelity.md): of
+# power law, exponential saturation and the better-fitting of the two, each read at the budget's
+# epoch cap or at its asymptote, exponential saturation at the cap had the lowest mean relative
+# error (by a hair over no extrapolation at all: the study found the estimate's error is mostly
+# not a curve cut short).
+DEFAULT_METHOD = "exp-saturation"
+
+
 def estimate_for_curves(
     curves: Sequence[dict[str, Any]],
     task: str,
     *,
-    method: str = "auto",
+    max_epochs: int | None = None,
+    method: str = DEFAULT_METHOD,
     horizon: float | None = None,
     level: float = 0.9,
 ) -> Estimate | None:
@@ -206,8 +215,10 @@ def estimate_for_curves(
 
     ``curves`` are :class:`~archscreen.core.training.loop.EpochRecord` dicts. The metric: validation
     accuracy for classification, bits per character for a language model, MSE for regression
-    (the units of ``ScreenResult``'s ``val_accuracy``, ``val_bpc``, ``val_mse``). None when the
-    run has no finite point (e.g. it diverged at once).
+    (the units of ``ScreenResult``'s ``val_accuracy``, ``val_bpc``, ``val_mse``). The curve is
+    read at ``horizon`` steps, else at the budget's cap (``max_epochs`` times the first epoch's
+    steps, at least the steps run), else at its asymptote. None when the run has no finite point
+    (e.g. it diverged at once).
     """
     steps: list[float] = []
     total = 0
@@ -226,6 +237,8 @@ def estimate_for_curves(
     bound = 1.0 if higher else 0.0
     if not any(v is not None and math.isfinite(v) for v in values):
         return None
+    if horizon is None and max_epochs is not None and steps:
+        horizon = max(float(max_epochs * int(curves[0]["steps"])), steps[-1])
     return extrapolate(
         steps,
         values,

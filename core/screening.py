@@ -107,7 +107,7 @@ class Screener(abc.ABC):
         run = start_run(spec, data, config, self.build)
         result = run.train(callback=callback, step_hook=step_hook, checkpoint_path=checkpoint_path)
         fields = run.result_fields(result)
-        est = estimate_for_curves(fields["curves"], fields["task"])
+        est = estimate_for_curves(fields["curves"], fields["task"], max_epochs=config.max_epochs)
         return ScreenResult(
             screener=self.name,
             **fields,

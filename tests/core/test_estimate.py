@@ -118,15 +118,41 @@ def _records(values: list[float], key: str) -> list[dict[str, float | int | None
 
 def test_estimate_for_curves_uses_each_tasks_metric() -> None:
     acc = _power_curve(0.9, 0.2, 0.7)
-    cls = estimate_for_curves(_records(acc, "val_accuracy"), "classification")
+    cls = estimate_for_curves(_records(acc, "val_accuracy"), "classification", method="power-law")
     assert cls is not None and cls.value == pytest.approx(0.9, abs=0.02)
 
     mse = [0.05 + 0.2 * (i + 1) ** -0.8 for i in range(20)]
-    reg = estimate_for_curves(_records(mse, "val_mse"), "regression")
+    reg = estimate_for_curves(_records(mse, "val_mse"), "regression", method="power-law")
     assert reg is not None and reg.value < min(mse) and reg.value >= 0.0
 
     nats = [1.2 + 1.0 * (i + 1) ** -0.6 for i in range(20)]
-    lm = estimate_for_curves(_records(nats, "val_loss"), "language_model")
+    lm = estimate_for_curves(_records(nats, "val_loss"), "language_model", method="power-law")
     assert lm is not None and lm.value < min(nats) / math.log(2)  # in bits per character
 
     assert estimate_for_curves(_records([math.nan] * 5, "val_accuracy"), "classification") is None
+
+
+def test_estimate_for_curves_reads_at_the_budgets_cap_by_default() -> None:
+    t = np.arange(1, 11)
+    acc = list(0.9 - 0.5 * np.exp(-0.3 * t))  # still rising after 10 epochs
+    recs = _records(acc, "val_accuracy")
+    at_cap = estimate_for_curves(recs, "classification", max_epochs=20)
+    asymptote = estimate_for_curves(recs, "classification")
+    assert at_cap is not None and asymptote is not None
+    assert at_cap.method == "exp-saturation"
+    assert at_cap.value == pytest.approx(0.9 - 0.5 * math.exp(-0.3 * 20), abs=0.01)
+    assert acc[-1] < at_cap.value < asymptote.value == pytest.approx(0.9, abs=0.01)
+
+
+def test_screen_result_carries_the_estimate() -> None:
+    from archscreen.core.screening import AlraoScreener
+    from archscreen.core.training.loop import TrainConfig
+
+    spec = {"name": "mlp", "head": "classifier", "layers": ["flatten", {"linear": 16}, "relu"]}
+    cfg = TrainConfig(max_epochs=5, patience=5, max_steps_per_epoch=10)
+    res = AlraoScreener().screen(spec, "digits", cfg)
+    assert res.estimate is not None and set(res.estimate) == {"value", "low", "high", "method"}
+    best_acc = max(c["val_accuracy"] for c in res.curves)
+    assert res.estimate["low"] <= res.estimate["value"] <= res.estimate["high"] <= 1.0
+    assert res.estimate["value"] >= best_acc
+    assert res.to_dict()["estimate"] == res.estimate
