@@ -61,9 +61,11 @@ from fidelity_suites import (
     ADAM_LRS_BY_DATASET,
     BUDGETS,
     FULL_SUITES,
+    HELDOUT_SUITES,
     QUICK_SGD_LRS,
     QUICK_SUITE,
     SGD_LRS,
+    split_of,
 )
 
 from archscreen.core.data import load_dataset
@@ -99,6 +101,17 @@ VARIANTS: dict[str, Callable[[], Screener]] = {
     "alrao-adam[1e-4..0.1]+patience": lambda: AlraoScreener(base="adam", lr_min=1e-4, lr_max=0.1),
     # The bar with the same extra patience, so the patience variants are compared fairly.
     "adam@1e-3+patience": lambda: FixedRateScreener(lr=1e-3, optimizer="adam"),
+    # Study II. The bar with twice the screener's epochs and patience ("adam@1e-3 2x").
+    "adam@1e-3+2x": lambda: FixedRateScreener(lr=1e-3, optimizer="adam"),
+    # The default under the curve-aware budget (TrainConfig.stop_rule="plateau", cap 2x epochs).
+    "alrao-adam[1e-4..0.1]+curve": lambda: AlraoScreener(base="adam", lr_min=1e-4, lr_max=0.1),
+    # Item 5: the body's rates in their own, narrower and higher, range; the copies keep (1e-4, 0.1).
+    "alrao-adam[1e-4..0.1]+body[1e-3..0.1]": lambda: AlraoScreener(
+        base="adam", lr_min=1e-4, lr_max=0.1, body_lr_min=1e-3
+    ),
+    # The default run again, unchanged, on the first study's selection half: its cache lines
+    # predate the curve field, and the extrapolation method is chosen on these curves.
+    "alrao-adam[1e-4..0.1]+curvelog": lambda: AlraoScreener(base="adam", lr_min=1e-4, lr_max=0.1),
 }
 # Budget changes of a variant, applied on top of the dataset's budget: Alrao's validation curve
 # is noisier than a single-rate run's (features with large rates), so the "+patience" variants
@@ -108,7 +121,30 @@ VARIANT_BUDGET: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "alrao-sgd+patience": lambda c: {**c, "patience": 2 * c["patience"]},
     "alrao-adam[1e-4..0.1]+patience": lambda c: {**c, "patience": 2 * c["patience"]},
     "adam@1e-3+patience": lambda c: {**c, "patience": 2 * c["patience"]},
+    "adam@1e-3+2x": lambda c: {**c, "max_epochs": 2 * c["max_epochs"], "patience": 2 * c["patience"]},
+    # Curve-aware: the same patience, counted on the smoothed curve, at least 1000 optimizer steps
+    # (TrainConfig's default floor) and the dataset's epoch cap doubled, so slow learners can go on.
+    "alrao-adam[1e-4..0.1]+curve": lambda c: {
+        **c,
+        "max_epochs": 2 * c["max_epochs"],
+        "stop_rule": "plateau",
+    },
 }
+# The cache line format: 1 (study I) had no curves; 2 adds "format", "curve" (per-epoch validation
+# loss, score and cumulative steps) and the MSE fields of regression runs. Both stay readable.
+FORMAT_VERSION = 2
+# Study II (--heldout): the screeners trained on the new architectures, and on the first study's
+# report / selection halves the rows it lacks.
+HELDOUT_TRAINED = (
+    DEFAULT_SCREENER,
+    BASELINE,
+    "adam@1e-3+2x",
+    "alrao-adam[1e-4..0.1]+curve",
+    "alrao-adam[1e-4..0.1]+body[1e-3..0.1]",
+)
+HELDOUT_ON_REPORT = ("adam@1e-3+2x",)
+HELDOUT_ON_SELECTION = ("alrao-adam[1e-4..0.1]+body[1e-3..0.1]", "alrao-adam[1e-4..0.1]+curvelog")
+LOWER_IS_BETTER = ("chartext", "regression")  # test score: bits per character, MSE
 SHORT_GRID = [3e-4, 1e-3, 3e-3]  # Adam, a third of the epochs each
 SEEDED = ("alrao-sgd", "alrao-adam", "adam@1e-3", *VARIANTS)  # screeners run with --screener-seeds seeds
 QUICK_TRAINED = ("alrao-sgd", "adam@1e-3", "sgd@0.1", "alrao-adam", "alrao-sgd[1e-3..1]")
@@ -130,8 +166,8 @@ class Run:
         return (self.dataset, self.arch, self.label, self.seed)
 
 
-def spec_for(name: str, body: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "head": "classifier", **body}
+def spec_for(name: str, body: dict[str, Any], dataset: str = "") -> dict[str, Any]:
+    return {"name": name, "head": "regression" if dataset == "regression" else "classifier", **body}
 
 
 def plan(
@@ -160,8 +196,113 @@ def plan(
     return runs
 
 
+def curve_of(r: Any) -> dict[str, Any]:
+    """The run's per-epoch validation curve, compactly: loss, score (accuracy, MSE or None) and the
+    cumulative optimizer steps at each epoch's end."""
+    steps, total = [], 0
+    for c in r.curves:
+        total += c["steps"]
+        steps.append(total)
+    score = "val_mse" if r.task == "regression" else "val_accuracy"
+    return {
+        "val_loss": [c["val_loss"] for c in r.curves],
+        "val_score": [c.get(score) for c in r.curves],
+        "steps": steps,
+    }
+
+
+def heldout_suites(only: list[str] | None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Study II's suites: per dataset the first study's architectures plus the new ones (a new
+    architecture the installed DSL cannot parse is left out and named in the second value)."""
+    from archscreen.core.data import get_dataset
+    from archscreen.core.spec import validate_spec
+
+    suites: dict[str, dict[str, Any]] = {}
+    dropped: list[str] = []
+    for ds in ("regression", "digits", "mnist1d", "chartext"):
+        if only is not None and ds not in only:
+            continue
+        suite = dict(FULL_SUITES.get(ds, {}))
+        for a, body in HELDOUT_SUITES.get(ds, {}).items():
+            try:
+                validate_spec(parse_spec(spec_for(a, body, ds)), get_dataset(ds).info())
+            except Exception as exc:  # an older DSL: say so, run the rest
+                dropped.append(f"{ds}/{a} ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})")
+                continue
+            suite[a] = body
+        suites[ds] = suite
+    return suites, dropped
+
+
+def is_new(dataset: str, arch: str) -> bool:
+    return arch in HELDOUT_SUITES.get(dataset, {})
+
+
+def pool_of(dataset: str, arch: str) -> str:
+    """``new`` (written after the defaults froze), else the first study's ``selection``/``report``."""
+    return "new" if is_new(dataset, arch) else split_of(dataset, arch)
+
+
+def plan_heldout(
+    suites: dict[str, dict[str, Any]], sgd_lrs: Callable[[str], list[float]], seeds: int, screener_seeds: int
+) -> list[Run]:
+    """Study II, in the order it trains (so that a stopped study has the most useful part): the new
+    architectures' two grids and screeners, dataset by dataset, the transformers (chartext) last;
+    between them, the rows the first study's selection half lacks (a curve-logging rerun of the
+    default, the body-range switch); at the end the 2x Adam bar on its report half."""
+
+    def new_runs(ds: str) -> list[Run]:
+        new = [a for a in suites[ds] if is_new(ds, a)]
+        out: list[Run] = []
+        for a in new:
+            out += [Run(ds, a, f"grid-sgd@{lr:g}", s) for lr in sgd_lrs(ds) for s in range(seeds)]
+            out += [Run(ds, a, f"grid-adam@{lr:g}", s) for lr in adam_lrs(ds) for s in range(seeds)]
+        for label in HELDOUT_TRAINED:
+            out += [Run(ds, a, label, s) for a in new for s in range(screener_seeds)]
+        return out
+
+    def old(ds: str, half: str) -> list[str]:
+        return [a for a in suites[ds] if not is_new(ds, a) and split_of(ds, a) == half]
+
+    runs: list[Run] = []
+    for ds in suites:
+        if ds != "chartext":
+            runs += new_runs(ds)
+    for label in HELDOUT_ON_SELECTION:
+        n = 1 if label.endswith("+curvelog") else screener_seeds
+        runs += [Run(ds, a, label, s) for ds in suites for a in old(ds, "selection") for s in range(n)]
+    if "chartext" in suites:
+        runs += new_runs("chartext")
+    for label in HELDOUT_ON_REPORT:
+        runs += [
+            Run(ds, a, label, s) for ds in suites for a in old(ds, "report") for s in range(screener_seeds)
+        ]
+    return runs
+
+
+def eta_seconds(runs: list[Run], rows: list[dict[str, Any]]) -> float:
+    """A rough plan-time estimate: each run costs its architecture's mean cached run time (else its
+    dataset's median), twice that for labels with a doubled epoch cap."""
+    by_arch: dict[tuple[str, str], list[float]] = {}
+    by_ds: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("seconds") and not str(r["screener"]).startswith(("zero-cost", "lr-find")):
+            by_arch.setdefault((r["dataset"], r["arch"]), []).append(r["seconds"])
+            by_ds.setdefault(r["dataset"], []).append(r["seconds"])
+    total = 0.0
+    for run in runs:
+        xs = by_arch.get((run.dataset, run.arch)) or by_ds.get(run.dataset) or [3.0]
+        base = _mean(xs) if (run.dataset, run.arch) in by_arch else statistics.median(xs)
+        total += base * (2 if run.label.endswith(("+2x", "+curve")) else 1)
+    return total
+
+
 def _result_row(run: Run, r: Any) -> dict[str, Any]:
     return {
+        "format": FORMAT_VERSION,
+        "curve": curve_of(r),
+        "val_mse": r.val_mse,
+        "test_mse": r.test_mse,
         "val_loss": r.val_loss,
         "val_accuracy": r.val_accuracy,
         "test_accuracy": r.test_accuracy,
@@ -188,7 +329,7 @@ def run_one(run: Run, body: dict[str, Any], config: dict[str, Any]) -> dict[str,
     t0 = time.perf_counter()
     try:
         cfg = TrainConfig(**{**config, "seed": run.seed})
-        spec = spec_for(run.arch, body)
+        spec = spec_for(run.arch, body, run.dataset)
         label = run.label
         if label.startswith(("grid-", "short-")):
             opt = "adam" if "adam@" in label else "sgd"
@@ -260,13 +401,15 @@ def test_score(row: dict[str, Any], dataset: str) -> float:
     """Test score in its reporting units: accuracy points (higher better), or bits per char (lower)."""
     if dataset == "chartext":
         return finite(row.get("test_bpc"))
+    if dataset == "regression":
+        return finite(row.get("test_mse"))
     acc = row.get("test_accuracy")
     return 100 * acc if acc is not None else 0.0
 
 
 def better(dataset: str) -> Callable[[float, float], float]:
     """How much ``a`` beats ``b`` in test-score units (positive = a is better)."""
-    return (lambda a, b: b - a) if dataset == "chartext" else (lambda a, b: a - b)
+    return (lambda a, b: b - a) if dataset in LOWER_IS_BETTER else (lambda a, b: a - b)
 
 
 def _mean(xs: list[float]) -> float:
@@ -374,6 +517,9 @@ def metrics(truth: dict[str, Any], sc: dict[str, Any], archs: list[str], dataset
         est = [sc["test"][a] for a in archs]
         m["spearman_test"] = stats.spearmanr(est, [true_test[a] for a in archs]).statistic
         m["estimate_error"] = _mean([abs(sc["test"][a] - true_test[a]) for a in archs])
+        m["estimate_rel"] = _mean(
+            [100 * abs(sc["test"][a] - true_test[a]) / abs(true_test[a]) for a in archs]
+        )
     return m
 
 
@@ -675,6 +821,11 @@ def main() -> None:
     mode.add_argument(
         "--full", action="store_true", help="the full study: three datasets, both grids, every yardstick"
     )
+    mode.add_argument(
+        "--heldout",
+        action="store_true",
+        help="study II: new architectures (held out), the split of the first study's, curves, switches",
+    )
     parser.add_argument("--dataset", default="mnist1d", help="--quick only")
     parser.add_argument("--jobs", type=int, default=2, help="trainings run at once (one thread each)")
     parser.add_argument("--seeds", type=int, default=2, help="grid seeds")
@@ -708,7 +859,17 @@ def main() -> None:
         help="--full: override a dataset's budget, e.g. chartext:max_epochs=50,patience=5",
     )
     parser.add_argument("--report-only", action="store_true", help="analyse the cache; train nothing")
+    parser.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        help="--heldout: read-only caches to take runs from (default: the first study's committed cache)",
+    )
     args = parser.parse_args()
+    if args.heldout:
+        main_heldout(args, parser)
+        return
 
     if args.full:
         suites = {k: v for k, v in FULL_SUITES.items() if args.only is None or k in args.only.split(",")}
@@ -810,6 +971,434 @@ def main() -> None:
         return
     print(f"fidelity_vs_adam: {ours - adam:+.3f}")
     print(f"fidelity_spearman: {ours:.3f}")
+
+
+def main_heldout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Study II: plan (printing the run count and an ETA first), train what is missing, report."""
+    only = args.only.split(",") if args.only else None
+    suites, dropped = heldout_suites(only)
+    for d in dropped:
+        print(f"# left out (the installed DSL does not parse it): {d}")
+
+    def sgd_lrs(ds: str) -> list[float]:
+        return SGD_LRS.get(ds, SGD_LRS["default"])
+
+    configs = {ds: dict(BUDGETS[ds]) for ds in suites}
+    cache = args.out or RESULTS / "fidelity-ii.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    also = args.also or [ROOT / "docs" / "data" / "fidelity-full.jsonl"]
+    for p in also:
+        if not p.exists():
+            parser.error(f"--also {p}: no such file")
+    rows = load_rows([cache, *also], configs)
+    screener_seeds = args.screener_seeds or 2
+    runs = plan_heldout(suites, sgd_lrs, args.seeds, screener_seeds)
+    done = {(r["dataset"], r["arch"], r["screener"], r["seed"]) for r in rows}
+    todo = [r for r in runs if r.key not in done]
+    if args.labels:
+        todo = [r for r in todo if r.label in args.labels.split(",")]
+    bodies = {(ds, a): body for ds, suite in suites.items() for a, body in suite.items()}
+    eta = eta_seconds(todo, rows) / max(args.jobs, 1)
+    print(
+        f"# {machine_line()}; planned {len(runs)} runs, {len(runs) - len(todo)} cached, {len(todo)} to go"
+        f" ({cache}); ETA ~{eta / 60:.0f} min with --jobs {args.jobs}",
+        flush=True,
+    )
+    if todo and not args.report_only:
+        rows += execute(todo, bodies, configs, cache, args.jobs, args.deadline_s)
+    left = len(
+        [r for r in runs if r.key not in {(x["dataset"], x["arch"], x["screener"], x["seed"]) for x in rows}]
+    )
+    if left:
+        print(f"# {left} planned runs are not in the caches; run the same command again to resume")
+    for r in rows:
+        if "error" in r:
+            print(f"# error: {r['dataset']} {r['arch']} {r['screener']} seed {r['seed']}: {r['error']}")
+    heldout_report(rows, suites, sgd_lrs, args)
+
+
+def load_rows(caches: list[Path], configs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cache lines of every format (1: no curve; 2: with curve), first cache first; a line trained
+    under another budget than its dataset's current one is dropped, as in the first study."""
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str, int]] = set()
+    for path in caches:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            r.setdefault("format", 1)
+            key = (r["dataset"], r["arch"], r["screener"], r["seed"])
+            if r["dataset"] in configs and r.get("budget", configs[r["dataset"]]) != configs[r["dataset"]]:
+                continue
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    return rows
+
+
+POOLS = {
+    "new": ("new",),
+    "report": ("report",),
+    "report+new": ("report", "new"),
+    "selection": ("selection",),
+}
+POOL_TITLES = {
+    "new": "new architectures (truly held out)",
+    "report": "the first study's report half (not truly held out: study I chose defaults on all 32)",
+    "report+new": "report half and new architectures together",
+    "selection": "the first study's selection half (where switches may be chosen)",
+}
+HELDOUT_SHOWN = (DEFAULT_SCREENER, BASELINE, "adam@1e-3+2x", *HELDOUT_TRAINED[2:])
+HELDOUT_NAMES = {
+    BASELINE: "adam@1e-3 (same budget)",
+    "adam@1e-3+2x": "adam@1e-3 2x (twice epochs and patience)",
+}
+# The extrapolation settings compared (method, horizon in multiples of the run's own budget cap;
+# None = the fitted asymptote). The one the screener uses is chosen on the selection half.
+EXTRAPOLATIONS: list[tuple[str, float | None]] = [
+    ("best-observed", None),
+    ("power-law", 1.0),
+    ("power-law", None),
+    ("exp-saturation", 1.0),
+    ("exp-saturation", None),
+    ("auto", 1.0),
+    ("auto", None),
+]
+
+
+def _pool_suites(suites: dict[str, dict[str, Any]], pool: str) -> dict[str, dict[str, Any]]:
+    """The pool's architectures per dataset (datasets with fewer than two left out)."""
+    out = {
+        ds: {a: b for a, b in suite.items() if pool_of(ds, a) in POOLS[pool]} for ds, suite in suites.items()
+    }
+    return {ds: suite for ds, suite in out.items() if len(suite) >= 2}
+
+
+def _unit(ds: str) -> str:
+    return {"chartext": "bpc", "regression": "MSE"}.get(ds, "pp")
+
+
+def extrapolated_test(
+    row: dict[str, Any], dataset: str, method: str, horizon_caps: float | None, cap_steps: float
+) -> tuple[float, float, float] | None:
+    """The run's extrapolated test score (value, low, high) in test-score units: the validation
+    curve's extrapolation minus its best observed point, added to the test score at the best epoch
+    (the validation-to-test gap is taken as the one observed). None for a line without a curve."""
+    from archscreen.core.estimate import extrapolate
+
+    curve = row.get("curve")
+    if not curve or not curve.get("steps"):
+        return None
+    if dataset == "chartext":
+        vals, higher, bound = [v / math.log(2) for v in curve["val_loss"]], False, 0.0
+    elif dataset == "regression":
+        vals, higher, bound = curve["val_score"], False, 0.0
+    else:
+        vals, higher, bound = [100 * v if v is not None else None for v in curve["val_score"]], True, 100.0
+    finite_vals = [v for v in vals if v is not None and math.isfinite(v)]
+    if not finite_vals:
+        return None
+    best = max(finite_vals) if higher else min(finite_vals)
+    horizon = None if horizon_caps is None else horizon_caps * cap_steps
+    if horizon is not None:
+        horizon = max(horizon, float(curve["steps"][-1]))
+    est = extrapolate(
+        curve["steps"], vals, higher_is_better=higher, horizon=horizon, method=method, best_possible=bound
+    )
+    shift = test_score(row, dataset) - best
+    return est.value + shift, est.low + shift, est.high + shift
+
+
+def _cap_steps(row: dict[str, Any]) -> float:
+    """Steps the run's own budget allows: its epoch cap times its steps per epoch."""
+    curve = row["curve"]
+    per_epoch = curve["steps"][0]
+    return float(row["budget"]["max_epochs"] * per_epoch)
+
+
+def _setting(key: str) -> tuple[str, float | None]:
+    """An EXTRAPOLATIONS entry from its table key (``auto @ 1x cap``, ``power-law @ asymptote``)."""
+    for method, hz in EXTRAPOLATIONS:
+        if key == _setting_key(method, hz):
+            return method, hz
+    raise KeyError(key)
+
+
+def _setting_key(method: str, hz: float | None) -> str:
+    if method == "best-observed":
+        return method
+    return f"{method} @ {'asymptote' if hz is None else f'{hz:g}x cap'}"
+
+
+def heldout_plot(
+    rows: dict[tuple[str, str, str, int], dict[str, Any]],
+    truths: dict[str, dict[str, Any]],
+    archs_by_ds: dict[str, list[str]],
+    setting: str,
+    out: Path,
+) -> Path:
+    """Per new architecture (seed 0 of the default): the best observed and the extrapolated test
+    score (with its interval) against the best-rate truth, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    method, hz = _setting(setting)
+    dss = [ds for ds in archs_by_ds if ds in truths and archs_by_ds[ds]]
+    fig, axes = plt.subplots(1, len(dss), figsize=(3.6 * len(dss), 3.6), squeeze=False)
+    for ax, ds in zip(axes[0], dss, strict=True):
+        for a in archs_by_ds[ds]:
+            row = rows.get((ds, a, DEFAULT_SCREENER, 0))
+            if row is None or "error" in row:
+                continue
+            truth = truths[ds]["test"][a]
+            est = extrapolated_test(row, ds, method, hz, _cap_steps(row))
+            ax.scatter([truth], [test_score(row, ds)], color="tab:orange", s=16)
+            if est is not None:
+                err = [[est[0] - est[1]], [est[2] - est[0]]]
+                ax.errorbar([truth], [est[0]], yerr=err, fmt="o", color="tab:blue", ms=4)
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.set_title(ds, fontsize=9)
+        ax.set_xlabel(f"best-rate test ({_unit(ds)})")
+    axes[0][0].set_ylabel("screener's estimate")
+    axes[0][0].scatter([], [], color="tab:orange", label="best observed")
+    axes[0][0].errorbar([], [], fmt="o", color="tab:blue", label=f"extrapolated ({setting})")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _estimate_table(
+    rows: dict[tuple[str, str, str, int], dict[str, Any]],
+    truths: dict[str, dict[str, Any]],
+    archs_by_ds: dict[str, list[str]],
+    label: str,
+    seeds: int,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per extrapolation setting and dataset: MAE against the best-of-both test score (in the
+    dataset's units and relative, %), interval coverage, and how many runs it covers."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for method, hz in EXTRAPOLATIONS:
+        key = _setting_key(method, hz)
+        per_ds: dict[str, dict[str, float]] = {}
+        for ds, archs in archs_by_ds.items():
+            if ds not in truths or not archs:
+                continue
+            errs, rels, cover = [], [], []
+            for a in archs:
+                for s in range(seeds):
+                    row = rows.get((ds, a, label, s))
+                    if row is None or "error" in row:
+                        continue
+                    est = extrapolated_test(row, ds, method, hz, _cap_steps(row))
+                    if est is None:
+                        continue
+                    truth = truths[ds]["test"][a]
+                    errs.append(abs(est[0] - truth))
+                    rels.append(100 * abs(est[0] - truth) / abs(truth))
+                    cover.append(1.0 if est[1] <= truth <= est[2] else 0.0)
+            if errs:
+                per_ds[ds] = {
+                    "mae": _mean(errs),
+                    "rel": _mean(rels),
+                    "coverage": _mean(cover),
+                    "n": len(errs),
+                }
+        out[key] = per_ds
+    return out
+
+
+def heldout_report(
+    rows_list: list[dict[str, Any]],
+    suites: dict[str, dict[str, Any]],
+    sgd_lrs: Callable[[str], list[float]],
+    args: argparse.Namespace,
+) -> None:
+    """Study II's tables (printed, and written as Markdown with ``--markdown``)."""
+    rows = {(r["dataset"], r["arch"], r["screener"], r["seed"]): r for r in rows_list}
+    seeds = args.seeds
+    screener_seeds = args.screener_seeds or 2
+    grids = ["grid-sgd", "grid-adam"]
+    md: list[str] = [
+        "# Fidelity study II: tables",
+        "",
+        f"Generated by `bench/fidelity.py --heldout` ({machine_line()}).",
+        "",
+    ]
+
+    def emit(line: str = "") -> None:
+        md.append(line)
+        print(line)
+
+    emit("## The split")
+    emit("")
+    emit("| dataset | selection half | report half | new (held out) |")
+    emit("|---|---|---|---|")
+    for ds, suite in suites.items():
+        cols = [
+            ", ".join(a for a in suite if pool_of(ds, a) == p) or "-" for p in ("selection", "report", "new")
+        ]
+        emit(f"| {ds} | " + " | ".join(cols) + " |")
+
+    labels = [*list(HELDOUT_SHOWN), "alrao-adam[1e-4..0.1]+curvelog"]
+    results = {
+        pool: analyse(rows_list, _pool_suites(suites, pool), sgd_lrs, seeds, grids, labels, screener_seeds)
+        for pool in POOLS
+    }
+    headline_pools = ("new", "report+new", "report", "selection")
+    for pool in headline_pools:
+        result = results[pool]
+        emit(f"\n## {POOL_TITLES[pool]}\n")
+        emit(
+            "| dataset (archs) | truth | screener | Spearman val loss | Spearman test | top-1 regret "
+            "| estimate error (best observed) | relative % | grid/own steps |"
+        )
+        emit("|---|---|---|---|---|---|---|---|---|")
+        for key, cell in result.items():
+            ds, truth = key.split("/")
+            ranked = len(cell["archs"]) >= 3  # a rank correlation over two is only +-1: shown as "-"
+            for lab, m in cell["screeners"].items():
+                name = HELDOUT_NAMES.get(lab, lab)
+                sp = f"{m['spearman']:.3f}" if ranked else "-"
+                sp_test = f"{m.get('spearman_test', math.nan):.3f}" if ranked else "-"
+                est = m.get("estimate_error", math.nan)
+                emit(
+                    f"| {ds} ({len(cell['archs'])}) | {truth.removeprefix('grid-')} | {name} "
+                    f"| {sp} | {sp_test} | {m['top1_regret']:.3g} "
+                    f"| {est:.3g} {_unit(ds)} | {m.get('estimate_rel', math.nan):.2f} "
+                    f"| {m['compute_ratio']:.1f} |"
+                )
+        hints = [(key, lab, dec) for key, cell in result.items() for lab, dec in cell["hint_decades"].items()]
+        if hints:
+            emit("")
+            emit("| cell | hint | median error (decades) |")
+            emit("|---|---|---|")
+            for key, lab, dec in hints:
+                emit(f"| {key} | {lab} | {dec:.2f} |")
+        capped = [
+            f"{key}: {', '.join(cell['truth']['capped'])}"
+            for key, cell in result.items()
+            if key.endswith(BEST_OF_BOTH) and cell["truth"]["capped"]
+        ]
+        edge = [
+            f"{key}: {', '.join(cell['truth']['edge'])}"
+            for key, cell in result.items()
+            if not key.endswith(BEST_OF_BOTH) and cell["truth"]["edge"]
+        ]
+        if capped:
+            emit("\nBest rate at the epoch cap in a seed (best-of-both): " + "; ".join(capped) + ".")
+        if edge:
+            emit("\nBest rate at the grid's edge: " + "; ".join(edge) + ".")
+
+    # Extrapolated estimate: the setting is chosen on the selection half (the curve-logging rerun
+    # of the default), then reported on the new architectures.
+    sel = results["selection"]
+    new = results["new"]
+    truths_sel = {k.split("/")[0]: c["truth"] for k, c in sel.items() if k.endswith(BEST_OF_BOTH)}
+    truths_new = {k.split("/")[0]: c["truth"] for k, c in new.items() if k.endswith(BEST_OF_BOTH)}
+    archs_sel = {ds: [a for a in suite if pool_of(ds, a) == "selection"] for ds, suite in suites.items()}
+    archs_new = {ds: [a for a in suite if pool_of(ds, a) == "new"] for ds, suite in suites.items()}
+    tables = {
+        "selection half, default rerun with curves": _estimate_table(
+            rows, truths_sel, archs_sel, "alrao-adam[1e-4..0.1]+curvelog", 1
+        ),
+        "new architectures, default": _estimate_table(
+            rows, truths_new, archs_new, DEFAULT_SCREENER, screener_seeds
+        ),
+        "new architectures, default under the curve-aware budget": _estimate_table(
+            rows, truths_new, archs_new, "alrao-adam[1e-4..0.1]+curve", screener_seeds
+        ),
+    }
+    sel_table = tables["selection half, default rerun with curves"]
+    scored = {k: _mean([v["rel"] for v in per.values()]) for k, per in sel_table.items() if per}
+    if scored:
+        chosen = min(scored, key=lambda k: scored[k])
+        print(f"# extrapolation setting with the lowest mean relative MAE on the selection half: {chosen}")
+        if args.markdown:
+            path = heldout_plot(rows, truths_new, archs_new, chosen, args.plots / "fidelity-ii-estimate.png")
+            print(f"# wrote {path}")
+    for title, table in tables.items():
+        dss = list(dict.fromkeys(ds for per in table.values() for ds in per))
+        emit(f"\n## Estimate of the best-rate test score: {title}\n")
+        emit(
+            "MAE against the best-of-both truth (pp; chartext bpc; regression MSE), its relative size "
+            "(% of the truth) and the 90% interval's coverage, per run (n runs).\n"
+        )
+        emit(
+            "| setting | " + " | ".join(f"{ds} MAE / rel % / coverage (n)" for ds in dss) + " | mean rel % |"
+        )
+        emit("|---|" + "---|" * (len(dss) + 1))
+        for key, per in table.items():
+            cols = [
+                "-"
+                if ds not in per
+                else f"{per[ds]['mae']:.3g} / {per[ds]['rel']:.2f} / "
+                f"{per[ds]['coverage']:.2f} ({per[ds]['n']:.0f})"
+                for ds in dss
+            ]
+            mean_rel = _mean([per[ds]["rel"] for ds in dss if ds in per]) if per else math.nan
+            emit(f"| {key} | " + " | ".join(cols) + f" | {mean_rel:.2f} |")
+
+    # The curve-aware budget against the fixed one, on the new architectures: compute and outcome.
+    emit("\n## Curve-aware budget against the fixed budget (new architectures)\n")
+    emit("| dataset | runs | steps, curve-aware / fixed | stopped by plateau / at the cap | epochs, mean |")
+    emit("|---|---|---|---|---|")
+    for ds, archs in archs_new.items():
+        pairs = [
+            (rows[(ds, a, "alrao-adam[1e-4..0.1]+curve", s)], rows[(ds, a, DEFAULT_SCREENER, s)])
+            for a in archs
+            for s in range(screener_seeds)
+            if (ds, a, "alrao-adam[1e-4..0.1]+curve", s) in rows and (ds, a, DEFAULT_SCREENER, s) in rows
+        ]
+        if not pairs:
+            continue
+        ratio = sum(c["steps"] for c, _ in pairs) / max(sum(f["steps"] for _, f in pairs), 1)
+        plateau = sum(1 for c, _ in pairs if c["stopped_because"] == "plateau")
+        at_cap = sum(1 for c, _ in pairs if c["stopped_because"] == "max_epochs")
+        ep_c = _mean([c["epochs"] for c, _ in pairs])
+        ep_f = _mean([f["epochs"] for _, f in pairs])
+        emit(f"| {ds} | {len(pairs)} | {ratio:.2f} | {plateau} / {at_cap} | {ep_c:.1f} vs {ep_f:.1f} |")
+
+    # Item 5: the body-range switch on the deep sigmoid nets and on the selection half.
+    emit("\n## Body rate range (1e-3, 0.1) against the default (1e-4, 0.1): saturating nets\n")
+    emit("| dataset | arch | pool | truth test | default (seeds) | body range (seeds) |")
+    emit("|---|---|---|---|---|---|")
+    body = "alrao-adam[1e-4..0.1]+body[1e-3..0.1]"
+    for ds, suite in suites.items():
+        for a in suite:
+            if not any(k in a for k in ("sigmoid", "tanh")):
+                continue
+            tr = results["selection" if pool_of(ds, a) == "selection" else "report+new"].get(
+                f"{ds}/{BEST_OF_BOTH}"
+            )
+            if tr is None or a not in tr["truth"]["test"]:
+                continue
+            cols = []
+            for lab in (DEFAULT_SCREENER, body):
+                xs = [
+                    test_score(rows[(ds, a, lab, s)], ds)
+                    for s in range(screener_seeds)
+                    if (ds, a, lab, s) in rows
+                ]
+                cols.append(", ".join(f"{x:.3g}" for x in xs) or "-")
+            emit(f"| {ds} | {a} | {pool_of(ds, a)} | {tr['truth']['test'][a]:.3g} | {cols[0]} | {cols[1]} |")
+
+    if args.markdown:
+        args.markdown.write_text("\n".join(md) + "\n")
+        print(f"# wrote {args.markdown}")
+    # Last lines: the default against the same-budget Adam bar, mean Spearman over the datasets
+    # (best-of-both), on the new architectures and on report half + new.
+    for pool in ("new", "report+new"):
+        res = {k: c for k, c in results[pool].items() if len(c["archs"]) >= 3}
+        ours, adam = headline(res, DEFAULT_SCREENER), headline(res, BASELINE)
+        if ours is not None and adam is not None:
+            print(f"fidelity_ii_{pool.replace('+', '_')}_spearman: {ours:.3f} (adam@1e-3: {adam:.3f})")
 
 
 def summarise(result: dict[str, Any], labels: list[str]) -> list[str]:

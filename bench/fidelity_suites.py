@@ -199,3 +199,72 @@ BUDGETS: dict[str, dict[str, int]] = {
     "chartext": {"max_epochs": 25, "patience": 4, "batch_size": 32},
     "mnist1d": {"max_epochs": 30, "patience": 5, "batch_size": 64},
 }
+
+
+# ---------------------------------------------------------------- fidelity study II (held out)
+#
+# Written on 2026-12-02, after the defaults (DEFAULT_SCREENER in fidelity.py, patience, ranges)
+# were frozen: no default is chosen on these. They target the first study's misses: wide-and-
+# shallow against deep-and-narrow pairs, saturating activations (deep sigmoid and tanh nets), a
+# narrow CNN, a regression task, and transformers on chartext (added when the DSL has them).
+
+
+def _stack(width: int, act: str, depth: int) -> list[Any]:
+    return [item for _ in range(depth) for item in ({"linear": width}, act)]
+
+
+HELDOUT_SUITES: dict[str, dict[str, dict[str, Any]]] = {
+    "digits": {
+        "h-mlp-wide-shallow": {"layers": [*FLAT, {"linear": 1024}, "relu"]},
+        "h-mlp-deep-narrow": {"layers": [*FLAT, *_stack(24, "relu", 6)]},
+        "h-mlp-sigmoid-deep6": {"layers": [*FLAT, *_stack(64, "sigmoid", 6)]},
+        "h-cnn-8ch": {"layers": [_conv2d(8), "relu", {"maxpool2d": 2}, _conv2d(8), "relu", "global_avgpool"]},
+    },
+    "mnist1d": {
+        "h-mlp-wide-shallow": {"layers": [*FLAT, {"linear": 1024}, "relu"]},
+        "h-mlp-deep-narrow": {"layers": [*FLAT, *_stack(32, "relu", 6)]},
+        "h-mlp-tanh-deep6": {"layers": [*FLAT, *_stack(64, "tanh", 6)]},
+        "h-mlp-sigmoid-deep6": {"layers": [*FLAT, *_stack(64, "sigmoid", 6)]},
+        "h-cnn-wide-shallow": {"layers": [_conv1d(64, 9), "relu", {"maxpool1d": 4}, "flatten"]},
+    },
+    "regression": {
+        "h-linear": {"layers": [*FLAT]},
+        "h-mlp-wide-shallow": {"layers": [{"linear": 512}, "relu"]},
+        "h-mlp-deep-narrow": {"layers": _stack(24, "relu", 6)},
+        "h-mlp-sigmoid-deep5": {"layers": _stack(64, "sigmoid", 5)},
+        "h-mlp-tanh-deep4": {"layers": _stack(64, "tanh", 4)},
+        "h-mlp-gelu-ln": {
+            "layers": [{"linear": 128}, "layernorm", "gelu", {"linear": 128}, "layernorm", "gelu"]
+        },
+    },
+    # Transformers (the DSL's attention layers): one and two pre-LN blocks, causal on a language
+    # model. fidelity.py drops them, saying so, while the installed DSL does not parse them.
+    "chartext": {
+        "h-transformer-1": {
+            "layers": [{"embedding": 32}, "positional", {"transformer_block": {"heads": 2, "dim": 32}}]
+        },
+        "h-transformer-2": {
+            "layers": [
+                {"embedding": 32},
+                "positional",
+                {"transformer_block": {"heads": 4, "dim": 32}},
+                {"transformer_block": {"heads": 4, "dim": 32}},
+            ]
+        },
+    },
+}
+BUDGETS["regression"] = {"max_epochs": 60, "patience": 8, "batch_size": 32}
+
+# The held-out split of the first study's 32 pairs: a fixed seeded hash, chosen before looking at
+# which pair lands where. Defaults may be chosen on the selection half only; the report half
+# reports. (The first study chose its defaults on all 32, so its report half is not truly held
+# out: docs/fidelity.md reports it apart from the new architectures.)
+SPLIT_SEED = 17  # the issue number
+
+
+def split_of(dataset: str, arch: str) -> str:
+    """``selection`` or ``report``: the parity of sha256("SEED/dataset/arch")'s last byte."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{SPLIT_SEED}/{dataset}/{arch}".encode()).digest()
+    return "report" if digest[-1] % 2 else "selection"
