@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from archscreen import __version__
 from archscreen.api import errors
 from archscreen.api.deps import TokenCache
+from archscreen.api.etag import ReadCache
 from archscreen.api.guards import RequestGuards
 from archscreen.api.routes import candidates, datasets, health, ranking, studies, summary
 from archscreen.api.schemas import ErrorResponse, TooLargeResponse
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.state.settings = settings
     app.state.db = db
     app.state.token_cache = TokenCache(settings.auth_cache_s)
+    # ARCHSCREEN_READ_CACHE_BYTES=0 turns the full-read cache off (bench/api_load.py --reads does)
+    app.state.read_cache = ReadCache(int(os.environ.get("ARCHSCREEN_READ_CACHE_BYTES", str(64 * 2**20))))
     registry, latency = health.make_registry(db, settings.worker_seen_s)
     app.state.metrics_registry = registry
     errors.install(app)

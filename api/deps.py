@@ -9,6 +9,7 @@ from typing import Annotated
 
 from cachetools import TTLCache
 from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -23,12 +24,13 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_INT, description="An id from this API.
 bearer = HTTPBearer(auto_error=False, description="An API token from `archscreen token create`.")
 
 
-def get_settings(request: Request) -> Settings:
+# async: an attribute read needs no trip through the thread pool (a sync dependency takes one)
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
@@ -112,8 +114,24 @@ def get_tenant_own_session(
         return _authenticate(request, credentials, s)
 
 
+async def get_tenant_cached(
+    request: Request,
+    db: DatabaseDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Tenant:
+    """For the async read routes (the polled path): a cached token costs no thread and no session;
+    a miss authenticates on the thread pool with a session of its own."""
+    if credentials is not None and credentials.scheme.lower() == "bearer" and credentials.credentials:
+        cache: TokenCache = request.app.state.token_cache
+        tenant = cache.get(hash_token(credentials.credentials))
+        if tenant is not None:
+            return tenant
+    return await run_in_threadpool(get_tenant_own_session, request, db, credentials)
+
+
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
 StreamTenantDep = Annotated[Tenant, Depends(get_tenant_own_session)]
+ReadTenantDep = Annotated[Tenant, Depends(get_tenant_cached)]
 
 
 def pagination(

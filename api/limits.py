@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from archscreen.settings import Settings
-from archscreen.store import Study, Tenant, quotas
+from archscreen.store import Tenant, quotas
+from archscreen.store.records import StudyRecord
 
 
 class LimitExceeded(Exception):
@@ -49,7 +50,9 @@ def check_new_jobs(
         )
 
 
-def check_candidates(s: Session, settings: Settings, tenant: Tenant, study: Study, hashes: list[str]) -> None:
+def check_candidates(
+    s: Session, settings: Settings, tenant: Tenant, study: StudyRecord, hashes: list[str]
+) -> None:
     """Refuse candidates that would take the study past its size, or the tenant past its job limits."""
     new = quotas.new_spec_hashes(s, study.id, hashes)
     if not new:
@@ -66,4 +69,4 @@ def check_candidates(s: Session, settings: Settings, tenant: Tenant, study: Stud
             limit,
             have,
         )
-    check_new_jobs(s, settings, tenant, len(new) * len(study.screening["seeds"]))
+    check_new_jobs(s, settings, tenant, len(new) * len(study.screening.seeds))

@@ -16,7 +16,9 @@ from pydantic import (
     model_validator,
 )
 
-from archscreen.core.names import DEFAULT_TUNER_BY_BASE, Metric, TunerName
+# a study's config models live in archscreen.config (store/ and worker/ read them too)
+from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, default_tuner
+from archscreen.core.names import TunerName
 from archscreen.store.models import JobState
 
 T = TypeVar("T")
@@ -37,8 +39,6 @@ def _no_nul(value: str) -> str:
 Text = Annotated[str, AfterValidator(_no_nul)]
 # The datasets a study may name (core/data's registry); the route checks membership too.
 BUILTIN_DATASETS = ("mnist1d", "digits", "chartext", "regression")
-# Every request model: unknown fields refused, and no inf/NaN (JSON's 1e999 parses as inf).
-REQUEST = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Page(BaseModel, Generic[T]):
@@ -79,58 +79,6 @@ class LimitResponse(BaseModel):
 # ---------------------------------------------------------------------------- studies
 
 
-class ScreeningConfig(BaseModel):
-    """How each candidate is screened (one Alrao run per seed)."""
-
-    model_config = REQUEST
-
-    base: Literal["sgd", "adam"] = Field(
-        "adam",
-        description="Alrao's base optimizer: adam (default, see docs/fidelity.md) or sgd (the paper's).",
-    )
-    lr_min: float | None = Field(None, gt=0, description="Smallest rate; default by base and task.")
-    lr_max: float | None = Field(None, gt=0, description="Largest rate; default by base and task.")
-    num_copies: int | None = Field(None, ge=1, le=64, description="Output-layer copies; default by task.")
-    max_epochs: int = Field(20, ge=1, le=10_000)
-    patience: int = Field(
-        10,
-        ge=1,
-        le=10_000,
-        description="Epochs without a lower validation loss before a run stops. Alrao's validation curve is "
-        "noisier than a single-rate run's and can start on a plateau: twice the patience gave better "
-        "rankings in docs/fidelity.md.",
-    )
-    batch_size: int = Field(32, ge=1, le=65_536)
-    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
-        default_factory=lambda: [0], min_length=1, max_length=16, json_schema_extra={"uniqueItems": True}
-    )
-    wall_clock_s: float | None = Field(None, gt=0, description="Per-run budget, checked after each epoch.")
-    max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick studies).")
-
-    @model_validator(mode="after")
-    def _range(self) -> ScreeningConfig:
-        if self.lr_min is not None and self.lr_max is not None and self.lr_min >= self.lr_max:
-            raise ValueError("lr_min must be smaller than lr_max")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds must be distinct")
-        return self
-
-
-class PromotionPolicy(BaseModel):
-    model_config = REQUEST
-
-    top_k: int = Field(1, ge=1, le=100)
-    tuner: TunerName | None = Field(
-        None,
-        description=(
-            "Default: fd2 after Alrao-SGD screening, ag-adam after Alrao-Adam (tuning starts from the "
-            "Switch posterior's rate, which is a rate of the screening's base optimizer)."
-        ),
-    )
-    auto: bool = Field(False, description="Promote the top-k once every screening run has ended.")
-    metric: Metric = "val_loss"
-
-
 class StudyCreate(BaseModel):
     model_config = REQUEST
 
@@ -147,7 +95,7 @@ class StudyCreate(BaseModel):
     @model_validator(mode="after")
     def _default_tuner(self) -> StudyCreate:
         if self.policy.tuner is None:
-            self.policy.tuner = DEFAULT_TUNER_BY_BASE[self.screening.base]
+            self.policy.tuner = default_tuner(self.screening.base)
         return self
 
 

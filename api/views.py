@@ -1,8 +1,9 @@
-"""Database rows → response models (the one place that shapes API output)."""
+"""Store records → response models (the one place that shapes API output)."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,13 +16,12 @@ from archscreen.api.schemas import (
     LayerSummary,
     ModelFileOut,
     Progress,
-    PromotionPolicy,
-    ScreeningConfig,
     StudyOut,
 )
-from archscreen.store import ACTIVE_STATES, FINAL_STATES, Candidate, EpochMetric, Job, Study
+from archscreen.store import ACTIVE_STATES, FINAL_STATES
 from archscreen.store import studies as study_store
 from archscreen.store.ranking import candidate_state, preferred_lr
+from archscreen.store.records import CandidateRecord, EpochRecord, JobRecord, StudyRecord
 
 RESULT_METRICS = (
     "val_loss",
@@ -35,32 +35,30 @@ RESULT_METRICS = (
 )
 
 
-def study_out(s: Session, study: Study) -> StudyOut:
-    return studies_out(s, [study])[0]
+def study_out(study: StudyRecord, *, candidates: int, jobs_by_state: dict[str, int]) -> StudyOut:
+    return StudyOut(
+        id=study.id,
+        name=study.name,
+        dataset=study.dataset,
+        screening=study.screening,  # re-hydrated by store/ (StudyRecord)
+        policy=study.policy,
+        created_at=study.created_at,
+        candidates=candidates,
+        jobs_by_state=jobs_by_state,
+        auto_promoted=study.auto_promoted_at is not None,
+    )
 
 
-def studies_out(s: Session, studies: list[Study]) -> list[StudyOut]:
+def studies_out(s: Session, studies: list[StudyRecord]) -> list[StudyOut]:
     ids = [st.id for st in studies]
     counts = study_store.job_counts(s, ids)
     ncand = study_store.candidate_counts(s, ids)
     return [
-        StudyOut(
-            id=st.id,
-            name=st.name,
-            dataset=st.dataset,
-            # stored as the validated models' JSON: re-hydrated, not re-defaulted
-            screening=ScreeningConfig.model_validate(st.screening),
-            policy=PromotionPolicy.model_validate(st.policy),
-            created_at=st.created_at,
-            candidates=ncand.get(st.id, 0),
-            jobs_by_state=counts.get(st.id, {}),
-            auto_promoted=st.auto_promoted_at is not None,
-        )
-        for st in studies
+        study_out(st, candidates=ncand.get(st.id, 0), jobs_by_state=counts.get(st.id, {})) for st in studies
     ]
 
 
-def progress(jobs: list[Job]) -> Progress:
+def progress(jobs: Sequence[JobRecord]) -> Progress:
     done = sum(j.epoch for j in jobs)
     total = sum(j.max_epochs for j in jobs) or 1
     # a finished job counts as complete whatever epoch early stopping ended it at
@@ -73,10 +71,14 @@ def progress(jobs: list[Job]) -> Progress:
         eta = max(j.elapsed_s / j.epoch * (j.max_epochs - j.epoch) for j in running)
     elif jobs and all(j.state not in ACTIVE_STATES for j in jobs):
         eta = 0.0
-    return Progress(epoch=done, max_epochs=total, fraction=round(frac, 4), elapsed_s=elapsed, eta_s=eta)
+    # model_construct: computed here from stored rows, so not validated again (the read path builds
+    # one per job and candidate; the response model still documents and serialises it)
+    return Progress.model_construct(
+        epoch=done, max_epochs=total, fraction=round(frac, 4), elapsed_s=elapsed, eta_s=eta
+    )
 
 
-def job_out(job: Job, metrics: list[EpochMetric], *, with_result: bool = True) -> JobOut:
+def job_out(job: JobRecord, metrics: Sequence[EpochRecord], *, with_result: bool = True) -> JobOut:
     return JobOut(
         id=job.id,
         kind=job.kind,
@@ -94,7 +96,7 @@ def job_out(job: Job, metrics: list[EpochMetric], *, with_result: bool = True) -
         finished_at=job.finished_at,
         result=job.result if with_result else None,
         curves=[
-            EpochPoint(
+            EpochPoint.model_construct(  # stored rows, as they were validated on the way in
                 epoch=m.epoch,
                 train_loss=m.train_loss,
                 val_loss=m.val_loss,
@@ -112,7 +114,7 @@ def job_out(job: Job, metrics: list[EpochMetric], *, with_result: bool = True) -
     )
 
 
-def candidate_out(cand: Candidate, jobs: list[Job], *, created: bool = False) -> CandidateOut:
+def candidate_out(cand: CandidateRecord, jobs: Sequence[JobRecord], *, created: bool = False) -> CandidateOut:
     return CandidateOut(
         id=cand.id,
         study_id=cand.study_id,
@@ -130,7 +132,7 @@ def _mean(values: list[Any]) -> float | None:
     return statistics.fmean(xs) if xs else None
 
 
-def candidate_detail(s: Session, cand: Candidate, since_epoch: int = 0) -> CandidateDetail:
+def candidate_detail(s: Session, cand: CandidateRecord, since_epoch: int = 0) -> CandidateDetail:
     runs = study_store.jobs_of(s, [cand.id], kind="screen")[cand.id]
     metrics = study_store.metrics_of(s, [j.id for j in runs], since_epoch)
     ok = [j.result for j in runs if j.state == "succeeded" and j.result]

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,7 +61,9 @@ class Database:
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        # JSON columns (results, curves' extras, configs) parsed by orjson: the read path's largest
+        # single cost after row handling (stored by the stdlib, so what is written is unchanged)
+        kwargs: dict[str, Any] = {"echo": echo, "future": True, "json_deserializer": orjson.loads}
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from archscreen.store.db import utcnow
 from archscreen.store.jsonsafe import jsonable
-from archscreen.store.models import FINAL_STATES, EpochMetric, Job, JobState, Study, WorkerSeen
+from archscreen.store.models import FINAL_STATES, EpochMetric, Job, JobKind, JobState, Study, WorkerSeen
+from archscreen.store.records import JobRecord
 
 
 def bump_study(s: Session, study_id: int) -> None:
@@ -29,7 +30,7 @@ def bump_study(s: Session, study_id: int) -> None:
     s.execute(update(Study).where(Study.id == study_id).values(version=Study.version + 1))
 
 
-def claim(s: Session, job_id: int, owner: str, lease_s: float) -> Job | None:
+def claim(s: Session, job_id: int, owner: str, lease_s: float) -> JobRecord | None:
     """Take a queued job (``None`` if it is not queued: already running, finished or cancelled)."""
     now = utcnow()
     res = s.execute(
@@ -57,7 +58,7 @@ def claim(s: Session, job_id: int, owner: str, lease_s: float) -> Job | None:
     job = s.get(Job, job_id, populate_existing=True)
     assert job is not None
     bump_study(s, job.study_id)
-    return job
+    return JobRecord.of(job)
 
 
 @dataclass(frozen=True)
@@ -372,3 +373,23 @@ def defer(s: Session, job_id: int, reason: str) -> None:
         .values(enqueued_at=None, error=reason, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """What ``/metrics`` reports: job counts by ``(kind, state)`` and finished jobs' training times."""
+
+    counts: dict[tuple[JobKind, JobState], int]
+    elapsed_s: dict[JobKind, list[float]]
+
+
+def job_stats(s: Session) -> JobStats:
+    """Every tenant's job counts and finished jobs' ``elapsed_s``, by kind (read at scrape time)."""
+    counts = {
+        (k, st): n
+        for k, st, n in s.execute(select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state))
+    }
+    elapsed: dict[JobKind, list[float]] = {}
+    for kind, e in s.execute(select(Job.kind, Job.elapsed_s).where(Job.finished_at.is_not(None))):
+        elapsed.setdefault(kind, []).append(e)
+    return JobStats(counts=counts, elapsed_s=elapsed)

@@ -1,21 +1,29 @@
-"""Ranking a study's candidates by their screening score, and promoting the best to tuning jobs."""
+"""Ranking a study's candidates by their screening score, and storing the tuning jobs a promotion made.
+
+Which candidates are promoted, with which tuner and from which rate is the promotion rule's
+(:mod:`archscreen.worker.promotion`); this module persists its decision.
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from archscreen.config import PromotionPolicy
 from archscreen.core.names import HIGHER_IS_BETTER, Metric
 from archscreen.store.db import utcnow
 from archscreen.store.jobs import bump_study
-from archscreen.store.models import FINAL_STATES, Candidate, Job, JobState, Study
+from archscreen.store.models import FINAL_STATES, Job, JobState, Study
+from archscreen.store.records import CandidateBrief, CandidateRecord, JobRecord, StudyRecord
+
+_JOBS = Job.__table__
 
 # metric -> True when higher is better (the names are core's: archscreen.core.names.Metric)
 METRICS: dict[Metric, bool] = HIGHER_IS_BETTER
@@ -38,10 +46,13 @@ class RankRow:
     recommended_lr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # not dataclasses.asdict: its deep copy was half of /summary's time with many ties
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["tied_with"] = list(self.tied_with)
+        return out
 
 
-def candidate_state(jobs: list[Job]) -> JobState:
+def candidate_state(jobs: Sequence[JobRecord]) -> JobState:
     """One state for a candidate from its screening runs (one per seed)."""
     states = {j.state for j in jobs}
     if not states:
@@ -57,7 +68,7 @@ def _score(result: dict[str, Any] | None, metric: str) -> float | None:
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
-def preferred_lr(runs: Iterable[Job]) -> float | None:
+def preferred_lr(runs: Iterable[JobRecord]) -> float | None:
     """A candidate's preferred rate: the geometric mean, over its *succeeded* screening runs (one per
     seed), of each run's Alrao ``preferred_lr``; ``None`` when no succeeded run has one.
 
@@ -72,20 +83,21 @@ def preferred_lr(runs: Iterable[Job]) -> float | None:
     return statistics.geometric_mean(lrs) if lrs else None
 
 
-def rank(s: Session, study: Study, metric: str = "val_loss") -> tuple[list[RankRow], list[RankRow]]:
+def rank(
+    cands: Sequence[CandidateRecord | CandidateBrief], jobs: Sequence[JobRecord], metric: str = "val_loss"
+) -> tuple[list[RankRow], list[RankRow]]:
     """``(ranked, unranked)``: finished candidates by score (best first), then the rest with their state.
 
-    With several seeds the score is the mean across seeds and ``score_std`` their spread;
-    candidates whose ``mean ± std`` intervals overlap (or whose scores are equal) are marked
-    as tied with each other.
+    Over rows already read (:func:`rank_study` reads them), so ``/summary`` ranks and shows the same
+    rows from one read. With several seeds the score is the mean across seeds and ``score_std``
+    their spread; candidates whose ``mean ± std`` intervals overlap (or whose scores are equal) are
+    marked as tied with each other.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     higher = METRICS[cast(Metric, metric)]
-    cands = s.scalars(select(Candidate).where(Candidate.study_id == study.id).order_by(Candidate.id)).all()
-    jobs = s.scalars(select(Job).where(Job.study_id == study.id).order_by(Job.id)).all()
-    screens: dict[int, list[Job]] = {c.id: [] for c in cands}
-    tunes: dict[int, Job] = {}
+    screens: dict[int, list[JobRecord]] = {c.id: [] for c in cands}
+    tunes: dict[int, JobRecord] = {}
     for j in jobs:
         if j.kind == "screen":
             screens.setdefault(j.candidate_id, []).append(j)
@@ -117,14 +129,48 @@ def rank(s: Session, study: Study, metric: str = "val_loss") -> tuple[list[RankR
     ranked.sort(key=lambda r: (-(r.score or 0.0) if higher else (r.score or 0.0), r.candidate_id))
     for i, r in enumerate(ranked):
         r.rank = i + 1
-    for a in ranked:
-        for b in ranked:
-            if a is b or a.score is None or b.score is None:
-                continue
-            spread = (a.score_std or 0.0) + (b.score_std or 0.0)
-            if abs(a.score - b.score) <= max(spread, 1e-12 * max(abs(a.score), abs(b.score), 1.0)):
-                a.tied_with.append(b.candidate_id)
+    _mark_ties(ranked)
     return ranked, unranked
+
+
+def _tied(a: RankRow, b: RankRow) -> bool:
+    assert a.score is not None and b.score is not None
+    spread = (a.score_std or 0.0) + (b.score_std or 0.0)
+    return abs(a.score - b.score) <= max(spread, 1e-12 * max(abs(a.score), abs(b.score), 1.0))
+
+
+def _mark_ties(ranked: list[RankRow]) -> None:
+    """``tied_with`` of each row (sorted by score): the rows whose score is within the two spreads.
+
+    Scans outwards from each row only as far as its spread plus the largest spread can reach, so
+    a large study costs about n log n, not n² (each pair is still decided by :func:`_tied`).
+    """
+    by_score = sorted(ranked, key=lambda r: (r.score or 0.0, r.candidate_id))
+    widest = max((r.score_std or 0.0 for r in by_score), default=0.0)
+    for i, a in enumerate(by_score):
+        assert a.score is not None
+        reach = (a.score_std or 0.0) + widest
+        near: list[RankRow] = []
+        for step in (-1, 1):
+            j = i + step
+            while 0 <= j < len(by_score):
+                b = by_score[j]
+                assert b.score is not None
+                gap = abs(a.score - b.score)
+                if gap > reach and gap > 1e-12 * max(abs(a.score), abs(b.score), 1.0):
+                    break
+                if _tied(a, b):
+                    near.append(b)
+                j += step
+        # in ranking order, as before
+        a.tied_with.extend(b.candidate_id for b in sorted(near, key=lambda r: r.rank or 0))
+
+
+def rank_study(s: Session, study_id: int, metric: str = "val_loss") -> tuple[list[RankRow], list[RankRow]]:
+    """:func:`rank` over the study's rows, read here."""
+    from archscreen.store.studies import study_rows
+
+    return rank(*study_rows(s, study_id), metric)
 
 
 def screening_done(s: Session, study_id: int) -> bool:
@@ -135,82 +181,63 @@ def screening_done(s: Session, study_id: int) -> bool:
 def studies_awaiting_auto_promotion(s: Session) -> list[int]:
     """Studies whose policy is ``auto``, not yet promoted, with every screening run ended."""
     rows = s.execute(select(Study.id, Study.policy).where(Study.auto_promoted_at.is_(None))).all()
-    return [sid for sid, policy in rows if (policy or {}).get("auto") and screening_done(s, sid)]
+    return [
+        sid for sid, policy in rows if PromotionPolicy.model_validate(policy).auto and screening_done(s, sid)
+    ]
+
+
+def tuning_jobs_of(s: Session, candidate_ids: list[int]) -> dict[int, JobRecord]:
+    """The tuning job (seed 0) of each of ``candidate_ids`` that has one."""
+    if not candidate_ids:
+        return {}
+    rows = s.execute(
+        select(_JOBS).where(
+            _JOBS.c.candidate_id.in_(candidate_ids), _JOBS.c.kind == "tune", _JOBS.c.seed == 0
+        )
+    )
+    return {r.candidate_id: JobRecord.of(r) for r in rows}
 
 
 def promote(
     s: Session,
-    study: Study,
+    study: StudyRecord,
     candidate_ids: list[int],
+    configs: dict[int, dict[str, Any]],
     *,
-    tuner: str,
     max_attempts: int,
-    skip_unpromotable: bool = False,
-) -> tuple[list[Job], list[Job]]:
-    """Tuning jobs for ``candidate_ids``: ``(all_jobs, new_jobs)``; an existing job is returned, not doubled.
+) -> tuple[list[JobRecord], list[JobRecord]]:
+    """Persist what the promotion rule (:mod:`archscreen.worker.promotion`) decided.
 
-    Each starts from the rate the Alrao posterior preferred (posterior-weighted geometric
-    mean, clipped to the screening range; geometric mean over seeds), when the screening's base
-    optimizer is the one the tuner tunes. Otherwise (say Alrao-Adam screening, then ``fd2``,
-    which tunes an SGD rate) the posterior's rates are on another optimizer's scale, so the
-    job starts from the tuner's default rate and its config says so
-    (``init_lr_source: "tuner_default"``).
+    One tuning job for each of ``candidate_ids`` with the job config ``configs[cid]`` (tuner and
+    starting rate, chosen by the rule); a candidate that already has its tuning job keeps it (no
+    second one, even when two promotions race: the unique key decides). Returns
+    ``(all_jobs, new_jobs)``, in the order of ``candidate_ids``.
     """
-    from archscreen.core.tuning import get_tuner, initial_lr_from_screen, posterior_fits_tuner
-
-    tuner_impl = get_tuner(tuner)
-    same_scale = posterior_fits_tuner(study.screening.get("base", "sgd"), tuner_impl)
-
-    out: list[Job] = []
-    new: list[Job] = []
+    existing = tuning_jobs_of(s, candidate_ids)
+    out: list[JobRecord] = []
+    new: list[JobRecord] = []
     for cid in candidate_ids:
-        existing = s.scalar(select(Job).where(Job.candidate_id == cid, Job.kind == "tune", Job.seed == 0))
-        if existing is not None:
-            out.append(existing)
+        if cid in existing:
+            out.append(existing[cid])
             continue
-        runs = s.scalars(
-            select(Job).where(Job.candidate_id == cid, Job.kind == "screen", Job.state == "succeeded")
-        ).all()
-        try:
-            if not runs:
-                raise ValueError(f"candidate {cid} has no successful screening run to start tuning from")
-            lrs = []
-            for j in runs:
-                assert j.result is not None
-                lr_range = j.result.get("lr_range")
-                lrs.append(initial_lr_from_screen(j.result, tuple(lr_range) if lr_range else None))
-        except ValueError:
-            if skip_unpromotable:  # automatic promotion: promote the others rather than none
-                continue
-            raise
         job = Job(
             kind="tune",
             study_id=study.id,
             candidate_id=cid,
             seed=0,
             max_attempts=max_attempts,
-            max_epochs=int(study.screening["max_epochs"]),
-            config=(
-                {"tuner": tuner, "init_lr": statistics.geometric_mean(lrs)}
-                if same_scale
-                else {
-                    "tuner": tuner,
-                    "init_lr": tuner_impl.default_init_lr(),
-                    "init_lr_source": "tuner_default",
-                }
-            ),
+            max_epochs=study.screening.max_epochs,
+            config=configs[cid],
         )
         try:
             with s.begin_nested():
                 s.add(job)
                 s.flush()
         except IntegrityError:  # promoted concurrently (another request, or auto-promotion)
-            existing = s.scalar(select(Job).where(Job.candidate_id == cid, Job.kind == "tune", Job.seed == 0))
-            assert existing is not None
-            out.append(existing)
+            out.append(tuning_jobs_of(s, [cid])[cid])
             continue
-        out.append(job)
-        new.append(job)
+        out.append(JobRecord.of(job))
+        new.append(out[-1])
     if new:
         bump_study(s, study.id)
     return out, new

@@ -1,15 +1,42 @@
-"""Studies, candidates and the reads the API serves (always scoped to a tenant)."""
+"""Studies, candidates and the reads the API serves (always scoped to a tenant).
+
+Every function returns records (:mod:`archscreen.store.records`), never ORM rows. Reads of many
+rows select the tables' columns (Core rows, no ORM identity map): the read path's cost is mostly
+row handling, and this is what ``/summary`` and ``/candidates/{id}`` run on every full read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from archscreen.config import PromotionPolicy, ScreeningConfig
 from archscreen.store.jobs import bump_study
-from archscreen.store.models import Candidate, EpochMetric, IdempotencyKey, Job, Study
+from archscreen.store.models import Candidate, EpochMetric, IdempotencyKey, Job, JobKind, Study
+from archscreen.store.records import (
+    CandidateBrief,
+    CandidateRecord,
+    EpochRecord,
+    JobRecord,
+    StudyRecord,
+    columns_of,
+)
+
+_STUDIES, _CANDIDATES, _JOBS, _METRICS = (
+    Study.__table__,
+    Candidate.__table__,
+    Job.__table__,
+    EpochMetric.__table__,
+)
+
+_JOB_COLUMNS = columns_of(JobRecord, _JOBS)
+_EPOCH_COLUMNS = columns_of(EpochRecord, _METRICS)
+_BRIEF_COLUMNS = columns_of(CandidateBrief, _CANDIDATES)
 
 
 class Conflict(Exception):
@@ -17,35 +44,60 @@ class Conflict(Exception):
 
 
 def create_study(
-    s: Session, tenant_id: int, *, name: str, dataset: str, screening: dict[str, Any], policy: dict[str, Any]
-) -> Study:
-    study = Study(tenant_id=tenant_id, name=name, dataset=dataset, screening=screening, policy=policy)
+    s: Session,
+    tenant_id: int,
+    *,
+    name: str,
+    dataset: str,
+    screening: ScreeningConfig | Mapping[str, Any],
+    policy: PromotionPolicy | Mapping[str, Any],
+) -> StudyRecord:
+    """A new study; its config is stored as the validated models' JSON (a mapping is validated here
+    first, so what a reader re-hydrates always validates)."""
+    study = Study(
+        tenant_id=tenant_id,
+        name=name,
+        dataset=dataset,
+        screening=ScreeningConfig.model_validate(screening).model_dump(mode="json"),
+        policy=PromotionPolicy.model_validate(policy).model_dump(mode="json"),
+    )
     try:
         with s.begin_nested():
             s.add(study)
             s.flush()
     except IntegrityError:
         raise Conflict(f"a study named {name!r} already exists") from None
-    return study
+    return StudyRecord.of(study)
 
 
-def get_study(s: Session, tenant_id: int, study_id: int) -> Study | None:
-    study = s.get(Study, study_id)
-    return study if study is not None and study.tenant_id == tenant_id else None
+def get_study(s: Session, tenant_id: int, study_id: int) -> StudyRecord | None:
+    row = s.execute(
+        select(_STUDIES).where(_STUDIES.c.id == study_id, _STUDIES.c.tenant_id == tenant_id)
+    ).first()
+    return None if row is None else StudyRecord.of(row)
 
 
-def get_study_by_name(s: Session, tenant_id: int, name: str) -> Study | None:
-    return s.scalar(select(Study).where(Study.tenant_id == tenant_id, Study.name == name))
+def study_by_id(s: Session, study_id: int) -> StudyRecord | None:
+    """Any tenant's study: for the worker and the promotion rule, which act on ids they were given."""
+    row = s.execute(select(_STUDIES).where(_STUDIES.c.id == study_id)).first()
+    return None if row is None else StudyRecord.of(row)
 
 
-def list_studies(s: Session, tenant_id: int, *, limit: int, offset: int) -> tuple[list[Study], int]:
+def get_study_by_name(s: Session, tenant_id: int, name: str) -> StudyRecord | None:
+    row = s.execute(
+        select(_STUDIES).where(_STUDIES.c.tenant_id == tenant_id, _STUDIES.c.name == name)
+    ).first()
+    return None if row is None else StudyRecord.of(row)
+
+
+def list_studies(s: Session, tenant_id: int, *, limit: int, offset: int) -> tuple[list[StudyRecord], int]:
     where = Study.tenant_id == tenant_id
     total = s.scalar(select(func.count()).select_from(Study).where(where)) or 0
-    rows = s.scalars(select(Study).where(where).order_by(Study.id.desc()).limit(limit).offset(offset)).all()
-    return list(rows), total
+    rows = s.execute(select(_STUDIES).where(where).order_by(Study.id.desc()).limit(limit).offset(offset))
+    return [StudyRecord.of(r) for r in rows], total
 
 
-def job_counts(s: Session, study_ids: list[int], kind: str | None = None) -> dict[int, dict[str, int]]:
+def job_counts(s: Session, study_ids: list[int], kind: JobKind | None = None) -> dict[int, dict[str, int]]:
     """``{study_id: {state: count}}`` for the given studies."""
     if not study_ids:
         return {}
@@ -72,7 +124,7 @@ def candidate_counts(s: Session, study_ids: list[int]) -> dict[int, int]:
 
 def add_candidate(
     s: Session,
-    study: Study,
+    study: StudyRecord,
     *,
     name: str,
     spec: dict[str, Any],
@@ -80,7 +132,7 @@ def add_candidate(
     num_params: int,
     summary: list[dict[str, Any]],
     max_attempts: int,
-) -> tuple[Candidate, bool, list[Job]]:
+) -> tuple[CandidateRecord, bool, list[JobRecord]]:
     """Add a candidate and its screening jobs (one per seed), or return the existing one.
 
     Returns ``(candidate, created, new_jobs)``; the caller enqueues ``new_jobs`` after commit.
@@ -89,7 +141,7 @@ def add_candidate(
         select(Candidate).where(Candidate.study_id == study.id, Candidate.spec_hash == spec_hash)
     )
     if existing is not None:
-        return existing, False, []
+        return CandidateRecord.of(existing), False, []
     cand = Candidate(
         study_id=study.id, name=name, spec=spec, spec_hash=spec_hash, num_params=num_params, summary=summary
     )
@@ -102,7 +154,7 @@ def add_candidate(
             select(Candidate).where(Candidate.study_id == study.id, Candidate.spec_hash == spec_hash)
         )
         assert existing is not None
-        return existing, False, []
+        return CandidateRecord.of(existing), False, []
     jobs = [
         Job(
             kind="screen",
@@ -110,63 +162,112 @@ def add_candidate(
             candidate_id=cand.id,
             seed=int(seed),
             max_attempts=max_attempts,
-            max_epochs=int(study.screening["max_epochs"]),
+            max_epochs=study.screening.max_epochs,
             config={},
         )
-        for seed in study.screening["seeds"]
+        for seed in study.screening.seeds
     ]
     s.add_all(jobs)
     s.flush()
     bump_study(s, study.id)
-    return cand, True, jobs
+    return CandidateRecord.of(cand), True, [JobRecord.of(j) for j in jobs]
 
 
-def get_candidate(s: Session, tenant_id: int, candidate_id: int) -> tuple[Candidate, Study] | None:
-    cand = s.get(Candidate, candidate_id)
-    if cand is None:
-        return None
-    study = s.get(Study, cand.study_id)
-    if study is None or study.tenant_id != tenant_id:
-        return None
-    return cand, study
+def get_candidate(s: Session, tenant_id: int, candidate_id: int) -> CandidateRecord | None:
+    """The candidate, if its study is ``tenant_id``'s (one query)."""
+    row = s.execute(
+        select(_CANDIDATES)
+        .join(_STUDIES, _STUDIES.c.id == _CANDIDATES.c.study_id)
+        .where(_CANDIDATES.c.id == candidate_id, _STUDIES.c.tenant_id == tenant_id)
+    ).first()
+    return None if row is None else CandidateRecord.of(row)
 
 
-def list_candidates(s: Session, study_id: int, *, limit: int, offset: int) -> tuple[list[Candidate], int]:
+def list_candidates(
+    s: Session, study_id: int, *, limit: int, offset: int
+) -> tuple[list[CandidateRecord], int]:
     where = Candidate.study_id == study_id
     total = s.scalar(select(func.count()).select_from(Candidate).where(where)) or 0
-    rows = s.scalars(select(Candidate).where(where).order_by(Candidate.id).limit(limit).offset(offset)).all()
-    return list(rows), total
+    rows = s.execute(select(_CANDIDATES).where(where).order_by(Candidate.id).limit(limit).offset(offset))
+    return [CandidateRecord.of(r) for r in rows], total
 
 
-def jobs_of(s: Session, candidate_ids: list[int], kind: str | None = None) -> dict[int, list[Job]]:
-    out: dict[int, list[Job]] = {cid: [] for cid in candidate_ids}
+def candidate_spec(s: Session, candidate_id: int) -> dict[str, Any] | None:
+    """A candidate's stored spec (what a job trains), by id."""
+    return s.scalar(select(Candidate.spec).where(Candidate.id == candidate_id))
+
+
+def candidate_ids(s: Session, study_id: int) -> list[int]:
+    return list(s.scalars(select(Candidate.id).where(Candidate.study_id == study_id).order_by(Candidate.id)))
+
+
+def study_rows(s: Session, study_id: int) -> tuple[list[CandidateBrief], list[JobRecord]]:
+    """Every candidate (no spec) and job of a study, by id: read once for a ranking and a summary."""
+    cands = s.execute(
+        select(*_BRIEF_COLUMNS).where(_CANDIDATES.c.study_id == study_id).order_by(_CANDIDATES.c.id)
+    )
+    jobs = s.execute(select(*_JOB_COLUMNS).where(_JOBS.c.study_id == study_id).order_by(_JOBS.c.id))
+    return [CandidateBrief(*r) for r in cands], [JobRecord(*r) for r in jobs]
+
+
+def jobs_of(s: Session, candidate_ids: list[int], kind: JobKind | None = None) -> dict[int, list[JobRecord]]:
+    out: dict[int, list[JobRecord]] = {cid: [] for cid in candidate_ids}
     if not candidate_ids:
         return out
-    q = select(Job).where(Job.candidate_id.in_(candidate_ids))
+    q = select(*_JOB_COLUMNS).where(_JOBS.c.candidate_id.in_(candidate_ids))
     if kind is not None:
-        q = q.where(Job.kind == kind)
-    for job in s.scalars(q.order_by(Job.id)).all():
+        q = q.where(_JOBS.c.kind == kind)
+    for row in s.execute(q.order_by(_JOBS.c.id)):
+        job = JobRecord(*row)
         out[job.candidate_id].append(job)
     return out
 
 
-def metrics_of(s: Session, job_ids: list[int], since_epoch: int = 0) -> dict[int, list[EpochMetric]]:
-    out: dict[int, list[EpochMetric]] = {jid: [] for jid in job_ids}
+def get_job(s: Session, tenant_id: int, job_id: int, kind: JobKind | None = None) -> JobRecord | None:
+    """The job, if its study is ``tenant_id``'s (and it is of ``kind``, when given)."""
+    q = (
+        select(_JOBS)
+        .join(_STUDIES, _STUDIES.c.id == _JOBS.c.study_id)
+        .where(_JOBS.c.id == job_id, _STUDIES.c.tenant_id == tenant_id)
+    )
+    if kind is not None:
+        q = q.where(_JOBS.c.kind == kind)
+    row = s.execute(q).first()
+    return None if row is None else JobRecord.of(row)
+
+
+def metrics_of(s: Session, job_ids: list[int], since_epoch: int = 0) -> dict[int, list[EpochRecord]]:
+    out: dict[int, list[EpochRecord]] = {jid: [] for jid in job_ids}
     if not job_ids:
         return out
     q = (
-        select(EpochMetric)
-        .where(EpochMetric.job_id.in_(job_ids), EpochMetric.epoch > since_epoch)
-        .order_by(EpochMetric.job_id, EpochMetric.epoch)
+        select(*_EPOCH_COLUMNS)
+        .where(_METRICS.c.job_id.in_(job_ids), _METRICS.c.epoch > since_epoch)
+        .order_by(_METRICS.c.job_id, _METRICS.c.epoch)
     )
-    for m in s.scalars(q).all():
-        out[m.job_id].append(m)
+    for row in s.execute(q):
+        point = EpochRecord(*row)
+        out[point.job_id].append(point)
     return out
 
 
-def idempotent_response(s: Session, tenant_id: int, key: str) -> IdempotencyKey | None:
-    return s.scalar(
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """The first response to a request with an ``Idempotency-Key``, replayed on a retry."""
+
+    request_hash: str
+    status: int
+    body: Any
+
+
+def idempotent_response(s: Session, tenant_id: int, key: str) -> StoredResponse | None:
+    row = s.scalar(
         select(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key)
+    )
+    if row is None:
+        return None
+    return StoredResponse(
+        request_hash=row.request_hash, status=row.response["status"], body=row.response["body"]
     )
 
 
@@ -183,6 +284,18 @@ def save_idempotent_response(
     return True
 
 
+# The ETag lookups, built once: the polled path runs one of these per request (a 304 is only
+# this), so neither statement construction nor the ORM layer is paid per request.
+_VERSION = select(_STUDIES.c.id, _STUDIES.c.version).where(_STUDIES.c.tenant_id == bindparam("tenant"))
+_VERSION_QUERIES = {
+    "study": _VERSION.where(_STUDIES.c.id == bindparam("key")),
+    "candidate": _VERSION.join(_CANDIDATES, _CANDIDATES.c.study_id == _STUDIES.c.id).where(
+        _CANDIDATES.c.id == bindparam("key")
+    ),
+    "job": _VERSION.join(_JOBS, _JOBS.c.study_id == _STUDIES.c.id).where(_JOBS.c.id == bindparam("key")),
+}
+
+
 def version_of(
     s: Session,
     tenant_id: int,
@@ -195,14 +308,13 @@ def version_of(
 
     One indexed lookup; ``None`` if it does not exist or belongs to another tenant.
     """
-    q = select(Study.id, Study.version).where(Study.tenant_id == tenant_id)
     if study_id is not None:
-        q = q.where(Study.id == study_id)
+        which, key = "study", study_id
     elif candidate_id is not None:
-        q = q.join(Candidate, Candidate.study_id == Study.id).where(Candidate.id == candidate_id)
+        which, key = "candidate", candidate_id
     elif job_id is not None:
-        q = q.join(Job, Job.study_id == Study.id).where(Job.id == job_id)
+        which, key = "job", job_id
     else:
         raise ValueError("give one of study_id, candidate_id, job_id")
-    row = s.execute(q).first()
+    row = s.connection().execute(_VERSION_QUERIES[which], {"tenant": tenant_id, "key": key}).first()
     return None if row is None else (int(row[0]), int(row[1]))

@@ -23,8 +23,9 @@ from typing import Any
 from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
+from archscreen.store import studies as study_store
 from archscreen.store.jsonsafe import jsonable as _jsonable
-from archscreen.store.models import Candidate, Study
+from archscreen.store.records import StudyRecord
 
 log = logging.getLogger("archscreen.worker")
 
@@ -121,18 +122,18 @@ class Lease(threading.Thread):
         self._stop_event.set()
 
 
-def train_config(study: Study, seed: int, device: str) -> Any:
+def train_config(study: StudyRecord, seed: int, device: str) -> Any:
     from archscreen.core.training.loop import TrainConfig
 
-    sc = study.screening
+    sc = study.screening  # the typed ScreeningConfig: its defaults are the API's
     return TrainConfig(
-        max_epochs=int(sc["max_epochs"]),
-        patience=int(sc["patience"]),
-        batch_size=int(sc["batch_size"]),
-        wall_clock_s=sc.get("wall_clock_s"),
+        max_epochs=sc.max_epochs,
+        patience=sc.patience,
+        batch_size=sc.batch_size,
+        wall_clock_s=sc.wall_clock_s,
         seed=seed,
         device=device,
-        max_steps_per_epoch=sc.get("max_steps_per_epoch"),
+        max_steps_per_epoch=sc.max_steps_per_epoch,
     )
 
 
@@ -155,11 +156,11 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         if job is None:
             log.info("job %s not claimable (already taken, finished or cancelled): skipped", job_id)
             return "skipped"
-        cand = s.get(Candidate, job.candidate_id)
-        study = s.get(Study, job.study_id)
-        assert cand is not None and study is not None
+        study = study_store.study_by_id(s, job.study_id)
+        spec = study_store.candidate_spec(s, job.candidate_id)
+        assert study is not None and spec is not None
         kind, seed, job_config = job.kind, job.seed, dict(job.config)
-        spec, dataset = cand.spec, study.dataset
+        dataset = study.dataset
     from archscreen.core.training.loop import DiskFull
 
     lease = Lease(db, job_id, owner, settings)
@@ -293,7 +294,7 @@ def _run(
     job_config: dict[str, Any],
     spec: dict[str, Any],
     dataset: str,
-    study: Study,
+    study: StudyRecord,
     lease: Lease,
 ) -> tuple[str, dict[str, Any] | None, str | None, job_store.ModelArtifact | None]:
     import torch
@@ -356,9 +357,7 @@ def _run(
     model: job_store.ModelArtifact | None = None
     if kind == "screen":
         sc = study.screening
-        screener = AlraoScreener(
-            lr_min=sc.get("lr_min"), lr_max=sc.get("lr_max"), num_copies=sc.get("num_copies"), base=sc["base"]
-        )
+        screener = AlraoScreener(lr_min=sc.lr_min, lr_max=sc.lr_max, num_copies=sc.num_copies, base=sc.base)
         if settings.cuda_graphs:  # opt-in (core/training/graphs.py); on the CPU a logged no-op
             from archscreen.core.training.graphs import with_cuda_graphs
 

@@ -32,6 +32,7 @@ from archscreen.store import Database
 from archscreen.store import jobs as job_store
 from archscreen.store.ranking import studies_awaiting_auto_promotion
 from archscreen.worker.app import make_celery
+from archscreen.worker.promotion import CHECK_TASK as PROMOTION_CHECK
 from archscreen.worker.promotion import after_screening_finished
 from archscreen.worker.queue import broker_queue_length, enqueue
 from archscreen.worker.runner import SHUTDOWN, execute
@@ -142,6 +143,13 @@ def tune_job(job_id: int) -> str:
     return _run_job(int(job_id))
 
 
+@app.task(name=PROMOTION_CHECK, acks_late=True)
+def promotion_check(study_id: int) -> list[int]:
+    """Promote an ``auto`` study whose screening has ended (sent by the API's cancel route, which
+    must not run it in the request). Idempotent: the study's promotion is a compare-and-set."""
+    return after_screening_finished(database(), settings, int(study_id))
+
+
 def held_job_ids() -> list[int]:
     """Jobs whose message this worker's main process holds (prefetched or handed to a job process)."""
     for _ in range(3):
@@ -152,7 +160,9 @@ def held_job_ids() -> list[int]:
             continue
     else:
         return []
-    return sorted({i for r in requests if (i := _job_id(r)) is not None})
+    # a promotion check's argument is a study id, not a job's
+    jobs = [r for r in requests if getattr(r, "name", None) != PROMOTION_CHECK]
+    return sorted({i for r in jobs if (i := _job_id(r)) is not None})
 
 
 def maintenance_once(

@@ -7,11 +7,21 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
+from archscreen.api.deps import (
+    MAX_INT,
+    DatabaseDep,
+    IdPath,
+    PageDep,
+    ReadTenantDep,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+)
 from archscreen.api.errors import ApiValidationError, item, loc_of
-from archscreen.api.etag import make_etag, not_modified, require
+from archscreen.api.etag import full_read, make_etag, not_modified, require
 from archscreen.api.limits import check_candidates
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED, load_study
 from archscreen.api.schemas import (
@@ -25,8 +35,10 @@ from archscreen.api.schemas import (
     Page,
 )
 from archscreen.api.views import candidate_detail, candidate_out
+from archscreen.store import Database
 from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
+from archscreen.store.records import CandidateRecord
 from archscreen.worker.queue import enqueue
 
 router = APIRouter(tags=["candidates"])
@@ -126,7 +138,7 @@ def add_candidates(
                 raise HTTPException(
                     status.HTTP_409_CONFLICT, "Idempotency-Key was already used with a different request"
                 )
-            return JSONResponse(prior.response["body"], status_code=prior.response["status"])
+            return JSONResponse(prior.body, status_code=prior.status)
     from archscreen.api.routes.datasets import dataset_info
 
     info = dataset_info(session, tenant.id, study.dataset)
@@ -169,11 +181,11 @@ def list_candidates(
     return Page(data=[candidate_out(c, jobs[c.id]) for c in cands], count=total)
 
 
-def _load_candidate(session: SessionDep, tenant_id: int, candidate_id: int) -> Any:
+def _load_candidate(session: SessionDep, tenant_id: int, candidate_id: int) -> CandidateRecord:
     found = study_store.get_candidate(session, tenant_id, candidate_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"candidate {candidate_id} not found")
-    return found[0]
+    return found
 
 
 @router.get(
@@ -181,26 +193,38 @@ def _load_candidate(session: SessionDep, tenant_id: int, candidate_id: int) -> A
     response_model=CandidateDetail,
     responses={404: {"model": ErrorResponse}, **NOT_MODIFIED},
 )
-def get_candidate(
+async def get_candidate(
     candidate_id: IdPath,
     request: Request,
-    response: Response,
-    session: SessionDep,
-    tenant: TenantDep,
+    db: DatabaseDep,
+    tenant: ReadTenantDep,
     since: Annotated[int, Query(ge=0, le=MAX_INT, description="Only curve points after this epoch.")] = 0,
 ) -> Any:
     """Status, progress (epoch / max, elapsed, ETA), metrics, curves, Switch posterior, preferred rate.
 
     Sends a weak ``ETag``; with ``If-None-Match`` an unchanged candidate is a ``304``.
     """
-    _, version = require(
-        study_store.version_of(session, tenant.id, candidate_id=candidate_id), "candidate", candidate_id
-    )
-    etag = make_etag("c", candidate_id, version, since)
-    if (cached := not_modified(request, etag)) is not None:
-        return cached
-    response.headers["ETag"] = etag
-    return candidate_detail(session, _load_candidate(session, tenant.id, candidate_id), since)
+    # async, with the database work in one trip to the thread pool (a sync route with a session
+    # and an authenticated tenant takes four): the polled path's cost is mostly such overhead
+    return await run_in_threadpool(_read_candidate, db, request, tenant.id, candidate_id, since)
+
+
+def _read_candidate(
+    db: Database, request: Request, tenant_id: int, candidate_id: int, since: int
+) -> Response:
+    with db.session() as session:
+        _, version = require(
+            study_store.version_of(session, tenant_id, candidate_id=candidate_id), "candidate", candidate_id
+        )
+        etag = make_etag("c", candidate_id, version, since)
+        if (cached := not_modified(request, etag)) is not None:
+            return cached
+        return full_read(
+            request,
+            tenant_id,
+            etag,
+            lambda: candidate_detail(session, _load_candidate(session, tenant_id, candidate_id), since),
+        )
 
 
 @router.post(
@@ -210,12 +234,7 @@ def get_candidate(
     responses={404: {"model": ErrorResponse}},
 )
 def cancel_candidate(
-    candidate_id: IdPath,
-    session: SessionDep,
-    db: DatabaseDep,
-    settings: SettingsDep,
-    tenant: TenantDep,
-    response: Response,
+    candidate_id: IdPath, session: SessionDep, settings: SettingsDep, tenant: TenantDep
 ) -> CancelOut:
     """Cancel the candidate's screening runs: queued ones at once, running ones at their next step."""
     cand = _load_candidate(session, tenant.id, candidate_id)
@@ -223,9 +242,10 @@ def cancel_candidate(
     states = {j.id: job_store.request_cancel(session, j.id) for j in runs}
     session.commit()
     if all(st != "running" for st in states.values()):
-        # this cancel may have ended the study's screening: an `auto` study promotes now
-        # (workers' maintenance pass would do it too, a few seconds later)
-        from archscreen.worker.promotion import after_screening_finished
+        # this cancel may have ended the study's screening: a worker checks whether an `auto`
+        # study promotes now (not this request: ranking and promotion are the worker's; the
+        # workers' maintenance pass runs the same check a few seconds later if the message is lost)
+        from archscreen.worker.promotion import request_check
 
-        after_screening_finished(db, settings, cand.study_id)
+        request_check(settings, cand.study_id)
     return CancelOut(id=cand.id, states=states)

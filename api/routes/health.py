@@ -9,11 +9,11 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
-from sqlalchemy import func, select
 
 from archscreen.api.schemas import HealthOut
-from archscreen.store import JOB_STATES, Database, Job
+from archscreen.store import JOB_STATES, Database
 from archscreen.store import jobs as job_store
+from archscreen.store.models import JOB_KINDS
 
 router = APIRouter(tags=["health"])
 
@@ -76,28 +76,19 @@ class JobCollector:
             "archscreen_job_duration_seconds", "Training time of finished jobs.", labels=["kind"]
         )
         with self.db.session() as s:
-            counts = {
-                (k, st): n
-                for k, st, n in s.execute(
-                    select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
-                ).all()
-            }
-            for kind in ("screen", "tune"):
-                for state in JOB_STATES:
-                    by_state.add_metric([kind, state], counts.get((kind, state), 0))
-                depth.add_metric([kind], counts.get((kind, "queued"), 0))
-                elapsed = [
-                    e
-                    for (e,) in s.execute(
-                        select(Job.elapsed_s).where(Job.kind == kind, Job.finished_at.is_not(None))
-                    ).all()
-                ]
-                buckets = [
-                    (str(b) if b != float("inf") else "+Inf", float(sum(1 for e in elapsed if e <= b)))
-                    for b in DURATION_BUCKETS
-                ]
-                durations.add_metric([kind], buckets, sum_value=float(sum(elapsed)))
-            workers.add_metric([], len(job_store.live_workers(s, self.worker_seen_s)))
+            stats = job_store.job_stats(s)
+            live = len(job_store.live_workers(s, self.worker_seen_s))
+        for kind in JOB_KINDS:
+            for state in JOB_STATES:
+                by_state.add_metric([kind, state], stats.counts.get((kind, state), 0))
+            depth.add_metric([kind], stats.counts.get((kind, "queued"), 0))
+            elapsed = stats.elapsed_s.get(kind, [])
+            buckets = [
+                (str(b) if b != float("inf") else "+Inf", float(sum(1 for e in elapsed if e <= b)))
+                for b in DURATION_BUCKETS
+            ]
+            durations.add_metric([kind], buckets, sum_value=float(sum(elapsed)))
+        workers.add_metric([], live)
         yield from (by_state, depth, workers, durations)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy.orm import Session
 
 from archscreen.api.deps import MAX_INT, DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
@@ -25,12 +26,15 @@ from archscreen.api.schemas import (
     RankRowOut,
 )
 from archscreen.api.views import job_out
-from archscreen.core.names import Metric
-from archscreen.store import Job, Study, Tenant
+from archscreen.core.names import Metric, TunerName
+from archscreen.settings import Settings
+from archscreen.store import Database, Tenant
 from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
 from archscreen.store.blobs import model_store
+from archscreen.store.records import JobRecord, StudyRecord
+from archscreen.worker import promotion
 from archscreen.worker.queue import enqueue
 
 router = APIRouter(tags=["ranking and tuning"])
@@ -46,7 +50,7 @@ def get_ranking(
 ) -> RankingOut:
     """Candidates ordered by their Alrao score (mean over seeds, with the spread); ties marked."""
     study = load_study(session, tenant.id, study_id)
-    ranked, unranked = ranking_store.rank(session, study, metric)
+    ranked, unranked = ranking_store.rank_study(session, study.id, metric)
     total = len(ranked)
     rows = ranked[:k] if k else ranked
     return RankingOut(
@@ -60,10 +64,16 @@ def get_ranking(
 
 
 def _promote(
-    session: Any, db: Any, settings: Any, tenant: Tenant, study: Study, candidate_ids: list[int], tuner: str
-) -> tuple[list[Job], list[Job]]:
+    session: Session,
+    db: Database,
+    settings: Settings,
+    tenant: Tenant,
+    study: StudyRecord,
+    candidate_ids: list[int],
+    tuner: TunerName,
+) -> tuple[list[JobRecord], list[JobRecord]]:
     try:
-        jobs, new = ranking_store.promote(
+        jobs, new = promotion.promote(
             session, study, candidate_ids, tuner=tuner, max_attempts=settings.max_attempts
         )
     except ValueError as exc:
@@ -100,20 +110,19 @@ def promote(
     study = load_study(session, tenant.id, study_id)
     if body.candidate_ids is not None:
         ids = list(dict.fromkeys(body.candidate_ids))
-        known = {c.id for c in study_store.list_candidates(session, study.id, limit=10**6, offset=0)[0]}
+        known = set(study_store.candidate_ids(session, study.id))
         unknown = [i for i in ids if i not in known]
         if unknown:
             raise ApiValidationError(
                 [item(["body", "candidate_ids"], f"not candidates of this study: {unknown}")]
             )
     else:
-        ranked, _ = ranking_store.rank(session, study, study.policy.get("metric", "val_loss"))
+        ranked, _ = ranking_store.rank_study(session, study.id, study.policy.metric)
         if not ranked:
             raise ApiValidationError([item(["body", "top_k"], "no candidate has finished screening yet")])
         assert body.top_k is not None
         ids = [r.candidate_id for r in ranked[: body.top_k]]
-    tuner = body.tuner or study.policy.get("tuner", "fd2")
-    jobs, new = _promote(session, db, settings, tenant, study, ids, tuner)
+    jobs, new = _promote(session, db, settings, tenant, study, ids, promotion.choose_tuner(study, body.tuner))
     page = Page[JobOut](data=[job_out(j, [], with_result=False) for j in jobs], count=len(jobs))
     return JSONResponse(page.model_dump(mode="json"), status_code=201 if new else 200)
 
@@ -123,7 +132,9 @@ def list_tuning_jobs(study_id: IdPath, session: SessionDep, tenant: TenantDep, p
     study = load_study(session, tenant.id, study_id)
     jobs = [
         j
-        for js in study_store.jobs_of(session, _candidate_ids(session, study), kind="tune").values()
+        for js in study_store.jobs_of(
+            session, study_store.candidate_ids(session, study.id), kind="tune"
+        ).values()
         for j in js
     ]
     jobs.sort(key=lambda j: j.id)
@@ -133,13 +144,9 @@ def list_tuning_jobs(study_id: IdPath, session: SessionDep, tenant: TenantDep, p
     )
 
 
-def _candidate_ids(session: Any, study: Study) -> list[int]:
-    return [c.id for c in study_store.list_candidates(session, study.id, limit=10**6, offset=0)[0]]
-
-
-def _load_tuning_job(session: Any, tenant_id: int, job_id: int) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.kind != "tune" or study_store.get_study(session, tenant_id, job.study_id) is None:
+def _load_tuning_job(session: Session, tenant_id: int, job_id: int) -> JobRecord:
+    job = study_store.get_job(session, tenant_id, job_id, kind="tune")
+    if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"tuning job {job_id} not found")
     return job
 
@@ -239,8 +246,8 @@ def _safe_filename(stem: str) -> str:
 def leaderboard(study_id: IdPath, session: SessionDep, tenant: TenantDep) -> LeaderboardOut:
     """The final answer per candidate: screened score, tuned score and recommended rate."""
     study = load_study(session, tenant.id, study_id)
-    metric = study.policy.get("metric", "val_loss")
-    ranked, _ = ranking_store.rank(session, study, metric)
+    metric = study.policy.metric
+    ranked, _ = ranking_store.rank_study(session, study.id, metric)
     rows = [
         LeaderboardRow(
             rank=r.rank or 0,

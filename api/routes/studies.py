@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from archscreen.api.deps import IdPath, PageDep, SessionDep, TenantDep
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.schemas import ErrorResponse, Page, StudyCreate, StudyOut
-from archscreen.api.views import studies_out, study_out
-from archscreen.store import Study
+from archscreen.api.views import studies_out
 from archscreen.store import studies as study_store
+from archscreen.store.records import StudyRecord
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -19,7 +19,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def load_study(session: SessionDep, tenant_id: int, study_id: int) -> Study:
+def load_study(session: SessionDep, tenant_id: int, study_id: int) -> StudyRecord:
     study = study_store.get_study(session, tenant_id, study_id)
     if study is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"study {study_id} not found")
@@ -42,13 +42,13 @@ def create_study(body: StudyCreate, session: SessionDep, tenant: TenantDep, resp
             tenant.id,
             name=body.name,
             dataset=body.dataset,
-            screening=body.screening.model_dump(),
-            policy=body.policy.model_dump(),
+            screening=body.screening,
+            policy=body.policy,
         )
     except study_store.Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     response.headers["Location"] = f"/api/v1/studies/{study.id}"
-    return study_out(session, study)
+    return studies_out(session, [study])[0]
 
 
 @router.get("", response_model=Page[StudyOut])
@@ -79,4 +79,4 @@ def get_study(
     if (cached := not_modified(request, etag)) is not None:
         return cached
     response.headers["ETag"] = etag
-    return study_out(session, load_study(session, tenant.id, study_id))
+    return studies_out(session, [load_study(session, tenant.id, study_id)])[0]

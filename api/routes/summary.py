@@ -11,39 +11,38 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.orm import Session
 
-from archscreen.api.deps import DatabaseDep, IdPath, SessionDep, StreamTenantDep, TenantDep
-from archscreen.api.etag import make_etag, not_modified, require
+from archscreen.api.deps import DatabaseDep, IdPath, ReadTenantDep, StreamTenantDep
+from archscreen.api.etag import full_read, make_etag, not_modified, require
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED
 from archscreen.api.schemas import CandidateRow, RankingOut, RankRowOut, StudySummary
 from archscreen.api.views import job_out, progress, study_out
-from archscreen.store import Candidate, Database, Job, Study
+from archscreen.store import Database
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
+from archscreen.store.records import JobRecord, StudyRecord
 
 router = APIRouter(tags=["polling"])
 EVENT_POLL_S = 1.0  # how often a stream checks the study's version (one indexed read)
 
 
-def build_summary(s: Session, study: Study) -> StudySummary:
-    metric = study.policy.get("metric", "val_loss")
-    ranked, unranked = ranking_store.rank(s, study, metric)
+def build_summary(s: Session, study: StudyRecord) -> StudySummary:
+    """The study's summary from one read of its candidates and jobs (ranked and shown from the same rows)."""
+    metric = study.policy.metric
+    cands, jobs = study_store.study_rows(s, study.id)
+    ranked, unranked = ranking_store.rank(cands, jobs, metric)
     rows = {r.candidate_id: r for r in [*ranked, *unranked]}
-    cands = s.query(Candidate).filter(Candidate.study_id == study.id).order_by(Candidate.id).all()
-    jobs = s.query(Job).filter(Job.study_id == study.id).order_by(Job.id).all()
-    screens: dict[int, list[Job]] = {c.id: [] for c in cands}
-    tunes: list[Job] = []
+    screens: dict[int, list[JobRecord]] = {c.id: [] for c in cands}
+    tunes: list[JobRecord] = []
     for j in jobs:
         (screens.setdefault(j.candidate_id, []) if j.kind == "screen" else tunes).append(j)
     states: dict[str, int] = {}
     out_rows = []
     for c in cands:
-        r = rows.get(c.id)
-        if r is None:  # added after the ranking was read (PostgreSQL's read committed): next summary
-            continue
+        r = rows[c.id]
         states[r.state] = states.get(r.state, 0) + 1
         errors = [j.error for j in screens[c.id] if j.error]
         out_rows.append(
-            CandidateRow(
+            CandidateRow.model_construct(  # from stored rows: not validated again (see views.progress)
                 id=c.id,
                 name=c.name,
                 state=r.state,
@@ -60,12 +59,15 @@ def build_summary(s: Session, study: Study) -> StudySummary:
         study_id=study.id,
         metric=metric,
         higher_is_better=ranking_store.METRICS[metric],
-        data=[RankRowOut(**r.to_dict()) for r in ranked],
+        data=[RankRowOut.model_construct(**r.to_dict()) for r in ranked],
         count=len(ranked),
-        unranked=[RankRowOut(**r.to_dict()) for r in unranked],
+        unranked=[RankRowOut.model_construct(**r.to_dict()) for r in unranked],
     )
+    by_state: dict[str, int] = {}
+    for j in jobs:
+        by_state[j.state] = by_state.get(j.state, 0) + 1
     return StudySummary(
-        study=study_out(s, study),
+        study=study_out(study, candidates=len(cands), jobs_by_state=by_state),  # counted from the rows read
         version=study.version,
         candidate_states=states,
         progress=progress([j for j in jobs if j.kind == "screen"]),
@@ -78,17 +80,24 @@ def build_summary(s: Session, study: Study) -> StudySummary:
 @router.get(
     "/studies/{study_id}/summary", response_model=StudySummary, responses={**NOT_FOUND, **NOT_MODIFIED}
 )
-def study_summary(
-    study_id: IdPath, request: Request, response: Response, session: SessionDep, tenant: TenantDep
-) -> Any:
+async def study_summary(study_id: IdPath, request: Request, db: DatabaseDep, tenant: ReadTenantDep) -> Any:
     """Counts by state, overall progress, each candidate's progress and score, the ranking, tuning jobs."""
-    _, version = require(study_store.version_of(session, tenant.id, study_id=study_id), "study", study_id)
-    etag = make_etag("summary", study_id, version)
-    if (cached := not_modified(request, etag)) is not None:
-        return cached
-    study = session.get(Study, study_id)
-    assert study is not None
-    response.headers["ETag"] = etag
+    # async, with the database work in one trip to the thread pool (see candidates.get_candidate)
+    return await run_in_threadpool(_read_summary, db, request, tenant.id, study_id)
+
+
+def _read_summary(db: Database, request: Request, tenant_id: int, study_id: int) -> Response:
+    with db.session() as session:
+        _, version = require(study_store.version_of(session, tenant_id, study_id=study_id), "study", study_id)
+        etag = make_etag("summary", study_id, version)
+        if (cached := not_modified(request, etag)) is not None:
+            return cached
+        return full_read(request, tenant_id, etag, lambda: _build(session, tenant_id, study_id))
+
+
+def _build(session: Session, tenant_id: int, study_id: int) -> StudySummary:
+    study = study_store.get_study(session, tenant_id, study_id)
+    assert study is not None  # its version was just read
     return build_summary(session, study)
 
 
@@ -100,7 +109,7 @@ def _version(db: Database, tenant_id: int, study_id: int) -> int | None:
 
 def _summary_json(db: Database, study_id: int) -> str:
     with db.session() as s:
-        study = s.get(Study, study_id)
+        study = study_store.study_by_id(s, study_id)
         assert study is not None
         return build_summary(s, study).model_dump_json()
 

@@ -6,6 +6,8 @@ would; the end-to-end tests in tests/worker/ produce them by real training.
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import jobs as job_store
 from archscreen.store.auth import create_token
+from archscreen.worker.promotion import CHECK_TASK, after_screening_finished
 
 POSTERIOR = [{"lr": 0.01, "weight": 0.5}, {"lr": 1.0, "weight": 0.5}]  # geometric mean 0.1
 
@@ -183,11 +186,31 @@ def test_cancelling_the_last_screening_run_fires_auto_promotion(env) -> None:  #
     a, b = (c["id"] for c in cands)
     finish_screen(db, a, 0, 0.7)
     etag = client.get(f"/api/v1/studies/{study['id']}", headers=auth).headers["ETag"]
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    before = set(promotion_checks(settings))
     assert client.post(f"/api/v1/candidates/{b}/cancel", headers=auth).status_code == 202
+    # the request did not promote: it sent the check to the workers, by study id
+    jobs = client.get(f"/api/v1/studies/{study['id']}/tuning-jobs", headers=auth).json()
+    assert jobs["count"] == 0
+    sent = [args for name, args in promotion_checks(settings).items() if name not in before]
+    assert sent == [[study["id"]]]
+    # what the worker's task runs (worker/tasks.py: promotion_check): promotes once, idempotent
+    assert len(after_screening_finished(db, settings, study["id"])) == 1
+    assert after_screening_finished(db, settings, study["id"]) == []
     jobs = client.get(f"/api/v1/studies/{study['id']}/tuning-jobs", headers=auth).json()
     assert [j["candidate_id"] for j in jobs["data"]] == [a]  # b was cancelled: only a is tuned
     now = client.get(f"/api/v1/studies/{study['id']}", headers={**auth, "If-None-Match": etag})
     assert now.status_code == 200 and now.json()["auto_promoted"]
+
+
+def promotion_checks(settings: Settings) -> dict[str, list[int]]:
+    """``{message file: args}`` of the promotion-check messages in the embedded broker's queue."""
+    out = {}
+    for f in (settings.broker_folder / "queue").iterdir():
+        msg = json.loads(f.read_text())
+        if msg["headers"]["task"] == CHECK_TASK:
+            out[f.name] = json.loads(base64.b64decode(msg["body"]))[0]
+    return out
 
 
 @pytest.mark.parametrize(("tuner", "expected"), [("ag-adam", 0.1), ("fd2", None)])

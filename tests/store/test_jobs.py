@@ -9,6 +9,7 @@ from archscreen.store import Database, Job, Study, ranking, utcnow
 from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
 from archscreen.store.auth import create_token, get_or_create_tenant, tenant_for_token
+from archscreen.worker import promotion
 
 SCREENING = {"max_epochs": 3, "patience": 2, "batch_size": 32, "seeds": [0, 1], "base": "sgd"}
 
@@ -221,8 +222,9 @@ def test_concurrent_promotions_of_one_candidate_make_one_job(migrated: Database)
         barrier.wait()
         try:
             with migrated.session() as s:
-                study = s.get(Study, sid)
-                jobs, _ = ranking.promote(s, study, [cid], tuner="fd2", max_attempts=2)  # type: ignore[arg-type]
+                study = study_store.study_by_id(s, sid)
+                assert study is not None
+                jobs, _ = promotion.promote(s, study, [cid], tuner="fd2", max_attempts=2)
                 made.append(jobs[0].id)
         except BaseException as exc:  # pragma: no cover - the assertion below reports it
             errors.append(exc)

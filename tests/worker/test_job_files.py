@@ -16,10 +16,10 @@ from sqlalchemy import select
 from archscreen.core.training import loop
 from archscreen.settings import Settings
 from archscreen.store import Database, Job
-from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
 from archscreen.store.auth import get_or_create_tenant
 from archscreen.store.models import EpochMetric, Study
+from archscreen.worker import promotion
 from archscreen.worker.runner import execute, one_line_reason
 
 LOGREG = {"name": "logreg", "layers": ["flatten"], "head": "classifier"}
@@ -76,11 +76,9 @@ def test_a_tuning_job_hands_over_its_model_and_drops_its_run_checkpoint(tmp_path
     db, settings, study_id, job_id = setup(tmp_path)
     assert execute(db, settings, job_id) == "succeeded"
     with db.session() as s:
-        study = s.get(Study, study_id)
+        study = study_store.study_by_id(s, study_id)
         assert study is not None
-        _, new = ranking_store.promote(
-            s, study, [job_by_id(s, job_id).candidate_id], tuner="fd2", max_attempts=3
-        )
+        _, new = promotion.promote(s, study, [job_by_id(s, job_id).candidate_id], tuner="fd2", max_attempts=3)
         tune_id = new[0].id
     assert execute(db, settings, tune_id) == "succeeded"
     assert files(settings, tune_id) == ["model.pt"]
