@@ -63,7 +63,8 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
     torch.set_num_threads(1)
     spec = parse_spec(ROOT / "examples" / f"{arch}.yaml")
     config = TrainConfig(
-        **{k: v for k, v in cfg.items() if k not in ("fd2_options", "compare_options")}, seed=seed
+        **{k: v for k, v in cfg.items() if k not in ("fd2_options", "compare_options", "fd2_resolved")},
+        seed=seed,
     )
     dataset = _dataset(arch)
     if method == "alrao-adam":
@@ -103,7 +104,7 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
     if method == "fd2*":
         tuner = get_tuner("fd2", **cfg["compare_options"])
     else:
-        tuner = get_tuner(method, **(cfg.get("fd2_options", {}) if method == "fd2" else {}))
+        tuner = get_tuner(method, **(cfg.get("fd2_options", {}) if method in ("fd2", "fd2-adam") else {}))
     t = tuner.tune(spec, dataset, lr, config)
     rec = t.recommended_lr
     out: dict[str, Any] = {
@@ -132,7 +133,7 @@ def _start(method: str, init_lr: float) -> float:
     return tuner.default_init_lr() if tuner.base_optimizer == "adam" else init_lr
 
 
-def _parse_options(text: str, flag: str = "--fd2") -> dict[str, Any]:
+def _parse_options(text: str, flag: str = "--fd2", tuner: str = "fd2") -> dict[str, Any]:
     """``"max_change=2,recommend=tail,eval_dtype=none"`` -> keyword arguments of ``FD2Tuner``,
     checked by building one (a bad key or value exits with one line naming ``flag``)."""
     out: dict[str, Any] = {}
@@ -152,7 +153,7 @@ def _parse_options(text: str, flag: str = "--fd2") -> dict[str, Any]:
                 value = raw
         out[key.strip()] = value
     try:
-        get_tuner("fd2", **out)
+        get_tuner(tuner, **out)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"{flag}: {exc}") from None
     return out
@@ -286,6 +287,8 @@ def main() -> None:
     print(f"fd2_worst_gap_pp: {worst:.2f}")
 
 
+FD2_SETTINGS = ("eps", "relative_eps", "max_change", "eval_dtype", "recommend", "every", "eval_samples",
+                "eval_batch", "curvature_guard", "finite_guard", "momentum", "average", "guard")  # fmt: skip
 STARTS = ("q25", "q50", "q75")  # posterior_starts' default quantiles, in order
 
 
@@ -296,9 +299,12 @@ def _cached_pool(
     import json
 
     def key(j: tuple[str, str, float | None, int, dict[str, Any]]) -> str:
-        return json.dumps(
-            [j[0], j[1], j[2], j[3], {k: v for k, v in j[4].items() if k != "tag"}], sort_keys=True
-        )
+        # fd2-adam's settings (its defaults resolved, so a changed default is a new run) key only
+        # the fd2-adam runs: the grid, screenings and ag-adam runs are shared across variants
+        cfg = {k: v for k, v in j[4].items() if k not in ("fd2_options", "fd2_resolved")}
+        if j[1].startswith("fd2-adam"):
+            cfg["fd2_resolved"] = j[4].get("fd2_resolved")
+        return json.dumps([j[0], j[1], j[2], j[3], cfg], sort_keys=True)
 
     done: dict[str, dict[str, Any]] = {}
     if cache is not None and cache.exists():
@@ -326,7 +332,14 @@ def adam_main(args: argparse.Namespace) -> None:
         "patience": args.patience,
         "batch_size": args.batch_size,
     }
+    fd2_options = _parse_options(args.fd2, "--fd2", "fd2-adam")
+    if fd2_options:
+        cfg["fd2_options"] = fd2_options
+    t = get_tuner("fd2-adam", **fd2_options)
+    settings = ", ".join(f"{k}={getattr(t, k)}" for k in FD2_SETTINGS)
+    cfg["fd2_resolved"] = settings
     print(f"# {machine_line()}; {args.workers} worker processes, 1 thread each")
+    print(f"# fd2-adam: {settings}" + (f" (--fd2 {args.fd2})" if args.fd2 else ""))
     print(
         f"# budget: {args.epochs} epochs (patience {args.patience}), batch {args.batch_size}, "
         f"{args.seeds} seeds; Adam grid {lrs}; fd2-adam from the Alrao-Adam posterior's "

@@ -155,7 +155,12 @@ def test_fd2_adam_tuner_shares_fd2s_switches() -> None:
         "every",
     )
     assert all(getattr(t, k) == getattr(fd2, k) for k in (*keys, "recommend", "eval_samples"))
+    # the one measured difference (docs/tuners.md): the five losses on held-out samples
+    assert (t.eval_batch, fd2.eval_batch) == ("validation", "train")
+    assert get_tuner("fd2-adam", eval_batch="train").eval_batch == "train"
     exact, fd2_exact = get_tuner("fd2-adam", paper_exact=True), FD2Tuner(paper_exact=True)
-    assert all(getattr(exact, k) == getattr(fd2_exact, k) for k in (*keys, "recommend", "eval_samples"))
+    assert all(
+        getattr(exact, k) == getattr(fd2_exact, k) for k in (*keys, "recommend", "eval_samples", "eval_batch")
+    )
     opt = t.build_optimizer(nn.Linear(3, 2), 1e-3)
     assert isinstance(opt, FD2Adam) and opt.lr == 1e-3
