@@ -212,3 +212,31 @@ def test_client_wait_and_cli_progress_poll_only_the_etagged_summary(env, capsys)
     assert seen[0][1] is None and seen[1][1] == seen[2][1] == seen[3][1] is not None
     err = capsys.readouterr().err
     assert "mlp: queued" in err and "mlp: succeeded" in err
+
+
+def test_a_cached_full_read_is_never_stale_nor_another_tenants(env) -> None:  # type: ignore[no-untyped-def]
+    """The read cache is keyed by the ETag (the study's version): a change shows at once, the
+    served body is the one a cold build gives, and a tenant never gets another's entry."""
+    client, auth, db, sid, cid = env
+    cache = client.app.state.read_cache  # type: ignore[attr-defined]
+    urls = (f"/api/v1/candidates/{cid}", f"/api/v1/studies/{sid}/summary")
+    first = {u: client.get(u, headers=auth) for u in urls}
+    assert all(r.status_code == 200 for r in first.values())
+    assert all(cache.get(1, r.headers["ETag"]) == r.content for r in first.values())  # tenant 1: acme
+    again = {u: client.get(u, headers=auth) for u in urls}  # served from the cache
+    assert {u: r.content for u, r in again.items()} == {u: r.content for u, r in first.items()}
+    cache.max_bytes = 0  # a cold build of the same version gives the same body
+    assert {u: client.get(u, headers=auth).content for u in urls} == {u: r.content for u, r in first.items()}
+    cache.max_bytes = 64 * 2**20
+    job_id = job_of(db, cid)  # a change under the study: every cached body is now behind
+    with db.session() as s:
+        assert job_store.claim(s, job_id, "w", 30) is not None
+    with db.session() as s:
+        assert job_store.record_epoch(s, job_id, "w", epoch=1, **EPOCH)
+    after = {u: client.get(u, headers=auth) for u in urls}
+    for u in urls:
+        assert after[u].headers["ETag"] != first[u].headers["ETag"] and after[u].content != first[u].content
+    assert after[urls[0]].json()["runs"][0]["curves"][0]["val_loss"] == 1.5
+    with db.session() as s:
+        other = {"Authorization": f"Bearer {create_token(s, 'other')}"}
+    assert all(client.get(u, headers=other).status_code == 404 for u in urls)

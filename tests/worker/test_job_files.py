@@ -161,8 +161,18 @@ def test_a_full_disk_mid_run_requeues_the_job_which_resumes_when_space_returns(
 # ------------------------------------------------------------------ a failure's reason
 
 
-def test_a_failed_job_serves_one_line_and_keeps_the_traceback_in_its_artifacts(tmp_path: Path) -> None:
-    db, settings, _, job_id = setup(tmp_path, lr_max=float("inf"))  # fails inside the screener
+def test_a_failed_job_serves_one_line_and_keeps_the_traceback_in_its_artifacts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archscreen.core.screening import AlraoScreener
+
+    db, settings, _, job_id = setup(tmp_path)
+
+    def fails_inside_the_screener(*args: Any, **kwargs: Any) -> Any:
+        # (a stored config can no longer be invalid: store/ validates it, so the screener fails here)
+        raise ValueError("lr_max must be finite, got inf")
+
+    monkeypatch.setattr(AlraoScreener, "screen", fails_inside_the_screener)
     assert execute(db, settings, job_id) == "failed"
     error = job(db, job_id).error
     assert error is not None
