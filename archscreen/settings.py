@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     # checkpoints (docs/reliability.md)
     delete_checkpoint_on_success: bool = Field(
         default=True,
-        description="Delete a job's run checkpoint when it succeeds (a tuning job keeps model.pt, "
-        "its best weights). Failed and cancelled jobs keep theirs.",
+        description="Delete a job's run checkpoint when it succeeds (a tuning job's best weights stay "
+        "as its model file in the model store; without one its checkpoint stays). Failed and "
+        "cancelled jobs keep theirs.",
     )
     checkpoint_free_margin_bytes: int = Field(
         default=64 * 1024 * 1024,

@@ -13,8 +13,8 @@ rebuilds the network it fits (``load_state_dict(strict=True)``).
 The weights come from the run's checkpoint, which the training loop writes at every epoch end
 and which holds the best epoch's weights (``best_state``): the weights ``train()`` restored and
 evaluated, so the file reproduces the job's reported metrics. Reading them there, rather than
-from the tuner's return value, keeps ``core/`` unchanged and is the same source the checkpoint
-retention (``jobs/<id>/model.pt``) uses.
+from the tuner's return value, keeps ``core/`` unchanged. Once the file is stored, the run
+checkpoint is deleted (``delete_checkpoint_on_success``): the weights are kept once.
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         if not job_store.finish(s, job_id, owner, state, result=result, error=error, model=model):
             return "lost"
     if state == "succeeded":
-        _apply_retention(settings, job_id, kind)
+        _apply_retention(settings, job_id, kind, model_stored=model is not None)
     if kind == "screen":
         from archscreen.worker.promotion import after_screening_finished
 
@@ -263,25 +263,18 @@ def _write_traceback(settings: Settings, job_id: int) -> None:
         log.exception("job %s: could not write error.txt", job_id)
 
 
-def _apply_retention(settings: Settings, job_id: int, kind: str) -> None:
-    """After success: a tuning job keeps ``model.pt`` (its best weights), the run checkpoint goes."""
+def _apply_retention(settings: Settings, job_id: int, kind: str, *, model_stored: bool) -> None:
+    """After success the run checkpoint goes. A tuning job's best weights live on as its model file
+    in the model store (``worker/artifacts.py``); without one the checkpoint stays (nothing is lost)."""
     if not settings.delete_checkpoint_on_success:
         return
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
-    if not ckpt.exists():
+    if not ckpt.exists() or (kind == "tune" and not model_stored):
         return
     try:
-        if kind == "tune":
-            import torch
-
-            from archscreen.core.training.loop import _atomic_save
-
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
-            weights = state.get("best_state") or state["model"]
-            _atomic_save({"model": weights, "epoch": state.get("best_epoch")}, ckpt.with_name("model.pt"))
         ckpt.unlink()
-    except Exception:  # the result stands; the checkpoint stays (nothing is lost)
-        log.exception("job %s: checkpoint retention failed; the checkpoint is kept", job_id)
+    except OSError:  # the result stands; the checkpoint stays
+        log.exception("job %s: could not delete the run checkpoint; it is kept", job_id)
 
 
 def _run(

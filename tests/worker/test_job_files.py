@@ -81,11 +81,16 @@ def test_a_tuning_job_hands_over_its_model_and_drops_its_run_checkpoint(tmp_path
         _, new = promotion.promote(s, study, [job_by_id(s, job_id).candidate_id], tuner="fd2", max_attempts=3)
         tune_id = new[0].id
     assert execute(db, settings, tune_id) == "succeeded"
-    assert files(settings, tune_id) == ["model.pt"]
-    model = torch.load(
-        settings.resolved_artifacts_dir / "jobs" / str(tune_id) / "model.pt", weights_only=False
-    )
-    assert model["epoch"] >= 1 and all(isinstance(v, torch.Tensor) for v in model["model"].values())
+    # the job's files are gone: its weights are the model file in the model store, stored once
+    assert files(settings, tune_id) == []
+    with db.session() as s:
+        row = job_by_id(s, tune_id)
+        assert row.model_key is not None and row.model_bytes
+        key = row.model_key
+    stored = [p for p in settings.resolved_artifacts_dir.rglob("*") if p.is_file() and key in p.as_posix()]
+    assert len(stored) == 1
+    model = torch.load(stored[0], weights_only=True)
+    assert model["state_dict"] and all(isinstance(v, torch.Tensor) for v in model["state_dict"].values())
 
 
 def job_by_id(s: Any, job_id: int) -> Job:
