@@ -200,6 +200,42 @@ class CandidateOut(BaseModel):
     created_at: UtcDatetime
 
 
+class EstimateOut(BaseModel):
+    """The score the architecture would reach with its best learning rate, extrapolated from its
+    screening run's validation curve (``core/estimate.py``: a learning curve fitted to the per-epoch
+    validation score and read at the budget's epoch cap), averaged over the succeeded seeds."""
+
+    value: float = Field(
+        description="Extrapolated best-rate validation score: the mean of the seeds' estimates, in the "
+        "units of `metric` (accuracy as a fraction, bits per character, or MSE)."
+    )
+    low: float = Field(
+        description="Lower end of the interval: the mean of the seeds' lower bounds. Each seed's "
+        "interval is the central 90% of the fitted curve's value under its parameter uncertainty "
+        "(nominal; the measured coverage is in docs/fidelity.md). Never above `value`."
+    )
+    high: float = Field(
+        description="Upper end of the interval (mean of the seeds' upper bounds); never below `value`."
+    )
+    method: str = Field(
+        description="The curve fit(s) behind it: `exp-saturation`, `power-law`, or `best-observed` "
+        "(no extrapolation; `(fallback)` when the curve was too short or the fit failed: zero width)."
+    )
+    metric: str | None = Field(
+        None, description="What is estimated: val_accuracy (higher is better), val_bpc or val_mse (lower)."
+    )
+    seeds: int = Field(1, description="Succeeded seeds whose estimates are averaged.")
+
+
+EstimateField = Annotated[
+    EstimateOut | None,
+    Field(
+        description="The extrapolated best-rate score with its interval; null when no succeeded run has "
+        "one (runs stored before estimates existed, a curve without a finite point, nothing finished)."
+    ),
+]
+
+
 class CandidateDetail(CandidateOut):
     spec: dict[str, Any]
     summary: list[LayerSummary]
@@ -207,6 +243,7 @@ class CandidateDetail(CandidateOut):
     metrics: dict[str, float | None]
     preferred_lr: float | None
     switch_posterior: list[dict[str, float]] | None
+    estimate: EstimateField = None
     error: str | None
     runs: list[JobOut]
 
@@ -232,12 +269,16 @@ class RankRowOut(BaseModel):
     score: float | None
     score_std: float | None = Field(description="Spread across seeds (None with one seed).")
     seeds: int
-    tied_with: list[int] = Field(description="Candidates whose score is within the seed spread of this one.")
+    tied_with: list[int] = Field(
+        description="Candidates whose score is within the seed spread of this one (ranked by estimate: "
+        "whose estimate interval overlaps this one's)."
+    )
     preferred_lr: float | None = Field(description="The Alrao posterior's preferred rate.")
     tuning_job_id: int | None
     tuning_state: JobState | None
     tuned_score: float | None
     recommended_lr: float | None
+    estimate: EstimateField = None
 
 
 class RankingOut(BaseModel):
@@ -317,6 +358,7 @@ class CandidateRow(BaseModel):
     score_std: float | None
     rank: int | None
     preferred_lr: float | None
+    estimate: EstimateField = None
     error: str | None
 
 

@@ -12,15 +12,17 @@ from archscreen.api.schemas import (
     CandidateDetail,
     CandidateOut,
     EpochPoint,
+    EstimateOut,
     JobOut,
     LayerSummary,
     ModelFileOut,
     Progress,
+    RankRowOut,
     StudyOut,
 )
 from archscreen.store import ACTIVE_STATES, FINAL_STATES
 from archscreen.store import studies as study_store
-from archscreen.store.ranking import candidate_state, preferred_lr
+from archscreen.store.ranking import RankRow, candidate_state, estimate_of, preferred_lr
 from archscreen.store.records import CandidateRecord, EpochRecord, JobRecord, StudyRecord
 
 RESULT_METRICS = (
@@ -127,6 +129,19 @@ def candidate_out(cand: CandidateRecord, jobs: Sequence[JobRecord], *, created: 
     )
 
 
+def estimate_out(estimate: dict[str, Any] | None) -> EstimateOut | None:
+    """``store.ranking.estimate_of``'s dict as the response model (built from stored numbers it
+    already checked, so not validated again)."""
+    return None if estimate is None else EstimateOut.model_construct(**estimate)
+
+
+def rank_row_out(row: RankRow) -> RankRowOut:
+    """One ranking row (``/ranking``, ``/summary``), its estimate as :class:`EstimateOut`."""
+    d = row.to_dict()
+    d["estimate"] = estimate_out(d.get("estimate"))
+    return RankRowOut.model_construct(**d)
+
+
 def _mean(values: list[Any]) -> float | None:
     xs = [float(v) for v in values if isinstance(v, int | float)]
     return statistics.fmean(xs) if xs else None
@@ -150,6 +165,7 @@ def candidate_detail(s: Session, cand: CandidateRecord, since_epoch: int = 0) ->
         },
         preferred_lr=preferred_lr(runs),
         switch_posterior=posterior,
+        estimate=estimate_out(estimate_of(runs)),
         error="\n".join(errors) or None,
         runs=[job_out(j, metrics[j.id]) for j in runs],
     )

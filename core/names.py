@@ -17,12 +17,16 @@ from typing import Literal, get_args
 __all__ = [
     "DEFAULT_SCREENING_BASE",
     "DEFAULT_TUNER_BY_BASE",
+    "ESTIMATE_METRIC_BY_TASK",
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
+    "RANK_METRIC_NAMES",
     "TUNER_NAMES",
     "Metric",
+    "RankMetric",
     "TunerName",
     "default_tuner_for",
+    "higher_is_better",
 ]
 
 TunerName = Literal["fd2", "fd1", "salera", "spalera", "ag-adam", "fd2-adam"]
@@ -60,3 +64,25 @@ Metric = Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"]
 METRIC_NAMES: tuple[Metric, ...] = get_args(Metric)
 # metric -> True when higher is better
 HIGHER_IS_BETTER: dict[Metric, bool] = {m: m.endswith("_accuracy") for m in METRIC_NAMES}
+
+# What a ranking (GET /ranking, ``archscreen status``) can order by: a stored metric, or
+# ``estimate``, the screening curve extrapolated to the best-rate score (core/estimate.py). Not a
+# promotion metric (PromotionPolicy.metric stays a Metric): a tuning job's result has no estimate,
+# so the leaderboard could not compare tuned and screened candidates on it.
+RankMetric = Literal[Metric, "estimate"]
+RANK_METRIC_NAMES: tuple[RankMetric, ...] = get_args(RankMetric)
+# The estimate's units follow the task (ScreenResult.estimate): task -> (metric it estimates,
+# True when higher is better).
+ESTIMATE_METRIC_BY_TASK: dict[str, tuple[str, bool]] = {
+    "classification": ("val_accuracy", True),
+    "language_model": ("val_bpc", False),
+    "regression": ("val_mse", False),
+}
+
+
+def higher_is_better(metric: RankMetric, task: str | None = None) -> bool:
+    """The direction of ``metric``; the estimate's depends on the ``task`` (accuracy up, bits per
+    character and MSE down); an unknown task (nothing finished yet) reads as classification."""
+    if metric == "estimate":
+        return ESTIMATE_METRIC_BY_TASK.get(task or "classification", ("", True))[1]
+    return HIGHER_IS_BETTER[metric]

@@ -17,7 +17,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from archscreen.config import PromotionPolicy
-from archscreen.core.names import HIGHER_IS_BETTER, Metric
+from archscreen.core.names import (
+    ESTIMATE_METRIC_BY_TASK,
+    HIGHER_IS_BETTER,
+    RANK_METRIC_NAMES,
+    Metric,
+    RankMetric,
+)
+from archscreen.core.names import higher_is_better as _higher_is_better
 from archscreen.store.db import utcnow
 from archscreen.store.jobs import bump_study
 from archscreen.store.models import FINAL_STATES, Job, JobState, Study
@@ -44,6 +51,8 @@ class RankRow:
     tuning_state: JobState | None = None
     tuned_score: float | None = None
     recommended_lr: float | None = None
+    # {value, low, high, method, metric, seeds} over the succeeded seeds (estimate_of), or None
+    estimate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # not dataclasses.asdict: its deep copy was half of /summary's time with many ties
@@ -83,6 +92,65 @@ def preferred_lr(runs: Iterable[JobRecord]) -> float | None:
     return statistics.geometric_mean(lrs) if lrs else None
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _seed_estimates(runs: Iterable[JobRecord]) -> list[dict[str, Any]]:
+    """The ``estimate`` of each succeeded screening run that has a usable one (results stored before
+    the estimate existed, or a run without a finite curve point, have none)."""
+    out = []
+    for j in runs:
+        e = (j.result or {}).get("estimate") if j.state == "succeeded" else None
+        if isinstance(e, dict) and all(_finite(e.get(k)) for k in ("value", "low", "high")):
+            out.append(e)
+    return out
+
+
+def study_task(jobs: Iterable[JobRecord]) -> str | None:
+    """The task (``classification``, ``language_model``, ``regression``) a study's screening results
+    name, or None before any has one: it sets the estimate's units and direction."""
+    for j in jobs:
+        task = (j.result or {}).get("task") if j.kind == "screen" else None
+        if isinstance(task, str):
+            return task
+    return None
+
+
+def estimate_of(runs: Sequence[JobRecord]) -> dict[str, Any] | None:
+    """A candidate's extrapolated best-rate score over its *succeeded* screening runs (one per seed).
+
+    ``value`` is the mean of the seeds' values. ``low``/``high`` are the means of the seeds' bounds,
+    not their envelope: if every seed's interval holds the best-rate score, so does this one (the
+    coverage claim the fidelity study measures per run carries over), and it does not widen as seeds
+    are added (the seeds' disagreement is the row's ``score_std`` when ranking by the estimate).
+    ``method`` lists the seeds' curve fits; ``metric`` names the units (``val_accuracy``, ``val_bpc``,
+    ``val_mse``, by task); ``seeds`` counts the runs averaged. None when no succeeded run has one.
+    """
+    ests = _seed_estimates(runs)
+    if not ests:
+        return None
+    value = statistics.fmean(float(e["value"]) for e in ests)
+    low = statistics.fmean(float(e["low"]) for e in ests)
+    high = statistics.fmean(float(e["high"]) for e in ests)
+    task = study_task(runs)
+    return {
+        "value": value,
+        "low": min(low, value),
+        "high": max(high, value),
+        "method": ", ".join(sorted({str(e.get("method", "")) for e in ests})),
+        "metric": ESTIMATE_METRIC_BY_TASK[task][0] if task in ESTIMATE_METRIC_BY_TASK else None,
+        "seeds": len(ests),
+    }
+
+
+def metric_higher_is_better(metric: str, jobs: Iterable[JobRecord]) -> bool:
+    """The ranking direction: a metric's own, the estimate's by the study's task (:func:`study_task`)."""
+    if metric not in RANK_METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(RANK_METRIC_NAMES)}")
+    return _higher_is_better(cast(RankMetric, metric), study_task(jobs))
+
+
 def rank(
     cands: Sequence[CandidateRecord | CandidateBrief], jobs: Sequence[JobRecord], metric: str = "val_loss"
 ) -> tuple[list[RankRow], list[RankRow]]:
@@ -92,10 +160,14 @@ def rank(
     rows from one read. With several seeds the score is the mean across seeds and ``score_std``
     their spread; candidates whose ``mean ± std`` intervals overlap (or whose scores are equal) are
     marked as tied with each other.
+
+    ``metric="estimate"`` ranks by the extrapolated best-rate score (:func:`estimate_of`; its
+    direction by the study's task) and ties candidates whose estimate intervals ``[low, high]``
+    overlap; ``score_std`` is then the spread of the seeds' estimates. Every row carries its
+    ``estimate`` whatever the metric.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    higher = METRICS[cast(Metric, metric)]
+    higher = metric_higher_is_better(metric, jobs)
+    by_estimate = metric == "estimate"
     screens: dict[int, list[JobRecord]] = {c.id: [] for c in cands}
     tunes: dict[int, JobRecord] = {}
     for j in jobs:
@@ -108,9 +180,13 @@ def rank(
     for c in cands:
         runs = screens.get(c.id, [])
         row = RankRow(candidate_id=c.id, name=c.name, state=candidate_state(runs))
-        scores = [
-            v for v in (_score(j.result, metric) for j in runs if j.state == "succeeded") if v is not None
-        ]
+        if by_estimate:
+            scores = [float(e["value"]) for e in _seed_estimates(runs)]
+        else:
+            scores = [
+                v for v in (_score(j.result, metric) for j in runs if j.state == "succeeded") if v is not None
+            ]
+        row.estimate = estimate_of(runs)
         row.preferred_lr = preferred_lr(runs)
         t = tunes.get(c.id)
         if t is not None:
@@ -129,29 +205,50 @@ def rank(
     ranked.sort(key=lambda r: (-(r.score or 0.0) if higher else (r.score or 0.0), r.candidate_id))
     for i, r in enumerate(ranked):
         r.rank = i + 1
-    _mark_ties(ranked)
+    _mark_ties(ranked, by_estimate=by_estimate)
     return ranked, unranked
 
 
-def _tied(a: RankRow, b: RankRow) -> bool:
+def _bounds(r: RankRow, by_estimate: bool) -> tuple[float, float]:
+    """The interval a tie is judged on: ``mean ± std`` across seeds, or the estimate's ``[low, high]``."""
+    assert r.score is not None
+    if by_estimate and r.estimate is not None:
+        return float(r.estimate["low"]), float(r.estimate["high"])
+    std = r.score_std or 0.0
+    return r.score - std, r.score + std
+
+
+def _tied(a: RankRow, b: RankRow, by_estimate: bool = False) -> bool:
     assert a.score is not None and b.score is not None
+    if by_estimate:
+        (alo, ahi), (blo, bhi) = _bounds(a, True), _bounds(b, True)
+        if alo <= bhi and blo <= ahi:  # the intervals overlap
+            return True
+        return abs(a.score - b.score) <= 1e-12 * max(abs(a.score), abs(b.score), 1.0)
     spread = (a.score_std or 0.0) + (b.score_std or 0.0)
     return abs(a.score - b.score) <= max(spread, 1e-12 * max(abs(a.score), abs(b.score), 1.0))
 
 
-def _mark_ties(ranked: list[RankRow]) -> None:
-    """``tied_with`` of each row (sorted by score): the rows whose score is within the two spreads.
+def _mark_ties(ranked: list[RankRow], *, by_estimate: bool = False) -> None:
+    """``tied_with`` of each row (sorted by score): the rows whose interval (``mean ± std``, or the
+    estimate's ``[low, high]`` when ``by_estimate``) overlaps its own.
 
-    Scans outwards from each row only as far as its spread plus the largest spread can reach, so
+    Scans outwards from each row only as far as its interval plus the widest one can reach, so
     a large study costs about n log n, not n² (each pair is still decided by :func:`_tied`).
     """
     by_score = sorted(ranked, key=lambda r: (r.score or 0.0, r.candidate_id))
-    widest = max((r.score_std or 0.0 for r in by_score), default=0.0)
+    # how far each row's interval reaches below (down) and above (up) its score
+    reaches = {id(r): _reach(r, by_estimate) for r in by_score}
+    widest_down = max((d for d, _ in reaches.values()), default=0.0)
+    widest_up = max((u for _, u in reaches.values()), default=0.0)
     for i, a in enumerate(by_score):
         assert a.score is not None
-        reach = (a.score_std or 0.0) + widest
+        down, up = reaches[id(a)]
         near: list[RankRow] = []
         for step in (-1, 1):
+            # below a: b's interval must reach up to a's low end; above: down to a's high end
+            reach = down + widest_up if step < 0 else up + widest_down
+            reach += 1e-9 * max(abs(reach), 1.0)  # only prunes the scan: never skip a boundary pair
             j = i + step
             while 0 <= j < len(by_score):
                 b = by_score[j]
@@ -159,11 +256,17 @@ def _mark_ties(ranked: list[RankRow]) -> None:
                 gap = abs(a.score - b.score)
                 if gap > reach and gap > 1e-12 * max(abs(a.score), abs(b.score), 1.0):
                     break
-                if _tied(a, b):
+                if _tied(a, b, by_estimate):
                     near.append(b)
                 j += step
         # in ranking order, as before
         a.tied_with.extend(b.candidate_id for b in sorted(near, key=lambda r: r.rank or 0))
+
+
+def _reach(r: RankRow, by_estimate: bool) -> tuple[float, float]:
+    assert r.score is not None
+    lo, hi = _bounds(r, by_estimate)
+    return max(r.score - lo, 0.0), max(hi - r.score, 0.0)
 
 
 def rank_study(s: Session, study_id: int, metric: str = "val_loss") -> tuple[list[RankRow], list[RankRow]]:

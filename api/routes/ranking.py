@@ -23,10 +23,9 @@ from archscreen.api.schemas import (
     Page,
     PromoteIn,
     RankingOut,
-    RankRowOut,
 )
-from archscreen.api.views import job_out
-from archscreen.core.names import Metric, TunerName
+from archscreen.api.views import job_out, rank_row_out
+from archscreen.core.names import RankMetric, TunerName
 from archscreen.settings import Settings
 from archscreen.store import Database, Tenant
 from archscreen.store import jobs as job_store
@@ -45,21 +44,30 @@ def get_ranking(
     study_id: IdPath,
     session: SessionDep,
     tenant: TenantDep,
-    metric: Metric = "val_loss",
+    metric: Annotated[
+        RankMetric,
+        Query(
+            description="A stored metric, or `estimate`: the score extrapolated from the screening curve "
+            "(best first by the study's task; overlapping estimate intervals are ties)."
+        ),
+    ] = "val_loss",
     k: Annotated[int | None, Query(ge=1, le=MAX_INT, description="Only the top k.")] = None,
 ) -> RankingOut:
-    """Candidates ordered by their Alrao score (mean over seeds, with the spread); ties marked."""
+    """Candidates ordered by their Alrao score (mean over seeds, with the spread); ties marked.
+
+    Every row carries its ``estimate`` (the extrapolated best-rate score and interval, or null)."""
     study = load_study(session, tenant.id, study_id)
-    ranked, unranked = ranking_store.rank_study(session, study.id, metric)
+    cands, jobs = study_store.study_rows(session, study.id)
+    ranked, unranked = ranking_store.rank(cands, jobs, metric)
     total = len(ranked)
     rows = ranked[:k] if k else ranked
     return RankingOut(
         study_id=study.id,
         metric=metric,
-        higher_is_better=ranking_store.METRICS[metric],
-        data=[RankRowOut(**r.to_dict()) for r in rows],
+        higher_is_better=ranking_store.metric_higher_is_better(metric, jobs),
+        data=[rank_row_out(r) for r in rows],
         count=total,
-        unranked=[RankRowOut(**r.to_dict()) for r in unranked],
+        unranked=[rank_row_out(r) for r in unranked],
     )
 
 

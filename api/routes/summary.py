@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from archscreen.api.deps import DatabaseDep, IdPath, ReadTenantDep, StreamTenantDep
 from archscreen.api.etag import full_read, make_etag, not_modified, require
 from archscreen.api.routes.studies import NOT_FOUND, NOT_MODIFIED
-from archscreen.api.schemas import CandidateRow, RankingOut, RankRowOut, StudySummary
-from archscreen.api.views import job_out, progress, study_out
+from archscreen.api.schemas import CandidateRow, RankingOut, StudySummary
+from archscreen.api.views import estimate_out, job_out, progress, rank_row_out, study_out
 from archscreen.store import Database
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
@@ -52,6 +52,7 @@ def build_summary(s: Session, study: StudyRecord) -> StudySummary:
                 score_std=r.score_std,
                 rank=r.rank,
                 preferred_lr=r.preferred_lr,
+                estimate=estimate_out(r.estimate),
                 error=errors[0] if errors else None,
             )
         )
@@ -59,9 +60,9 @@ def build_summary(s: Session, study: StudyRecord) -> StudySummary:
         study_id=study.id,
         metric=metric,
         higher_is_better=ranking_store.METRICS[metric],
-        data=[RankRowOut.model_construct(**r.to_dict()) for r in ranked],
+        data=[rank_row_out(r) for r in ranked],
         count=len(ranked),
-        unranked=[RankRowOut.model_construct(**r.to_dict()) for r in unranked],
+        unranked=[rank_row_out(r) for r in unranked],
     )
     by_state: dict[str, int] = {}
     for j in jobs:

@@ -14,7 +14,7 @@ import pytest
 from archscreen.api.app import create_app
 from archscreen.cli import build_parser
 from archscreen.client import FINAL
-from archscreen.core.names import HIGHER_IS_BETTER, METRIC_NAMES, TUNER_NAMES
+from archscreen.core.names import HIGHER_IS_BETTER, METRIC_NAMES, RANK_METRIC_NAMES, TUNER_NAMES
 from archscreen.settings import Settings
 from archscreen.store import ranking as ranking_store
 from archscreen.store.models import ACTIVE_STATES, FINAL_STATES, JOB_STATES
@@ -50,7 +50,8 @@ def test_api_enums_are_the_defined_vocabularies(openapi: dict[str, Any]) -> None
         assert _enum(schemas[model]["properties"]["state"]) == list(JOB_STATES), model
     params = openapi["paths"]["/api/v1/studies/{study_id}/ranking"]["get"]["parameters"]
     metric = next(p for p in params if p["name"] == "metric")
-    assert _enum(metric["schema"]) == list(METRIC_NAMES)
+    # a ranking also orders by the extrapolated estimate; a promotion policy does not
+    assert _enum(metric["schema"]) == list(RANK_METRIC_NAMES) == [*METRIC_NAMES, "estimate"]
 
 
 def test_cli_choices_and_other_layers_follow_the_definitions(tmp_path: Path) -> None:
