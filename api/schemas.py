@@ -187,6 +187,12 @@ class JobOut(BaseModel):
     model: ModelFileOut | None = Field(
         None, description="A succeeded tuning job's model file, served at /tuning-jobs/{id}/model."
     )
+    start: str | None = Field(
+        None,
+        description="A tuning job's start on the Switch posterior (p50, p25, p75; its seed is the start's "
+        "index, its training seed the same for every start); null for a screening run or a single start.",
+    )
+    init_lr: float | None = Field(None, description="A tuning job's starting rate (null: a screening run).")
 
 
 class CandidateOut(BaseModel):
@@ -274,10 +280,23 @@ class RankRowOut(BaseModel):
         "whose estimate interval overlaps this one's)."
     )
     preferred_lr: float | None = Field(description="The Alrao posterior's preferred rate.")
-    tuning_job_id: int | None
-    tuning_state: JobState | None
-    tuned_score: float | None
-    recommended_lr: float | None
+    tuning_job_id: int | None = Field(
+        description="The candidate's tuned answer: of its tuning jobs (one per start), the succeeded one "
+        "with the best validation score (val_loss; val_accuracy when the metric is an accuracy); the "
+        "first start's job until one has succeeded."
+    )
+    tuning_state: JobState | None = Field(
+        description="running or queued while any start is; succeeded once any start has; else the "
+        "first start's state."
+    )
+    tuned_score: float | None = Field(description="The chosen tuning job's score on the ranking metric.")
+    recommended_lr: float | None = Field(description="The chosen tuning job's recommended rate.")
+    tuning_start: str | None = Field(
+        None,
+        description="The chosen job's start (p50, p25, p75); null for a single start (the posterior's "
+        "weighted geometric mean or the tuner's default).",
+    )
+    tuning_jobs: int = Field(0, description="Tuning jobs of the candidate (one per start).")
     estimate: EstimateField = None
 
 
@@ -316,6 +335,15 @@ class PromoteIn(BaseModel):
         None, min_length=1, max_length=100
     )
     tuner: TunerName | None = Field(None, description="Default: the study's policy.")
+    starts: int | None = Field(
+        None,
+        ge=1,
+        le=3,
+        description="Tuning jobs per candidate, each from its own starting rate on the Switch posterior "
+        "(the median, then the 25th, then the 75th percentile); the candidate's answer is its best by "
+        "validation. 1: one job from the posterior's weighted geometric mean. Default: the study's "
+        "policy (3). A candidate that already has tuning jobs keeps them, none added.",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> PromoteIn:
@@ -329,10 +357,16 @@ class LeaderboardRow(BaseModel):
     candidate_id: int
     name: str
     screened_score: float
-    tuned_score: float | None
+    tuned_score: float | None = Field(
+        description="The score of the candidate's best tuning job by validation (of its starts)."
+    )
     recommended_lr: float | None
     preferred_lr: float | None
     tuning_state: JobState | None
+    tuning_job_id: int | None = Field(
+        None, description="The tuning job that answers for the candidate (its model is the export's)."
+    )
+    tuning_start: str | None = Field(None, description="That job's start (p50, p25, p75; null: one start).")
 
 
 class LeaderboardOut(BaseModel):

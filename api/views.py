@@ -113,6 +113,8 @@ def job_out(job: JobRecord, metrics: Sequence[EpochRecord], *, with_result: bool
             if job.model_sha256 is not None and job.model_bytes is not None
             else None
         ),
+        start=job.config.get("start") if job.kind == "tune" else None,
+        init_lr=job.config.get("init_lr") if job.kind == "tune" else None,
     )
 
 

@@ -228,7 +228,11 @@ class Client:
         top_k: int | None = None,
         candidate_ids: list[int] | None = None,
         tuner: str | None = None,
+        starts: int | None = None,
     ) -> list[dict[str, Any]]:
+        """Tuning jobs for the top-k or the given candidates: ``starts`` per candidate (default: the
+        study's policy), each from its own rate on the Switch posterior; returns every promoted
+        candidate's jobs (existing ones too). The leaderboard answers with each one's best start."""
         body: dict[str, Any] = {}
         if top_k is not None:
             body["top_k"] = top_k
@@ -236,6 +240,8 @@ class Client:
             body["candidate_ids"] = candidate_ids
         if tuner is not None:
             body["tuner"] = tuner
+        if starts is not None:
+            body["starts"] = starts
         return self.request("POST", f"/api/v1/studies/{study_id}/promote", json=body)["data"]
 
     def tuning_jobs(self, study_id: int) -> list[dict[str, Any]]:

@@ -72,6 +72,8 @@ class ScreeningConfig(BaseModel):
 
 
 class PromotionPolicy(BaseModel):
+    """Which candidates become tuning jobs, with which tuner, from how many starting rates."""
+
     model_config = REQUEST
 
     top_k: int = Field(1, ge=1, le=100)
@@ -84,3 +86,16 @@ class PromotionPolicy(BaseModel):
     )
     auto: bool = Field(False, description="Promote the top-k once every screening run has ended.")
     metric: Metric = "val_loss"
+    starts: int = Field(
+        3,
+        ge=1,
+        le=3,
+        description=(
+            "Tuning jobs per promoted candidate, each from its own starting rate on the Switch "
+            "posterior: the median, then the 25th, then the 75th percentile. The candidate's tuned "
+            "answer is its succeeded job with the best validation score (val_loss, or val_accuracy "
+            "when the metric is an accuracy). 1: one job from the posterior's weighted geometric "
+            "mean (the single start of studies before this field). A tuner of another optimizer "
+            "than the screening's starts once, from its own default rate."
+        ),
+    )

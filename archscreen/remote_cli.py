@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import subprocess
@@ -28,7 +27,7 @@ import httpx
 
 from archscreen.cli_common import EXIT_OK, CliError
 from archscreen.client import FINAL, ApiError, Client, format_detail
-from archscreen.core.names import HIGHER_IS_BETTER, METRIC_NAMES
+from archscreen.core.names import METRIC_NAMES
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -99,8 +98,9 @@ def add_remote_commands(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="download a study's tuned model (best tuning job) as a PyTorch file",
-        description="Write the model of the study's answer: the succeeded tuning job with the best tuned "
-        "score on the study's metric (policy.metric, default val_loss), or the job given with --job. "
+        description="Write the model of the study's answer, the tuning job the leaderboard's best row names "
+        "(each candidate's best start by validation, then the best tuned score on the study's metric, "
+        "policy.metric, default val_loss), or the job given with --job. "
         "The file is torch.save({format, state_dict, spec, lr, tuner, metrics, dataset, seed, job_id}); "
         "load it with torch.load(PATH, weights_only=True) and "
         "archscreen.core.training.model.build_plain_model(f['spec'], DatasetInfo(**f['dataset'])).",
@@ -402,7 +402,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         tuned = [r for r in board["data"] if r["tuning_state"]]
         for r in tuned:
             lr = f"{r['recommended_lr']:.3g}" if r["recommended_lr"] else "-"
-            print(f"tuned {r['name']}: {r['tuning_state']}, score {r['tuned_score']}, recommended lr {lr}")
+            start = f" (start {r['tuning_start']}, best by validation)" if r.get("tuning_start") else ""
+            state, score = r["tuning_state"], r["tuned_score"]
+            print(f"tuned {r['name']}: {state}, score {score}, recommended lr {lr}{start}")
         if board["best"]:
             b = board["best"]
             lr = b["recommended_lr"] or b["preferred_lr"]
@@ -425,19 +427,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ export
 
 
-def best_tuning_job(jobs: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
-    """The succeeded tuning job with the best finite ``result[metric]`` (ties: the lowest id)."""
-    scored = [
-        (float(j["result"][metric]), j["id"], j)
-        for j in jobs
-        if j["state"] == "succeeded"
-        and isinstance((j.get("result") or {}).get(metric), int | float)
-        and math.isfinite(j["result"][metric])
-    ]
-    if not scored:
+def best_tuning_job(board: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The study's tuned answer: the job the leaderboard's ``best`` row names (the server's rule:
+    each candidate's best start by validation, then the best candidate on the study's metric),
+    looked up in ``jobs`` (``/tuning-jobs``); None while no tuning job has succeeded with a score.
+    Not recomputed here, so the export and the leaderboard cannot disagree."""
+    best = board.get("best") or {}
+    job_id = best.get("tuning_job_id")
+    if best.get("tuned_score") is None or job_id is None:
         return None
-    sign = -1.0 if HIGHER_IS_BETTER.get(metric, False) else 1.0  # type: ignore[call-overload]
-    return min(scored, key=lambda s: (sign * s[0], s[1]))[2]
+    return next((j for j in jobs if j["id"] == job_id and j["state"] == "succeeded"), None)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -447,12 +446,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError(f"no study named {args.study!r}")
         metric = study["policy"].get("metric") or "val_loss"
         jobs = c.tuning_jobs(study["id"])
+        board = c.leaderboard(study["id"]) if args.job is None else {}
         if args.job is not None:
             job = next((j for j in jobs if j["id"] == args.job), None)
             if job is None:
                 raise CliError(f"study {study['name']!r} has no tuning job {args.job}")
         else:
-            job = best_tuning_job(jobs, metric)
+            job = best_tuning_job(board, jobs)
             if job is None:
                 states = ", ".join(sorted({j["state"] for j in jobs}))
                 raise CliError(

@@ -143,6 +143,9 @@ HELDOUT_TRAINED = (
     "alrao-adam[1e-4..0.1]+body[1e-3..0.1]",
 )
 HELDOUT_ON_REPORT = ("adam@1e-3+2x",)
+# The default label pins (1e-4, 0.1) on every task; the product's regression default is (1e-5, 0.1),
+# which is study I's "alrao-adam" label: run it on the regression set too.
+HELDOUT_EXTRA = {"regression": ("alrao-adam",)}
 HELDOUT_ON_SELECTION = ("alrao-adam[1e-4..0.1]+body[1e-3..0.1]", "alrao-adam[1e-4..0.1]+curvelog")
 LOWER_IS_BETTER = ("chartext", "regression")  # test score: bits per character, MSE
 SHORT_GRID = [3e-4, 1e-3, 3e-3]  # Adam, a third of the epochs each
@@ -257,7 +260,7 @@ def plan_heldout(
         for a in new:
             out += [Run(ds, a, f"grid-sgd@{lr:g}", s) for lr in sgd_lrs(ds) for s in range(seeds)]
             out += [Run(ds, a, f"grid-adam@{lr:g}", s) for lr in adam_lrs(ds) for s in range(seeds)]
-        for label in HELDOUT_TRAINED:
+        for label in (*HELDOUT_TRAINED, *HELDOUT_EXTRA.get(ds, ())):
             out += [Run(ds, a, label, s) for a in new for s in range(screener_seeds)]
         return out
 
@@ -1049,10 +1052,11 @@ POOL_TITLES = {
     "report+new": "report half and new architectures together",
     "selection": "the first study's selection half (where switches may be chosen)",
 }
-HELDOUT_SHOWN = (DEFAULT_SCREENER, BASELINE, "adam@1e-3+2x", *HELDOUT_TRAINED[2:])
+HELDOUT_SHOWN = (DEFAULT_SCREENER, BASELINE, "adam@1e-3+2x", *HELDOUT_TRAINED[3:], "alrao-adam")
 HELDOUT_NAMES = {
     BASELINE: "adam@1e-3 (same budget)",
     "adam@1e-3+2x": "adam@1e-3 2x (twice epochs and patience)",
+    "alrao-adam": "alrao-adam (1e-5, 0.1): regression's product range",
 }
 # The extrapolation settings compared (method, horizon in multiples of the run's own budget cap;
 # None = the fitted asymptote). The one the screener uses is chosen on the selection half.

@@ -51,6 +51,8 @@ class RankRow:
     tuning_state: JobState | None = None
     tuned_score: float | None = None
     recommended_lr: float | None = None
+    tuning_start: str | None = None
+    tuning_jobs: int = 0
     # {value, low, high, method, metric, seeds} over the succeeded seeds (estimate_of), or None
     estimate: dict[str, Any] | None = None
 
@@ -75,6 +77,38 @@ def _score(result: dict[str, Any] | None, metric: str) -> float | None:
         return None
     v = result.get(metric)
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def selection_metric(metric: str) -> Metric:
+    """The score a candidate's tuning starts are compared by: the validation side of the ranking
+    ``metric`` (``val_accuracy`` for an accuracy, else ``val_loss``), so the test split never
+    picks the start whose test score is then reported (issue 16: "keep the best by validation")."""
+    return "val_accuracy" if metric.endswith("_accuracy") else "val_loss"
+
+
+def best_tuning_job(jobs: Sequence[JobRecord], metric: str = "val_loss") -> JobRecord | None:
+    """A candidate's tuned answer among its tuning jobs (one per start): the succeeded job with the
+    best :func:`selection_metric` of the study's ``metric`` (ties: the lower seed, then id);
+    ``None`` while none has succeeded with a finite score."""
+    key = selection_metric(metric)
+    sign = -1.0 if METRICS[key] else 1.0
+    scored = [
+        (sign * v, j.seed, j.id, j)
+        for j in jobs
+        if j.state == "succeeded" and (v := _score(j.result, key)) is not None
+    ]
+    return min(scored, key=lambda s: s[:3])[3] if scored else None
+
+
+def tuning_state(jobs: Sequence[JobRecord]) -> JobState | None:
+    """One state for a candidate's tuning jobs (one per start): ``running`` or ``queued`` while any
+    start is; else ``succeeded`` if any start succeeded (a start that diverged, say the upper
+    quartile, does not undo the others' answer); else the first job's (lowest seed's) state."""
+    states = {j.state for j in jobs}
+    for state in ("running", "queued", "succeeded"):
+        if state in states:
+            return cast(JobState, state)
+    return min(jobs, key=lambda j: (j.seed, j.id)).state if jobs else None
 
 
 def preferred_lr(runs: Iterable[JobRecord]) -> float | None:
@@ -169,12 +203,12 @@ def rank(
     higher = metric_higher_is_better(metric, jobs)
     by_estimate = metric == "estimate"
     screens: dict[int, list[JobRecord]] = {c.id: [] for c in cands}
-    tunes: dict[int, JobRecord] = {}
+    tunes: dict[int, list[JobRecord]] = {}
     for j in jobs:
         if j.kind == "screen":
             screens.setdefault(j.candidate_id, []).append(j)
         else:
-            tunes.setdefault(j.candidate_id, j)
+            tunes.setdefault(j.candidate_id, []).append(j)
     ranked: list[RankRow] = []
     unranked: list[RankRow] = []
     for c in cands:
@@ -188,12 +222,17 @@ def rank(
             ]
         row.estimate = estimate_of(runs)
         row.preferred_lr = preferred_lr(runs)
-        t = tunes.get(c.id)
-        if t is not None:
-            row.tuning_job_id, row.tuning_state = t.id, t.state
-            if t.state == "succeeded" and t.result:
-                row.tuned_score = _score(t.result, metric)
-                row.recommended_lr = t.result.get("recommended_lr")
+        starts = tunes.get(c.id)
+        if starts:
+            # the candidate's answer: its best start by validation; until one has succeeded, the
+            # first start's job (seed 0) is the one shown
+            best = best_tuning_job(starts, metric)
+            t = best or min(starts, key=lambda j: (j.seed, j.id))
+            row.tuning_job_id, row.tuning_state = t.id, tuning_state(starts)
+            row.tuning_start, row.tuning_jobs = t.config.get("start"), len(starts)
+            if best is not None and best.result:
+                row.tuned_score = _score(best.result, metric)
+                row.recommended_lr = best.result.get("recommended_lr")
         if row.state == "succeeded" and scores:
             row.score = statistics.fmean(scores)
             row.score_std = statistics.stdev(scores) if len(scores) > 1 else None
@@ -289,58 +328,73 @@ def studies_awaiting_auto_promotion(s: Session) -> list[int]:
     ]
 
 
-def tuning_jobs_of(s: Session, candidate_ids: list[int]) -> dict[int, JobRecord]:
-    """The tuning job (seed 0) of each of ``candidate_ids`` that has one."""
+def tuning_jobs_of(s: Session, candidate_ids: list[int]) -> dict[int, list[JobRecord]]:
+    """The tuning jobs (one per start, by seed) of each of ``candidate_ids`` that has any."""
     if not candidate_ids:
         return {}
     rows = s.execute(
-        select(_JOBS).where(
-            _JOBS.c.candidate_id.in_(candidate_ids), _JOBS.c.kind == "tune", _JOBS.c.seed == 0
-        )
+        select(_JOBS)
+        .where(_JOBS.c.candidate_id.in_(candidate_ids), _JOBS.c.kind == "tune")
+        .order_by(_JOBS.c.seed, _JOBS.c.id)
     )
-    return {r.candidate_id: JobRecord.of(r) for r in rows}
+    out: dict[int, list[JobRecord]] = {}
+    for r in rows:
+        out.setdefault(r.candidate_id, []).append(JobRecord.of(r))
+    return out
+
+
+def _tuning_job(s: Session, candidate_id: int, seed: int) -> JobRecord:
+    row = s.execute(
+        select(_JOBS).where(
+            _JOBS.c.candidate_id == candidate_id, _JOBS.c.kind == "tune", _JOBS.c.seed == seed
+        )
+    ).one()
+    return JobRecord.of(row)
 
 
 def promote(
     s: Session,
     study: StudyRecord,
     candidate_ids: list[int],
-    configs: dict[int, dict[str, Any]],
+    configs: dict[int, dict[int, dict[str, Any]]],
     *,
     max_attempts: int,
 ) -> tuple[list[JobRecord], list[JobRecord]]:
     """Persist what the promotion rule (:mod:`archscreen.worker.promotion`) decided.
 
-    One tuning job for each of ``candidate_ids`` with the job config ``configs[cid]`` (tuner and
-    starting rate, chosen by the rule); a candidate that already has its tuning job keeps it (no
-    second one, even when two promotions race: the unique key decides). Returns
-    ``(all_jobs, new_jobs)``, in the order of ``candidate_ids``.
+    For each of ``candidate_ids``, one tuning job per ``(seed, config)`` in ``configs[cid]`` (one
+    per start: tuner and starting rate, chosen by the rule; the seed is the start's index, the
+    jobs' unique key). A candidate that already has tuning jobs keeps them and gets none added;
+    when two promotions race, the unique key on (candidate, kind, seed) decides and the loser
+    returns the winner's job. Returns ``(all_jobs, new_jobs)``, in the order of
+    ``candidate_ids``, each candidate's jobs by seed.
     """
     existing = tuning_jobs_of(s, candidate_ids)
     out: list[JobRecord] = []
     new: list[JobRecord] = []
     for cid in candidate_ids:
         if cid in existing:
-            out.append(existing[cid])
+            out.extend(existing[cid])
             continue
-        job = Job(
-            kind="tune",
-            study_id=study.id,
-            candidate_id=cid,
-            seed=0,
-            max_attempts=max_attempts,
-            max_epochs=study.screening.max_epochs,
-            config=configs[cid],
-        )
-        try:
-            with s.begin_nested():
-                s.add(job)
-                s.flush()
-        except IntegrityError:  # promoted concurrently (another request, or auto-promotion)
-            out.append(tuning_jobs_of(s, [cid])[cid])
-            continue
-        out.append(JobRecord.of(job))
-        new.append(out[-1])
+        for seed, config in sorted(configs[cid].items()):
+            job = Job(
+                kind="tune",
+                study_id=study.id,
+                candidate_id=cid,
+                seed=seed,
+                max_attempts=max_attempts,
+                max_epochs=study.screening.max_epochs,
+                config=config,
+            )
+            try:
+                with s.begin_nested():
+                    s.add(job)
+                    s.flush()
+            except IntegrityError:  # promoted concurrently (another request, or auto-promotion)
+                out.append(_tuning_job(s, cid, seed))
+                continue
+            out.append(JobRecord.of(job))
+            new.append(out[-1])
     if new:
         bump_study(s, study.id)
     return out, new

@@ -304,7 +304,11 @@ def _run(
     from archscreen.worker.gpu_share import apply_gpu_share
 
     share = apply_gpu_share(settings, device)  # before the job allocates anything on the GPU
-    config = train_config(study, seed, device)
+    # A tuning job's training seed is its config's train_seed: a promotion's starts share one
+    # (their job seeds are only their unique keys), so only the starting rate differs between them.
+    # Jobs made before starts have none: their seed is the job's.
+    train_seed = int(job_config.get("train_seed", seed)) if kind == "tune" else seed
+    config = train_config(study, train_seed, device)
     dataset = local_dataset(db, settings, dataset)  # ds_<id>: the uploaded file, cached locally
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -370,7 +374,7 @@ def _run(
             dataset,
             job_config.get("init_lr"),
             config,
-            seed,
+            train_seed,
             callback,
             step_hook=step_hook,
             checkpoint_path=ckpt,

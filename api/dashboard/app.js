@@ -274,8 +274,9 @@ async function renderStudy(studyId, summary, state) {
   const tuneRows = summary.tuning_jobs.map((j) => {
     const name = (summary.candidates.find((c) => c.id === j.candidate_id) || {}).name || j.candidate_id;
     return `<tr data-tuning-job="${j.id}" data-state="${j.state}"><td><a href="#/tuning-jobs/${j.id}">job ${j.id}</a></td>
-      <td>${esc(name)}</td><td>${badge(j.state)}</td><td>${progressBar(j.progress, j.state)}</td>
-      <td class="num">${fmtLr(j.result && j.result.init_lr)}</td><td class="num">${fmtLr(j.result && j.result.recommended_lr)}</td>
+      <td>${esc(name)}${j.start ? ` <span class="muted" data-start="${esc(j.start)}">start ${esc(j.start)}</span>` : ""}</td>
+      <td>${badge(j.state)}</td><td>${progressBar(j.progress, j.state)}</td>
+      <td class="num">${fmtLr(j.init_lr ?? (j.result && j.result.init_lr))}</td><td class="num">${fmtLr(j.result && j.result.recommended_lr)}</td>
       <td class="num">${fmt(j.result && j.result[summary.ranking.metric])}</td></tr>`;
   }).join("");
   const ranked = summary.ranking.data.map((r) => `<tr><td class="num">${r.rank}</td><td>${esc(r.name)}</td>

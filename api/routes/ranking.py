@@ -79,10 +79,11 @@ def _promote(
     study: StudyRecord,
     candidate_ids: list[int],
     tuner: TunerName,
+    starts: int | None,
 ) -> tuple[list[JobRecord], list[JobRecord]]:
     try:
         jobs, new = promotion.promote(
-            session, study, candidate_ids, tuner=tuner, max_attempts=settings.max_attempts
+            session, study, candidate_ids, tuner=tuner, max_attempts=settings.max_attempts, starts=starts
         )
     except ValueError as exc:
         raise ApiValidationError([item(["body", "candidate_ids"], str(exc))]) from None
@@ -111,9 +112,12 @@ def promote(
     settings: SettingsDep,
     tenant: TenantDep,
 ) -> Any:
-    """Create tuning jobs (started from the rate the Alrao posterior preferred).
+    """Create tuning jobs: ``starts`` per candidate (default: the policy's, 3), each a job of its own
+    from a rate on the Alrao Switch posterior (median, 25th, 75th percentile; ``starts=1``: the
+    posterior's weighted geometric mean). The leaderboard answers with each candidate's best start
+    by validation.
 
-    Promoting a candidate again returns its existing job (200 when nothing new was created).
+    Promoting a candidate again returns its existing jobs (200 when nothing new was created).
     """
     study = load_study(session, tenant.id, study_id)
     if body.candidate_ids is not None:
@@ -130,7 +134,9 @@ def promote(
             raise ApiValidationError([item(["body", "top_k"], "no candidate has finished screening yet")])
         assert body.top_k is not None
         ids = [r.candidate_id for r in ranked[: body.top_k]]
-    jobs, new = _promote(session, db, settings, tenant, study, ids, promotion.choose_tuner(study, body.tuner))
+    jobs, new = _promote(
+        session, db, settings, tenant, study, ids, promotion.choose_tuner(study, body.tuner), body.starts
+    )
     page = Page[JobOut](data=[job_out(j, [], with_result=False) for j in jobs], count=len(jobs))
     return JSONResponse(page.model_dump(mode="json"), status_code=201 if new else 200)
 
@@ -252,7 +258,9 @@ def _safe_filename(stem: str) -> str:
 
 @router.get("/studies/{study_id}/leaderboard", response_model=LeaderboardOut, responses=NOT_FOUND)
 def leaderboard(study_id: IdPath, session: SessionDep, tenant: TenantDep) -> LeaderboardOut:
-    """The final answer per candidate: screened score, tuned score and recommended rate."""
+    """The final answer per candidate: screened score, tuned score and recommended rate (of the
+    candidate's best tuning job by validation, among its starts; every start stays listed at
+    ``/tuning-jobs``)."""
     study = load_study(session, tenant.id, study_id)
     metric = study.policy.metric
     ranked, _ = ranking_store.rank_study(session, study.id, metric)
@@ -266,6 +274,8 @@ def leaderboard(study_id: IdPath, session: SessionDep, tenant: TenantDep) -> Lea
             recommended_lr=r.recommended_lr,
             preferred_lr=r.preferred_lr,
             tuning_state=r.tuning_state,
+            tuning_job_id=r.tuning_job_id,
+            tuning_start=r.tuning_start,
         )
         for r in ranked
     ]

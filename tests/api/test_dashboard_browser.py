@@ -99,7 +99,7 @@ def test_study_page_follows_training_live_and_promotes(service: tuple[str, str],
             "browser",
             dataset="mnist1d",
             screening={"max_epochs": 6, "patience": 6, "batch_size": 64, "base": "sgd"},
-            policy={"top_k": 2, "tuner": "fd2", "auto": False},
+            policy={"top_k": 2, "tuner": "fd2", "auto": False, "starts": 1},  # one tuning job each
         )
         c.add_candidates(study["id"], [{"spec": s} for s in SPECS])
     page, errors = new_page(browser)

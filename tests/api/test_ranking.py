@@ -139,12 +139,15 @@ def test_promotion_is_idempotent_and_starts_from_the_posterior(env) -> None:  # 
     assert r.status_code == 422 and r.json()["detail"][0]["path"] == "body.top_k"  # nothing finished yet
     finish_screen(db, a, 0, 0.9)
     finish_screen(db, b, 0, 0.4)
-    r = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"top_k": 1})
-    assert r.status_code == 201
+    # one start: the single job of before (the posterior's weighted geometric mean)
+    r = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"top_k": 1, "starts": 1})
+    assert r.status_code == 201 and len(r.json()["data"]) == 1
     job = r.json()["data"][0]
     assert job["candidate_id"] == b and job["kind"] == "tune" and job["state"] == "queued"
+    assert job["start"] is None and job["init_lr"] == pytest.approx(0.1)
+    # again, with the policy's 3 starts: b keeps its one job, none added
     again = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"candidate_ids": [b]})
-    assert again.status_code == 200 and again.json()["data"][0]["id"] == job["id"]
+    assert again.status_code == 200 and [j["id"] for j in again.json()["data"]] == [job["id"]]
     with db.session() as s:
         stored = s.get(Job, job["id"])
         assert stored is not None and stored.config == {"tuner": "fd2", "init_lr": pytest.approx(0.1)}
@@ -195,10 +198,11 @@ def test_cancelling_the_last_screening_run_fires_auto_promotion(env) -> None:  #
     sent = [args for name, args in promotion_checks(settings).items() if name not in before]
     assert sent == [[study["id"]]]
     # what the worker's task runs (worker/tasks.py: promotion_check): promotes once, idempotent
-    assert len(after_screening_finished(db, settings, study["id"])) == 1
+    assert len(after_screening_finished(db, settings, study["id"])) == 3  # the policy's 3 starts
     assert after_screening_finished(db, settings, study["id"]) == []
     jobs = client.get(f"/api/v1/studies/{study['id']}/tuning-jobs", headers=auth).json()
-    assert [j["candidate_id"] for j in jobs["data"]] == [a]  # b was cancelled: only a is tuned
+    assert [j["candidate_id"] for j in jobs["data"]] == [a] * 3  # b was cancelled: only a is tuned
+    assert [j["start"] for j in jobs["data"]] == ["p50", "p25", "p75"]
     now = client.get(f"/api/v1/studies/{study['id']}", headers={**auth, "If-None-Match": etag})
     assert now.status_code == 200 and now.json()["auto_promoted"]
 
@@ -213,7 +217,7 @@ def promotion_checks(settings: Settings) -> dict[str, list[int]]:
     return out
 
 
-@pytest.mark.parametrize(("tuner", "expected"), [("ag-adam", 0.1), ("fd2", None)])
+@pytest.mark.parametrize(("tuner", "expected"), [("ag-adam", [0.1, 0.01, 1.0]), ("fd2", None)])
 def test_promotion_after_alrao_adam_starts_only_adam_tuners_from_the_posterior(env, tuner, expected) -> None:  # type: ignore[no-untyped-def]
     client, auth, db = env
     study = client.post(
@@ -232,9 +236,90 @@ def test_promotion_after_alrao_adam_starts_only_adam_tuners_from_the_posterior(e
     r = client.post(f"/api/v1/studies/{study['id']}/promote", headers=auth, json={"top_k": 1, "tuner": tuner})
     assert r.status_code == 201, r.text
     with db.session() as s:
-        stored = s.get(Job, r.json()["data"][0]["id"])
-        assert stored is not None
-        if expected is not None:  # Adam posterior, Adam tuner: the posterior's rate
-            assert stored.config == {"tuner": tuner, "init_lr": pytest.approx(expected)}
-        else:  # Adam posterior, SGD tuner: the tuner's own default, and the config says so
-            assert stored.config == {"tuner": tuner, "init_lr": 0.01, "init_lr_source": "tuner_default"}
+        stored = [s.get(Job, j["id"]) for j in r.json()["data"]]
+        if expected is not None:  # Adam posterior, Adam tuner: the posterior's quartiles, median first
+            assert [j.config for j in stored] == [  # type: ignore[union-attr]
+                {
+                    "tuner": tuner,
+                    "init_lr": pytest.approx(lr),
+                    "start": label,
+                    "start_quantile": q,
+                    "train_seed": 0,
+                }
+                for lr, label, q in zip(expected, ["p50", "p25", "p75"], [0.5, 0.25, 0.75], strict=True)
+            ]
+        else:  # Adam posterior, SGD tuner: one job from the tuner's own default, and the config says so
+            assert [j.config for j in stored] == [  # type: ignore[union-attr]
+                {"tuner": tuner, "init_lr": 0.01, "init_lr_source": "tuner_default"}
+            ]
+
+
+def finish_tune(db: Database, job_id: int, state: str, val_loss: float | None = None, **extra: float) -> None:
+    with db.session() as s:
+        job_store.claim(s, job_id, "t", 30)
+    if state == "running":
+        return
+    result = None if val_loss is None else {"val_loss": val_loss, "recommended_lr": val_loss / 10, **extra}
+    with db.session() as s:
+        assert job_store.finish(s, job_id, "t", state, result=result)
+
+
+def test_three_starts_are_three_jobs_and_the_answer_is_the_best_by_validation(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db = env
+    sid, (a, b) = make(client, auth, [0], 2)
+    finish_screen(db, a, 0, 0.9)
+    finish_screen(db, b, 0, 0.4)
+    bad = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"top_k": 1, "starts": 4})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["path"] == "body.starts"
+    r = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json={"top_k": 1})  # the policy's 3
+    assert r.status_code == 201
+    jobs = r.json()["data"]
+    assert [(j["candidate_id"], j["seed"], j["start"]) for j in jobs] == [
+        (b, 0, "p50"),
+        (b, 1, "p25"),
+        (b, 2, "p75"),
+    ]
+    assert [j["init_lr"] for j in jobs] == [pytest.approx(0.1), pytest.approx(0.01), pytest.approx(1.0)]
+    with db.session() as s:  # every start trains with one seed: only the starting rate differs
+        assert {s.get(Job, j["id"]).config["train_seed"] for j in jobs} == {0}  # type: ignore[union-attr]
+    ids = [j["id"] for j in jobs]
+    for body in ({"top_k": 1}, {"candidate_ids": [b], "starts": 1}, {"candidate_ids": [b], "starts": 2}):
+        again = client.post(f"/api/v1/studies/{sid}/promote", headers=auth, json=body)
+        assert again.status_code == 200 and [j["id"] for j in again.json()["data"]] == ids
+
+    def board_row() -> dict:
+        board = client.get(f"/api/v1/studies/{sid}/leaderboard", headers=auth).json()
+        return next(row for row in board["data"] if row["candidate_id"] == b)
+
+    assert board_row()["tuning_state"] == "queued" and board_row()["tuned_score"] is None
+    p50, p25, p75 = ids
+    finish_tune(db, p50, "succeeded", 0.30, test_loss=0.2)
+    finish_tune(db, p25, "running")
+    row = board_row()  # the answer so far, while a start still runs
+    assert (row["tuning_state"], row["tuning_job_id"], row["tuned_score"]) == ("running", p50, 0.30)
+    with db.session() as s:
+        job_store.finish(s, p25, "t", "succeeded", result={"val_loss": 0.25, "recommended_lr": 0.025})
+    finish_tune(db, p75, "diverged", 0.01)  # a diverged start's val loss is no answer
+    row = board_row()
+    assert (row["tuning_state"], row["tuning_job_id"], row["tuning_start"]) == ("succeeded", p25, "p25")
+    assert (row["tuned_score"], row["recommended_lr"]) == (0.25, 0.025)
+    board = client.get(f"/api/v1/studies/{sid}/leaderboard", headers=auth).json()
+    assert board["best"]["candidate_id"] == b and board["best"]["tuning_job_id"] == p25
+    ranked = client.get(f"/api/v1/studies/{sid}/ranking", headers=auth).json()["data"]
+    top = next(r for r in ranked if r["candidate_id"] == b)
+    assert (top["tuning_job_id"], top["tuning_start"], top["tuning_jobs"], top["tuned_score"]) == (
+        p25,
+        "p25",
+        3,
+        0.25,
+    )
+    summary = client.get(f"/api/v1/studies/{sid}/summary", headers=auth).json()
+    assert summary["ranking"]["data"][0]["tuning_job_id"] == p25
+    # every start stays listed, with its label and state
+    listed = client.get(f"/api/v1/studies/{sid}/tuning-jobs", headers=auth).json()
+    assert [(j["id"], j["start"], j["state"]) for j in listed["data"]] == [
+        (p50, "p50", "succeeded"),
+        (p25, "p25", "succeeded"),
+        (p75, "p75", "diverged"),
+    ]
+    assert [j["id"] for j in summary["tuning_jobs"]] == ids

@@ -60,7 +60,10 @@ def test_a_succeeded_tuning_job_hands_over_a_model_that_reproduces_its_metrics(
     service.wait_ready()
     with Client(service.url, service.token) as c:
         study = c.create_study(
-            "model-e2e", dataset="mnist1d", screening=SCREENING, policy={"top_k": 1, "auto": True}
+            "model-e2e",
+            dataset="mnist1d",
+            screening=SCREENING,
+            policy={"top_k": 1, "auto": True, "starts": 1},
         )
         cand = c.add_candidates(study["id"], [{"spec": MLP}])[0]
         jobs = wait_for(

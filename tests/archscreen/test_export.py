@@ -47,7 +47,11 @@ def test_export_writes_the_best_tuning_jobs_model(tmp_path: Path) -> None:
         svc.wait_healthy()
         with Client(svc.url, svc.token) as c:
             study = c.create_study(
-                "exp", dataset="mnist1d", screening=SCREENING, policy={"top_k": 2, "auto": True}
+                # one candidate's two starts: the export's answer is the better start by validation
+                "exp",
+                dataset="mnist1d",
+                screening=SCREENING,
+                policy={"top_k": 1, "auto": True, "starts": 2},
             )
             c.add_candidates(study["id"], [{"spec": s} for s in SPECS])
             # no worker yet: nothing is screened, so nothing is tuned
@@ -73,8 +77,9 @@ def test_export_writes_the_best_tuning_jobs_model(tmp_path: Path) -> None:
         assert p.stdout.strip() == str(out) and "tuning job" in p.stderr and "bytes" in p.stderr
         f = torch.load(out, weights_only=True)
         best = next(j for j in jobs if j["id"] == f["job_id"])
-        # the study's answer is the leaderboard's best tuned candidate
+        # the study's answer is the leaderboard's best tuned candidate, its start with the lower val loss
         assert best["candidate_id"] == board["best"]["candidate_id"]
+        assert best["id"] == board["best"]["tuning_job_id"] and {j["start"] for j in jobs} == {"p50", "p25"}
         assert f["metrics"]["val_loss"] == pytest.approx(min(j["result"]["val_loss"] for j in jobs))
 
         # --job picks one; its bytes are what the API serves
@@ -105,16 +110,16 @@ def job(i: int, state: str, **result: Any) -> dict[str, Any]:
     return {"id": i, "state": state, "result": result or None}
 
 
-def test_best_tuning_job_follows_the_metrics_direction_and_skips_what_cannot_be_scored() -> None:
+def test_the_export_takes_the_job_the_leaderboard_names_not_its_own_pick() -> None:
     jobs = [
-        job(1, "succeeded", val_loss=0.9, val_accuracy=0.7),
-        job(2, "succeeded", val_loss=0.5, val_accuracy=0.6),
+        job(1, "succeeded", val_loss=0.2),
+        job(2, "succeeded", val_loss=0.5),
         job(3, "failed"),
-        job(4, "succeeded", val_loss=float("nan"), val_accuracy=0.99),
-        job(5, "running", val_loss=0.1),
-        job(6, "succeeded", val_loss=0.5, val_accuracy=0.6),  # a tie: the lower id wins
     ]
-    assert best_tuning_job(jobs, "val_loss")["id"] == 2  # type: ignore[index]
-    assert best_tuning_job(jobs, "val_accuracy")["id"] == 4  # type: ignore[index]
-    assert best_tuning_job(jobs[2:3], "val_loss") is None
-    assert best_tuning_job([], "val_loss") is None
+    # the server's answer (each candidate's best start by validation, then the best candidate on the
+    # study's metric), even where this list alone would suggest another job
+    assert best_tuning_job({"best": {"tuning_job_id": 2, "tuned_score": 0.5}}, jobs)["id"] == 2  # type: ignore[index]
+    # nothing tuned yet (the best row is a screened one), no best row, or a job that has not succeeded
+    assert best_tuning_job({"best": {"tuning_job_id": 2, "tuned_score": None}}, jobs) is None
+    assert best_tuning_job({"best": None}, jobs) is None
+    assert best_tuning_job({"best": {"tuning_job_id": 3, "tuned_score": 0.1}}, jobs) is None

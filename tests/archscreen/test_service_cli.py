@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from archscreen.config import PromotionPolicy
 from archscreen.store import Database
 from tests.services import free_port
 
@@ -68,16 +69,17 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
         assert f"http://127.0.0.1:{port}" in "".join(lines)
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{port}/api/v1"
-        deadline = time.monotonic() + 240
+        done = 3 + 2 * PromotionPolicy().starts
+        deadline = time.monotonic() + 240 + 60 * PromotionPolicy().starts
         jobs: dict[str, int] = {}
         while time.monotonic() < deadline:
             studies = httpx.get(f"{base}/studies", headers=headers).json()["data"]
             jobs = studies[0]["jobs_by_state"] if studies else {}
-            # 3 screening runs and the auto-promoted top 2 tuning jobs
-            if studies and studies[0]["auto_promoted"] and jobs == {"succeeded": 5}:
+            # 3 screening runs and the auto-promoted top 2's tuning jobs, one per start
+            if studies and studies[0]["auto_promoted"] and jobs == {"succeeded": done}:
                 break
             time.sleep(0.5)
-        assert jobs == {"succeeded": 5}, jobs
+        assert jobs == {"succeeded": done}, jobs
         png = tmp_path / "demo.png"
         plot = subprocess.run(
             [

@@ -60,6 +60,7 @@ def test_heldout_plan_trains_each_switch_on_its_half_only() -> None:
     assert by_label["adam@1e-3+2x"] == {"new", "report"}
     assert by_label["alrao-adam[1e-4..0.1]+body[1e-3..0.1]"] == {"new", "selection"}
     assert by_label["alrao-adam[1e-4..0.1]+curvelog"] == {"selection"}
+    assert {r.dataset for r in runs if r.label == "alrao-adam"} == {"regression"}  # its product range
     assert len({r.key for r in runs}) == len(runs)
 
 

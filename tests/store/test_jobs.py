@@ -203,10 +203,11 @@ def test_lost_messages_are_resent_only_when_the_broker_queue_is_empty(migrated: 
         assert job_store.lost_messages(s, queue_length=0) == []  # re-sent once, not every pass
 
 
-def test_concurrent_promotions_of_one_candidate_make_one_job(migrated: Database) -> None:
-    sid = make_study(migrated)
+def test_concurrent_promotions_of_one_candidate_make_one_job_per_start(migrated: Database) -> None:
+    sid = make_study(migrated)  # the default policy: 3 starts
     job_ids = add(migrated, sid)
-    result = {"val_loss": 1.0, "switch_posterior": [{"lr": 0.1, "weight": 1.0}], "lr_range": [1e-5, 10]}
+    posterior = [{"lr": 0.01, "weight": 0.5}, {"lr": 1.0, "weight": 0.5}]  # 3 distinct quartiles
+    result = {"val_loss": 1.0, "switch_posterior": posterior, "lr_range": [1e-5, 10]}
     for i, job_id in enumerate(job_ids):
         with migrated.session() as s:
             job_store.claim(s, job_id, f"w{i}", 30)
@@ -214,7 +215,7 @@ def test_concurrent_promotions_of_one_candidate_make_one_job(migrated: Database)
             job_store.finish(s, job_id, f"w{i}", "succeeded", result=result)
     with migrated.session() as s:
         cid = s.get(Job, job_ids[0]).candidate_id  # type: ignore[union-attr]
-    made: list[int] = []
+    made: list[tuple[int, ...]] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)
 
@@ -225,7 +226,7 @@ def test_concurrent_promotions_of_one_candidate_make_one_job(migrated: Database)
                 study = study_store.study_by_id(s, sid)
                 assert study is not None
                 jobs, _ = promotion.promote(s, study, [cid], tuner="fd2", max_attempts=2)
-                made.append(jobs[0].id)
+                made.append(tuple(j.id for j in jobs))
         except BaseException as exc:  # pragma: no cover - the assertion below reports it
             errors.append(exc)
 
@@ -234,9 +235,9 @@ def test_concurrent_promotions_of_one_candidate_make_one_job(migrated: Database)
         t.start()
     for t in threads:
         t.join()
-    assert errors == [] and len(set(made)) == 1
+    assert errors == [] and len(set(made)) == 1 and len(made[0]) == 3
     with migrated.session() as s:
-        assert s.query(Job).filter_by(candidate_id=cid, kind="tune").count() == 1
+        assert s.query(Job).filter_by(candidate_id=cid, kind="tune").count() == 3
 
 
 def test_auto_promotion_after_a_cancel_ends_screening(migrated: Database, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -137,7 +137,9 @@ def test_worker_killed_mid_job_is_reaped_and_the_job_resumes_from_its_checkpoint
     assert all(run["curves"][e - 1]["seconds"] == s for e, s in first.items() if e < len(first))
 
 
-def test_four_candidates_auto_promote_the_top_two_to_tuning(service: RunningService) -> None:
+def test_four_candidates_auto_promote_the_top_two_to_tuning_from_three_starts(
+    service: RunningService,
+) -> None:
     service.start_api()
     service.start_worker(concurrency=2)
     service.wait_ready()
@@ -147,34 +149,52 @@ def test_four_candidates_auto_promote_the_top_two_to_tuning(service: RunningServ
             "auto",
             dataset="mnist1d",
             screening={"max_epochs": 4, "patience": 4, "batch_size": 64},
-            policy={"top_k": 2, "auto": True},  # the defaults: Alrao-Adam, then fd2-adam from its posterior
+            # the defaults: Alrao-Adam, then fd2-adam from 3 starts on its posterior
+            policy={"top_k": 2, "auto": True},
         )
         c.add_candidates(study["id"], [{"spec": s} for s in [*SPECS, wide]])
         c.wait(study["id"], timeout=240, poll_s=0.5)
         jobs = wait_for(
             lambda: (
                 (js := c.tuning_jobs(study["id"]))
-                and len(js) == 2
+                and len(js) == 6
                 and all(j["state"] == "succeeded" for j in js)
                 and js
             ),
-            240,
-            "two tuning jobs to succeed",
+            300,
+            "six tuning jobs (two candidates, three starts each) to succeed",
             service,
         )
         ranking = c.ranking(study["id"])
         top2 = [r["candidate_id"] for r in ranking["data"][:2]]
-        assert sorted(j["candidate_id"] for j in jobs) == sorted(top2)
+        assert sorted(j["candidate_id"] for j in jobs) == sorted(top2 * 3)
         assert c.study(study["id"])["auto_promoted"]
         assert c.study(study["id"])["policy"]["tuner"] == "fd2-adam"
-        for j in jobs:
-            detail = c.tuning_job(j["id"])
-            row = next(r for r in ranking["data"] if r["candidate_id"] == j["candidate_id"])
-            assert detail["result"]["init_lr"] == pytest.approx(row["preferred_lr"], rel=1e-6)
-            assert detail["result"]["recommended_lr"] > 0 and detail["result"]["trajectory"]
-            assert [p["epoch"] for p in detail["curves"]] == list(range(1, detail["result"]["epochs"] + 1))
-            assert all("lr" in p["extra"] for p in detail["curves"])
         board = c.leaderboard(study["id"])
+        for cid in top2:
+            starts = {j["start"]: c.tuning_job(j["id"]) for j in jobs if j["candidate_id"] == cid}
+            assert list(starts) == ["p50", "p25", "p75"]
+            lrs = [starts[s]["result"]["init_lr"] for s in ("p25", "p50", "p75")]
+            assert lrs == sorted(lrs) and lrs[0] < lrs[2]  # the posterior's quartiles, spread
+            for detail in starts.values():
+                assert detail["result"]["init_lr"] == pytest.approx(detail["init_lr"], rel=1e-6)
+                assert detail["result"]["seed"] == 0  # one training seed: only the start differs
+                assert detail["result"]["recommended_lr"] > 0 and detail["result"]["trajectory"]
+                assert [p["epoch"] for p in detail["curves"]] == list(
+                    range(1, detail["result"]["epochs"] + 1)
+                )
+                assert all("lr" in p["extra"] for p in detail["curves"])
+            # the candidate's answer is its start with the lowest validation loss
+            chosen = min(starts.values(), key=lambda d: (d["result"]["val_loss"], d["seed"]))
+            row = next(r for r in board["data"] if r["candidate_id"] == cid)
+            assert row["tuning_job_id"] == chosen["id"] and row["tuning_start"] == chosen["start"]
+            assert row["tuned_score"] == pytest.approx(chosen["result"]["val_loss"])
+            print(
+                f"\ncandidate {cid}: "
+                + ", ".join(
+                    f"{s} lr {d['init_lr']:.3g} val {d['result']['val_loss']:.4f}" for s, d in starts.items()
+                )
+            )
         assert board["count"] == 4 and board["best"]["candidate_id"] in top2
         assert board["best"]["recommended_lr"] > 0 and board["best"]["tuned_score"] is not None
         # promoting again (by hand) returns the same jobs: nothing doubles

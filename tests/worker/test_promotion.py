@@ -7,28 +7,36 @@ from datetime import datetime
 import pytest
 
 from archscreen.config import PromotionPolicy, ScreeningConfig, default_tuner
+from archscreen.core.tuners.start import MULTI_START_QUANTILES
 from archscreen.store.records import JobRecord, StudyRecord
-from archscreen.worker.promotion import choose_tuner, decide
+from archscreen.worker.promotion import START_QUANTILES, choose_tuner, decide, start_label
 
 POSTERIOR = [{"lr": 0.01, "weight": 0.5}, {"lr": 1.0, "weight": 0.5}]  # geometric mean 0.1
 
 
-def study(base: str = "sgd", tuner: str | None = None) -> StudyRecord:
+def study(base: str = "sgd", tuner: str | None = None, starts: int = 1) -> StudyRecord:
     return StudyRecord(
         id=1,
         tenant_id=1,
         name="s",
         dataset="mnist1d",
         screening=ScreeningConfig.model_validate({"base": base}),
-        policy=PromotionPolicy.model_validate({"tuner": tuner}),
+        policy=PromotionPolicy.model_validate({"tuner": tuner, "starts": starts}),
         created_at=datetime(2026, 1, 1),
         auto_promoted_at=None,
         version=0,
     )
 
 
-def run(job_id: int, candidate_id: int, state: str = "succeeded", lr: float | None = 0.1) -> JobRecord:
-    result = {"switch_posterior": POSTERIOR, "lr_range": [1e-5, 10.0]} if lr is not None else None
+def run(
+    job_id: int,
+    candidate_id: int,
+    state: str = "succeeded",
+    lr: float | None = 0.1,
+    posterior: list[dict[str, float]] = POSTERIOR,
+    lr_range: tuple[float, float] = (1e-5, 10.0),
+) -> JobRecord:
+    result = {"switch_posterior": posterior, "lr_range": list(lr_range)} if lr is not None else None
     return JobRecord(
         id=job_id,
         kind="screen",
@@ -60,11 +68,13 @@ def test_the_tuner_is_the_requests_then_the_policys_then_the_default_for_the_bas
 
 def test_a_posterior_on_the_tuners_scale_is_the_start_else_the_tuners_default() -> None:
     runs = {7: [run(1, 7), run(2, 7, state="failed")]}
-    assert decide(study("sgd"), runs, "fd2") == {7: {"tuner": "fd2", "init_lr": pytest.approx(0.1)}}
-    # Alrao-Adam's rates are not SGD rates: fd2 starts from its own default, and says so
-    assert decide(study("adam"), runs, "fd2") == {
-        7: {"tuner": "fd2", "init_lr": 0.01, "init_lr_source": "tuner_default"}
-    }
+    assert decide(study("sgd"), runs, "fd2") == {7: {0: {"tuner": "fd2", "init_lr": pytest.approx(0.1)}}}
+    # Alrao-Adam's rates are not SGD rates: fd2 starts from its own default, and says so; one job
+    # whatever the starts (three copies of one default rate would train the same run)
+    for starts in (1, 3):
+        assert decide(study("adam", starts=starts), runs, "fd2") == {
+            7: {0: {"tuner": "fd2", "init_lr": 0.01, "init_lr_source": "tuner_default"}}
+        }
 
 
 def test_a_candidate_without_a_succeeded_run_is_refused_or_left_out() -> None:
@@ -72,3 +82,65 @@ def test_a_candidate_without_a_succeeded_run_is_refused_or_left_out() -> None:
     with pytest.raises(ValueError, match="candidate 8 has no successful screening run"):
         decide(study("sgd"), runs, "fd2")
     assert list(decide(study("sgd"), runs, "fd2", skip_unpromotable=True)) == [7]
+    with pytest.raises(ValueError, match="candidate 8"):
+        decide(study("sgd", starts=3), runs, "fd2")
+
+
+def test_the_start_order_is_cores_quartiles_median_first() -> None:
+    assert sorted(START_QUANTILES) == sorted(MULTI_START_QUANTILES)
+    assert START_QUANTILES[0] == 0.5 and [start_label(q) for q in START_QUANTILES] == ["p50", "p25", "p75"]
+
+
+def start(seed: int, q: float, lr: float) -> tuple[int, dict[str, object]]:
+    label = {0.5: "p50", 0.25: "p25", 0.75: "p75"}[q]
+    config = {
+        "tuner": "fd2",
+        "init_lr": pytest.approx(lr),
+        "start": label,
+        "start_quantile": q,
+        "train_seed": 0,
+    }
+    return seed, config
+
+
+def test_three_starts_are_the_posteriors_quartiles_one_job_each_with_one_training_seed() -> None:
+    # POSTERIOR is half on 0.01, half on 1.0 (log spacing 2 decades): each copy's weight spread over
+    # its cell, the quartiles are the copies themselves and the median their geometric mean
+    runs = {7: [run(1, 7)]}
+    assert decide(study("sgd", starts=3), runs, "fd2") == {
+        7: dict([start(0, 0.5, 0.1), start(1, 0.25, 0.01), start(2, 0.75, 1.0)])
+    }
+    # the policy's default, or the call's starts: 2 starts are the median, then the lower quartile
+    assert decide(study("sgd"), runs, "fd2", starts=2) == {
+        7: dict([start(0, 0.5, 0.1), start(1, 0.25, 0.01)])
+    }
+    # starts=1 is the single start of before: the posterior's weighted geometric mean, nothing else
+    one = run(1, 7, posterior=[{"lr": 0.01, "weight": 0.9}, {"lr": 1.0, "weight": 0.1}])
+    assert decide(study("sgd", starts=3), {7: [one]}, "fd2", starts=1) == {
+        7: {0: {"tuner": "fd2", "init_lr": pytest.approx(10 ** (-2 * 0.9))}}
+    }
+    with pytest.raises(ValueError, match="starts must be between 1 and 3"):
+        decide(study("sgd"), runs, "fd2", starts=4)
+
+
+def test_each_start_is_the_geometric_mean_over_the_succeeded_seeds_and_equal_starts_are_made_once() -> None:
+    other = [{"lr": 0.001, "weight": 0.5}, {"lr": 0.1, "weight": 0.5}]  # quartiles 0.001, 0.01, 0.1
+    runs = {
+        7: [
+            run(1, 7),
+            run(2, 7, posterior=other),
+            run(3, 7, state="diverged", posterior=[{"lr": 9.0, "weight": 1.0}]),
+        ]
+    }
+    got = decide(study("sgd", starts=3), runs, "fd2")[7]
+    assert {s: c["init_lr"] for s, c in got.items()} == {
+        0: pytest.approx((0.1 * 0.01) ** 0.5),
+        1: pytest.approx((0.01 * 0.001) ** 0.5),
+        2: pytest.approx((1.0 * 0.1) ** 0.5),
+    }
+    # a posterior on the range's top copy: the median and the upper quartile clip to the same rate,
+    # so that start is made once (its seed stays the median's); the lower quartile keeps seed 1
+    top = run(1, 7, posterior=[{"lr": 0.1, "weight": 0.0}, {"lr": 1.0, "weight": 1.0}], lr_range=(1e-3, 1.0))
+    got = decide(study("sgd", starts=3), {7: [top]}, "fd2")[7]
+    assert sorted(got) == [0, 1] and got[0]["init_lr"] == pytest.approx(1.0) and got[1]["start"] == "p25"
+    assert got[1]["init_lr"] == pytest.approx(10**-0.25)

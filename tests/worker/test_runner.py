@@ -93,3 +93,40 @@ def test_a_cancel_stops_the_job_as_cancelled_with_its_result(tmp_path: Path) -> 
         assert job is not None and job.state == "cancelled" and job.result is not None
         assert job.result["stopped_because"] == "cancelled" and job.result["device"] == "cpu"
     db.dispose()
+
+
+def test_a_tuning_jobs_training_seed_is_its_configs_train_seed(tmp_path: Path) -> None:
+    """A promotion's starts are jobs with seeds 0, 1, 2 (their unique key) that all train with
+    ``train_seed`` 0: from one starting rate they train the same run. A job from before starts has
+    no ``train_seed``: it trains with its own seed."""
+    settings = Settings(data_dir=tmp_path, heartbeat_s=0.2, lease_s=30)
+    settings.ensure_dirs()
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    screening = {"max_epochs": 1, "batch_size": 32, "base": "sgd", "max_steps_per_epoch": 3}
+    with db.session() as s:
+        tenant = get_or_create_tenant(s, "t")
+        study = study_store.create_study(
+            s, tenant.id, name="s", dataset="digits", policy={}, screening=screening
+        )
+        cand, _, _ = study_store.add_candidate(
+            s, study, name="mlp", spec=MLP, spec_hash="h", num_params=1, summary=[], max_attempts=3
+        )
+        start = {"tuner": "fd2", "init_lr": 0.05, "start": "p50", "start_quantile": 0.5, "train_seed": 0}
+        configs = {1: start, 2: {**start, "start": "p25"}, 3: {"tuner": "fd2", "init_lr": 0.05}}
+        jobs = {
+            seed: Job(kind="tune", study_id=study.id, candidate_id=cand.id, seed=seed, max_epochs=1, config=c)
+            for seed, c in configs.items()
+        }
+        s.add_all(jobs.values())
+        s.flush()
+        ids = {seed: j.id for seed, j in jobs.items()}
+    results = {}
+    for seed, job_id in ids.items():
+        assert execute(db, settings, job_id, owner="w1") == "succeeded"
+        with db.session() as s:
+            results[seed] = s.get(Job, job_id).result  # type: ignore[union-attr]
+    assert [results[seed]["seed"] for seed in (1, 2, 3)] == [0, 0, 3]
+    # same training seed and rate: the same run (the job seed does not reach the training)
+    assert results[1]["val_loss"] == results[2]["val_loss"] != results[3]["val_loss"]
+    db.dispose()

@@ -77,7 +77,7 @@ def test_upload_screen_rank_promote_on_a_user_dataset(service: RunningService, k
             "name": f"own-{kind}",
             "dataset": ds["ref"],
             "screening": QUICK,
-            "policy": {"top_k": 1, "auto": True},
+            "policy": {"top_k": 1, "auto": True, "starts": 1},
         },
         headers=auth,
     )
