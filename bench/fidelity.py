@@ -29,6 +29,16 @@ A third truth is derived from the two: ``best-of-both``, each architecture's bes
 either optimizer (the better search by mean validation loss), i.e. the best score a
 learning-rate search would find for it: the score the product promises to estimate.
 
+``--heldout`` (fidelity study II, ``docs/fidelity.md``): the first study's 32 pairs split by a
+seeded hash into a selection half (the only one a switch may be chosen on) and a report half, 17
+architectures written after the defaults froze (``HELDOUT_SUITES``: regression, digits, MNIST-1D,
+chartext transformers), Adam at 1e-3 with the screener's budget and with twice it, the
+curve-aware budget (``TrainConfig.stop_rule="plateau"``), the body-rate-range switch, and the
+extrapolated estimate (``core/estimate.py``) chosen on the selection half. It reads the first
+study's committed cache and writes format-2 lines (with per-epoch curves) to its own. Last lines:
+``fidelity_ii_new_spearman`` and ``fidelity_ii_report_new_spearman`` (the default and, in
+brackets, same-budget Adam).
+
 Last lines (``--full``): ``fidelity_vs_adam: X`` (the default screener's Spearman minus
 default Adam's) and ``fidelity_spearman: X`` (the default screener), both the mean over
 the datasets against the best-of-both truth; the lines before them give the same against
