@@ -217,8 +217,9 @@ class EstimateOut(BaseModel):
     )
     low: float = Field(
         description="Lower end of the interval: the mean of the seeds' lower bounds. Each seed's "
-        "interval is the central 90% of the fitted curve's value under its parameter uncertainty "
-        "(nominal; the measured coverage is in docs/fidelity.md). Never above `value`."
+        "interval is the central 90% of the fitted curve's value under its parameter uncertainty: the "
+        "extrapolation's own uncertainty, not a calibrated interval for the best-rate score (measured "
+        "coverage of that score 0.00-0.42, docs/fidelity.md, Fidelity II). Never above `value`."
     )
     high: float = Field(
         description="Upper end of the interval (mean of the seeds' upper bounds); never below `value`."

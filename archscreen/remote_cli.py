@@ -27,7 +27,7 @@ import httpx
 
 from archscreen.cli_common import EXIT_OK, CliError
 from archscreen.client import FINAL, ApiError, Client, format_detail
-from archscreen.core.names import METRIC_NAMES
+from archscreen.core.names import METRIC_NAMES, RANK_METRIC_NAMES
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -85,6 +85,12 @@ def add_remote_commands(sub: Any) -> None:
 
     p = sub.add_parser("status", help="a study's candidates, ranking and tuning jobs")
     p.add_argument("study", help="study name or id")
+    p.add_argument(
+        "--metric",
+        choices=RANK_METRIC_NAMES,
+        default="val_loss",
+        help="rank by this metric; estimate: the score extrapolated from each screening curve",
+    )
     p.add_argument("--json", action="store_true")
     _server_args(p)
     p.set_defaults(func=cmd_status)
@@ -370,15 +376,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_ranking(c: Client, study_id: int) -> None:
-    r = c.ranking(study_id)
-    print(f"rank  {'candidate':<28} {r['metric']:>10}  preferred lr")
+def format_estimate(est: dict[str, Any] | None) -> str:
+    """``95.1% [93.8, 96.0]`` (accuracy, in percent like the dashboard), ``1.234 [1.2, 1.31]`` (bits
+    per character, MSE), or ``-`` without an estimate: the value, then its interval."""
+    if not est:
+        return "-"
+    if est.get("metric") == "val_accuracy":
+        return f"{100 * est['value']:.1f}% [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"
+    return f"{est['value']:.4g} [{est['low']:.4g}, {est['high']:.4g}]"
+
+
+def _print_ranking(c: Client, study_id: int, metric: str = "val_loss") -> None:
+    r = c.ranking(study_id, metric=metric)
+    print(f"rank  {'candidate':<28} {r['metric']:>10}  {'estimate [interval]':<24}  preferred lr")
     for row in r["data"]:
         tie = " (tied)" if row["tied_with"] else ""
         lr = f"{row['preferred_lr']:.3g}" if row["preferred_lr"] else "-"
-        print(f"{row['rank']:>4}  {row['name'][:28]:<28} {row['score']:>10.4f}  {lr}{tie}")
+        est = format_estimate(row.get("estimate"))
+        print(f"{row['rank']:>4}  {row['name'][:28]:<28} {row['score']:>10.4f}  {est:<24}  {lr}{tie}")
     for row in r["unranked"]:
-        print(f"   -  {row['name'][:28]:<28} {row['state']:>10}")
+        est = format_estimate(row.get("estimate"))
+        print(f"   -  {row['name'][:28]:<28} {row['state']:>10}  {est}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -389,7 +407,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             out = {
                 "study": study,
-                "ranking": c.ranking(study["id"]),
+                "ranking": c.ranking(study["id"], metric=args.metric),
                 "leaderboard": c.leaderboard(study["id"]),
             }
             print(json.dumps(out, indent=2))
@@ -397,7 +415,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = ", ".join(f"{n} {s}" for s, n in sorted(study["jobs_by_state"].items())) or "no jobs"
         head = f"study {study['id']} {study['name']!r} on {study['dataset']}"
         print(f"{head}: {study['candidates']} candidates; {states}")
-        _print_ranking(c, study["id"])
+        _print_ranking(c, study["id"], args.metric)
         board = c.leaderboard(study["id"])
         tuned = [r for r in board["data"] if r["tuning_state"]]
         for r in tuned:

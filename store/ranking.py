@@ -155,8 +155,9 @@ def estimate_of(runs: Sequence[JobRecord]) -> dict[str, Any] | None:
     """A candidate's extrapolated best-rate score over its *succeeded* screening runs (one per seed).
 
     ``value`` is the mean of the seeds' values. ``low``/``high`` are the means of the seeds' bounds,
-    not their envelope: if every seed's interval holds the best-rate score, so does this one (the
-    coverage claim the fidelity study measures per run carries over), and it does not widen as seeds
+    not their envelope: if every seed's interval holds the best-rate score, so does this one (a
+    per-run coverage carries over; docs/fidelity.md measures it, and it is far under the nominal
+    90 %: the interval is the fit's uncertainty about its own curve), and it does not widen as seeds
     are added (the seeds' disagreement is the row's ``score_std`` when ranking by the estimate).
     ``method`` lists the seeds' curve fits; ``metric`` names the units (``val_accuracy``, ``val_bpc``,
     ``val_mse``, by task); ``seeds`` counts the runs averaged. None when no succeeded run has one.
@@ -164,10 +165,15 @@ def estimate_of(runs: Sequence[JobRecord]) -> dict[str, Any] | None:
     ests = _seed_estimates(runs)
     if not ests:
         return None
-    value = statistics.fmean(float(e["value"]) for e in ests)
-    low = statistics.fmean(float(e["low"]) for e in ests)
-    high = statistics.fmean(float(e["high"]) for e in ests)
     task = study_task(runs)
+    # core clips an estimate only at the metric's best possible value (accuracy 1, a loss 0); a
+    # short, noisy accuracy curve can put the lower bound far below 0, which no accuracy reaches:
+    # the service clips each seed's accuracy bounds to [0, 1] before averaging (a documented
+    # display rule, the value is unchanged: core already keeps it in range).
+    lo_cap = 0.0 if task == "classification" else -math.inf
+    value = statistics.fmean(float(e["value"]) for e in ests)
+    low = statistics.fmean(max(float(e["low"]), lo_cap) for e in ests)
+    high = statistics.fmean(float(e["high"]) for e in ests)
     return {
         "value": value,
         "low": min(low, value),

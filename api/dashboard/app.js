@@ -25,6 +25,12 @@ function fmt(x, digits = 4) {
   return Number(x).toFixed(digits);
 }
 function fmtLr(x) { return x ? Number(x).toPrecision(3) : "–"; }
+// The extrapolated best-rate score and its interval: "est. 95.1 [93.8, 96.0]" (accuracy in percent).
+function fmtEst(e) {
+  if (!e) return "–";
+  const f = e.metric === "val_accuracy" ? (x) => (100 * x).toFixed(1) : (x) => fmt(x, 3);
+  return `est. ${f(e.value)} [${f(e.low)}, ${f(e.high)}]`;
+}
 function fmtSecs(s) {
   if (s === null || s === undefined) return "–";
   if (s < 60) return `${Math.round(s)} s`;
@@ -74,14 +80,18 @@ function niceTicks(lo, hi, n = 5) {
   return ticks;
 }
 
-// series: [{name, color, points: [[x, y], ...]}]; options: {logY, xLabel, yLabel, hline: {y, label}}
-function lineChart(series, { logY = false, xLabel = "", yLabel = "", hline = null, id = "" } = {}) {
+// series: [{name, color, points: [[x, y], ...]}]; options: {logY, xLabel, yLabel, hline: {y, label},
+// bands: [{name, color, x0, x1, low, high, value}] (estimate intervals, shaded; linear charts only)}
+function lineChart(series, { logY = false, xLabel = "", yLabel = "", hline = null, id = "", bands = [] } = {}) {
   const W = 560, H = 250, L = 56, R = 12, T = 10, B = 34;
   const pts = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]) && (!logY || p[1] > 0));
   if (!pts.length) return `<svg class="chart" data-chart="${esc(id)}" viewBox="0 0 ${W} ${H}"><text x="${W / 2}" y="${H / 2}" text-anchor="middle">no data yet</text></svg>`;
   const fy = logY ? (v) => Math.log10(v) : (v) => v;
   let x0 = Math.min(...pts.map((p) => p[0])), x1 = Math.max(...pts.map((p) => p[0]));
+  if (logY) bands = [];
+  if (bands.length) x1 = Math.max(x1, ...bands.map((b) => b.x1));
   let ys = pts.map((p) => fy(p[1]));
+  for (const b of bands) ys.push(b.low, b.high);
   if (hline) ys.push(fy(hline.y));
   let y0 = Math.min(...ys), y1 = Math.max(...ys);
   if (x1 === x0) { x0 -= 1; x1 += 1; }
@@ -106,6 +116,17 @@ function lineChart(series, { logY = false, xLabel = "", yLabel = "", hline = nul
   if (hline) {
     out += `<line x1="${L}" x2="${W - R}" y1="${sy(hline.y)}" y2="${sy(hline.y)}" stroke="#1e8e4f" stroke-dasharray="5 4"/>` +
       `<text x="${W - R - 4}" y="${sy(hline.y) - 5}" text-anchor="end" fill="#1e8e4f">${esc(hline.label)}</text>`;
+  }
+  for (const b of bands) {
+    // from the last epoch seen to the budget's end: where the estimate reads the fitted curve
+    let xa = sx(b.x0), xb = Math.max(sx(b.x1), xa + 10);
+    if (xb > W - R) { xa -= xb - (W - R); xb = W - R; }
+    const ya = sy(b.high), h = Math.max(sy(b.low) - ya, 1.5);
+    out += `<rect class="est-band" data-series="${esc(b.name)}" data-low="${b.low}" data-high="${b.high}" data-value="${b.value}" ` +
+      `x="${xa.toFixed(1)}" y="${ya.toFixed(1)}" width="${(xb - xa).toFixed(1)}" height="${h.toFixed(1)}" fill="${b.color}" ` +
+      `fill-opacity="0.16" stroke="${b.color}" stroke-opacity="0.45"><title>${esc(b.name)}: ${esc(b.label)}</title></rect>` +
+      `<line class="est-line" x1="${xa.toFixed(1)}" x2="${xb.toFixed(1)}" y1="${sy(b.value).toFixed(1)}" y2="${sy(b.value).toFixed(1)}" ` +
+      `stroke="${b.color}" stroke-dasharray="4 3"/>`;
   }
   for (const s of series) {
     const ok = s.points.filter((p) => Number.isFinite(p[1]) && (!logY || p[1] > 0));
@@ -259,6 +280,23 @@ function curveSeries(details, field) {
   }));
 }
 
+// Each candidate's estimate interval as a band on the chart of the same quantity: validation accuracy
+// (classification), or validation loss for a language model (bits per character × ln 2 = nats). A
+// regression estimate (MSE) has no chart of its quantity here, so it draws none; no estimate, no band.
+function estimateBands(details, field) {
+  const scale = { val_accuracy: { val_accuracy: 1 }, val_loss: { val_bpc: Math.LN2 } }[field] || {};
+  const bands = [];
+  details.forEach((d, i) => {
+    const e = d.estimate, run = d.runs[0];
+    const k = e ? scale[e.metric] : undefined;
+    if (k === undefined || !run || !run.curves.length) return;
+    const x0 = run.curves[run.curves.length - 1].epoch;
+    bands.push({ name: d.name, color: COLORS[i % COLORS.length], x0, x1: Math.max(run.progress.max_epochs, x0),
+                 low: k * e.low, high: k * e.high, value: k * e.value, label: fmtEst(e) });
+  });
+  return bands;
+}
+
 async function renderStudy(studyId, summary, state) {
   const s = summary.study;
   const details = await candidateDetails(summary);
@@ -280,7 +318,8 @@ async function renderStudy(studyId, summary, state) {
       <td class="num">${fmt(j.result && j.result[summary.ranking.metric])}</td></tr>`;
   }).join("");
   const ranked = summary.ranking.data.map((r) => `<tr><td class="num">${r.rank}</td><td>${esc(r.name)}</td>
-      <td class="num">${fmt(r.score)}</td><td>${r.tied_with.length ? "tied" : ""}</td><td class="num">${fmtLr(r.preferred_lr)}</td>
+      <td class="num">${fmt(r.score)}</td><td class="num est" data-estimate="${r.estimate ? r.estimate.value : ""}">${fmtEst(r.estimate)}</td>
+      <td>${r.tied_with.length ? "tied" : ""}</td><td class="num">${fmtLr(r.preferred_lr)}</td>
       <td class="num">${fmt(r.tuned_score)}</td><td class="num">${fmtLr(r.recommended_lr)}</td></tr>`).join("");
   const withPosterior = details.filter((d) => d.switch_posterior && d.switch_posterior.length);
   if (!state.posteriorFor || !withPosterior.find((d) => d.id === state.posteriorFor)) {
@@ -300,8 +339,8 @@ async function renderStudy(studyId, summary, state) {
       <th class="num">${esc(summary.ranking.metric)}</th><th class="num">preferred lr</th><th class="num">params</th><th></th></tr></thead>
       <tbody>${rows}</tbody></table>
     <div class="grid2">
-      <div class="card"><h2>Validation loss per epoch</h2>${lineChart(lossSeries, { id: "val_loss", xLabel: "epoch", yLabel: "val loss" })}${legend(lossSeries)}</div>
-      <div class="card"><h2>Validation accuracy per epoch</h2>${lineChart(accSeries, { id: "val_accuracy", xLabel: "epoch", yLabel: "val accuracy" })}${legend(accSeries)}</div>
+      <div class="card"><h2>Validation loss per epoch</h2>${lineChart(lossSeries, { id: "val_loss", xLabel: "epoch", yLabel: "val loss", bands: estimateBands(details, "val_loss") })}${legend(lossSeries)}</div>
+      <div class="card"><h2>Validation accuracy per epoch <span class="muted">(bands: estimates)</span></h2>${lineChart(accSeries, { id: "val_accuracy", xLabel: "epoch", yLabel: "val accuracy", bands: estimateBands(details, "val_accuracy") })}${legend(accSeries)}</div>
     </div>
     <div class="grid2">
       <div class="card"><h2>Where this architecture wants its rate: Switch posterior</h2>
@@ -309,8 +348,8 @@ async function renderStudy(studyId, summary, state) {
           <select id="posterior-for">${withPosterior.map((d) => `<option value="${d.id}" ${d.id === state.posteriorFor ? "selected" : ""}>${esc(d.name)}</option>`).join("")}</select></div>
         ${barChart(bars, { id: "posterior", xLabel: "learning rate of the output copy", yLabel: "posterior weight" })}</div>
       <div class="card"><h2>Ranking (${esc(summary.ranking.metric)}, ${summary.ranking.higher_is_better ? "higher" : "lower"} is better)</h2>
-        <table id="ranking"><thead><tr><th class="num">#</th><th>candidate</th><th class="num">score</th><th></th><th class="num">preferred lr</th>
-          <th class="num">tuned</th><th class="num">recommended lr</th></tr></thead><tbody>${ranked || '<tr><td colspan="7" class="muted">no candidate has finished yet</td></tr>'}</tbody></table>
+        <table id="ranking"><thead><tr><th class="num">#</th><th>candidate</th><th class="num">score</th><th class="num" title="extrapolated best-rate score [interval]">estimate</th><th></th><th class="num">preferred lr</th>
+          <th class="num">tuned</th><th class="num">recommended lr</th></tr></thead><tbody>${ranked || '<tr><td colspan="8" class="muted">no candidate has finished yet</td></tr>'}</tbody></table>
         <div class="row" style="margin-top:10px"><label for="top-k" class="muted">promote the top</label>
           <input id="top-k" type="number" min="1" max="100" value="${s.policy.top_k}" style="width:64px">
           <button id="promote" ${summary.ranking.count ? "" : "disabled"}>Promote to ${esc(s.policy.tuner)} tuning</button>
@@ -410,6 +449,7 @@ async function candidatePage(id) {
         <dt>parameters</dt><dd>${d.num_params.toLocaleString()}</dd>
         <dt>spec hash</dt><dd><code>${esc(d.spec_hash.slice(0, 16))}…</code></dd>
         <dt>preferred lr</dt><dd>${fmtLr(d.preferred_lr)}</dd>
+        <dt>estimate (best-rate ${esc(d.estimate ? d.estimate.metric : "score")})</dt><dd id="estimate">${fmtEst(d.estimate)}</dd>
         ${Object.entries(d.metrics).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${fmt(v)}</dd>`).join("")}
         <dt>stopped</dt><dd>${esc(run && run.result ? run.result.stopped_because : "–")}</dd>
       </dl></div>

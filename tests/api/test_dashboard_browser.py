@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from archscreen.client import Client
 from archscreen.remote_cli import local_service
@@ -130,6 +130,21 @@ def test_study_page_follows_training_live_and_promotes(service: tuple[str, str],
     weights = bars.evaluate_all("bs => bs.map(b => Number(b.dataset.value))")
     assert abs(sum(weights) - 1) < 1e-6 and max(weights) > 0
     expect(page.locator("#ranking tbody tr")).to_have_count(3)
+    # each candidate's estimate: a band on its validation-accuracy curve, its value in the ranking
+    with Client(url, token) as c:
+        ids = {x["name"]: x["id"] for x in c.candidates(study["id"])}
+        estimates = {name: c.candidate(cid)["estimate"] for name, cid in ids.items()}
+    assert all(e is not None and e["metric"] == "val_accuracy" for e in estimates.values()), estimates
+    for name, e in estimates.items():
+        band = page.locator(f"svg[data-chart='val_accuracy'] rect.est-band[data-series='{name}']")
+        expect(band).to_have_count(1)
+        assert float(band.get_attribute("data-low") or "nan") == pytest.approx(e["low"])
+        assert float(band.get_attribute("data-high") or "nan") == pytest.approx(e["high"])
+    cells = page.locator("#ranking td.est")
+    expect(cells).to_have_count(3)
+    assert all(t.startswith("est. ") and "[" in t for t in cells.all_inner_texts())
+    shown = sorted(float(v) for v in cells.evaluate_all("cs => cs.map(c => c.dataset.estimate)"))
+    assert shown == pytest.approx(sorted(e["value"] for e in estimates.values()))
     shot(page, "study")
 
     page.fill("#top-k", "2")
@@ -149,7 +164,26 @@ def test_study_page_follows_training_live_and_promotes(service: tuple[str, str],
     page.click("#candidates a >> nth=2")
     expect(page.locator("#layers tbody tr")).to_have_count(5)
     expect(page.locator("#spec")).to_contain_text('"conv1d"')
+    expect(page.locator("#estimate")).to_contain_text("est. ")
     shot(page, "candidate")
+    assert errors == []
+    page.close()
+
+    # a candidate without an estimate (a result stored before estimates: the API's null) draws no band
+    page, errors = new_page(browser)
+
+    def without_estimate(route: Route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "estimate": None})
+
+    page.route(f"**/api/v1/candidates/{ids['logreg']}", without_estimate)
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.click(f"#studies a[href='#/studies/{study['id']}']")
+    bands = page.locator("svg[data-chart='val_accuracy'] rect.est-band")
+    expect(bands).to_have_count(2)
+    assert sorted(bands.evaluate_all("bs => bs.map(b => b.dataset.series)")) == ["cnn", "mlp"]
     assert errors == []
     page.close()
 

@@ -75,6 +75,17 @@ def test_estimate_is_the_mean_over_succeeded_seeds_with_mean_bounds() -> None:
     assert est["method"] == "exp-saturation, power-law" and est["metric"] == "val_accuracy"
 
 
+def test_an_accuracy_interval_is_clipped_at_zero_and_a_loss_interval_is_not() -> None:
+    short = [  # a short noisy curve: core's interval reaches far below any accuracy
+        job(1, 1, 0, res("classification", 0.5, (0.30, -5.7, 0.33))),
+        job(2, 1, 1, res("classification", 0.5, (0.28, 0.20, 0.31))),
+    ]
+    est = estimate_of(short)
+    assert est is not None and est["low"] == pytest.approx(0.10) and est["value"] == pytest.approx(0.29)
+    bpc = estimate_of([job(3, 2, 0, res("language_model", 2.0, (2.5, -0.5, 3.0)))])
+    assert bpc is not None and bpc["low"] == pytest.approx(-0.5) and bpc["metric"] == "val_bpc"
+
+
 def test_old_results_without_an_estimate_give_none_and_are_not_ranked_by_it() -> None:
     old = [job(1, 1, 0, res("classification", 0.4, None))]
     broken = [job(2, 2, 0, {**res("classification", 0.6, None), "estimate": {"value": float("nan")}})]
