@@ -65,7 +65,7 @@ from archscreen.core.training.loop import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 TRUTH_CACHE = ROOT / "docs" / "data" / "fidelity-full.jsonl"
 CLASSIFICATION = ("mnist1d", "digits")
-FORMAT = 1
+FORMAT = 2  # 2: the policy's number of starts and each tuning job's start
 
 
 # A smoke run (``--smoke``): the first few architectures, two epochs; never mixed with full runs.
@@ -90,8 +90,8 @@ def study_config(dataset: str, seeds: int) -> dict[str, Any]:
     }
 
 
-def config_key(dataset: str, seeds: int, k_max: int) -> str:
-    blob = json.dumps([FORMAT, dataset, study_config(dataset, seeds), k_max, sorted(suite(dataset))])
+def config_key(dataset: str, seeds: int, k_max: int, starts: int) -> str:
+    blob = json.dumps([FORMAT, dataset, study_config(dataset, seeds), k_max, starts, sorted(suite(dataset))])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -163,13 +163,15 @@ def wait_for_tuning(
         time.sleep(2)
 
 
-def run_dataset(client: Client, dataset: str, seeds: int, k_max: int, key: str) -> dict[str, Any]:
+def run_dataset(
+    client: Client, dataset: str, seeds: int, k_max: int, starts: int, key: str
+) -> dict[str, Any]:
     """One study through the service; returns the cache row (screening, ranking, tuning jobs)."""
     study = client.create_study(
         f"pipeline-{dataset}-{key}",
         dataset=dataset,
         screening=study_config(dataset, seeds),
-        policy={"top_k": k_max, "auto": True},
+        policy={"top_k": k_max, "auto": True, "starts": starts},
     )
     cands = client.add_candidates(
         study["id"],
@@ -204,12 +206,15 @@ def run_dataset(client: Client, dataset: str, seeds: int, k_max: int, key: str) 
         "key": key,
         "budget": study_config(dataset, seeds),
         "k_max": k_max,
+        "starts": starts,
         "ranking": [names[r["candidate_id"]] for r in ranking["data"]],
         "screening": screening,
         "tuning": [
             {
                 "arch": names[j["candidate_id"]],
                 "job_id": j["id"],
+                "start": j.get("start"),
+                "init_lr": j.get("init_lr"),
                 "state": j["state"],
                 "error": j["error"],
                 "result": {k: v for k, v in (j["result"] or {}).items() if k not in ("curves", "trajectory")},
@@ -253,10 +258,17 @@ def truths(rows: list[dict[str, Any]], dataset: str) -> dict[str, Any]:
     return both
 
 
-def pick(study: dict[str, Any], k: int) -> dict[str, Any] | None:
-    """The pipeline's answer among the top ``k``: the succeeded tuning job with the lowest val loss."""
+def pick(study: dict[str, Any], k: int, *, median_start_only: bool = False) -> dict[str, Any] | None:
+    """The pipeline's answer among the top ``k``: the succeeded tuning job with the lowest val loss
+    (``median_start_only``: as if the policy had one start, the posterior's median)."""
     top = set(study["ranking"][:k])
-    done = [t for t in study["tuning"] if t["arch"] in top and t["state"] == "succeeded"]
+    done = [
+        t
+        for t in study["tuning"]
+        if t["arch"] in top
+        and t["state"] == "succeeded"
+        and not (median_start_only and t.get("start") not in (None, "p50"))
+    ]
     return min(done, key=lambda t: t["result"]["val_loss"]) if done else None
 
 
@@ -281,11 +293,16 @@ def analyse(
             "selection_regret": None,
             "delivered_regret_weights": None,
             "delivered_regret_retrained": None,
+            "delivered_regret_median_start": None,
             "compute_vs_adam_grid": (screen_steps + tune_steps) / truth["adam_grid_steps_one_seed"],
             "compute_vs_both_grids": (screen_steps + tune_steps) / truth["both_grids_steps_one_seed"],
             "tuner": answer["result"].get("tuner") if answer else None,
             "recommended_lr": answer["result"].get("recommended_lr") if answer else None,
+            "start": answer.get("start") if answer else None,
         }
+        median = pick(study, k, median_start_only=True)
+        if median is not None:
+            row["delivered_regret_median_start"] = sign * (best - test_score(median["result"], ds))
         if answer is not None:
             res = answer["result"]
             row["selection_regret"] = sign * (best - truth["test"][answer["arch"]])
@@ -304,14 +321,17 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 def markdown(table: list[dict[str, Any]]) -> str:
     lines = [
         "| dataset | k | picked (truth's best) | tuner | selection regret | delivered regret, weights "
-        "| delivered regret, retrained | steps / Adam grid | steps / both grids |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| delivered regret, retrained | delivered regret, median start only | steps / Adam grid "
+        "| steps / both grids |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
-            f"| {r['dataset']} | {r['k']} | {r['picked']} ({r['best_arch']}) | {r['tuner']} "
+            f"| {r['dataset']} | {r['k']} | {r['picked']} ({r['best_arch']}) "
+            f"| {r['tuner']} {r['start'] or ''} "
             f"| {_fmt(r['selection_regret'])} | {_fmt(r['delivered_regret_weights'])} "
-            f"| {_fmt(r['delivered_regret_retrained'])} | {_fmt(r['compute_vs_adam_grid'], 3)} "
+            f"| {_fmt(r['delivered_regret_retrained'])} | {_fmt(r['delivered_regret_median_start'])} "
+            f"| {_fmt(r['compute_vs_adam_grid'], 3)} "
             f"| {_fmt(r['compute_vs_both_grids'], 3)} |"
         )
     return "\n".join(lines) + "\n"
@@ -358,6 +378,7 @@ def main() -> int:
     parser.add_argument(
         "--seeds", type=int, default=1, help="screening seeds per candidate (the service default: 1)"
     )
+    parser.add_argument("--starts", type=int, default=3, help="tuning starts per candidate (the policy's)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the service")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / "pipeline.jsonl")
     parser.add_argument("--truth-cache", type=Path, default=TRUTH_CACHE)
@@ -384,21 +405,21 @@ def main() -> int:
     studies = {r["key"]: r for r in cached if r.get("kind") == "study" and r.get("format") == FORMAT}
     retrains = {r["job_id"]: r for r in cached if r.get("kind") == "retrain"}
 
-    todo = [ds for ds in datasets if config_key(ds, args.seeds, args.k_max) not in studies]
+    todo = [ds for ds in datasets if config_key(ds, args.seeds, args.k_max, args.starts) not in studies]
     if todo and not args.report_only:
         with tempfile.TemporaryDirectory(prefix="archscreen-pipeline-") as tmp:
             t0 = time.monotonic()
             with running_service(args.workers, Path(tmp)) as client:
                 for ds in tqdm(todo, desc="datasets", unit="study", file=sys.stderr):
-                    key = config_key(ds, args.seeds, args.k_max)
-                    row = run_dataset(client, ds, args.seeds, args.k_max, key)
+                    key = config_key(ds, args.seeds, args.k_max, args.starts)
+                    row = run_dataset(client, ds, args.seeds, args.k_max, args.starts, key)
                     row["seconds"] = time.monotonic() - t0
                     studies[key] = row
                     with args.cache.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")
     if not args.no_retrain and not args.report_only:
         for ds in datasets:
-            study = studies.get(config_key(ds, args.seeds, args.k_max))
+            study = studies.get(config_key(ds, args.seeds, args.k_max, args.starts))
             if study is None:
                 continue
             for t in tqdm(study["tuning"], desc=f"{ds}: retraining", file=sys.stderr, leave=False):
@@ -416,7 +437,7 @@ def main() -> int:
     truth_rows = [json.loads(x) for x in args.truth_cache.read_text().splitlines()]
     table: list[dict[str, Any]] = []
     for ds in datasets:
-        study = studies.get(config_key(ds, args.seeds, args.k_max))
+        study = studies.get(config_key(ds, args.seeds, args.k_max, args.starts))
         if study is None:
             print(f"{ds}: no completed study in the cache (run without --report-only)")
             continue
@@ -433,7 +454,12 @@ def main() -> int:
         plot(table, args.plot)
     for k in range(1, args.k_max + 1):
         rows = [r for r in table if r["k"] == k and r["dataset"] in CLASSIFICATION]
-        for field in ("selection_regret", "delivered_regret_weights", "delivered_regret_retrained"):
+        for field in (
+            "selection_regret",
+            "delivered_regret_weights",
+            "delivered_regret_retrained",
+            "delivered_regret_median_start",
+        ):
             vals = [r[field] for r in rows if r[field] is not None]
             if vals:
                 mean, worst = statistics.fmean(vals), max(vals)
