@@ -175,9 +175,7 @@ async def upload_dataset(
     settings: SettingsDep,
     tenant: TenantDep,
     name: Annotated[str, Query(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")] = "dataset",
-    format: Annotated[
-        DatasetFormat | None, Query(description="Default: from name's suffix.")
-    ] = None,
+    format: Annotated[DatasetFormat | None, Query(description="Default: from name's suffix.")] = None,
     label_column: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> Any:
     """Upload a dataset file (streamed), validated before it is stored; the same bytes twice are one
