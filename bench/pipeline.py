@@ -258,18 +258,65 @@ def truths(rows: list[dict[str, Any]], dataset: str) -> dict[str, Any]:
     return both
 
 
-def pick(study: dict[str, Any], k: int, *, median_start_only: bool = False) -> dict[str, Any] | None:
+START_SUBSETS: list[tuple[str, ...]] = [("p50",), ("p50", "p25"), ("p50", "p75"), ("p50", "p25", "p75")]
+
+
+def _in(t: dict[str, Any], starts: tuple[str, ...] | None) -> bool:
+    return starts is None or (t.get("start") or "p50") in starts  # a single start is the p50 one
+
+
+def pick(
+    study: dict[str, Any], k: int, *, median_start_only: bool = False, starts: tuple[str, ...] | None = None
+) -> dict[str, Any] | None:
     """The pipeline's answer among the top ``k``: the succeeded tuning job with the lowest val loss
-    (``median_start_only``: as if the policy had one start, the posterior's median)."""
+    (``median_start_only``: as if the policy had one start, the posterior's median; ``starts``: only
+    those starts' jobs, as if the policy had made only them: every start trains with the same seed,
+    so a subset of the jobs is exactly what that policy would have run)."""
+    if median_start_only:
+        starts = ("p50",)
     top = set(study["ranking"][:k])
-    done = [
-        t
-        for t in study["tuning"]
-        if t["arch"] in top
-        and t["state"] == "succeeded"
-        and not (median_start_only and t.get("start") not in (None, "p50"))
-    ]
+    done = [t for t in study["tuning"] if t["arch"] in top and t["state"] == "succeeded" and _in(t, starts)]
     return min(done, key=lambda t: t["result"]["val_loss"]) if done else None
+
+
+def starts_rows(study: dict[str, Any], truth: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """What each start adds at ``k``: the delivered regret (weights) and the compute of every subset
+    of the starts the study ran (``START_SUBSETS``)."""
+    ds = study["dataset"]
+    sign = -1.0 if ds == "chartext" else 1.0
+    best = max(truth["test"].values(), key=lambda v: sign * v)
+    screen_steps = sum(s["steps"] for s in study["screening"].values())
+    top = set(study["ranking"][:k])
+    out = []
+    for subset in START_SUBSETS:
+        answer = pick(study, k, starts=subset)
+        tune = sum(
+            t["result"].get("steps", 0) for t in study["tuning"] if t["arch"] in top and _in(t, subset)
+        )
+        out.append(
+            {
+                "dataset": ds,
+                "starts": "+".join(subset),
+                "delivered": None if answer is None else sign * (best - test_score(answer["result"], ds)),
+                "compute_vs_adam_grid": (screen_steps + tune) / truth["adam_grid_steps_one_seed"],
+                "compute_vs_both_grids": (screen_steps + tune) / truth["both_grids_steps_one_seed"],
+            }
+        )
+    return out
+
+
+def starts_markdown(rows: list[dict[str, Any]], k: int) -> str:
+    lines = [
+        f"| dataset | starts (k = {k}) | delivered regret, weights | steps / Adam grid "
+        "| steps / both grids |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['starts']} | {_fmt(r['delivered'])} "
+            f"| {_fmt(r['compute_vs_adam_grid'], 3)} | {_fmt(r['compute_vs_both_grids'], 3)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def analyse(
@@ -436,20 +483,25 @@ def main() -> int:
 
     truth_rows = [json.loads(x) for x in args.truth_cache.read_text().splitlines()]
     table: list[dict[str, Any]] = []
+    by_starts: list[dict[str, Any]] = []
+    k_head = min(2, args.k_max)
     for ds in datasets:
         study = studies.get(config_key(ds, args.seeds, args.k_max, args.starts))
         if study is None:
             print(f"{ds}: no completed study in the cache (run without --report-only)")
             continue
-        table += analyse(study, truths(truth_rows, ds), retrains)
+        truth = truths(truth_rows, ds)
+        table += analyse(study, truth, retrains)
+        by_starts += starts_rows(study, truth, k_head)
         tuners = sorted({t["result"].get("tuner", "?") for t in study["tuning"]})
         failed = [t["arch"] for t in study["tuning"] if t["state"] != "succeeded"]
         print(
             f"{ds}: ranking {study['ranking'][:5]}..., tuners {tuners}, tuning jobs not succeeded: {failed}"
         )
-    print(markdown(table))
+    text = markdown(table) + "\n" + starts_markdown(by_starts, k_head)
+    print(text)
     if args.markdown:
-        args.markdown.write_text(markdown(table))
+        args.markdown.write_text(text)
     if args.plot and table:
         plot(table, args.plot)
     for k in range(1, args.k_max + 1):
@@ -466,12 +518,18 @@ def main() -> int:
                 print(f"k={k} {field}: mean {mean:.2f} pp, worst {worst:.2f} pp over {len(vals)} datasets")
         comp = [r["compute_vs_adam_grid"] for r in rows]
         if comp:
-            print(f"k={k} compute vs one Adam grid: {statistics.fmean(comp):.3f}")
-    k2 = [
-        r["delivered_regret_weights"]
-        for r in table
-        if r["k"] == min(2, args.k_max) and r["dataset"] in CLASSIFICATION
-    ]
+            print(f"k={k} compute vs one Adam grid: {statistics.fmean(comp):.3f}, worst {max(comp):.3f}")
+    for subset in START_SUBSETS:
+        name = "+".join(subset)
+        rows = [r for r in by_starts if r["starts"] == name and r["dataset"] in CLASSIFICATION]
+        vals = [r["delivered"] for r in rows if r["delivered"] is not None]
+        comp = [r["compute_vs_adam_grid"] for r in rows]
+        if vals:
+            print(
+                f"k={k_head} starts {name}: delivered regret mean {statistics.fmean(vals):.2f} pp, "
+                f"worst {max(vals):.2f} pp; compute vs one Adam grid worst {max(comp):.3f}"
+            )
+    k2 = [r["delivered_regret_weights"] for r in table if r["k"] == k_head and r["dataset"] in CLASSIFICATION]
     k2 = [x for x in k2 if x is not None]
     print(
         f"pipeline_delivered_regret_pp: {statistics.fmean(k2):.3f}"
