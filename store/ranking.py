@@ -349,15 +349,6 @@ def tuning_jobs_of(s: Session, candidate_ids: list[int]) -> dict[int, list[JobRe
     return out
 
 
-def _tuning_job(s: Session, candidate_id: int, seed: int) -> JobRecord:
-    row = s.execute(
-        select(_JOBS).where(
-            _JOBS.c.candidate_id == candidate_id, _JOBS.c.kind == "tune", _JOBS.c.seed == seed
-        )
-    ).one()
-    return JobRecord.of(row)
-
-
 def promote(
     s: Session,
     study: StudyRecord,
@@ -382,8 +373,8 @@ def promote(
         if cid in existing:
             out.extend(existing[cid])
             continue
-        for seed, config in sorted(configs[cid].items()):
-            job = Job(
+        jobs = [
+            Job(
                 kind="tune",
                 study_id=study.id,
                 candidate_id=cid,
@@ -392,15 +383,21 @@ def promote(
                 max_epochs=study.screening.max_epochs,
                 config=config,
             )
-            try:
-                with s.begin_nested():
-                    s.add(job)
-                    s.flush()
-            except IntegrityError:  # promoted concurrently (another request, or auto-promotion)
-                out.append(_tuning_job(s, cid, seed))
-                continue
-            out.append(JobRecord.of(job))
-            new.append(out[-1])
+            for seed, config in sorted(configs[cid].items())
+        ]
+        # A candidate's starts are inserted together, in one savepoint, so a racing promotion sees
+        # all of them or none (on SQLite, releasing the outermost savepoint commits: inserting them
+        # one savepoint each let a racer read a partial set and return it).
+        try:
+            with s.begin_nested():
+                s.add_all(jobs)
+                s.flush()
+        except IntegrityError:  # promoted concurrently (another request, or auto-promotion)
+            out.extend(tuning_jobs_of(s, [cid]).get(cid, []))
+            continue
+        made = [JobRecord.of(j) for j in jobs]
+        out.extend(made)
+        new.extend(made)
     if new:
         bump_study(s, study.id)
     return out, new

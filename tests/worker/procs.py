@@ -23,7 +23,7 @@ from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import studies as study_store
 from archscreen.store.auth import get_or_create_tenant
-from archscreen.store.models import EpochMetric, Study, WorkerSeen
+from archscreen.store.models import EpochMetric, WorkerSeen
 from archscreen.worker.queue import enqueue
 from tests.services import worker_argv
 
@@ -118,7 +118,7 @@ class Deployment:
 
         ids: list[tuple[int, str]] = []
         with self.db.session() as s:
-            study = s.get(Study, study_id)
+            study = study_store.study_by_id(s, study_id)
             assert study is not None
             for i, spec in enumerate(specs):
                 _, _, jobs = study_store.add_candidate(
