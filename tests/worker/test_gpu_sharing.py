@@ -77,16 +77,16 @@ def test_help_explains_jobs_per_gpu() -> None:
     assert "with --cpu or without a visible GPU it is an error (use --concurrency K there)" in text
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_without_a_gpu_jobs_per_gpu_and_gpus_are_errors(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path)]
+    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}  # the machine without a GPU, on any machine
     subprocess.run([sys.executable, "-m", "archscreen", "migrate", *data], check=True, capture_output=True)
-    out = cli("--jobs-per-gpu", "2", *data)
+    out = cli("--jobs-per-gpu", "2", *data, env=no_gpu)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out
     assert "no CUDA device is visible (torch.cuda.device_count() is 0); on the CPU use --concurrency K" in (
         out.stderr
     )
-    out = cli("--gpus", "0", "--jobs-per-gpu", "2", *data)
+    out = cli("--gpus", "0", "--jobs-per-gpu", "2", *data, env=no_gpu)
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out
     assert "--gpus 0: no CUDA device is visible on this machine" in out.stderr
 

@@ -35,8 +35,8 @@ def test_on_the_cpu_it_is_a_noop_with_a_logged_reason(caplog: pytest.LogCaptureF
     assert model.body._compiled_call_impl is None  # nothing compiled
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
-def test_cuda_asked_without_a_device_is_a_noop_too() -> None:
+def test_cuda_asked_without_a_device_is_a_noop_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the machine without a GPU
     assert graphs.cuda_graphs_unavailable("cuda") == "CUDA graphs need a CUDA device; torch sees none"
 
 
