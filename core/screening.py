@@ -36,7 +36,7 @@ from archscreen.core.data import DatasetSplits
 from archscreen.core.estimate import estimate_for_curves
 from archscreen.core.runs import RUN_FIELDS, RunResult, SpecLike, plain_model, start_run
 from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec
-from archscreen.core.training.loop import Callback, StepHook, TrainConfig
+from archscreen.core.training.loop import Callback, Progress, StepHook, TrainConfig
 from archscreen.core.training.model import ScreenModel, head_out_features
 
 
@@ -94,6 +94,17 @@ class Screener(abc.ABC):
     def extras(self, model: ScreenModel) -> dict[str, Any]:
         return {}
 
+    def epoch_hook(self, model: ScreenModel, optimizer: torch.optim.Optimizer) -> Callback | None:
+        """The screener's own per-epoch callback for one run, or ``None`` (default: none).
+
+        Called by :meth:`screen` once the run is built (``model`` and ``optimizer`` are the
+        run's, on its device). The callback runs after each epoch, before the caller's
+        ``callback`` and before that epoch's checkpoint is written, so what it changes in the
+        model or the optimizer is in the checkpoint: a run resumed from a later epoch does not
+        see it called again for the epochs already done.
+        """
+        return None
+
     def screen(
         self,
         spec: SpecLike,
@@ -105,7 +116,10 @@ class Screener(abc.ABC):
         checkpoint_path: str | Path | None = None,
     ) -> ScreenResult:
         run = start_run(spec, data, config, self.build)
-        result = run.train(callback=callback, step_hook=step_hook, checkpoint_path=checkpoint_path)
+        hook = self.epoch_hook(run.model, run.optimizer)
+        result = run.train(
+            callback=_then(hook, callback), step_hook=step_hook, checkpoint_path=checkpoint_path
+        )
         fields = run.result_fields(result)
         est = estimate_for_curves(fields["curves"], fields["task"], max_epochs=config.max_epochs)
         return ScreenResult(
@@ -114,6 +128,19 @@ class Screener(abc.ABC):
             **self.extras(run.model),
             estimate=est.to_dict() if est is not None else None,
         )
+
+
+def _then(first: Callback | None, second: Callback | None) -> Callback | None:
+    """One callback running ``first`` then ``second`` (either may be None); what ``second``
+    raises (``TrainingCancelled`` included) propagates to the loop."""
+    if first is None or second is None:
+        return first if second is None else second
+
+    def both(progress: Progress) -> None:
+        first(progress)
+        second(progress)
+
+    return both
 
 
 def _in_features(spec: ArchSpec, data: DatasetSplits) -> int:
@@ -133,7 +160,7 @@ DEFAULT_ALRAO_SETTINGS: dict[tuple[str, str], tuple[float, float, int]] = {
 
 @dataclass
 class AlraoScreener(Screener):
-    """Alrao: random per-feature rates in the body, Switch-averaged output copies.
+    r"""Alrao: random per-feature rates in the body, Switch-averaged output copies.
 
     Args:
         lr_min, lr_max: the rate range; ``None`` takes the default for the base
@@ -173,6 +200,23 @@ class AlraoScreener(Screener):
         ``body_lr_min``/``body_lr_max`` give the body's per-feature rates their own range
         (``core.alrao.with_rate_range``) while the copies keep ``(lr_min, lr_max)``, for nets
         that need a high rate on every unit; measured in ``docs/fidelity.md`` (study II).
+
+    .. note::
+        Switch, off by default (the paper draws the body's rates once, at initialisation, and
+        keeps them): ``recentre_after=k`` re-centres the body's rate distribution on the Switch
+        posterior after a warm-up of ``k`` epochs. After epoch ``k`` (its validation, before its
+        checkpoint) the per-feature rates of every body group are drawn anew, log-uniformly in
+        :math:`(p\cdot 10^{-w/2},\ p\cdot 10^{w/2})`, where :math:`p` is the posterior's
+        preferred rate :math:`\exp\sum_j a_j\log\eta_j` over the output copies
+        (``core.alrao.preferred_lr``) at that moment and :math:`w` is ``recentre_width``
+        decades (default 1). The new rates come from the optimizer's own seeded generator
+        (``redraw_rates``), so a run stays deterministic per seed. The output copies keep
+        their fixed log-spaced rates, and the weights, step counts and moments are not
+        touched (Alrao's moments are computed at rate 1 and do not depend on the rate).
+        It happens once: a run resumed from a checkpoint after epoch ``k`` already holds the
+        new rates in its optimizer state and does not draw again. If the posterior is not
+        finite at epoch ``k`` (a diverged run, which stops there), nothing is redrawn.
+        ``recentre_after=None`` (the default) is the paper's behaviour.
     """
 
     lr_min: float | None = None
@@ -183,6 +227,18 @@ class AlraoScreener(Screener):
     head_impl: Literal["fast", "reference"] = "fast"
     body_lr_min: float | None = None
     body_lr_max: float | None = None
+    recentre_after: int | None = None
+    recentre_width: float = 1.0
+
+    def __post_init__(self) -> None:
+        k = self.recentre_after
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(
+                f"recentre_after must be None (off) or an int >= 1 (epochs of warm-up), got {k!r}"
+            )
+        w = self.recentre_width
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < math.inf:
+            raise ValueError(f"recentre_width must be a finite number of decades > 0, got {w!r}")
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -221,6 +277,24 @@ class AlraoScreener(Screener):
         opt_cls = AlraoAdam if self.base == "adam" else AlraoSGD
         optimizer = opt_cls(groups, lr_min, lr_max, seed=seed)
         return model, optimizer
+
+    def epoch_hook(self, model: ScreenModel, optimizer: torch.optim.Optimizer) -> Callback | None:
+        """With ``recentre_after=k``: after epoch ``k``, redraw the body's rates around the
+        posterior's preferred rate (see the class docstring). ``None`` when the switch is off."""
+        if self.recentre_after is None:
+            return None
+        head = model.head
+        assert isinstance(head, AlraoHead) and isinstance(optimizer, AlraoAdam | AlraoSGD)
+        after, half = self.recentre_after, self.recentre_width / 2
+
+        def recentre(progress: Progress) -> None:
+            if progress.epoch != after:
+                return
+            centre = _preferred_lr(head)
+            if math.isfinite(centre) and centre > 0:
+                optimizer.redraw_rates(centre * 10.0**-half, centre * 10.0**half)
+
+        return recentre
 
     def extras(self, model: ScreenModel) -> dict[str, Any]:
         head = model.head

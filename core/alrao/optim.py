@@ -13,6 +13,9 @@ all groups at once) with the same signature; they agree in float64.
 tensors are flattened once into buckets of equal hyperparameters and reused until
 ``param_groups`` change (see :meth:`_AlraoOptimizer._buckets`). The cached tensors are the ones
 in ``optimizer.state``, so ``state_dict()`` and ``load_state_dict()`` behave as before.
+
+The rates are drawn once, at construction; :meth:`_AlraoOptimizer.redraw_rates` draws the
+body's anew in another range (in place; off the paper, see ``AlraoScreener(recentre_after=...)``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,13 @@ def _validate_range(lr_min: float, lr_max: float) -> None:
         raise ValueError(f"Invalid lr_min: {lr_min} (must be a finite number > 0)")
     if not (isinstance(lr_max, int | float) and math.isfinite(lr_max) and lr_max >= lr_min):
         raise ValueError(f"Invalid lr_max: {lr_max} (must be finite and >= lr_min={lr_min})")
+
+
+def _laid_out(rates: Tensor, gate_count: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """One parameter's rate tensor from its group's ``num_features`` rates: repeated once per gate
+    (a recurrent unit's gate rows share its rate), shaped to broadcast against the parameter
+    (:func:`rate_shape`), in ``like``'s dtype and device."""
+    return rates.repeat(gate_count).reshape(shape).to(dtype=like.dtype, device=like.device)
 
 
 def draw_log_uniform(num: int, lr_min: float, lr_max: float, generator: torch.Generator) -> Tensor:
@@ -171,8 +181,66 @@ class _AlraoOptimizer(Optimizer):
         # the seed (not on which parameters get gradients first) and makes a state_dict taken
         # before the first step already carry them.
         for p, gc, shape in zip(plist, group["gate_counts"], shapes, strict=True):
-            self.state[p]["lr"] = rates.repeat(gc).reshape(shape).to(dtype=p.dtype, device=p.device)
+            self.state[p]["lr"] = _laid_out(rates, gc, shape, p)
             self.state[p]["step"] = torch.zeros((), dtype=_step_dtype(p), device=p.device)
+
+    def redraw_rates(self, lr_min: float, lr_max: float, groups: Iterable[int] | None = None) -> None:
+        r"""Draw the per-feature rates of ``groups`` anew, log-uniformly in ``(lr_min, lr_max)``.
+
+        Args:
+            lr_min, lr_max: the new range (validated as the constructor's: finite,
+                ``0 < lr_min <= lr_max``).
+            groups: indices into ``param_groups``; ``None`` (default) means every group without
+                ``fixed_rates``, i.e. the body. A group with ``fixed_rates`` (the output copies,
+                ``kind="alrao_head"``) is refused with ``ValueError``: its rates are the copies'
+                log-spaced grid, not a draw.
+
+        The rates come from the optimizer's own seeded generator, one group after another in
+        ``param_groups`` order (whatever the order of ``groups``), so they depend only on the
+        seed and on the draws before them. Each group's ``lr_min``/``lr_max`` become the new
+        range, so ``state_dict()`` records it.
+
+        The rates are written *in place* into the existing ``state[p]["lr"]`` tensors (laid out
+        exactly as at construction), so the flat lists ``step()`` reuses keep pointing at them
+        and a ``state_dict`` taken afterwards holds the new rates. Everything else is left as
+        it is: the step counts, the momentum buffers and Adam's moments. That is exact, not an
+        approximation: Alrao computes the base optimizer's direction at rate 1 and only then
+        scales it by :math:`\eta_f`, so no moment or buffer depends on the rate.
+
+        Nothing is changed when an argument is invalid (all checks run before the first draw).
+        """
+        _validate_range(lr_min, lr_max)
+        if groups is None:
+            chosen = [i for i, g in enumerate(self.param_groups) if "fixed_rates" not in g]
+        else:
+            chosen = []
+            for i in groups:
+                if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.param_groups):
+                    raise ValueError(
+                        f"Invalid group index: {i!r} (the optimizer has {len(self.param_groups)} groups)"
+                    )
+                if "fixed_rates" in self.param_groups[i]:
+                    raise ValueError(
+                        f"Invalid group index: {i} has fixed_rates (kind "
+                        f"{self.param_groups[i].get('kind')!r}); its rates are not redrawn"
+                    )
+                if i in chosen:
+                    raise ValueError(f"Invalid group index: {i} given twice")
+                chosen.append(i)
+            chosen.sort()
+        for i in chosen:
+            group = self.param_groups[i]
+            n = group["num_features"]
+            rates = draw_log_uniform(n, lr_min, lr_max, self._generator)
+            for p, fd, gc in zip(group["params"], group["feature_dims"], group["gate_counts"], strict=True):
+                lr = self.state[p]["lr"]
+                new = _laid_out(rates, gc, rate_shape(p, fd, gc, n), lr)
+                if new.shape != lr.shape:  # never for state built or loaded by this class
+                    raise RuntimeError(
+                        f"per-feature 'lr' has shape {tuple(lr.shape)}, expected {tuple(new.shape)}"
+                    )
+                lr.copy_(new)
+            group["lr_min"], group["lr_max"] = float(lr_min), float(lr_max)
 
     def feature_rates(self) -> list[Tensor]:
         """Per group (in order), the ``num_features`` per-unit rates (copies, for inspection)."""
