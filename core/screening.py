@@ -78,7 +78,10 @@ def resolve_device(device: str) -> str:
 class Screener(abc.ABC):
     """Train a spec once on a dataset and report its score.
 
-    Contract: deterministic given ``config.seed`` on one device; never changes
+    Contract: deterministic given ``config.seed`` on one device and one thread count (the
+    CPU's convolution and recurrent kernels sum in an order that depends on
+    ``torch.get_num_threads()``; a 1e-7 difference after the first epoch can grow into a
+    different stopping epoch, docs/fidelity.md, study II's caveats); never changes
     the spec or the dataset; raises :class:`~archscreen.core.spec.SpecError`
     before training when the spec does not fit the dataset; returns metrics of
     the best validation epoch; a callback raising ``TrainingCancelled`` ends
