@@ -58,7 +58,16 @@ def test_heldout_plan_trains_each_switch_on_its_half_only() -> None:
         by_label.setdefault(r.label, set()).add(fidelity.pool_of(r.dataset, r.arch))
     assert by_label["grid-sgd@0.1"] == {"new"} and by_label[fidelity.DEFAULT_SCREENER] == {"new"}
     assert by_label["adam@1e-3+2x"] == {"new", "report"}
-    assert by_label["alrao-adam[1e-4..0.1]+body[1e-3..0.1]"] == {"new", "selection"}
+    # every switch that is reported runs on all three pools; the settings that were not chosen on
+    # the selection half run there only
+    for label in (
+        "alrao-adam[1e-4..0.1]+body[1e-3..0.1]",
+        "alrao-adam[1e-4..0.1]+recentre@5",
+        "alrao-adam[1e-4..0.1]+recentre@10",
+    ):
+        assert by_label[label] == {"new", "selection", "report"}, label
+    assert by_label["alrao-adam[1e-4..0.1]+curve"] == {"new", "report"}
+    assert by_label["alrao-adam[1e-4..0.1]+recentre@5w2"] == {"selection"}
     assert by_label["alrao-adam[1e-4..0.1]+curvelog"] == {"selection"}
     assert {r.dataset for r in runs if r.label == "alrao-adam"} == {"regression"}  # its product range
     assert len({r.key for r in runs}) == len(runs)
@@ -125,3 +134,55 @@ def test_regression_and_bpc_are_lower_is_better() -> None:
         assert fidelity.better(ds)(1.0, 2.0) == pytest.approx(1.0)
     assert fidelity.better("digits")(1.0, 2.0) == pytest.approx(-1.0)
     assert math.isinf(fidelity.test_score({"test_mse": None}, "regression"))
+
+
+def test_recentre_labels_pin_their_warm_up_and_width() -> None:
+    from archscreen.core.screening import AlraoScreener
+
+    for label, (after, width) in {
+        "alrao-adam[1e-4..0.1]+recentre@5": (5, 1.0),
+        "alrao-adam[1e-4..0.1]+recentre@10": (10, 1.0),
+        "alrao-adam[1e-4..0.1]+recentre@5w2": (5, 2.0),
+    }.items():
+        screener = fidelity.VARIANTS[label]()
+        assert isinstance(screener, AlraoScreener)
+        assert (screener.recentre_after, screener.recentre_width) == (after, width)
+        assert screener.settings("classification")[:2] == (1e-4, 0.1)
+    assert AlraoScreener().recentre_after is None  # the paper's behaviour stays the default
+
+
+def _cal_row(arch: str, seed: int, acc: float) -> dict[str, Any]:
+    return {"dataset": "digits", "arch": arch, "screener": "d", "seed": seed, "test_accuracy": acc / 100}
+
+
+def test_calibration_fits_on_the_selection_half_and_scores_the_other() -> None:
+    # Selection: 19 runs whose error rate is 4 % while the best rate's is 2 % (log ratio -0.693),
+    # and one whose best-rate error is the same as observed (residual 0).
+    sel_archs = [f"s{i}" for i in range(20)]
+    rows = {("digits", a, "d", 0): _cal_row(a, 0, 96.0) for a in sel_archs}
+    truths_sel = {"digits": {"test": {a: 98.0 for a in sel_archs[:19]} | {"s19": 96.0}}}
+    # Evaluation: one net observed at 90 % (error 10 -> corrected 5, i.e. 95 %), truth 95 %.
+    rows[("digits", "e0", "d", 0)] = _cal_row("e0", 0, 90.0)
+    truths_eval = {"digits": {"test": {"e0": 95.0}}}
+    cal = fidelity.calibration_table(
+        rows, truths_sel, truths_eval, {"digits": sel_archs}, {"digits": ["e0"]}, "d", 1
+    )
+    fit = cal["fits"]["classification"]
+    assert fit["n"] == 20
+    assert fit["median"] == pytest.approx(math.log(0.5))
+    # split conformal, n = 20: the 5 % and 95 % order statistics are ranks 1 and 20
+    assert fit["low"] == pytest.approx(math.log(0.5)) and fit["high"] == pytest.approx(0.0)
+    m = cal["datasets"]["digits"]
+    assert m["raw"] == pytest.approx(5.0) and m["corrected"] == pytest.approx(0.0, abs=1e-9)
+    assert m["coverage"] == 1.0 and m["width"] == pytest.approx(5.0)
+    # no selection-half run of a family: nothing is fitted for it, nothing is scored
+    reg = fidelity.calibration_table(
+        rows,
+        truths_sel,
+        {"regression": {"test": {"r": 0.1}}},
+        {"digits": sel_archs},
+        {"regression": ["r"]},
+        "d",
+        1,
+    )
+    assert "regression" not in reg["fits"] and reg["datasets"] == {}
