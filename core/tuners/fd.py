@@ -260,21 +260,28 @@ class FD2SGD(Optimizer):
         loss_at: LossAt | None = None,
         loss_at_batched: BatchedLossAt | None = None,
     ) -> float | None:
-        """One SGD step; every ``every`` steps first update :math:`\\eta` from five evaluations."""
+        """One step along :meth:`_direction` (SGD: the gradient; :class:`FD2Adam`: Adam's); every
+        ``every`` steps first update :math:`\\eta` from five evaluations along it."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         fd = cast(dict[Any, Any], self.state)["fd"]
         eta = self.lr
-        params, grads = self._all()
+        params, _ = self._all()
         if not params:
             return loss
+        u, full = self._direction(params)
         if (loss_at is not None or loss_at_batched is not None) and fd["step"] % self.every == 0:
-            self._update_rate(eta, loss_at, loss_at_batched)
+            self._update_rate(eta, loss_at, loss_at_batched, full)
         fd["step"] += 1
-        _sgd_step(params, grads, eta, flat_params(self)[1])  # paper order: the step uses η_t
+        _sgd_step(params, u, eta, flat_params(self)[1])  # paper order: w ← w − η_t u_t
         return loss
+
+    def _direction(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor] | None]:
+        """The step's direction for ``params`` (those with a gradient), and the trial points'
+        direction over *all* parameters, or ``None`` for the gradient (:meth:`trial_params`)."""
+        return [cast(Tensor, p.grad) for p in params], None
 
     def _update_rate(
         self,
@@ -437,7 +444,7 @@ class FD2Adam(FD2SGD):
         self.betas = (float(b1), float(b2))
         self.adam_eps = float(adam_eps)
 
-    def _direction(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    def _direction(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor] | None]:
         """Adam's direction for ``params`` (with a gradient), and over *all* parameters (zeros where
         there is no gradient) for the trial points."""
         grads = [cast(Tensor, p.grad) for p in params]
@@ -446,31 +453,6 @@ class FD2Adam(FD2SGD):
         by_id = {id(p): d for p, d in zip(params, u, strict=True)}
         full = [by_id[id(p)] if id(p) in by_id else torch.zeros_like(p) for p in flat_params(self)[0]]
         return u, full
-
-    @torch.no_grad()
-    def step(  # type: ignore[override]
-        self,
-        closure: Callable[[], float] | None = None,
-        *,
-        loss_at: LossAt | None = None,
-        loss_at_batched: BatchedLossAt | None = None,
-    ) -> float | None:
-        """One Adam step; every ``every`` steps first update :math:`\\eta` from five evaluations."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        fd = cast(dict[Any, Any], self.state)["fd"]
-        eta = self.lr
-        params, _ = self._all()
-        if not params:
-            return loss
-        u, full = self._direction(params)
-        if (loss_at is not None or loss_at_batched is not None) and fd["step"] % self.every == 0:
-            self._update_rate(eta, loss_at, loss_at_batched, full)
-        fd["step"] += 1
-        _sgd_step(params, u, eta, flat_params(self)[1])  # w ← w − η_t u_t
-        return loss
 
 
 class FD1SGD(Optimizer):
