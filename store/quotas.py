@@ -56,14 +56,29 @@ def _dir_bytes(path: Path) -> int:
 _artifact_cache: dict[tuple[str, int], tuple[float, int]] = {}
 
 
+def model_bytes(s: Session, tenant_id: int) -> int:
+    """Bytes of the tuned-model files this tenant's jobs put into the model store, each distinct
+    file once (the store is content-addressed: two jobs that wrote the same bytes share a file)."""
+    per_file = (
+        select(func.max(Job.model_bytes).label("size"))
+        .join(Study, Study.id == Job.study_id)
+        .where(Study.tenant_id == tenant_id, Job.model_sha256.is_not(None))
+        .group_by(Job.model_sha256)
+        .subquery()
+    )
+    return int(s.scalar(select(func.coalesce(func.sum(per_file.c.size), 0))) or 0)
+
+
 def artifact_bytes(s: Session, tenant_id: int, artifacts_dir: Path, *, max_age_s: float = 30.0) -> int:
-    """Bytes under ``artifacts_dir/jobs/<id>`` for this tenant's jobs (cached ``max_age_s``)."""
+    """Bytes this tenant stores: everything under ``artifacts_dir/jobs/<id>`` for its jobs (run
+    checkpoints, logs) plus its tuned-model files (:func:`model_bytes`, read from the jobs' rows,
+    which also counts them in an object store). Cached ``max_age_s``."""
     key = (str(artifacts_dir), tenant_id)
     hit = _artifact_cache.get(key)
     if hit is not None and time.monotonic() - hit[0] < max_age_s:
         return hit[1]
     ids = s.scalars(select(Job.id).join(Study, Study.id == Job.study_id).where(Study.tenant_id == tenant_id))
     jobs_dir = artifacts_dir / "jobs"
-    total = sum(_dir_bytes(jobs_dir / str(job_id)) for job_id in ids)
+    total = sum(_dir_bytes(jobs_dir / str(job_id)) for job_id in ids) + model_bytes(s, tenant_id)
     _artifact_cache[key] = (time.monotonic(), total)
     return total

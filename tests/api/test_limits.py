@@ -73,3 +73,33 @@ def test_artifact_bytes_per_tenant_is_a_413(limited: TestClient, tmp_path: Path)
     quotas._artifact_cache.clear()
     r = limited.post(f"/api/v1/studies/{sid}/candidates", json=[spec(5)])
     assert r.status_code == 413 and r.json()["limit"] == 10_000 and r.json()["current"] >= 20_000, r.text
+
+
+def test_tuned_model_files_count_towards_the_artifact_limit(limited: TestClient, migrated: Database) -> None:
+    # A tuning job's model file lives in the content-addressed model store, not in its job folder:
+    # the limit reads its size from the job's row, each distinct file once.
+    from sqlalchemy import update
+
+    from archscreen.store import quotas
+    from archscreen.store.models import Job
+
+    sid = study(limited, "a")
+    ids = [
+        c["id"]
+        for c in limited.post(f"/api/v1/studies/{sid}/candidates", json=[spec(4), spec(5)]).json()["data"]
+    ]
+    jobs = [limited.get(f"/api/v1/candidates/{i}").json()["runs"][0]["id"] for i in ids]
+    with migrated.session() as s:
+        for job_id in jobs:  # the same file twice: counted once
+            s.execute(update(Job).where(Job.id == job_id).values(model_sha256="ab" * 32, model_bytes=6_000))
+        s.commit()
+    quotas._artifact_cache.clear()
+    assert (
+        limited.post(f"/api/v1/studies/{sid}/candidates", json=[spec(6)]).status_code == 201
+    )  # 6,000 < 10,000
+    with migrated.session() as s:
+        s.execute(update(Job).where(Job.id == jobs[1]).values(model_sha256="cd" * 32, model_bytes=6_000))
+        s.commit()
+    quotas._artifact_cache.clear()
+    r = limited.post(f"/api/v1/studies/{study(limited, 'b')}/candidates", json=[spec(7)])
+    assert r.status_code == 413 and r.json()["limit"] == 10_000 and r.json()["current"] >= 12_000, r.text
