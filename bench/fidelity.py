@@ -115,6 +115,11 @@ VARIANTS: dict[str, Callable[[], Screener]] = {
     "adam@1e-3+2x": lambda: FixedRateScreener(lr=1e-3, optimizer="adam"),
     # The default under the curve-aware budget (TrainConfig.stop_rule="plateau", cap 2x epochs).
     "alrao-adam[1e-4..0.1]+curve": lambda: AlraoScreener(base="adam", lr_min=1e-4, lr_max=0.1),
+    # Item 2, each part of the curve-aware budget alone (second session): the smoothed patience
+    # without the step floor, the step floor with raw patience, and both under the fixed cap.
+    "alrao-adam[1e-4..0.1]+curve-smooth-only": lambda: AlraoScreener(base="adam", lr_min=1e-4, lr_max=0.1),
+    "alrao-adam[1e-4..0.1]+curve-floor-only": lambda: AlraoScreener(base="adam", lr_min=1e-4, lr_max=0.1),
+    "alrao-adam[1e-4..0.1]+curve-cap1": lambda: AlraoScreener(base="adam", lr_min=1e-4, lr_max=0.1),
     # Item 5: the body's rates in their own, narrower and higher, range; the copies keep (1e-4, 0.1).
     "alrao-adam[1e-4..0.1]+body[1e-3..0.1]": lambda: AlraoScreener(
         base="adam", lr_min=1e-4, lr_max=0.1, body_lr_min=1e-3
@@ -153,7 +158,28 @@ VARIANT_BUDGET: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         "max_epochs": 2 * c["max_epochs"],
         "stop_rule": "plateau",
     },
+    "alrao-adam[1e-4..0.1]+curve-smooth-only": lambda c: {
+        **c,
+        "max_epochs": 2 * c["max_epochs"],
+        "stop_rule": "plateau",
+        "plateau_min_steps": 0,
+        "plateau_min_epochs": 0,
+    },
+    # raw patience (no smoothing, any drop counts) until the floor
+    "alrao-adam[1e-4..0.1]+curve-floor-only": lambda c: {
+        **c,
+        "max_epochs": 2 * c["max_epochs"],
+        "stop_rule": "plateau",
+        "plateau_ema": 1.0,
+        "plateau_tol": 0.0,
+    },
+    "alrao-adam[1e-4..0.1]+curve-cap1": lambda c: {**c, "stop_rule": "plateau"},
 }
+CURVE_PARTS = (
+    "alrao-adam[1e-4..0.1]+curve-smooth-only",
+    "alrao-adam[1e-4..0.1]+curve-floor-only",
+    "alrao-adam[1e-4..0.1]+curve-cap1",
+)
 # The cache line format: 1 (study I) had no curves; 2 adds "format", "curve" (per-epoch validation
 # loss, score and cumulative steps) and the MSE fields of regression runs. Both stay readable.
 FORMAT_VERSION = 2
@@ -168,6 +194,7 @@ HELDOUT_TRAINED = (
     "alrao-adam[1e-4..0.1]+recentre@5",
     # chosen on the selection half among the re-centring settings (see VARIANTS)
     "alrao-adam[1e-4..0.1]+recentre@10",
+    *CURVE_PARTS,
 )
 # On the first study's report half: the 2x bar, then (added in a second session) the three
 # switches, so that none is reported on the new architectures alone.
@@ -1515,24 +1542,35 @@ def heldout_report(
             )
 
     # The curve-aware budget against the fixed one, on the new architectures: compute and outcome.
+    # Each part of it alone too (CURVE_PARTS): steps against the fixed budget, and the estimate.
     emit("\n## Curve-aware budget against the fixed budget (new architectures)\n")
-    emit("| dataset | runs | steps, curve-aware / fixed | stopped by plateau / at the cap | epochs, mean |")
-    emit("|---|---|---|---|---|")
-    for ds, archs in archs_new.items():
-        pairs = [
-            (rows[(ds, a, "alrao-adam[1e-4..0.1]+curve", s)], rows[(ds, a, DEFAULT_SCREENER, s)])
-            for a in archs
-            for s in range(screener_seeds)
-            if (ds, a, "alrao-adam[1e-4..0.1]+curve", s) in rows and (ds, a, DEFAULT_SCREENER, s) in rows
-        ]
-        if not pairs:
-            continue
-        ratio = sum(c["steps"] for c, _ in pairs) / max(sum(f["steps"] for _, f in pairs), 1)
-        plateau = sum(1 for c, _ in pairs if c["stopped_because"] == "plateau")
-        at_cap = sum(1 for c, _ in pairs if c["stopped_because"] == "max_epochs")
-        ep_c = _mean([c["epochs"] for c, _ in pairs])
-        ep_f = _mean([f["epochs"] for _, f in pairs])
-        emit(f"| {ds} | {len(pairs)} | {ratio:.2f} | {plateau} / {at_cap} | {ep_c:.1f} vs {ep_f:.1f} |")
+    emit(
+        "| rule | dataset | runs | steps, rule / fixed | stopped by plateau / at the cap | epochs, mean "
+        "| estimate error, fixed → rule |"
+    )
+    emit("|---|---|---|---|---|---|---|")
+    for rule in ("alrao-adam[1e-4..0.1]+curve", *CURVE_PARTS):
+        for ds, archs in archs_new.items():
+            pairs = [
+                (a, rows[(ds, a, rule, s)], rows[(ds, a, DEFAULT_SCREENER, s)])
+                for a in archs
+                for s in range(screener_seeds)
+                if (ds, a, rule, s) in rows and (ds, a, DEFAULT_SCREENER, s) in rows
+            ]
+            if not pairs or ds not in truths_new:
+                continue
+            ratio = sum(c["steps"] for _, c, _ in pairs) / max(sum(f["steps"] for _, _, f in pairs), 1)
+            plateau = sum(1 for _, c, _ in pairs if c["stopped_because"] == "plateau")
+            at_cap = sum(1 for _, c, _ in pairs if c["stopped_because"] == "max_epochs")
+            ep_c = _mean([c["epochs"] for _, c, _ in pairs])
+            ep_f = _mean([f["epochs"] for _, _, f in pairs])
+            truth = truths_new[ds]["test"]
+            err_c = _mean([abs(test_score(c, ds) - truth[a]) for a, c, _ in pairs])
+            err_f = _mean([abs(test_score(f, ds) - truth[a]) for a, _, f in pairs])
+            emit(
+                f"| {rule.removeprefix('alrao-adam[1e-4..0.1]')} | {ds} | {len(pairs)} | {ratio:.2f} "
+                f"| {plateau} / {at_cap} | {ep_c:.1f} vs {ep_f:.1f} | {err_f:.3g} → {err_c:.3g} {_unit(ds)} |"
+            )
 
     # Item 5: the body-range switch on the deep sigmoid nets and on the selection half.
     emit(

@@ -68,6 +68,8 @@ def test_heldout_plan_trains_each_switch_on_its_half_only() -> None:
         assert by_label[label] == {"new", "selection", "report"}, label
     assert by_label["alrao-adam[1e-4..0.1]+curve"] == {"new", "report"}
     assert by_label["alrao-adam[1e-4..0.1]+recentre@5w2"] == {"selection"}
+    for label in fidelity.CURVE_PARTS:
+        assert by_label[label] == {"new"}, label
     assert by_label["alrao-adam[1e-4..0.1]+curvelog"] == {"selection"}
     assert {r.dataset for r in runs if r.label == "alrao-adam"} == {"regression"}  # its product range
     assert len({r.key for r in runs}) == len(runs)
@@ -80,6 +82,14 @@ def test_variant_budgets_double_what_they_say() -> None:
     curve = fidelity.VARIANT_BUDGET["alrao-adam[1e-4..0.1]+curve"](base)
     assert curve["stop_rule"] == "plateau" and curve["max_epochs"] == 2 * base["max_epochs"]
     assert curve["patience"] == base["patience"]
+    # each part of the curve-aware budget alone: one thing differs from the whole rule
+    whole = dict(curve)
+    smooth = fidelity.VARIANT_BUDGET["alrao-adam[1e-4..0.1]+curve-smooth-only"](base)
+    assert smooth == {**whole, "plateau_min_steps": 0, "plateau_min_epochs": 0}
+    floor = fidelity.VARIANT_BUDGET["alrao-adam[1e-4..0.1]+curve-floor-only"](base)
+    assert floor == {**whole, "plateau_ema": 1.0, "plateau_tol": 0.0}
+    cap1 = fidelity.VARIANT_BUDGET["alrao-adam[1e-4..0.1]+curve-cap1"](base)
+    assert cap1 == {**whole, "max_epochs": base["max_epochs"]}
 
 
 def test_a_new_run_writes_format_2_with_its_curve() -> None:
