@@ -203,6 +203,8 @@ HELDOUT_ON_REPORT = (
     "alrao-adam[1e-4..0.1]+curve",
     "alrao-adam[1e-4..0.1]+body[1e-3..0.1]",
     "alrao-adam[1e-4..0.1]+recentre@5",
+    # the curve-aware part with the lowest selection-half error (the rule in VARIANTS)
+    "alrao-adam[1e-4..0.1]+curve-cap1",
     "alrao-adam[1e-4..0.1]+recentre@10",
 )
 # The default label pins (1e-4, 0.1) on every task; the product's regression default is (1e-5, 0.1),
@@ -214,6 +216,8 @@ HELDOUT_ON_SELECTION = (
     "alrao-adam[1e-4..0.1]+recentre@5",
     "alrao-adam[1e-4..0.1]+recentre@10",
     "alrao-adam[1e-4..0.1]+recentre@5w2",
+    "alrao-adam[1e-4..0.1]+curve",
+    *CURVE_PARTS,
 )
 LOWER_IS_BETTER = ("chartext", "regression")  # test score: bits per character, MSE
 SHORT_GRID = [3e-4, 1e-3, 3e-3]  # Adam, a third of the epochs each
