@@ -3,15 +3,18 @@
 The loop trains ``model`` (a :class:`~archscreen.core.training.model.ScreenModel`:
 body + head) with any ``torch.optim.Optimizer``. Per epoch it evaluates on the
 validation split, records curves, writes a checkpoint that resumes bit-for-bit,
-and calls the progress callback. It stops on:
+and calls the progress callback. Everything it carries between epochs is one
+:class:`~archscreen.core.training.state.LoopState`, and the checkpoint is that object
+serialised. It stops on (each rule a small object in :mod:`archscreen.core.training.stopping`,
+checked in this order after each epoch; ``cancelled`` is no rule):
 
+* ``diverged``: a non-finite training or validation loss;
 * ``patience``: no improvement of the validation loss for ``patience`` epochs;
 * ``plateau`` (only with ``TrainConfig(stop_rule="plateau")``, the curve-aware budget): the
   exponentially smoothed validation loss has not improved by a relative ``plateau_tol`` for
   ``patience`` epochs *and* the run has taken its minimum number of optimizer steps;
-* ``max_epochs``;
 * ``wall_clock_s``: the budget is checked after each epoch;
-* ``diverged``: a non-finite training or validation loss;
+* ``max_epochs``;
 * ``cancelled``: the callback raised :class:`TrainingCancelled` (after an epoch),
   or the step hook did (mid-epoch: the unfinished epoch is dropped, so a
   service can stop a job within one step of a cancel request).
