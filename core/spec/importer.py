@@ -108,8 +108,8 @@ class _GraphReader:
         self.mapped: dict[torch.fx.Node, Mapped] = {}
 
     def shape(self, node: torch.fx.Node) -> Shape:
-        meta = node.meta.get("tensor_meta")
-        return tuple(meta.shape[1:]) if hasattr(meta, "shape") else ()
+        shape = getattr(node.meta.get("tensor_meta"), "shape", None)  # absent for tuple outputs
+        return () if shape is None else tuple(shape[1:])
 
     def kind_for(self, node: torch.fx.Node) -> type[LayerKind]:
         if node.op == "call_module":
