@@ -7,6 +7,8 @@ and Alrao's grouping covers every parameter exactly once. A kind without cases f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -94,3 +96,9 @@ def test_kind_contract(cls: type[LayerKind], case: ContractCase) -> None:
     assert owners <= declared, owners - declared
     grouped = [id(p) for group in alrao_param_groups(body) for p in group["params"]]
     assert sorted(grouped) == sorted(id(p) for p in params)  # every parameter exactly once
+
+
+def test_every_kind_is_documented() -> None:
+    text = (Path(__file__).resolve().parents[3] / "docs" / "spec.md").read_text()
+    table = text[text.index("## Layers") : text.index("### Attention")]
+    assert [name for name in LAYER_KINDS if f"`{name}`" not in table] == []
