@@ -94,7 +94,7 @@ class Residual(LayerKind):
 
     shorthand = "layers"
     param_modules = (nn.Linear, nn.Conv1d, nn.Conv2d)
-    torch_sources = (operator.add, torch.add, "add")
+    torch_sources = (operator.add, operator.iadd, torch.add, "add")
     contract_cases = (
         ContractCase({"residual": ["relu", {"linear": 4}]}, (4,)),
         ContractCase({"residual": [{"linear": 6}]}, (3, 4)),

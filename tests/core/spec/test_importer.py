@@ -49,7 +49,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(y + (x if self.proj is None else self.proj(x)))
+        if self.proj is None:
+            y += x  # traced as operator.iadd
+        else:
+            y = self.proj(x) + y
+        return F.relu(y)
 
 
 class ResNet(nn.Module):
