@@ -30,7 +30,7 @@ class CNN(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, groups=8), nn.BatchNorm2d(16), nn.GELU(),
+            nn.Conv2d(8, 16, 3, groups=8), nn.BatchNorm2d(16), nn.GELU(), nn.GroupNorm(4, 16),
         )  # fmt: skip
         self.fc = nn.Linear(16 * 2 * 2, 10)
 
@@ -157,6 +157,8 @@ def test_imported_kinds() -> None:
     assert kinds == ["conv2d", "residual", "relu", "residual", "relu", "global_avgpool"]
     residual = import_module(ResNet(), (3, 8, 8)).spec.layers[3]
     assert residual.args()["projection"] == "conv"
+    cnn = [layer.kind for layer in import_module(CNN(), (1, 8, 8)).spec.layers]
+    assert cnn[4:] == ["conv2d", "batchnorm", "gelu", "groupnorm", "flatten"]
     gru = import_module(GRUClassifier(), (7, 6)).spec.canonical()["layers"]
     assert gru == [{"gru": {"hidden": 12, "layers": 2, "return": "last"}}]
     lm = import_module(CharGRU(), (12,))
