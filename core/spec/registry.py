@@ -157,6 +157,8 @@ class LayerKind(BaseModel):
     # Residual ``projection: auto`` reads a rank-2 input as (C, L) when its body holds such a kind.
     channels_first_1d: ClassVar[bool] = False
     takes_tokens: ClassVar[bool] = False
+    # The field holding nested DSL layer items (``residual``'s ``layers``), parsed recursively.
+    nested_field: ClassVar[str | None] = None
 
     def args(self) -> dict[str, Any]:
         """The layer's arguments in canonical JSON form (defaults filled, pairs as lists)."""

@@ -93,6 +93,7 @@ class Residual(LayerKind):
     projection: Literal["auto", "none", "linear", "conv"] = "auto"
 
     shorthand = "layers"
+    nested_field = "layers"
     param_modules = (nn.Linear, nn.Conv1d, nn.Conv2d)
     torch_sources = (operator.add, operator.iadd, torch.add, "add")
     contract_cases = (
