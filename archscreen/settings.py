@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         description="A queued job whose message is in no broker queue and held by no worker for this "
         "long has its message re-sent.",
     )
+    held_message_timeout_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="A job whose message a worker handed to a job process this long ago (a process start, "
+        "worker_proc_alive_timeout_s, plus the lost-message grace) and which no process has claimed is "
+        "released by that worker's watchdog and its message re-sent.",
+    )
 
     # checkpoints (docs/reliability.md)
     delete_checkpoint_on_success: bool = Field(

@@ -116,6 +116,8 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     # Set once, by compare-and-set, when the study's auto-promotion fired.
     auto_promoted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # When a cancel last sent the study's promotion check: one message per study, not one per cancel.
+    promotion_check_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Bumped on every change under the study (jobs, metrics): cheap ETags for pollers.
     version: Mapped[int] = mapped_column(Integer, default=0)
 
