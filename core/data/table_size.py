@@ -4,8 +4,8 @@ A 2.2 MB Parquet file of two int8 columns of 3·10⁸ zeros (zstd) decodes to 60
 to 2.4 GB of float32 features: the file's size says nothing about its memory. So the validation
 child measures the table first and refuses it, naming the limit, before one value is decoded:
 
-* Parquet: the footer gives the row count, the column count and each row group's decoded
-  (uncompressed) bytes; nothing is decompressed.
+* Parquet: the footer gives the row count, the column types and each row group's bytes; the
+  decoded size is at least rows × the fixed-width columns' bytes. Nothing is decompressed.
 * CSV: the header line (at most :data:`MAX_CSV_HEADER_BYTES`) names the columns; rows are counted
   by streaming the file in 1 MiB chunks (one chunk in memory at a time), as newlines, an upper
   bound (blank lines count as rows here; the reader skips them).
@@ -19,6 +19,7 @@ These checks stay separate from the conversion (:mod:`.tabular`): they only read
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from dataclasses import dataclass
@@ -92,7 +93,14 @@ def measure_table(path: str | os.PathLike[str], fmt: str) -> TableSize:
         meta = pq.read_metadata(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DatasetError(f"cannot read the parquet table: {' '.join(str(exc).split())[:300]}") from None
-    decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    # the footer's sizes are of the encoded pages (3·10⁸ zeros run-length encode to 2 MB): the
+    # decoded size is at least the rows times the fixed-width columns' bytes
+    fixed = 0
+    for column in meta.schema.to_arrow_schema():
+        with contextlib.suppress(ValueError):  # not fixed-width (strings): counted by the footer
+            fixed += max(1, column.type.bit_width // 8)
+    encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    decoded = max(encoded, meta.num_rows * fixed)
     return TableSize(rows=meta.num_rows, columns=meta.num_columns, decoded_bytes=decoded)
 
 
