@@ -12,19 +12,16 @@ process and all its children (the validation children) over their value before t
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from tests.reliability.hostile_files import hostile_parquet
+from tests.reliability.hostile_files import TreeMemory, hostile_parquet
 from tests.services import RunningService
 
 pytestmark = pytest.mark.slow
@@ -53,41 +50,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServi
         yield svc, tokens
     finally:
         svc.stop()
-
-
-class TreeMemory:
-    """Peak summed RSS of a process and its descendants, sampled in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
-        self.baseline = self.sample()
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> int:
-        total = 0
-        for p in [self.root, *self.root.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):  # a child that has just exited
-                total += p.memory_info().rss
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.sample())
-            time.sleep(0.01)
-
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def extra(self) -> int:
-        return self.peak - self.baseline
 
 
 def post_file(svc: RunningService, token: str, path: Path) -> httpx.Response:
