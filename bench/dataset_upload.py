@@ -69,8 +69,7 @@ def hostile_round(tmp: Path, parquet: Path, uploads: int, **settings: str) -> fl
     try:
         svc.cli("migrate")
         tokens = [
-            svc.cli("token", "create", "--tenant", f"t{i}").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
-            for i in range(5)
+            svc.cli("token", "create", "--tenant", f"t{i}").stdout.strip().splitlines()[-1] for i in range(5)
         ]
         svc.start_api()
         svc.wait_healthy()
@@ -85,7 +84,7 @@ def hostile_round(tmp: Path, parquet: Path, uploads: int, **settings: str) -> fl
                 timeout=600,
             )
 
-        with TreeMemory(svc.procs["api"].pid) as memory, ThreadPoolExecutor(uploads) as pool:  # type: ignore[attr-defined]
+        with TreeMemory(svc.procs["api"].pid) as memory, ThreadPoolExecutor(uploads) as pool:
             t0 = time.perf_counter()
             answers = list(pool.map(post, range(uploads)))
             seconds = time.perf_counter() - t0
