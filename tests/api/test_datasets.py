@@ -366,3 +366,18 @@ def test_a_dataset_name_is_derived_from_any_file_name(file: str, name: str) -> N
     from archscreen.store.datasets import NAME_PATTERN, name_from_file
 
     assert name_from_file(file) == name and re.match(NAME_PATTERN, name)
+
+
+def test_the_sandbox_child_cannot_pass_its_address_space_limit(tmp_path: Path) -> None:
+    """RLIMIT_AS is what makes slots x limit a bound on the host: a child asking for 3 GiB under a
+    1 GiB limit fails, and its peak resident memory (from wait4) stays under the limit."""
+    import sys
+
+    from archscreen.api.validation import run_limited
+
+    grab = [sys.executable, "-c", "import sys; b = bytearray(3 * 2**30); sys.exit(0)"]
+    outcome = run_limited(grab, tmp_path, memory_bytes=2**30, timeout_s=60)
+    assert outcome.returncode != 0 and "MemoryError" in outcome.stderr, outcome
+    assert 0 < outcome.peak_rss_bytes < 2**30
+    fine = run_limited([sys.executable, "-c", "print('ok')"], tmp_path, memory_bytes=2**30, timeout_s=60)
+    assert (fine.returncode, fine.stdout.strip()) == (0, "ok")
