@@ -289,6 +289,9 @@ async def upload_dataset(
             received = await receive(request, upload, settings.max_dataset_bytes)
         except UploadTooLarge:
             return _too_large(settings)
+        except ApiValidationError:  # a malformed form: answered once the client has sent its body
+            await _discard_body(request)
+            raise
         except ClientDisconnect:
             # not an error of ours: the client went away; nothing was stored (the folder goes)
             log.info("upload of %s cancelled: the client disconnected", name or "a dataset")

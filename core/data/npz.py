@@ -167,14 +167,7 @@ class NpzDataset(Dataset):
             vocab_size = num_classes = max(int(arrays[k].max()) for k in keys) + 1
         elif y_int and yt.ndim == 1:
             task = "classification"
-            ys = [arrays[f"y_{s}"] for s in present]
-            if min(int(y.min()) for y in ys) < 0:
-                raise self._fail("class labels must be >= 0")
-            num_classes = max(int(y.max()) for y in ys) + 1
-            try:
-                check_contiguous_ids(ys, "y_" + "/y_".join(present))
-            except DatasetError as exc:
-                raise self._fail(str(exc)) from None
+            num_classes = self._class_count({s: arrays[f"y_{s}"] for s in present})
         elif y_int:
             raise self._fail(
                 f"integer y_train of shape {yt.shape}: expected (N,) class labels, or (N, T) next-token "
@@ -216,6 +209,17 @@ class NpzDataset(Dataset):
             vocab_size=vocab_size,
         )
         return out, info
+
+    def _class_count(self, labels: dict[str, np.ndarray]) -> int:
+        """K of labels that must be the contiguous ids 0..K-1 (split name → its ``y``)."""
+        ys = list(labels.values())
+        if min(int(y.min()) for y in ys) < 0:
+            raise self._fail("class labels must be >= 0")
+        try:
+            check_contiguous_ids(ys, "y_" + "/y_".join(labels))
+        except DatasetError as exc:
+            raise self._fail(str(exc)) from None
+        return max(int(y.max()) for y in ys) + 1
 
     @staticmethod
     def _carved_sizes(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
