@@ -339,7 +339,9 @@ def test_the_schema_offers_multipart_and_says_npz_takes_no_label_column(client: 
     op = client.get("/openapi.json").json()["paths"]["/api/v1/datasets"]["post"]
     content = op["requestBody"]["content"]
     assert set(content) == {"application/octet-stream", "multipart/form-data"}
-    assert content["multipart/form-data"]["schema"]["required"] == ["file"]
+    multipart = content["multipart/form-data"]["schema"]
+    assert multipart["required"] == ["file"]
+    assert multipart["then"] == {"not": {"required": ["label_column"]}}, "npz: no label_column"
     label = next(p for p in op["parameters"] if p["name"] == "label_column")
     assert "npz upload must not send it" in label["description"]
     assert "Retry-After" in op["responses"]["429"]["headers"]
