@@ -131,7 +131,11 @@ def facts_or_error(outcome: ChildOutcome, settings: Settings) -> dict[str, Any]:
             [item(["body"], f"validating the file took over {settings.dataset_check_timeout_s:.0f} s")]
         )
     if outcome.returncode == EXIT_TOO_LARGE:
-        refused = json.loads(last_err)
+        refused = _json_line(outcome.stderr) or {
+            "detail": "the table is over a size limit",
+            "limit": settings.max_dataset_unpacked_bytes,
+            "current": None,
+        }
         raise LimitExceeded(
             413,
             f"{refused['detail']} (ARCHSCREEN_MAX_DATASET_UNPACKED_BYTES)"
@@ -158,3 +162,15 @@ def facts_or_error(outcome: ChildOutcome, settings: Settings) -> dict[str, Any]:
         )
     facts: dict[str, Any] = json.loads(outcome.stdout.strip().splitlines()[-1])
     return facts
+
+
+def _json_line(text: str) -> dict[str, Any] | None:
+    """The last line of ``text`` that is a JSON object (the child may warn after it)."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
