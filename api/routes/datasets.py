@@ -312,7 +312,8 @@ DISCARD_BYTES = 16 * 2**20
 
 async def _discard_body(request: Request) -> None:
     read = 0
-    with contextlib.suppress(ClientDisconnect):
+    # RuntimeError: Starlette's "Stream consumed", the whole body was read already
+    with contextlib.suppress(ClientDisconnect, RuntimeError):
         async for chunk in request.stream():
             read += len(chunk)
             if read > DISCARD_BYTES:
