@@ -272,6 +272,10 @@ def resolve_dataset(c: Client, value: str, label_column: str | None = None, *, q
 def _upload(
     c: Client, path: Path, name: str | None, label_column: str | None, *, quiet: bool
 ) -> dict[str, Any]:
+    from archscreen.store.datasets import name_from_file
+
+    # the file name as a valid dataset name: "data (1).npz" → "data _1_.npz"
+    name = name or name_from_file(path.name)
     size = path.stat().st_size
     show = not quiet and size > 4 * 2**20 and sys.stderr.isatty()
     try:
