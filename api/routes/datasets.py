@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from archscreen.api.deps import DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
@@ -198,7 +199,8 @@ async def upload_dataset(
         raise ApiValidationError(
             [item(["query", "label_column"], "an .npz names its targets y_*: no label column")]
         )
-    _, total = _check_count(session, settings, tenant)
+    # an async route: every database call goes to the thread pool, never blocks the event loop
+    _, total = await run_in_threadpool(_check_count, session, settings, tenant)
     with tempfile.TemporaryDirectory(dir=settings.resolved_artifacts_dir, prefix=".upload-") as tmp:
         upload, canonical = Path(tmp) / "upload", Path(tmp) / "canonical.npz"
         try:
@@ -214,7 +216,9 @@ async def upload_dataset(
                 status_code=413,
                 headers={"Connection": "close"},
             )
-        existing = dataset_store.by_content(session, tenant.id, sha, label_column or "")
+        existing = await run_in_threadpool(
+            dataset_store.by_content, session, tenant.id, sha, label_column or ""
+        )
         if existing is not None:
             return JSONResponse(dataset_out(existing).model_dump(mode="json"), status_code=200)
         if total + size > settings.max_dataset_total_bytes_per_tenant:
@@ -231,7 +235,8 @@ async def upload_dataset(
         blob_sha = sha if kept == upload else await anyio.to_thread.run_sync(_sha256_of, kept)
         blobs = store_for(settings)
         await anyio.to_thread.run_sync(blobs.put, kept, blob_sha)
-        record, created = dataset_store.create(
+        record, created = await run_in_threadpool(
+            dataset_store.create,
             session,
             tenant.id,
             name=name,
