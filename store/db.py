@@ -48,7 +48,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _bounded_connection_class(io_timeout_s: float) -> type:
+def _bounded_connection_class(io_timeout_s: float) -> Any:
     """A psycopg connection whose every wait on the server (query, fetch, commit, ping) ends after
     ``io_timeout_s``: the connection is then closed, so SQLAlchemy sees a disconnect, drops its
     pool and the API answers 503.
@@ -61,7 +61,7 @@ def _bounded_connection_class(io_timeout_s: float) -> type:
     import psycopg
     from psycopg import errors as pg_errors
 
-    class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+    class BoundedConnection(psycopg.Connection):
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
             try:
                 return super().wait(gen, interval=interval, timeout=timeout or io_timeout_s)
