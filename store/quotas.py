@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from archscreen.store.models import ACTIVE_STATES, Candidate, Job, Study, Tenant
@@ -23,7 +24,7 @@ def lock_tenant(s: Session, tenant_id: int) -> None:
     committed write and no other writer can slip in before this transaction commits.
     """
     if s.get_bind().dialect.name == "sqlite":
-        tenants = Tenant.__table__  # Core, not ORM: no synchronising SELECT before the UPDATE
+        tenants = cast(Table, Tenant.__table__)  # Core, not ORM: no synchronising SELECT first
         s.execute(update(tenants).where(tenants.c.id == tenant_id).values(id=tenants.c.id))
     else:
         s.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
