@@ -63,6 +63,7 @@ def _bounded_connection_class(io_timeout_s: float) -> Any:
 
     class BoundedConnection(psycopg.Connection):
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            # psycopg >= 3.2: wait(gen, interval, timeout) raises _WaitTimeout once timeout passes
             try:
                 return super().wait(gen, interval=interval, timeout=timeout or io_timeout_s)
             except pg_errors._WaitTimeout:
