@@ -89,7 +89,11 @@ class StudyCreate(BaseModel):
         description="A built-in dataset (see `archscreen datasets`), or ds_<id> of an uploaded one.",
         json_schema_extra={"anyOf": [{"enum": list(BUILTIN_DATASETS)}, {"pattern": r"^ds_[1-9][0-9]{0,9}$"}]},
     )
-    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)  # type: ignore[arg-type]
+    screening: ScreeningConfig = Field(
+        default_factory=ScreeningConfig,  # type: ignore[arg-type]
+        # a rule between two fields, which JSON Schema cannot state: said here, checked (422)
+        description="How each candidate is screened. lr_min must be smaller than lr_max when both are given.",
+    )
     policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
@@ -114,13 +118,27 @@ class StudyOut(BaseModel):
 # ---------------------------------------------------------------------------- candidates
 
 
+def _object_or_text(value: Any) -> str:
+    return "[text]" if isinstance(value, str) else "[object]"
+
+
+# The branch is picked by JSON type, so a bad value gets that branch's errors only.
+SpecIn = Annotated[
+    Annotated[dict[str, Any], Field(json_schema_extra={"required": ["layers", "head"]}), Tag("[object]")]
+    | Annotated[str, Field(min_length=1), AfterValidator(_no_nul), Tag("[text]")],
+    Discriminator(_object_or_text),
+]
+
+
 class CandidateCreate(BaseModel):
     """One candidate: a spec object (or its YAML/JSON text) and an optional display name."""
 
     model_config = REQUEST
 
-    spec: dict[str, Any] | Text
-    name: Text | None = Field(None, max_length=200)
+    # what JSON Schema can say of a spec is said (an object names layers and head, a text is not
+    # empty); that the layers fit the dataset only shape inference can tell (422 naming the layer)
+    spec: SpecIn = Field(description="A spec object (layers and head), or its YAML or JSON text.")
+    name: Text | None = Field(None, max_length=200, description="Default (or empty): the spec's name.")
 
 
 def _one_or_many(value: Any) -> str:
@@ -130,7 +148,8 @@ def _one_or_many(value: Any) -> str:
 # A body is one candidate (an object) or several (a list). The discriminator picks the branch by
 # JSON type, so errors come from that branch only; its tag (bracketed) is dropped from error paths.
 CandidatesIn = Annotated[
-    Annotated[CandidateCreate, Tag("[one]")] | Annotated[list[CandidateCreate], Tag("[many]")],
+    Annotated[CandidateCreate, Tag("[one]")]
+    | Annotated[list[CandidateCreate], Tag("[many]"), Field(min_length=1)],
     Discriminator(_one_or_many),
 ]
 
@@ -333,7 +352,11 @@ class PromoteIn(BaseModel):
 
     top_k: int | None = Field(None, ge=1, le=100)
     candidate_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
-        None, min_length=1, max_length=100
+        None,
+        min_length=1,
+        max_length=100,
+        description="Ids of this study's candidates (GET /studies/{study_id}/candidates); another "
+        "study's id is a 422.",
     )
     tuner: TunerName | None = Field(None, description="Default: the study's policy.")
     starts: int | None = Field(

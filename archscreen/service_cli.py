@@ -595,10 +595,44 @@ def _stop(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+UP_LOCK_FILE = "up.lock"
+
+
+def lock_data_dir(data_dir: Path) -> Any:
+    """Hold an exclusive ``flock`` on ``data_dir/up.lock`` for this process's life (the open file
+    is returned; the kernel releases the lock when the process ends, however it ends).
+
+    Two ``up`` on one data directory would share its SQLite file and broker folder and each requeue
+    the other's running jobs on start: the second is refused with the holder's pid, which the file
+    holds. Its worker does not inherit the lock (``Popen`` closes inherited descriptors).
+    """
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / UP_LOCK_FILE
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise CliError(
+            f"another `archscreen up` (pid {holder}) is using the data directory {data_dir}: "
+            "stop it first, or give this one another --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings(args)
+    lock = lock_data_dir(settings.data_dir)  # held until this process exits
     db = _database(settings, migrate=True)
     token = local_token(db, settings)
     app = _app(settings)
@@ -657,4 +691,5 @@ def cmd_up(args: argparse.Namespace) -> int:
         # checkpoint and is requeued; then the worker exits
         _stop(worker, grace_s=settings.shutdown_grace_s + 30)
         db.dispose()
+        lock.close()
     return EXIT_OK

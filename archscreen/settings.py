@@ -113,6 +113,18 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="PostgreSQL connect timeout: a database outage is a fast 503."
     )
     db_pool_timeout_s: float = Field(default=5.0, gt=0, description="Wait for a pooled connection.")
+    db_statement_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="PostgreSQL statement_timeout of the API's connections (the server cancels a "
+        "statement, or a lock wait, that runs longer: 503).",
+    )
+    db_io_timeout_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="The API gives up on a PostgreSQL connection whose server has not answered for this "
+        "long (a hung database or a frozen network path) and answers 503.",
+    )
     max_spec_bytes: int = Field(default=256 * 1024, ge=1024)
     # user datasets (docs/service.md): stored by content in the blob store
     dataset_store_url: str | None = Field(
