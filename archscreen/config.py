@@ -60,6 +60,7 @@ class ScreeningConfig(BaseModel):
             "lr_min",
             "lr_max",
             "num_copies",
+            "switch_theta",
             "body_lr_min",
             "body_lr_max",
             "recentre_after",
@@ -100,6 +101,12 @@ class ScreeningConfig(BaseModel):
     )
     wall_clock_s: float | None = Field(None, gt=0, description="Per-run budget, checked after each epoch.")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick studies).")
+    switch_theta: float = Field(
+        SCREENING.switch_theta,
+        gt=0,
+        lt=1,
+        description="Switch prior θ over the output copies: the paper's 0.999 (the authors' code: 0.9999).",
+    )
     # The switches measured in docs/fidelity.md (study II); each off by default.
     body_lr_min: float | None = Field(
         None,

@@ -44,6 +44,8 @@ class ScreeningDefaults:
     plateau_tol: float = 1e-3
     plateau_min_steps: int = 1000
     plateau_min_epochs: int = 5
+    # the Switch's prior θ of "may still switch": the paper's 0.999 (the authors' code: 0.9999)
+    switch_theta: float = 0.999
     # re-centring the body's rates (off: recentre_after None); its width when on, in decades
     recentre_width: float = 1.0
 

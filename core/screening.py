@@ -249,7 +249,7 @@ class AlraoScreener(Screener):
     lr_max: float | None = None
     num_copies: int | None = None
     base: Literal["sgd", "adam"] = SCREENING.base
-    switch_theta: float = 0.999
+    switch_theta: float = SCREENING.switch_theta
     head_impl: Literal["fast", "reference"] = "fast"
     body_lr_min: float | None = None
     body_lr_max: float | None = None
@@ -268,10 +268,13 @@ class AlraoScreener(Screener):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        """``alrao-<base>``, then each switch that is on: ``+body[<min>..<max>]`` (an end left to the
-        copies' range is empty), ``+recentre@<k>w<w>``. A plain run keeps ``alrao-<base>``, so
+        """``alrao-<base>``, then each switch that is on: ``+theta<θ>`` (a Switch rate other than
+        the paper's), ``+body[<min>..<max>]`` (an end left to the copies' range is empty),
+        ``+recentre@<k>w<w>``. A plain run keeps ``alrao-<base>``, so
         results stored before the switches existed compare with it."""
         name = f"alrao-{self.base}"
+        if self.switch_theta != SCREENING.switch_theta:
+            name += f"+theta{self.switch_theta:g}"
         if self.body_lr_min is not None or self.body_lr_max is not None:
             name += f"+body[{_g(self.body_lr_min)}..{_g(self.body_lr_max)}]"
         if self.recentre_after is not None:

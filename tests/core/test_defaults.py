@@ -60,6 +60,7 @@ def test_switches_reach_the_run_and_its_name() -> None:
     assert (config.stop_rule, config.plateau_min_steps) == ("plateau", 0)
     assert screener.name == "alrao-adam+body[0.001..]+recentre@10w1"
     assert stop_rule_suffix(config) == "+plateau(min_steps=0)"
+    assert ScreeningConfig(switch_theta=0.9999).run(seed=0)[0].name == "alrao-adam+theta0.9999"
     with pytest.raises(ValueError, match="unknown screening option"):
         screening_run({"max_epoch": 3})
 
