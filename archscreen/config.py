@@ -142,10 +142,16 @@ class ScreeningConfig(BaseModel):
         SCREENING.plateau_tol, ge=0, lt=1, description="plateau rule: relative improvement that counts."
     )
     plateau_min_steps: int = Field(
-        SCREENING.plateau_min_steps, ge=0, description="plateau rule: never stop before these steps."
+        SCREENING.plateau_min_steps,
+        ge=0,
+        le=10**9,
+        description="plateau rule: never stop before these optimizer steps.",
     )
     plateau_min_epochs: int = Field(
-        SCREENING.plateau_min_epochs, ge=0, description="plateau rule: never stop before these epochs."
+        SCREENING.plateau_min_epochs,
+        ge=0,
+        le=10_000,
+        description="plateau rule: never stop before these epochs.",
     )
 
     @model_validator(mode="after")
