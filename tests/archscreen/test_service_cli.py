@@ -70,7 +70,8 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{port}/api/v1"
         done = 3 + 2 * PromotionPolicy().starts
-        deadline = time.monotonic() + 240 + 60 * PromotionPolicy().starts
+        # the demo screens under the default budget (30 epochs, patience 10: core/defaults.py)
+        deadline = time.monotonic() + 360 + 60 * PromotionPolicy().starts
         jobs: dict[str, int] = {}
         while time.monotonic() < deadline:
             studies = httpx.get(f"{base}/studies", headers=headers).json()["data"]
