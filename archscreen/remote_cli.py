@@ -25,8 +25,9 @@ from xml.etree import ElementTree as ET
 
 import httpx
 
-from archscreen.cli_common import EXIT_OK, CliError
+from archscreen.cli_common import EXIT_OK, CliError, add_model_options, model_from_args
 from archscreen.client import FINAL, ApiError, Client, format_detail
+from archscreen.config import ScreeningConfig
 from archscreen.core.names import METRIC_NAMES, RANK_METRIC_NAMES
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
@@ -57,7 +58,10 @@ def add_remote_commands(sub: Any) -> None:
         "file (uploaded, or reused if the service has the same bytes)",
     )
     p.add_argument("--label-column", help="the label column of a .parquet/.csv --dataset file")
-    p.add_argument("--max-epochs", type=int, help="screening epochs for a new study")
+    screening = p.add_argument_group(
+        "screening of a new study", "generated from ScreeningConfig; left out: the service's default"
+    )
+    add_model_options(screening, ScreeningConfig, service_defaults=True)
     p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
     p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
     _server_args(p)
@@ -356,7 +360,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if study is None:
             if not args.dataset:
                 raise CliError(f"study {args.study!r} does not exist: pass --dataset to create it")
-            screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
+            given = model_from_args(ScreeningConfig, args, only_given=True)
+            screening = given.model_dump(exclude_unset=True) or None
             dataset = resolve_dataset(c, args.dataset, args.label_column, quiet=args.json)
             try:
                 study = c.create_study(args.study, dataset=dataset, screening=screening)
@@ -568,7 +573,7 @@ class CiConfig:
         self.label_column = doc.get("label_column")
         if _is_dataset_file(self.dataset):  # a local data file, relative to the config
             self.dataset = str(base / self.dataset)
-        self.screening = doc.get("screening") or {}
+        self.screening = _ci_screening(path, doc.get("screening") or {})
         self.candidates = [base / str(p) for p in need("candidates", list)]
         if not self.candidates:
             raise CliError(f"{path}: 'candidates' is empty", EXIT_ERROR)
@@ -605,6 +610,25 @@ class CiConfig:
         for p in [*self.candidates, *([self.baseline] if self.baseline else [])]:
             if not p.is_file():
                 raise CliError(f"{path}: spec file {p} does not exist", EXIT_ERROR)
+
+
+def _ci_screening(path: Path, screening: Any) -> dict[str, Any]:
+    """The config's ``screening:`` mapping, checked against :class:`ScreeningConfig` here (one line
+    naming the key, before any study is made); only the keys it gives are sent, so the rest are
+    the service's defaults, the same model's."""
+    from pydantic import ValidationError
+
+    if not isinstance(screening, dict):
+        raise CliError(f"{path}: 'screening' must be a mapping of ScreeningConfig fields", EXIT_ERROR)
+    try:
+        ScreeningConfig.model_validate(screening)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(["screening", *map(str, err["loc"])])
+        raise CliError(
+            f"{path}: {where}: {str(err['msg']).removeprefix('Value error, ')}", EXIT_ERROR
+        ) from None
+    return dict(screening)
 
 
 def _free_port() -> int:

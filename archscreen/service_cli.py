@@ -466,14 +466,15 @@ def _run_celery_worker(
     pinned: tuple[str, int] | None = None,
 ) -> int:
     """``pinned``: (GPU id, K) of a ``--gpus`` child: its K job processes share that GPU."""
-    # tasks.py builds its Settings from the environment at import: hand it ours
-    os.environ["ARCHSCREEN_DEVICE"] = device
-    os.environ["ARCHSCREEN_WORKER_CONCURRENCY"] = str(concurrency)
-    os.environ["ARCHSCREEN_DATA_DIR"] = str(settings.data_dir)
-    if pinned is not None:  # read by each job process (worker/gpu_share.py)
-        os.environ["ARCHSCREEN_PINNED_GPU"] = pinned[0]
-        os.environ["ARCHSCREEN_JOBS_PER_GPU"] = str(pinned[1])
-    from archscreen.worker.tasks import app
+    # handed to the worker explicitly; its job processes fork from this one and inherit them
+    from archscreen.worker import gpu_share, tasks
+
+    update: dict[str, Any] = {"device": device}
+    if pinned is not None:  # each job process caps its GPU memory at its share (worker/gpu_share.py)
+        update["jobs_per_gpu"] = pinned[1]
+    gpu_share.pin(pinned[0] if pinned is not None else None)
+    tasks.use_settings(settings.model_copy(update=update), concurrency=concurrency)
+    app = tasks.app
 
     if os.environ.get("ARCHSCREEN_PARENT_PID"):
         # started by `archscreen up` (a laptop or a container, often as root): Celery's warning

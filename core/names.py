@@ -1,9 +1,9 @@
 """The names the layers above core/ share: tuners and ranking metrics, each defined once here.
 
-No imports beyond ``typing``: the API, the CLI's argument parser and the store read these
-without loading torch. Each name is a ``Literal`` (so mypy and pydantic check it and the
-OpenAPI schema lists it as an enum) and a tuple of its values (for ``argparse`` choices and
-membership tests), the tuple derived from the ``Literal``.
+No imports beyond ``typing`` and :mod:`archscreen.core.defaults` (standard library only): the
+API, the CLI's argument parser and the store read these without loading torch. Each name is a
+``Literal`` (so mypy and pydantic check it and the OpenAPI schema lists it as an enum) and a tuple
+of its values (for ``argparse`` choices and membership tests), the tuple derived from the ``Literal``.
 
 Adding a tuner: its name goes in :data:`TunerName`, its class in
 :data:`archscreen.core.tuning.TUNERS` (a test checks the two agree); the API's schemas, the CLI's
@@ -13,6 +13,8 @@ Adding a tuner: its name goes in :data:`TunerName`, its class in
 from __future__ import annotations
 
 from typing import Literal, get_args
+
+from archscreen.core.defaults import SCREENING
 
 __all__ = [
     "DEFAULT_SCREENING_BASE",
@@ -37,7 +39,7 @@ TUNER_NAMES: tuple[TunerName, ...] = get_args(TunerName)
 # gradient after Alrao-SGD, fd2-adam on Adam's direction after Alrao-Adam. Read through
 # default_tuner_for; ag-adam, fd1, salera and spalera stay available by name.
 DEFAULT_TUNER_BY_BASE: dict[str, TunerName] = {"sgd": "fd2", "adam": "fd2-adam"}
-DEFAULT_SCREENING_BASE = "adam"
+DEFAULT_SCREENING_BASE = SCREENING.base
 """The base optimizer of an Alrao screening when none is named (``AlraoScreener``'s and the API's)."""
 
 
@@ -49,7 +51,9 @@ def default_tuner_for(screener_base: str | None) -> TunerName:
     ``--from-screen``) means the default screening's base. The one rule the service's promotion
     and the CLI's ``archscreen tune`` default both call.
     """
-    base = DEFAULT_SCREENING_BASE if screener_base is None else screener_base.removeprefix("alrao-")
+    # a switched screener's name carries its switches after "+" (alrao-adam+recentre@10w1)
+    base = DEFAULT_SCREENING_BASE if screener_base is None else screener_base.split("+", 1)[0]
+    base = base.removeprefix("alrao-")
     try:
         return DEFAULT_TUNER_BY_BASE[base]
     except KeyError:

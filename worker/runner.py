@@ -123,19 +123,10 @@ class Lease(threading.Thread):
         self._stop_event.set()
 
 
-def train_config(study: StudyRecord, seed: int, device: str) -> Any:
-    from archscreen.core.training.loop import TrainConfig
-
-    sc = study.screening  # the typed ScreeningConfig: its defaults are the API's
-    return TrainConfig(
-        max_epochs=sc.max_epochs,
-        patience=sc.patience,
-        batch_size=sc.batch_size,
-        wall_clock_s=sc.wall_clock_s,
-        seed=seed,
-        device=device,
-        max_steps_per_epoch=sc.max_steps_per_epoch,
-    )
+def screening_run(study: StudyRecord, seed: int, device: str) -> tuple[Any, Any]:
+    """The study's screener and budget for the run with ``seed``: ``ScreeningConfig.run``, the one
+    function the CLI and the benches call too (a tuning job trains under the same budget)."""
+    return study.screening.run(seed, device)
 
 
 def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None = None) -> str:
@@ -298,7 +289,7 @@ def _run(
 ) -> tuple[str, dict[str, Any] | None, str | None, job_store.ModelArtifact | None]:
     import torch
 
-    from archscreen.core.screening import AlraoScreener, resolve_device
+    from archscreen.core.screening import resolve_device
     from archscreen.core.training import loop
     from archscreen.core.training.loop import Progress, TrainingCancelled
     from archscreen.worker.datasets import local_dataset
@@ -314,7 +305,7 @@ def _run(
     # (their job seeds are only their unique keys), so only the starting rate differs between them.
     # Jobs made before starts have none: their seed is the job's.
     train_seed = int(job_config.get("train_seed", seed)) if kind == "tune" else seed
-    config = train_config(study, train_seed, device)
+    screener, config = screening_run(study, train_seed, device)
     dataset = local_dataset(db, settings, dataset)  # ds_<id>: the uploaded file, cached locally
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -359,8 +350,6 @@ def _run(
 
     model: job_store.ModelArtifact | None = None
     if kind == "screen":
-        sc = study.screening
-        screener = AlraoScreener(lr_min=sc.lr_min, lr_max=sc.lr_max, num_copies=sc.num_copies, base=sc.base)
         if settings.cuda_graphs:  # opt-in (core/training/graphs.py); on the CPU a logged no-op
             from archscreen.core.training.graphs import with_cuda_graphs
 

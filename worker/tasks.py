@@ -32,7 +32,7 @@ from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
 from archscreen.store.ranking import studies_awaiting_auto_promotion
-from archscreen.worker.app import make_celery
+from archscreen.worker.app import configure, make_celery
 from archscreen.worker.promotion import CHECK_TASK as PROMOTION_CHECK
 from archscreen.worker.promotion import after_screening_finished
 from archscreen.worker.queue import broker_queue_length, enqueue
@@ -40,8 +40,20 @@ from archscreen.worker.runner import SHUTDOWN, execute
 
 log = logging.getLogger("archscreen.worker")
 
-settings = Settings()
+settings = Settings()  # from the environment; `archscreen worker` replaces it (use_settings)
 app = make_celery(settings)
+# job processes at once in this worker: each job process takes its share of the cores
+_concurrency = int(os.environ.get("ARCHSCREEN_WORKER_CONCURRENCY", "1"))
+
+
+def use_settings(new: Settings, *, concurrency: int) -> None:
+    """Run this worker with ``new`` and ``concurrency`` job processes, handed over explicitly by
+    ``archscreen worker`` before the worker starts (not through the environment). Job processes
+    fork from this one and inherit both."""
+    global settings, _concurrency
+    settings, _concurrency = new, concurrency
+    configure(app, new)
+
 
 _db: tuple[int, Database] | None = None
 
@@ -417,5 +429,4 @@ def _child_init(**_: Any) -> None:
     if not settings.torch_threads:
         import torch
 
-        concurrency = int(os.environ.get("ARCHSCREEN_WORKER_CONCURRENCY", "1"))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, concurrency)))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, _concurrency)))

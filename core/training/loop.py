@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from archscreen.core.data.base import DatasetSplits
+from archscreen.core.defaults import SCREENING
 from archscreen.core.training.state import (
     CHECKPOINT_FORMAT,
     CheckpointFormatError,
@@ -87,19 +88,20 @@ class TrainConfig:
         plateau_ema, plateau_tol, plateau_min_steps, plateau_min_epochs: see ``stop_rule``.
     """
 
-    max_epochs: int = 50
-    patience: int = 10
-    batch_size: int = 32
+    # the screening defaults, defined once (core/defaults.py)
+    max_epochs: int = SCREENING.max_epochs
+    patience: int = SCREENING.patience
+    batch_size: int = SCREENING.batch_size
     wall_clock_s: float | None = None
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 1024
     max_steps_per_epoch: int | None = None
-    stop_rule: StopRule = "patience"
-    plateau_ema: float = 0.3
-    plateau_tol: float = 1e-3
-    plateau_min_steps: int = 1000
-    plateau_min_epochs: int = 5
+    stop_rule: StopRule = SCREENING.stop_rule
+    plateau_ema: float = SCREENING.plateau_ema
+    plateau_tol: float = SCREENING.plateau_tol
+    plateau_min_steps: int = SCREENING.plateau_min_steps
+    plateau_min_epochs: int = SCREENING.plateau_min_epochs
 
     def __post_init__(self) -> None:
         if self.stop_rule not in ("patience", "plateau"):

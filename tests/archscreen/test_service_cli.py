@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from archscreen.config import PromotionPolicy
+from archscreen.config import PromotionPolicy, ScreeningConfig
 from archscreen.store import Database
 from tests.services import free_port
 
@@ -70,7 +70,8 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{port}/api/v1"
         done = 3 + 2 * PromotionPolicy().starts
-        deadline = time.monotonic() + 240 + 60 * PromotionPolicy().starts
+        # the demo screens under the default budget (30 epochs, patience 10: core/defaults.py)
+        deadline = time.monotonic() + 360 + 60 * PromotionPolicy().starts
         jobs: dict[str, int] = {}
         while time.monotonic() < deadline:
             studies = httpx.get(f"{base}/studies", headers=headers).json()["data"]
@@ -80,6 +81,8 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
                 break
             time.sleep(0.5)
         assert jobs == {"succeeded": done}, jobs
+        # the demo screens under the service's defaults (core/defaults.py), what a user gets
+        assert studies[0]["screening"] == ScreeningConfig().model_dump(mode="json")
         png = tmp_path / "demo.png"
         plot = subprocess.run(
             [
