@@ -431,7 +431,8 @@ def _out_of_range(param: Param, value: Any) -> str | None:
         return None if ok else f"expected one of {preview(list(param.choices))}, got {preview(value)}"
     number = int if param.kind == "int" else (int, float)
     if isinstance(value, bool) or not isinstance(value, number) or not param.low <= value <= param.high:
-        return f"expected a {param.kind} in [{param.low}, {param.high}], got {preview(value)}"
+        article = "an" if param.kind == "int" else "a"
+        return f"expected {article} {param.kind} in [{param.low}, {param.high}], got {preview(value)}"
     return None
 
 

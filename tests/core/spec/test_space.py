@@ -269,7 +269,7 @@ def test_instantiate_names_bad_params() -> None:
     with pytest.raises(SpecError) as caught:
         instantiate(space, {"depth": 5, "typo": 1})
     lines = str(caught.value).splitlines()
-    assert lines == ["params.depth: expected a int in [0, 2], got 5", "params.typo: not a parameter of this point"]
+    assert lines == ["params.depth: expected an int in [0, 2], got 5", "params.typo: not a parameter of this point"]
     with pytest.raises(SpecError, match=r"params\.width: missing"):
         instantiate(space, {"depth": 1, "norm": "bn", "act": "relu"})
     with pytest.raises(SpecError, match=r"params\.act: expected one of \['relu', 'tanh'\], got 'gelu'"):
