@@ -32,7 +32,7 @@ region would keep being proposed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
@@ -40,13 +40,20 @@ from ..data.base import DatasetInfo
 from .errors import SpecError, SpecIssue, preview
 from .infer import DEFAULT_LIMITS, SpecLimits, SpecReport, validate_spec
 from .layers import ArchSpec
-from .parse import check_document, parse_spec
+from .parse import MAX_PARSED_LAYERS, check_document, parse_spec
 
 SPACE_KEY = "space"
 PARAM_KINDS = ("choice", "int", "float")
 _PARAM_OPTIONS = {"choice": {"name"}, "int": {"name", "step", "log"}, "float": {"name", "step", "log"}}
 _REPEAT_KEYS = {"count", "layers", "share"}
 _LAYER_LIST_KEYS = ("layers", "residual")
+# Hostile-input bounds (as parse.py's): a repeat count above MAX_REPEAT_COUNT is refused when the
+# space is parsed, and a point that expands past MAX_POINT_ITEMS list items is refused while it is
+# built, before parse_spec (whose own cap is the same) would see it.
+MAX_REPEAT_COUNT = 1_000
+MAX_POINT_ITEMS = MAX_PARSED_LAYERS
+MAX_GRID_NAMES = 10_000
+MAX_PARAM_ISSUES = 20  # instantiate() reports this many bad params, then stops
 Scalar = None | bool | int | float | str
 
 
@@ -270,7 +277,8 @@ class _Compiler:
         count = self.value(raw.get("count", 0), f"{path}.count")
         if not _valid_count(count):
             self.issue(
-                f"{path}.count", "expected an integer >= 0 or an int/choice parameter of such integers"
+                f"{path}.count",
+                f"expected an integer from 0 to {MAX_REPEAT_COUNT:,}, or an int/choice parameter of such",
             )
         layers = raw.get("layers")
         if not isinstance(layers, list):
@@ -292,9 +300,9 @@ def _valid_count(count: Any) -> bool:
         p = count.param
         if p.kind == "float":
             return False
-        values = p.choices if p.kind == "choice" else (p.low,)
-        return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
-    return isinstance(count, int) and not isinstance(count, bool) and count >= 0
+        values = p.choices if p.kind == "choice" else (p.low, p.high)
+        return all(_valid_count(v) for v in values)
+    return isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_REPEAT_COUNT
 
 
 def _limits(raw: Any, path: str, issues: list[SpecIssue]) -> tuple[SpecLimits, float | None]:
@@ -346,36 +354,51 @@ def parse_space(data: Mapping[str, Any]) -> SearchSpace:
 Chooser = Callable[[Param, str], Any]
 
 
-def _resolve(node: Any, choose: Chooser, suffix: str) -> Any:
+class _Budget:
+    """List items a point may still produce (repeats multiply: nested depth parameters)."""
+
+    def __init__(self, what: str = "the point expands to") -> None:
+        self.left = MAX_POINT_ITEMS
+        self.what = what
+
+    def take(self, items: int) -> None:
+        self.left -= items
+        if self.left < 0:
+            raise SpecError.single("layers", f"{self.what} more than {MAX_POINT_ITEMS:,} list items")
+
+
+def _resolve(node: Any, choose: Chooser, suffix: str, budget: _Budget) -> Any:
     if isinstance(node, _ParamNode):
         param = node.param
+        budget.take(1)  # a lookup costs like an item: a hostile params dict cannot make work unbounded
         value = choose(param, param.name + suffix)
         if param.kind != "choice":
             return value
-        return _resolve(param.options[param.choices.index(value)], choose, suffix)
+        return _resolve(param.options[param.choices.index(value)], choose, suffix, budget)
     if isinstance(node, dict):
-        return {key: _resolve(item, choose, suffix) for key, item in node.items()}
+        return {key: _resolve(item, choose, suffix, budget) for key, item in node.items()}
     if isinstance(node, tuple):  # a compiled list: (items, is_layer_list)
         items, layer_list = node
         out: list[Any] = []
         for item in items:
             if isinstance(item, _RepeatNode):
-                out.extend(_repeat(item, choose, suffix))
+                out.extend(_repeat(item, choose, suffix, budget))
                 continue
-            value = _resolve(item, choose, suffix)
+            value = _resolve(item, choose, suffix, budget)
             if layer_list and isinstance(item, _ParamNode) and isinstance(value, list):
                 out.extend(value)  # a chosen sub-list is spliced; [] drops the block
             else:
                 out.append(value)
+        budget.take(len(out))
         return out
     return node
 
 
-def _repeat(node: _RepeatNode, choose: Chooser, suffix: str) -> list[Any]:
-    count = node.count if isinstance(node.count, int) else _resolve(node.count, choose, suffix)
+def _repeat(node: _RepeatNode, choose: Chooser, suffix: str, budget: _Budget) -> list[Any]:
+    count = node.count if isinstance(node.count, int) else _resolve(node.count, choose, suffix, budget)
     out: list[Any] = []
     for copy in range(int(count)):
-        out.extend(_resolve(node.layers, choose, suffix if node.share else f"{suffix}[{copy}]"))
+        out.extend(_resolve(node.layers, choose, suffix if node.share else f"{suffix}[{copy}]", budget))
     return out
 
 
@@ -389,7 +412,7 @@ def sample(space: SearchSpace, trial: Trial) -> dict[str, Any]:
             seen[name] = param.suggest(trial, name)
         return seen[name]
 
-    return _resolve(space.template, choose, "")
+    return _resolve(space.template, choose, "", _Budget())
 
 
 def instantiate(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -400,6 +423,8 @@ def instantiate(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]
 
     def choose(param: Param, name: str) -> Any:
         used.add(name)
+        if len(issues) >= MAX_PARAM_ISSUES:
+            raise SpecError([*issues, SpecIssue("params", f"more than {MAX_PARAM_ISSUES} problems; stopped")])
         if name not in params:
             issues.append(SpecIssue(f"params.{name}", "missing"))
             return _fallback(param)
@@ -410,7 +435,7 @@ def instantiate(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]
             return _fallback(param)
         return value
 
-    document = _resolve(space.template, choose, "")
+    document = _resolve(space.template, choose, "", _Budget())
     issues.extend(
         SpecIssue(f"params.{n}", "not a parameter of this point") for n in sorted(set(params) - used)
     )
@@ -457,7 +482,10 @@ def point_from_params(space: SearchSpace, params: Mapping[str, Any], info: Datas
 
 def sample_point(space: SearchSpace, trial: Trial, info: DatasetInfo) -> Point:
     """Sample with ``trial`` and check the point; raises :class:`PointRefused`."""
-    document = sample(space, trial)
+    try:
+        document = sample(space, trial)
+    except SpecError as exc:  # expanded past MAX_POINT_ITEMS
+        raise PointRefused(exc.issues) from None
     params = dict(getattr(trial, "params", {}) or {})
     return check_point(space, params, document, info)
 
@@ -502,10 +530,13 @@ def estimate_flops(report: SpecReport) -> int:
     return total + report.head_params * positions
 
 
+SIZE_CAP = 10**18  # space_size saturates here: nested depth parameters would otherwise need huge ints
+
+
 def space_size(space: SearchSpace) -> tuple[int, bool]:
     """(discrete points, has continuous parameters). Conditional options add, independent parameters
     multiply, repeat sums over its counts; a tied name counts once (at its first place). Continuous
-    parameters count 1 in the discrete size."""
+    parameters count 1 in the discrete size. The count saturates at :data:`SIZE_CAP`."""
     seen: set[str] = set()
     continuous = False
 
@@ -522,22 +553,43 @@ def space_size(space: SearchSpace) -> tuple[int, bool]:
             first = name not in seen
             seen.add(name)
             branches = [count(option, suffix) for option in node.param.options]
-            return sum(branches) if first else max(branches)
+            return min(sum(branches), SIZE_CAP) if first else max(branches)
         if isinstance(node, _RepeatNode):
             counts = _count_values(node.count)
             if node.share:
                 inner = count(node.layers, suffix)
-                return (len(counts) - (0 in counts)) * inner + (0 in counts) if counts else 1
-            per_copy = [count(node.layers, f"{suffix}[{i}]") for i in range(max(counts, default=0))]
-            return max(sum(math.prod(per_copy[:n]) for n in counts), 1)
+                return min((len(counts) - (0 in counts)) * inner + (0 in counts), SIZE_CAP) if counts else 1
+            # every copy has the same shape, its own names: count copy 0 once (linear in nesting)
+            inner = count(node.layers, f"{suffix}[0]") if max(counts, default=0) > 0 else 1
+            return _sum_of_powers(inner, counts)
         if isinstance(node, dict):
-            return math.prod(count(v, suffix) for v in node.values())
+            return _capped_product(count(v, suffix) for v in node.values())
         if isinstance(node, tuple):
-            return math.prod(count(v, suffix) for v in node[0])
+            return _capped_product(count(v, suffix) for v in node[0])
         return 1
 
     size = count(space.template, "")
     return size, continuous
+
+
+def _capped_product(factors: Iterable[int]) -> int:
+    total = 1
+    for factor in factors:
+        total = min(total * factor, SIZE_CAP)
+    return total
+
+
+def _sum_of_powers(base: int, exponents: list[int]) -> int:
+    """``sum(base**n for n in exponents)``, saturating at :data:`SIZE_CAP` without big powers."""
+    total = 0
+    for n in exponents:
+        power = 1
+        for _ in range(n):
+            power *= base
+            if power >= SIZE_CAP:
+                return SIZE_CAP
+        total = min(total + power, SIZE_CAP)
+    return max(total, 1)
 
 
 def _count_values(count: int | _ParamNode) -> list[int]:
@@ -555,8 +607,12 @@ def grid_search_space(space: SearchSpace) -> dict[str, list[Any]]:
     continuous parameter, which a grid cannot hold."""
     grid: dict[str, list[Any]] = {}
     issues: list[SpecIssue] = []
+    budget = _Budget("a grid visits")  # nested share: false copies multiply the nodes to visit
 
     def visit(node: Any, suffix: str) -> None:
+        budget.take(1)
+        if len(grid) > MAX_GRID_NAMES:
+            raise SpecError.single("spec", f"a grid over more than {MAX_GRID_NAMES:,} parameters")
         if isinstance(node, _ParamNode):
             p = node.param
             if p.size() is None:

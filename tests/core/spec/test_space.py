@@ -250,7 +250,7 @@ BAD_SPACES: list[tuple[str, str]] = [
     ("space: {}\nlayers: [{linear: {choice: [8], name: 5}}]\nhead: classifier", r"layers\[0\]\.linear\.name: expected a string"),
     ("space: {}\nlayers: [{linear: {choice: [8], name: w}}, {linear: {choice: [16], name: w}}]\nhead: classifier", r"layers\[1\]\.linear\.name: parameter 'w' is defined differently at layers\[0\]\.linear"),
     ("space: {}\nlayers: [{repeat: {layers: [relu]}}]\nhead: classifier", r"layers\[0\]\.repeat\.count: missing required field"),
-    ("space: {}\nlayers: [{repeat: {count: {float: [1, 2]}, layers: [relu]}}]\nhead: classifier", r"layers\[0\]\.repeat\.count: expected an integer >= 0"),
+    ("space: {}\nlayers: [{repeat: {count: {float: [1, 2]}, layers: [relu]}}]\nhead: classifier", r"layers\[0\]\.repeat\.count: expected an integer from 0 to 1,000"),
     ("space: {}\nlayers: [{repeat: {count: 2, layers: relu}}]\nhead: classifier", r"layers\[0\]\.repeat\.layers: expected a list of layers"),
     ("space: {}\nlayers: [{repeat: {count: 2, layers: [relu], times: 3}}]\nhead: classifier", r"layers\[0\]\.repeat\.times: unknown field"),
     ("space: {}\nlayers: [{residual: [{repeat: {count: 1, layers: [{linear: {int: [2, 1]}}]}}]}]\nhead: classifier", r"layers\[0\]\.residual\[0\]\.repeat\.layers\[0\]\.linear\.int: lo must not exceed hi"),
@@ -281,3 +281,24 @@ def test_a_plain_spec_is_not_a_space() -> None:
     assert not is_space_document(plain)
     with pytest.raises(SpecError, match="top-level 'space:'"):
         parse_space(plain)
+
+
+def test_hostile_repeats_are_bounded() -> None:
+    with pytest.raises(SpecError, match=r"layers\[0\]\.repeat\.count: expected an integer from 0 to 1,000"):
+        space_of("space: {}\nlayers: [{repeat: {count: {int: [1, 1000000000]}, layers: [relu]}}]\nhead: classifier")
+    nested = "relu"
+    for _ in range(4):  # 1000^4 layers if expanded
+        nested = f"{{repeat: {{count: {{int: [0, 1000]}}, share: false, layers: [{nested}]}}}}"
+    space = space_of(f"space: {{}}\nlayers: [{nested}]\nhead: classifier")
+    assert space_size(space) == (10**18, False)  # counted without expanding the copies, saturated
+    with pytest.raises(SpecError, match=r"layers: a grid visits more than 10,000 list items"):
+        grid_search_space(space)
+    depth = {"layers[0].repeat.count": 1000}
+    with pytest.raises(SpecError, match=r"params: more than 20 problems; stopped"):
+        instantiate(space, depth | {f"layers[0].repeat.layers[0].repeat.count[{i}]": 1000 for i in range(1000)})
+    shared = space_of(f"space: {{}}\nlayers: [{nested.replace('share: false', 'share: true')}]\nhead: classifier")
+    counts = {name: 1000 for name in shared.params}
+    with pytest.raises(SpecError, match=r"layers: the point expands to more than 10,000 list items"):
+        instantiate(shared, counts)
+    with pytest.raises(PointRefused, match=r"layers: the point expands to more than 10,000 list items"):
+        sample_point(shared, optuna.trial.FixedTrial(counts), DatasetInfo(name="x", task="classification", input_shape=(4,), num_classes=2))
