@@ -374,7 +374,7 @@ def _resolve(node: Any, choose: Chooser, suffix: str, budget: _Budget) -> Any:
         value = choose(param, param.name + suffix)
         if param.kind != "choice":
             return value
-        return _resolve(param.options[param.choices.index(value)], choose, suffix, budget)
+        return _resolve(param.options[_choice_index(param, value)], choose, suffix, budget)
     if isinstance(node, dict):
         return {key: _resolve(item, choose, suffix, budget) for key, item in node.items()}
     if isinstance(node, tuple):  # a compiled list: (items, is_layer_list)
@@ -394,6 +394,11 @@ def _resolve(node: Any, choose: Chooser, suffix: str, budget: _Budget) -> Any:
     return node
 
 
+def _choice_index(param: Param, value: Any) -> int:
+    """The option ``value`` picks, by type and value (``True`` is not ``1``)."""
+    return next(i for i, c in enumerate(param.choices) if type(c) is type(value) and c == value)
+
+
 def _repeat(node: _RepeatNode, choose: Chooser, suffix: str, budget: _Budget) -> list[Any]:
     count = node.count if isinstance(node.count, int) else _resolve(node.count, choose, suffix, budget)
     out: list[Any] = []
@@ -404,12 +409,16 @@ def _repeat(node: _RepeatNode, choose: Chooser, suffix: str, budget: _Budget) ->
 
 def sample(space: SearchSpace, trial: Trial) -> dict[str, Any]:
     """The plain spec document the trial's suggestions pick (define-by-run: only the parameters
-    this point uses are suggested). A tied name is suggested once."""
+    this point uses are suggested). A tied name is suggested once. Raises :class:`SpecError` for a
+    value outside the parameter (a ``FixedTrial``/``FrozenTrial`` holding another space's params)."""
     seen: dict[str, Any] = {}
 
     def choose(param: Param, name: str) -> Any:
         if name not in seen:
             seen[name] = param.suggest(trial, name)
+            problem = _out_of_range(param, seen[name])  # a FixedTrial returns whatever it holds
+            if problem:
+                raise SpecError.single(f"params.{name}", problem)
         return seen[name]
 
     return _resolve(space.template, choose, "", _Budget())

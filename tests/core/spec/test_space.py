@@ -302,3 +302,26 @@ def test_hostile_repeats_are_bounded() -> None:
         instantiate(shared, counts)
     with pytest.raises(PointRefused, match=r"layers: the point expands to more than 10,000 list items"):
         sample_point(shared, optuna.trial.FixedTrial(counts), DatasetInfo(name="x", task="classification", input_shape=(4,), num_classes=2))
+
+
+
+class _OtherSpaceTrial:
+    """A Trial-compatible object holding values of another space (as a stored trial might)."""
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return 2
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return high + 1
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        return high
+
+
+def test_a_trial_value_outside_the_space_is_refused_by_name(infos: dict[str, DatasetInfo]) -> None:
+    space = space_of("space: {}\nlayers: [flatten, {choice: [relu, tanh], name: c}]\nhead: classifier")
+    with pytest.raises(SpecError, match=r"params\.c: expected one of \['relu', 'tanh'\], got 2"):
+        sample(space, _OtherSpaceTrial())
+    space = space_of("space: {}\nlayers: [flatten, {linear: {int: [4, 8], name: w}}]\nhead: classifier")
+    with pytest.raises(PointRefused, match=r"params\.w: expected an int in \[4, 8\], got 9"):
+        sample_point(space, _OtherSpaceTrial(), infos["digits"])
