@@ -33,23 +33,21 @@ def is_space_file(spec_path: str) -> bool:
     """True when the file is a search space (a top-level ``space:`` key). A file that does not load
     is not a space: the plain-spec path reports its error as before."""
     from archscreen.core.spec import SpecError
-    from archscreen.core.spec.parse import load_spec_text
-    from archscreen.core.spec.space import is_space_document
+    from archscreen.core.spec.space import is_space_document, load_space_document
 
     try:
-        return is_space_document(load_spec_text(Path(spec_path).read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, SpecError):
+        return is_space_document(load_space_document(Path(spec_path)))
+    except SpecError:
         return False
 
 
 def load_space(spec_path: str) -> Any:
     """Parse a space file; its syntax errors become one ``FILE: path: message`` line per issue."""
     from archscreen.core.spec import SpecError
-    from archscreen.core.spec.parse import load_spec_text
     from archscreen.core.spec.space import parse_space
 
     try:
-        return parse_space(load_spec_text(Path(spec_path).read_text(encoding="utf-8")))
+        return parse_space(Path(spec_path))
     except SpecError as exc:
         raise CliError("\n".join(f"{spec_path}: {issue}" for issue in exc.issues)) from None
 

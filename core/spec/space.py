@@ -34,13 +34,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..data.base import DatasetInfo
 from .errors import SpecError, SpecIssue, preview
 from .infer import DEFAULT_LIMITS, SpecLimits, SpecReport, validate_spec
 from .layers import ArchSpec
-from .parse import MAX_PARSED_LAYERS, check_document, parse_spec
+from .parse import MAX_PARSED_LAYERS, check_document, load_spec_text, parse_spec
 
 SPACE_KEY = "space"
 PARAM_KINDS = ("choice", "int", "float")
@@ -324,9 +325,23 @@ def _limits(raw: Any, path: str, issues: list[SpecIssue]) -> tuple[SpecLimits, f
     return SpecLimits(**{k: int(v) for k, v in values.items()}), max_flops
 
 
-def parse_space(data: Mapping[str, Any]) -> SearchSpace:
-    """Compile a space document (already loaded, e.g. by ``load_spec_text``). Every problem in the
-    space's own syntax is one path-named issue of a single :class:`SpecError`."""
+def load_space_document(source: str | Path | Mapping[str, Any]) -> Any:
+    """The document behind ``source``: a mapping (an API body) as is, a :class:`~pathlib.Path` read,
+    text parsed under the same hostile-input bounds as specs (``load_spec_text``)."""
+    if isinstance(source, Mapping):
+        return source
+    if isinstance(source, Path):
+        try:
+            source = source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError.single("spec", f"cannot read {str(source)!r}: {exc}") from None
+    return load_spec_text(source)
+
+
+def parse_space(source: str | Path | Mapping[str, Any]) -> SearchSpace:
+    """Compile a space from YAML/JSON text, a :class:`~pathlib.Path` or a loaded mapping. Every problem
+    in the space's own syntax is one path-named issue of a single :class:`SpecError`."""
+    data = load_space_document(source)
     check_document(data)
     if not is_space_document(data):
         raise SpecError.single("spec", f"a search space needs a top-level '{SPACE_KEY}:' mapping")

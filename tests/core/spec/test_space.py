@@ -41,7 +41,7 @@ def space_of(text: str) -> SearchSpace:
 
 
 def load_example(name: str) -> SearchSpace:
-    return space_of((SPACES / f"{name}.yaml").read_text())
+    return parse_space(SPACES / f"{name}.yaml")
 
 
 def run_study(space: SearchSpace, info: DatasetInfo, sampler: optuna.samplers.BaseSampler, n: int) -> optuna.Study:
@@ -83,6 +83,13 @@ def test_example_spaces_sample_valid_points(name: str, infos: dict[str, DatasetI
     survey = survey_space(load_example(name), infos[EXAMPLE_SPACES[name]], samples=20, seed=0)
     assert survey.valid >= 10, survey.refusals
     assert survey.valid + sum(survey.refusals.values()) == 20
+
+
+def test_a_space_parses_from_text_path_or_mapping() -> None:
+    text = (SPACES / "mlp_space.yaml").read_text()
+    assert parse_space(text) == parse_space(SPACES / "mlp_space.yaml") == parse_space(yaml.safe_load(text))
+    with pytest.raises(SpecError, match="spec: cannot read"):
+        parse_space(SPACES / "missing.yaml")
 
 
 def test_derived_names_are_template_paths() -> None:
