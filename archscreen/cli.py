@@ -31,6 +31,7 @@ from archscreen.cli_common import (
     rate_list,
 )
 from archscreen.core.names import TUNER_NAMES
+from archscreen.space_cli import add_space_flags, cmd_validate_space, is_space_file
 
 if TYPE_CHECKING:
     from archscreen.core.tuning import Tuner
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="architecture spec file (YAML or JSON)")
     p.add_argument("--dataset", required=True, help="registry name or a .npz path")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_validate)
+    add_space_flags(p).set_defaults(func=cmd_validate)  # --samples, --seed: search spaces
 
     p = sub.add_parser(
         "screen",
@@ -194,6 +195,8 @@ def _validate(spec_path: str, spec: Any, data: Any) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     from archscreen.core.spec import spec_hash
 
+    if is_space_file(args.spec):  # a top-level `space:` key: docs/spec.md, "Search spaces"
+        return cmd_validate_space(args)
     spec, data = _load_spec_and_data(args.spec, args.dataset)
     report = _validate(args.spec, spec, data)
     if args.json:
