@@ -213,17 +213,19 @@ def _records(losses: list[float], accs: list[float]) -> list[dict[str, Any]]:
 
 def test_rung_value_by_validation_loss_is_the_best_epoch_so_far() -> None:
     curves = _records([1.0, 0.6, 0.7, 0.5], [0.5, 0.7, 0.6, 0.8])
-    assert rung_value(curves, 3, "classification") == 0.6
-    assert rung_value(curves, 9, "classification") == 0.5  # stopped before the rung: its end
-    assert rung_value(_records([math.nan], [0.1]), 1, "classification") == math.inf
+    assert rung_value(curves, 3, "classification", key="val-loss") == 0.6
+    assert rung_value(curves, 9, "classification", key="val-loss") == 0.5  # stopped before: its end
+    assert rung_value(_records([math.nan], [0.1]), 1, "classification", key="val-loss") == math.inf
 
 
 def test_rung_value_by_extrapolation_is_minus_the_estimated_accuracy() -> None:
     accs = [0.5, 0.7, 0.8, 0.85, 0.875, 0.8875]
     curves = _records([1.0] * 6, accs)
-    value = rung_value(curves, 6, "classification", key="extrapolated", max_epochs=20)
+    value = rung_value(curves, 6, "classification", max_epochs=20)  # the default key
     assert -1.0 <= value < -0.8875  # a saturating curve read at 20 epochs: above the best seen
     short = rung_value(curves, 2, "classification", key="extrapolated", max_epochs=20)
     assert short == -0.7  # too few points to fit: the best observed
+    lm = [{"steps": 10, "val_loss": 2.0 - 0.1 * i} for i in range(3)]
+    assert rung_value(lm, 3, "language_model") == pytest.approx(1.8 / math.log(2))  # bits per char
     with pytest.raises(ValueError, match="key must be one of"):
         rung_value(curves, 2, "classification", key="test-loss")
