@@ -358,6 +358,7 @@ def plot(cells: dict[tuple[str, str], dict[str, Any]], settings: list[Setting], 
         ax.set_title(ds, fontsize=9)
         ax.set_xlabel("steps / one full run each")
         ax.set_xlim(0, 1.05)
+        ax.set_ylim(bottom=0)
     axes[0][0].set_ylabel("regret of the pick (test score units)")
     for key, colour in colours.items():
         axes[0][0].scatter([], [], color=colour, label=f"ASHA, {key}", s=18)
