@@ -84,3 +84,27 @@ def test_quick_replays_a_slice_of_the_cache(tmp_path: Path) -> None:
     # one full run each by validation loss is the fidelity study's figure for these nets (0.900)
     assert "| new | digits (4 × 2) | full val-loss | 1.00 | 1.00 | 0 pp | 0.9 |" in text
     assert img.stat().st_size > 1000
+
+
+def _cell(settings: dict[str, tuple[float, float, float]]) -> dict[str, Any]:
+    """A fake selection-half cell: per setting name (compute, regret, Spearman)."""
+    return {
+        "best": 50.0,
+        "settings": {n: {"compute": c, "regret": r, "spearman": s} for n, (c, r, s) in settings.items()},
+    }
+
+
+def test_the_default_is_chosen_by_spearman_then_regret_then_compute() -> None:
+    settings = [
+        Setting(eta, r, key) for key in ("val-loss", "extrapolated") for eta in (2, 3) for r in (1, 3)
+    ]
+    by_name = {s.name: (0.5, 1.0, 0.6) for s in settings}
+    by_name.update({s.name: (0.5, 1.0, 0.7) for s in settings if s.key == "extrapolated"})
+    by_name["η=2 r=3 extrapolated"] = (0.2, 1.0, 0.7)  # as good, cheaper
+    by_name["η=3 r=3 extrapolated"] = (0.1, 2.0, 0.7)  # cheapest, but a larger regret
+    cells = {("selection", "mnist1d"): _cell(by_name), ("report", "mnist1d"): _cell({})}
+    key, default = asha_replay.choose_default(cells, settings)
+    assert (key, default) == ("extrapolated", Setting(2, 3, "extrapolated"))
+    # a tie in Spearman keeps the validation loss
+    flat = {s.name: (0.5, 1.0, 0.6) for s in settings}
+    assert asha_replay.choose_default({("selection", "digits"): _cell(flat)}, settings)[0] == "val-loss"
