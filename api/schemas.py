@@ -302,7 +302,7 @@ class RankRowOut(BaseModel):
     preferred_lr: float | None = Field(description="The Alrao posterior's preferred rate.")
     tuning_job_id: int | None = Field(
         description="The candidate's tuned answer: of its tuning jobs (one per start), the succeeded one "
-        "with the best validation score (val_loss; val_accuracy when the metric is an accuracy); the "
+        "with the best validation score (the metric's val_ side: val_loss for a loss or the estimate); the "
         "first start's job until one has succeeded."
     )
     tuning_state: JobState | None = Field(

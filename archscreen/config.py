@@ -199,8 +199,8 @@ class PromotionPolicy(BaseModel):
         description=(
             "Tuning jobs per promoted candidate, each from its own starting rate on the Switch "
             "posterior: the median, then the 25th, then the 75th percentile. The candidate's tuned "
-            "answer is its succeeded job with the best validation score (val_loss, or val_accuracy "
-            "when the metric is an accuracy). 1: one job from the posterior's weighted geometric "
+            "answer is its succeeded job with the best validation score (the metric's val_ side; "
+            "val_loss for a loss). 1: one job from the posterior's weighted geometric "
             "mean (the single start of studies before this field). A tuner of another optimizer "
             "than the screening's starts once, from its own default rate."
         ),

@@ -23,6 +23,7 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
     "RANK_METRIC_NAMES",
+    "RESULT_METRIC_NAMES",
     "TUNER_NAMES",
     "Metric",
     "RankMetric",
@@ -63,11 +64,26 @@ def default_tuner_for(screener_base: str | None) -> TunerName:
         ) from None
 
 
-# A screening result's metrics a study can be ranked by.
-Metric = Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"]
+# A screening result's metrics a study can be ranked by (a policy's metric, the CI gate's).
+# Balanced accuracy and macro-F1 weigh every class equally (core/training/metrics.py): for
+# imbalanced classes, where plain accuracy rewards predicting the majority class.
+Metric = Literal[
+    "val_loss",
+    "val_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "val_balanced_accuracy",
+    "test_balanced_accuracy",
+    "val_macro_f1",
+    "test_macro_f1",
+]
 METRIC_NAMES: tuple[Metric, ...] = get_args(Metric)
-# metric -> True when higher is better
-HIGHER_IS_BETTER: dict[Metric, bool] = {m: m.endswith("_accuracy") for m in METRIC_NAMES}
+# metric -> True when higher is better (every metric but a loss)
+HIGHER_IS_BETTER: dict[Metric, bool] = {m: not m.endswith("_loss") for m in METRIC_NAMES}
+
+RESULT_METRIC_NAMES: tuple[str, ...] = (*METRIC_NAMES, "val_bpc", "test_bpc", "val_mse", "test_mse")
+"""Every best-epoch metric a screening or tuning result holds (``RunResult``'s metric fields):
+the API's per-candidate means and the exported model file's ``metrics`` list these."""
 
 # What a ranking (GET /ranking, ``archscreen status``) can order by: a stored metric, or
 # ``estimate``, the screening curve extrapolated to the best-rate score (core/estimate.py). Not a
