@@ -332,13 +332,16 @@ def main() -> None:
         pools = ("selection",) if args.pool == "selection" else ("report", "new")
         kinds = ("alrao",) if args.pool == "selection" else ("alrao", "adam")
         done = {(r["dataset"], r["arch"], r["kind"], r["seed"]) for r in load_long(args.out)}
+        # seed 0 of everything first, the new architectures before the report half, both kinds of a
+        # net together: a sweep stopped early has the most useful part
         todo = [
             (ds, a, kind, s)
             for s in range(args.seeds)
-            for kind in kinds
+            for pool in pools[::-1]
             for ds, suite in suites.items()
             for a in suite
-            if pool_of(ds, a) in pools and (ds, a, kind, s) not in done
+            for kind in kinds
+            if pool_of(ds, a) == pool and (ds, a, kind, s) not in done
         ]
         print(f"# {len(todo)} long runs to go ({args.out})", flush=True)
         execute(todo, bodies, train_rules, args.out, args.jobs)

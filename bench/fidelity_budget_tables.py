@@ -47,6 +47,14 @@ def selection_md(table: dict[str, dict[str, Any]], chosen: str, why: dict[str, A
         f"best S {why['S_max']:.3f}. Within noise of both: {', '.join(f'`{r}`' for r in why['eligible'])}. "
         f"**Chosen (cheapest of them): `{chosen}`**.",
         "",
+        "Sensitivity (not the rule): E over the nets whose truth did not reach the grid's epoch cap: "
+        + ", ".join(
+            f"`{n}` {table[n]['E_uncapped']:.2f} %" for n in dict.fromkeys(("today", why["best_E"], chosen))
+        )
+        + "; lowest: `"
+        + min(table, key=lambda n: table[n]["E_uncapped"])
+        + "`.",
+        "",
     ]
     return md
 
