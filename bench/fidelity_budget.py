@@ -145,7 +145,33 @@ def read_budget(long_row: dict[str, Any], rule: BudgetRule) -> dict[str, Any] | 
         "cpu_seconds": c["cpu"][stop - 1],
         "epochs": stop,
         "best_epoch": best_i + 1,
+        # the product's estimate costs a curve fit: computed on demand (product_estimate)
+        "max_epochs": rule.max_epochs,
+        "long_row": long_row,
     }
+
+
+def product_estimate(budget_row: dict[str, Any]) -> float | None:
+    """The product's extrapolated estimate (``core.estimate.estimate_for_curves``, validation units)
+    of a budget's run (a :func:`read_budget` row): what ``ScreenResult.estimate`` would hold."""
+    from archscreen.core.estimate import estimate_for_curves
+
+    long_row, stop, max_epochs = budget_row["long_row"], budget_row["epochs"], budget_row["max_epochs"]
+    c = long_row["curve"]
+    task = {"chartext": "language_model", "regression": "regression"}.get(
+        long_row["dataset"], "classification"
+    )
+    field = "val_mse" if task == "regression" else "val_accuracy"
+    records = [
+        {
+            "steps": c["steps"][i] - (c["steps"][i - 1] if i else 0),
+            "val_loss": c["val_loss"][i],
+            field: c["val_score"][i],
+        }
+        for i in range(stop)
+    ]
+    est = estimate_for_curves(records, task, max_epochs=max_epochs)
+    return est.value if est is not None else None
 
 
 def _test_score(task: str, metrics: Any) -> float:

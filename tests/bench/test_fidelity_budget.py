@@ -51,6 +51,8 @@ def test_a_budget_read_off_a_long_run_equals_it_trained_alone(kind: str) -> None
         assert read["val_loss"] == alone.val_loss
         assert read["test"] == pytest.approx(100 * alone.test_accuracy)
         assert read["preferred_lr"] == alone.preferred_lr
+        assert alone.estimate is not None
+        assert fb.product_estimate(read) == pytest.approx(alone.estimate["value"])
         assert read["cpu_seconds"] > 0
 
 
