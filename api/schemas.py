@@ -228,20 +228,22 @@ class CandidateOut(BaseModel):
 class EstimateOut(BaseModel):
     """The score the architecture would reach with its best learning rate, extrapolated from its
     screening run's validation curve (``core/estimate.py``: a learning curve fitted to the per-epoch
-    validation score and read at the budget's epoch cap), averaged over the succeeded seeds."""
+    validation score and read at the budget's epoch cap), averaged over the succeeded seeds.
+    ``low``/``high`` are the fit's own uncertainty band, not a calibrated interval (issue 27)."""
 
     value: float = Field(
         description="Extrapolated best-rate validation score: the mean of the seeds' estimates, in the "
         "units of `metric` (accuracy as a fraction, bits per character, or MSE)."
     )
     low: float = Field(
-        description="Lower end of the interval: the mean of the seeds' lower bounds. Each seed's "
-        "interval is the central 90% of the fitted curve's value under its parameter uncertainty: the "
+        description="Lower end of the fit's own uncertainty band: the mean of the seeds' lower bounds. Each "
+        "seed's band is the central 90% of the fitted curve's value under its parameter uncertainty: the "
         "extrapolation's own uncertainty, not a calibrated interval for the best-rate score (measured "
         "coverage of that score 0.00-0.42, docs/fidelity.md, Fidelity II). Never above `value`."
     )
     high: float = Field(
-        description="Upper end of the interval (mean of the seeds' upper bounds); never below `value`."
+        description="Upper end of the fit's own uncertainty band (mean of the seeds' upper bounds); never "
+        "below `value`."
     )
     method: str = Field(
         description="The curve fit(s) behind it: `exp-saturation`, `power-law`, or `best-observed` "
@@ -256,7 +258,8 @@ class EstimateOut(BaseModel):
 EstimateField = Annotated[
     EstimateOut | None,
     Field(
-        description="The extrapolated best-rate score with its interval; null when no succeeded run has "
+        description="The extrapolated best-rate score with the fit's own uncertainty band (`low`, `high`: "
+        "not a calibrated interval); null when no succeeded run has "
         "one (runs stored before estimates existed, a curve without a finite point, nothing finished)."
     ),
 ]
