@@ -22,18 +22,29 @@ import numpy as np
 
 from .base import DatasetError
 from .npz import NpzDataset
-from .tabular import table_to_arrays
+from .preprocess import DEFAULT_MAX_CATEGORIES, STATE_KEY, TablePreprocessor
+from .tabular import TableOptions, table_to_arrays
 
 
-def inspect(src: Path, fmt: str, *, label_column: str | None, out: Path, max_bytes: int) -> dict[str, Any]:
+def inspect(
+    src: Path,
+    fmt: str,
+    *,
+    label_column: str | None,
+    out: Path,
+    max_bytes: int,
+    options: TableOptions | None = None,
+) -> dict[str, Any]:
     """Validate ``src``; returns the facts the API stores. Raises :class:`DatasetError`."""
     classes: list[str] | None = None
+    table_facts: dict[str, Any] = {}
     if fmt == "npz":
         canonical = src
     elif fmt in ("parquet", "csv"):
         if not label_column:
             raise DatasetError(f"a {fmt} table needs label_column (the column holding the targets)")
-        arrays, classes = table_to_arrays(src, fmt, label_column)  # type: ignore[arg-type]
+        arrays, classes, table_facts = table_to_arrays(src, fmt, label_column, options)  # type: ignore[arg-type]
+        table_facts["preprocessing"] = _preprocessing_report(arrays[STATE_KEY])
         np.savez(out, **arrays)  # type: ignore[arg-type]
         canonical = out
     else:
@@ -50,8 +61,25 @@ def inspect(src: Path, fmt: str, *, label_column: str | None, out: Path, max_byt
         "test": len(splits.x_test),
     }
     facts["classes"] = classes
+    if info.task == "classification":
+        facts["class_counts"] = {
+            part: np.bincount(y.numpy(), minlength=info.num_classes or 0).tolist()
+            for part, y in (("train", splits.y_train), ("val", splits.y_val), ("test", splits.y_test))
+        }
+    facts.update(table_facts)
     facts["canonical"] = str(canonical)
     return facts
+
+
+def _preprocessing_report(state_bytes: np.ndarray) -> dict[str, Any]:
+    prep = TablePreprocessor.from_bytes(state_bytes)
+    return {
+        "version": prep.version,
+        "standardize": prep.standardize,
+        "max_categories": prep.max_categories,
+        "features": len(prep.feature_names()),
+        "columns": prep.report(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-column")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-bytes", type=int, required=True)
+    ap.add_argument("--no-standardize", action="store_true", help="keep numeric columns as they are")
+    ap.add_argument("--categorical-column", action="append", default=[], help="an integer column to one-hot")
+    ap.add_argument("--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES)
     args = ap.parse_args(argv)
+    options = TableOptions(
+        standardize=not args.no_standardize,
+        categorical_columns=tuple(args.categorical_column),
+        max_categories=args.max_categories,
+    )
     try:
         facts = inspect(
-            args.src, args.format, label_column=args.label_column, out=args.out, max_bytes=args.max_bytes
+            args.src,
+            args.format,
+            label_column=args.label_column,
+            out=args.out,
+            max_bytes=args.max_bytes,
+            options=options,
         )
     except DatasetError as exc:
         message = " ".join(str(exc).split()).replace(str(args.src) + ": ", "")
