@@ -52,7 +52,7 @@ def screen(npz: Path, spec: dict[str, object], seed: int) -> float:
 
 def main() -> None:
     from archscreen.core.data.check import inspect
-    from archscreen.core.data.tabular import TableOptions
+    from archscreen.core.table_options import TableOptions
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=3)
@@ -73,7 +73,8 @@ def main() -> None:
             print(f"standardize={standardize}: splits {facts['split_sizes']}")
             for name, spec in SPECS.items():
                 accs = [screen(out, spec, seed) for seed in range(args.seeds)]
-                print(f"  {name:9s} val_accuracy {' '.join(f'{a:.4f}' for a in accs)} mean {np.mean(accs):.4f}")
+                shown = " ".join(f"{a:.4f}" for a in accs)
+                print(f"  {name:9s} val_accuracy {shown} mean {np.mean(accs):.4f}")
                 if standardize:
                     worst = min(worst, float(np.mean(accs)))
     print(f"min_val_accuracy_standardized: {worst:.4f}")

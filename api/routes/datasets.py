@@ -4,6 +4,10 @@ stored by content; list, read, delete (409 while a study uses it).
 Upload: ``POST /api/v1/datasets?name=NAME&format=npz|parquet|csv&label_column=COL`` with the file
 as the raw body (``Content-Type: application/octet-stream``). A study then names it
 ``"dataset": "ds_<id>"`` (the ``ref`` field of the response).
+
+A table's preprocessing (fitted on its train split, stored with it; ``core/data/preprocess.py``)
+takes ``standardize``, ``categorical_columns`` (repeated, or comma-separated) and
+``max_categories``; the response's ``preprocessing`` reports what was done to each column.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from archscreen.api.deps import DatabaseDep, IdPath, PageDep, SessionDep, Settin
 from archscreen.api.errors import ApiValidationError, item
 from archscreen.api.limits import LimitExceeded
 from archscreen.api.schemas import DatasetOut, ErrorResponse, LimitResponse, Page, TooLargeResponse
+from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, MAX_CATEGORIES_LIMIT, TableOptions
 from archscreen.settings import Settings
 from archscreen.store import Tenant
 from archscreen.store import datasets as dataset_store
@@ -69,6 +74,9 @@ def dataset_out(record: DatasetRecord, *, created: bool = False) -> DatasetOut:
         vocab_size=facts.get("vocab_size"),
         classes=facts.get("classes"),
         split_sizes=facts["split_sizes"],
+        class_counts=facts.get("class_counts"),
+        dropped_rows_missing_label=facts.get("dropped_rows_missing_label"),
+        preprocessing=facts.get("preprocessing"),
         created_at=record.created_at,
         created=created,
     )
@@ -81,7 +89,12 @@ def _limit_child(memory_bytes: int, cpu_s: int) -> None:
 
 
 def check_file(
-    src: Path, fmt: str, label_column: str | None, out: Path, settings: Settings
+    src: Path,
+    fmt: str,
+    label_column: str | None,
+    out: Path,
+    settings: Settings,
+    options: TableOptions | None = None,
 ) -> dict[str, Any]:
     """Run :mod:`archscreen.core.data.check` in a child process under memory/CPU/wall limits."""
     cmd = [
@@ -98,6 +111,7 @@ def check_file(
     ]
     if label_column:
         cmd += ["--label-column", label_column]
+    cmd += _option_flags(options)
     try:
         proc = subprocess.run(
             cmd,
@@ -124,6 +138,71 @@ def check_file(
         )
     facts: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return facts
+
+
+def _option_flags(options: TableOptions | None) -> list[str]:
+    """The validation child's flags for a table's preprocessing options."""
+    if options is None:
+        return []
+    flags = ["--max-categories", str(options.max_categories)]
+    flags += [] if options.standardize else ["--no-standardize"]
+    for name in options.categorical_columns:
+        flags += ["--categorical-column", name]
+    return flags
+
+
+StandardizeQuery = Annotated[
+    bool | None,
+    Query(
+        description="A table's numeric columns to zero mean, unit variance on its train split (default true)."
+    ),
+]
+CategoricalQuery = Annotated[
+    list[str] | None,
+    Query(
+        max_length=1000,
+        description="Integer columns of a table to one-hot like its string columns "
+        "(repeated or comma-separated).",
+    ),
+]
+MaxCategoriesQuery = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_CATEGORIES_LIMIT,
+        description=f"One-hot columns per categorical column; rarer values share an 'other' column "
+        f"(default {DEFAULT_MAX_CATEGORIES}).",
+    ),
+]
+
+
+def table_options(
+    fmt: str | None,
+    standardize: bool | None,
+    categorical_columns: list[str] | None,
+    max_categories: int | None,
+) -> TableOptions | None:
+    """A table's options (defaults for what is not given); None for an ``.npz`` (422 if any is given)."""
+    if fmt == "npz":
+        given = {"standardize": standardize, "categorical_columns": categorical_columns}
+        given["max_categories"] = max_categories
+        for field, value in given.items():
+            if value is not None:
+                raise ApiValidationError(
+                    [
+                        item(
+                            ["query", field],
+                            "an .npz is stored as it is: preprocessing options are for tables",
+                        )
+                    ]
+                )
+        return None
+    names = tuple(n.strip() for value in categorical_columns or [] for n in value.split(",") if n.strip())
+    return TableOptions(
+        standardize=True if standardize is None else standardize,
+        categorical_columns=names,
+        max_categories=DEFAULT_MAX_CATEGORIES if max_categories is None else max_categories,
+    )
 
 
 async def _receive_to_file(request: Request, dst: Path, limit: int) -> tuple[str, int]:
@@ -177,9 +256,13 @@ async def upload_dataset(
     name: Annotated[str, Query(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")] = "dataset",
     format: Annotated[DatasetFormat | None, Query(description="Default: from name's suffix.")] = None,
     label_column: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    standardize: StandardizeQuery = None,
+    categorical_columns: CategoricalQuery = None,
+    max_categories: MaxCategoriesQuery = None,
 ) -> Any:
-    """Upload a dataset file (streamed), validated before it is stored; the same bytes twice are one
-    dataset."""
+    """Upload a dataset file (streamed), validated before it is stored; the same bytes (with the same
+    label column and options) twice are one dataset. A table's numeric columns are standardised
+    unless ``standardize=false``: the response's ``preprocessing`` says what was done."""
     fmt = format or SUFFIX_FORMAT.get(Path(name).suffix.lower())
     if fmt is None:
         raise ApiValidationError(
@@ -198,6 +281,8 @@ async def upload_dataset(
         raise ApiValidationError(
             [item(["query", "label_column"], "an .npz names its targets y_*: no label column")]
         )
+    options = table_options(fmt, standardize, categorical_columns, max_categories)
+    options_key = options.key_sha256() if options is not None else ""
     _, total = _check_count(session, settings, tenant)
     with tempfile.TemporaryDirectory(dir=settings.resolved_artifacts_dir, prefix=".upload-") as tmp:
         upload, canonical = Path(tmp) / "upload", Path(tmp) / "canonical.npz"
@@ -214,7 +299,7 @@ async def upload_dataset(
                 status_code=413,
                 headers={"Connection": "close"},
             )
-        existing = dataset_store.by_content(session, tenant.id, sha, label_column or "")
+        existing = dataset_store.by_content(session, tenant.id, sha, label_column or "", options_key)
         if existing is not None:
             return JSONResponse(dataset_out(existing).model_dump(mode="json"), status_code=200)
         if total + size > settings.max_dataset_total_bytes_per_tenant:
@@ -226,7 +311,9 @@ async def upload_dataset(
                 settings.max_dataset_total_bytes_per_tenant,
                 total,
             )
-        facts = await anyio.to_thread.run_sync(check_file, upload, fmt, label_column, canonical, settings)
+        facts = await anyio.to_thread.run_sync(
+            check_file, upload, fmt, label_column, canonical, settings, options
+        )
         kept = Path(facts.pop("canonical"))
         blob_sha = sha if kept == upload else await anyio.to_thread.run_sync(_sha256_of, kept)
         blobs = store_for(settings)
@@ -242,6 +329,7 @@ async def upload_dataset(
             size_bytes=size,
             blob_bytes=kept.stat().st_size,
             facts=facts,
+            options_key=options_key,
         )
     return JSONResponse(
         dataset_out(record, created=created).model_dump(mode="json"), status_code=201 if created else 200
@@ -263,9 +351,17 @@ def list_datasets(
         str | None, Query(pattern=r"^[0-9a-f]{64}$", description="Only the dataset of this file.")
     ] = None,
     label_column: Annotated[str | None, Query(max_length=200)] = None,
+    standardize: StandardizeQuery = None,
+    categorical_columns: CategoricalQuery = None,
+    max_categories: MaxCategoriesQuery = None,
 ) -> Page[DatasetOut]:
     if sha256 is not None:
-        found = dataset_store.by_content(session, tenant.id, sha256, label_column or "")
+        # a table (label_column given) is found with its options, the defaults if none are given
+        options = table_options(
+            None if label_column else "npz", standardize, categorical_columns, max_categories
+        )
+        key = options.key_sha256() if options is not None else ""
+        found = dataset_store.by_content(session, tenant.id, sha256, label_column or "", key)
         return Page(data=[dataset_out(found)] if found else [], count=1 if found else 0)
     limit, offset = page
     rows, total = dataset_store.list_for(session, tenant.id, limit=limit, offset=offset)

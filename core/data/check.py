@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, TableOptions
+
 from .base import DatasetError
 from .npz import NpzDataset
-from .preprocess import DEFAULT_MAX_CATEGORIES, STATE_KEY, TablePreprocessor
-from .tabular import TableOptions, table_to_arrays
+from .preprocess import STATE_KEY, TablePreprocessor
+from .tabular import table_to_arrays
 
 
 def inspect(

@@ -36,12 +36,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, MAX_CATEGORIES_LIMIT
+
 from .base import DatasetError
 
 STATE_VERSION = 1
 STATE_KEY = "preprocessing_json"  # the state's key in the canonical .npz (uint8 JSON bytes)
-DEFAULT_MAX_CATEGORIES = 20
-MAX_CATEGORIES_LIMIT = 1000
 ColumnKind = Literal["numeric", "categorical"]
 
 

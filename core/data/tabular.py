@@ -25,15 +25,16 @@ ranges, sizes). Every problem is a :class:`DatasetError` with one line naming th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from archscreen.core.table_options import TableOptions
+
 from ._util import permutation_split
 from .base import DatasetError
 from .npz import TEST_FRACTION, VAL_FRACTION
-from .preprocess import DEFAULT_MAX_CATEGORIES, STATE_KEY, TablePreprocessor
+from .preprocess import STATE_KEY, TablePreprocessor
 
 TableFormat = Literal["parquet", "csv"]
 SPLIT_COLUMN = "split"
@@ -79,20 +80,6 @@ def table_to_arrays(
 
 
 # ------------------------------------------------------------------ preprocessing (issue 28)
-@dataclass(frozen=True)
-class TableOptions:
-    """What the user chose at upload (``standardize``, ``categorical_columns``, ``max_categories``)."""
-
-    standardize: bool = True
-    categorical_columns: tuple[str, ...] = ()
-    max_categories: int = DEFAULT_MAX_CATEGORIES
-
-    def key(self) -> str:
-        """A canonical string of the options (the same file with other options is another dataset)."""
-        cats = ",".join(sorted(self.categorical_columns))
-        return f"standardize={int(self.standardize)};max_categories={self.max_categories};categorical={cats}"
-
-
 def feature_columns(
     table: Any, features: list[str], categorical_columns: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:

@@ -127,7 +127,7 @@ BAD = [
     ),
     (npz_bytes(extra_unused=np.array([1])), {"name": "a.npz", "label_column": "y"}, "no label column"),
     (parquet_bytes(), {"name": "t.parquet", "label_column": "nope"}, "no label column 'nope'"),
-    (b"a,b,y\n1,x,0\n2,y,1\n", {"name": "t.csv", "label_column": "y"}, "feature column 'b'"),
+    (b"a,b,y\n1,x,0\n2,y,1\n", {"name": "t.csv", "label_column": "y"}, "too few to carve"),
     (b"\x00\x01", {"name": "a.bin"}, "give format"),
 ]
 
@@ -219,3 +219,88 @@ def test_limits_are_413_and_429_with_the_limit(migrated: Database, tmp_path: Pat
         assert upload(c, npz_bytes(n=111), name="b.npz").status_code == 201
         third = upload(c, npz_bytes(n=112), name="c.npz")
         assert third.status_code == 429 and third.json()["limit"] == 2, third.text
+
+
+def mixed_table_bytes(n: int = 120) -> bytes:
+    """A wide-range numeric column with gaps, a string column with gaps, an integer code, a string
+    label with one gap: what a team's table looks like."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    amount = rng.lognormal(5, 2, n)
+    amount[::9] = np.nan
+    label = rng.choice(["no", "yes"], n).astype(object)
+    label[4] = None
+    table = pa.table(
+        {
+            "amount": amount,
+            "clinic": rng.choice(["north", "south", "east", None], n).tolist(),
+            "code": rng.integers(0, 3, n),
+            "label": label,
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_tables_preprocessing_is_reported_and_its_options_make_another_dataset(client: TestClient) -> None:
+    body = mixed_table_bytes()
+    r = upload(client, body, name="m.parquet", label_column="label")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    prep = ds["preprocessing"]
+    assert prep["standardize"] is True and prep["max_categories"] == 20
+    kinds = {c["name"]: (c["kind"], c["encoding"]) for c in prep["columns"]}
+    assert kinds == {
+        "amount": ("numeric", "standardized, median-imputed + missing indicator"),
+        "clinic": ("categorical", "one-hot (3 values + other)"),
+        "code": ("numeric", "standardized"),
+    }
+    assert ds["input_shape"] == [prep["features"]] == [1 + 1 + 1 + 4]
+    assert ds["dropped_rows_missing_label"] == 1
+    assert [sum(c) for c in ds["class_counts"].values()] == list(ds["split_sizes"].values())
+    assert client.get(f"{URL}/{ds['id']}").json()["preprocessing"] == prep
+    same = upload(client, body, name="m.parquet", label_column="label")
+    assert same.status_code == 200 and same.json()["id"] == ds["id"]
+    found = client.get(URL, params={"sha256": ds["sha256"], "label_column": "label"}).json()
+    assert [d["id"] for d in found["data"]] == [ds["id"]]
+    other = upload(
+        client,
+        body,
+        name="m.parquet",
+        label_column="label",
+        standardize="false",
+        categorical_columns="code",
+        max_categories="2",
+    )
+    assert other.status_code == 201 and other.json()["id"] != ds["id"], other.text
+    cols = {c["name"]: c for c in other.json()["preprocessing"]["columns"]}
+    assert cols["amount"]["encoding"].startswith("as-is") and cols["code"]["kind"] == "categorical"
+    assert len(cols["clinic"]["categories"]) == 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "body,params,path,message",
+    [
+        (npz_bytes(), {"name": "a.npz", "standardize": "false"}, "query.standardize", "for tables"),
+        (b"a,y\n", {"name": "t.csv", "label_column": "y", "max_categories": "0"}, "query.max_categories", ""),
+        (
+            mixed_table_bytes(),
+            {"name": "m.parquet", "label_column": "label", "categorical_columns": "nope"},
+            "body",
+            "categorical_columns names 'nope'",
+        ),
+    ],
+)
+def test_bad_preprocessing_options_are_422s_naming_the_field(
+    client: TestClient, settings: Settings, body: bytes, params: dict[str, str], path: str, message: str
+) -> None:
+    r = upload(client, body, **params)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["path"] == path and message in detail["msg"], detail
+    assert stored_files(settings) == []

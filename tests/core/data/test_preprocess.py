@@ -21,7 +21,8 @@ from archscreen.core.data.preprocess import (
     TablePreprocessor,
     read_state,
 )
-from archscreen.core.data.tabular import TableOptions, feature_columns, table_to_arrays
+from archscreen.core.data.tabular import feature_columns, table_to_arrays
+from archscreen.core.table_options import TableOptions
 from archscreen.core.training.inputs import TableInput
 
 
