@@ -28,6 +28,7 @@ import httpx
 from archscreen.cli_common import EXIT_OK, CliError
 from archscreen.client import FINAL, ApiError, Client, format_detail
 from archscreen.core.names import METRIC_NAMES, RANK_METRIC_NAMES
+from archscreen.promote_cli import parse_promote, promote_command
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -59,6 +60,13 @@ def add_remote_commands(sub: Any) -> None:
     p.add_argument("--label-column", help="the label column of a .parquet/.csv --dataset file")
     p.add_argument("--max-epochs", type=int, help="screening epochs for a new study")
     p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
+    p.add_argument(
+        "--promote",
+        type=parse_promote,
+        metavar="top-K",
+        help="a new study tunes its top K by itself once screening ends (policy.auto); an existing "
+        "one is promoted after --wait",
+    )
     p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
     _server_args(p)
     p.set_defaults(func=cmd_submit)
@@ -353,11 +361,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if not args.dataset:
                 raise CliError(f"study {args.study!r} does not exist: pass --dataset to create it")
             screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
+            policy = {"auto": True, "top_k": args.promote} if args.promote else None
             dataset = resolve_dataset(c, args.dataset, args.label_column, quiet=args.json)
             try:
-                study = c.create_study(args.study, dataset=dataset, screening=screening)
+                study = c.create_study(args.study, dataset=dataset, screening=screening, policy=policy)
             except ApiError as exc:
                 raise CliError(str(exc)) from None
+        elif args.promote and not args.wait and not study["policy"].get("auto"):
+            raise CliError(
+                f"study {args.study!r} exists and does not promote itself: add --wait, or run "
+                f"`{promote_command(args.study, args.promote)}` once screening ends"
+            )
         try:
             added = c.add_candidates(study["id"], [{"spec": s} for s in specs])
         except ApiError as exc:
@@ -373,6 +387,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
             with ProgressReporter(not args.json) as rep:
                 c.wait(study["id"], on_update=rep.update)
             _print_ranking(c, study["id"])
+            if args.promote and not study["policy"].get("auto"):
+                from archscreen.promote_cli import promote
+
+                promote(
+                    c, study, argparse.Namespace(top=args.promote, candidates=None, tuner=None, starts=None)
+                )
     return EXIT_OK
 
 
@@ -475,7 +495,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                 states = ", ".join(sorted({j["state"] for j in jobs}))
                 raise CliError(
                     f"study {study['name']!r}: no tuning job has succeeded yet"
-                    + (f" (tuning jobs: {states})" if jobs else " (none promoted: `archscreen status`)")
+                    + (
+                        f" (tuning jobs: {states}; `archscreen status {study['name']}`)"
+                        if jobs
+                        else f" (none promoted: run `{promote_command(study['name'])}`)"
+                    )
                 )
         names = {x["id"]: x["name"] for x in c.candidates(study["id"])}
         dest = Path(args.output or f"{study['name']}.pt")

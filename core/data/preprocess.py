@@ -78,6 +78,8 @@ class TablePreprocessor:
     standardize: bool = True
     max_categories: int = DEFAULT_MAX_CATEGORIES
     version: int = STATE_VERSION
+    label_column: str = ""
+    classes: list[str] | None = None  # class names of a string label, by class id
 
     # ------------------------------------------------------------------ layout
     @property
@@ -170,6 +172,8 @@ class TablePreprocessor:
             "standardize": self.standardize,
             "max_categories": self.max_categories,
             "columns": [{"kind": _kind(c), **asdict(c)} for c in self.columns],
+            "label_column": self.label_column,
+            "classes": self.classes,
         }
 
     @classmethod
@@ -189,6 +193,8 @@ class TablePreprocessor:
             columns,
             standardize=bool(state["standardize"]),
             max_categories=int(state["max_categories"]),
+            label_column=str(state.get("label_column", "")),
+            classes=state.get("classes"),
         )
 
     def to_bytes(self) -> np.ndarray:

@@ -25,6 +25,7 @@ ranges, sizes). Every problem is a :class:`DatasetError` with one line naming th
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -178,10 +179,14 @@ def preprocess_table(
         for name, values in feature_columns(table, features, options.categorical_columns).items()
     }
     rows = _split_rows(table, keep)
-    prep = TablePreprocessor.fit(
-        {name: values[rows["train"]] for name, values in raw.items()},
-        standardize=options.standardize,
-        max_categories=options.max_categories,
+    prep = replace(
+        TablePreprocessor.fit(
+            {name: values[rows["train"]] for name, values in raw.items()},
+            standardize=options.standardize,
+            max_categories=options.max_categories,
+        ),
+        label_column=label_column,
+        classes=classes,
     )
     x = prep.transform(prep.encode_raw(raw))
     arrays: dict[str, np.ndarray] = {STATE_KEY: prep.to_bytes()}
