@@ -15,13 +15,14 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SPECS = {
+SPECS: dict[str, dict[str, Any]] = {
     "logistic": {"name": "logistic", "layers": [], "head": "classifier"},
     "mlp": {"name": "mlp", "layers": [{"linear": 64}, "relu", {"linear": 64}, "relu"], "head": "classifier"},
 }
@@ -39,12 +40,12 @@ def breast_cancer_parquet(path: Path) -> Path:
     return path
 
 
-def screen(npz: Path, spec: dict[str, object], seed: int) -> float:
+def screen(npz: Path, spec: dict[str, Any], seed: int) -> float:
     from archscreen.config import ScreeningConfig
     from archscreen.core.screening import AlraoScreener
     from archscreen.core.training.loop import TrainConfig
 
-    sc = ScreeningConfig()
+    sc = ScreeningConfig.model_validate({})  # a study's defaults
     config = TrainConfig(max_epochs=sc.max_epochs, patience=sc.patience, batch_size=sc.batch_size, seed=seed)
     result = AlraoScreener(base=sc.base).screen(spec, str(npz), config)
     return float(result.val_accuracy or 0.0)

@@ -184,7 +184,7 @@ def table_options(
 ) -> TableOptions | None:
     """A table's options (defaults for what is not given); None for an ``.npz`` (422 if any is given)."""
     if fmt == "npz":
-        given = {"standardize": standardize, "categorical_columns": categorical_columns}
+        given: dict[str, object] = {"standardize": standardize, "categorical_columns": categorical_columns}
         given["max_categories"] = max_categories
         for field, value in given.items():
             if value is not None:

@@ -20,6 +20,15 @@ from archscreen.core.data.preprocess import TablePreprocessor
 class TableInput(nn.Module):
     """Raw encoded rows ``(N, R)`` -> features ``(N, F)``: impute, standardise, flag, one-hot."""
 
+    numeric_index: torch.Tensor
+    median: torch.Tensor
+    mean: torch.Tensor
+    scale: torch.Tensor
+    indicator_index: torch.Tensor
+    categorical_index: torch.Tensor
+    onehot_width: torch.Tensor
+    onehot_offset: torch.Tensor
+
     def __init__(self, prep: TablePreprocessor) -> None:
         super().__init__()
         numeric = prep.numeric

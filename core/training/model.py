@@ -98,7 +98,10 @@ class ScreenModel(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Without targets (a :class:`PlainHead` model): class log-probabilities, or the predicted
         mean for regression."""
-        out = self.head.linear(self._features(x))
+        head = self.head
+        if not isinstance(head, PlainHead):
+            raise TypeError("predict() needs a PlainHead model (an exported tuning model)")
+        out = head.linear(self._features(x))
         if self.task == "regression":
             return out.chunk(2, dim=-1)[0]
         return F.log_softmax(out, dim=-1)
