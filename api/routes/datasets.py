@@ -146,8 +146,8 @@ def _option_flags(options: TableOptions | None) -> list[str]:
         return []
     flags = ["--max-categories", str(options.max_categories)]
     flags += [] if options.standardize else ["--no-standardize"]
-    for name in options.categorical_columns:
-        flags += ["--categorical-column", name]
+    # NAME=value form: a column name that starts with "-" is not taken for a flag
+    flags += [f"--categorical-column={name}" for name in options.categorical_columns]
     return flags
 
 
