@@ -103,7 +103,7 @@ def test_a_raw_table_becomes_a_model_that_takes_raw_rows(tmp_path: Path) -> None
 
 def test_promote_and_predict_refuse_bad_arguments_in_one_line(tmp_path: Path) -> None:
     svc = RunningService(tmp_path, "sqlite:///unused.db", None)
-    svc.token = "unused"  # type: ignore[attr-defined]
+    svc.token = "unused"
     msg = one_error_line(cli(svc, "submit", "x.yaml", "--study", "s", "--promote", "best-2"))
     assert "expected top-K" in msg
     (tmp_path / "m.pt").write_bytes(b"not a model")

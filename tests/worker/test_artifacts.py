@@ -70,7 +70,11 @@ def test_a_tables_export_takes_raw_rows_and_computes_what_the_job_trained_on(tmp
     amount = rng.lognormal(5, 2, 60)
     amount[::7] = np.nan
     table = pa.table(
-        {"amount": amount, "kind": rng.choice(["a", "b", None], 60).tolist(), "y": rng.integers(0, 3, 60)}
+        {
+            "amount": amount,
+            "kind": rng.choice(np.array(["a", "b", None], dtype=object), 60).tolist(),
+            "y": rng.integers(0, 3, 60),
+        }
     )
     pq.write_table(table, tmp_path / "t.parquet")
     arrays, _, _ = table_to_arrays(tmp_path / "t.parquet", "parquet", "y")
@@ -98,5 +102,5 @@ def test_a_tables_export_takes_raw_rows_and_computes_what_the_job_trained_on(tmp
     x = np.concatenate([arrays["x_train"], arrays["x_val"], arrays["x_test"]])
     assert raw.shape[1] == 2 and x.shape[1] > 2
     # the raw rows through the exported model == the stored features through the trained one
-    features = torch.from_numpy(TablePreprocessor.from_state(prep).transform(raw))  # type: ignore[arg-type]
+    features = torch.from_numpy(TablePreprocessor.from_state(prep).transform(raw))
     assert torch.equal(model.predict(torch.from_numpy(raw)), trained.predict(features))

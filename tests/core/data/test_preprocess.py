@@ -32,7 +32,9 @@ def mixed_table(n: int = 200, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     amount = rng.lognormal(5, 2, n)
     amount[rng.random(n) < 0.1] = np.nan
-    clinic = rng.choice(["north", "south", "east", "west", "x1", "x2", None], n).tolist()
+    clinic = rng.choice(
+        np.array(["north", "south", "east", "west", "x1", "x2", None], dtype=object), n
+    ).tolist()
     label = rng.choice(["sick", "well"], n).astype(object)
     label[[3, 7]] = None
     split = ["train"] * (n - 40) + ["val"] * 20 + ["test"] * 20
