@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets)
 
+    from archscreen.import_cli import add_import_command
+
+    add_import_command(sub)
+
     from archscreen.service_cli import add_service_commands
 
     add_service_commands(sub)

@@ -79,6 +79,7 @@ def add_remote_commands(sub: Any) -> None:
     d.add_argument("file", help="the dataset file")
     d.add_argument("--name", help="display name (default: the file name)")
     d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
+    _table_option_args(d)
     d.add_argument("--json", action="store_true", help="print the dataset as JSON")
     _server_args(d)
     d.set_defaults(func=cmd_dataset_upload)
@@ -278,8 +279,18 @@ def resolve_dataset(c: Client, value: str, label_column: str | None = None, *, q
 
 
 def _upload(
-    c: Client, path: Path, name: str | None, label_column: str | None, *, quiet: bool
+    c: Client,
+    path: Path,
+    name: str | None,
+    label_column: str | None,
+    *,
+    quiet: bool,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    from archscreen.store.datasets import name_from_file
+
+    # the file name as a valid dataset name: "data (1).npz" → "data _1_.npz"
+    name = name or name_from_file(path.name)
     size = path.stat().st_size
     show = not quiet and size > 4 * 2**20 and sys.stderr.isatty()
     try:
@@ -294,10 +305,11 @@ def _upload(
                     path,
                     name=name,
                     label_column=label_column,
+                    options=options,
                     on_progress=lambda sent, _total: bar.update(task, completed=sent),
                 )
         else:
-            ds = c.upload_dataset(path, name=name, label_column=label_column)
+            ds = c.upload_dataset(path, name=name, label_column=label_column, options=options)
     except ApiError as exc:
         raise CliError(f"{path}: {exc}") from None
     if not quiet:
@@ -313,12 +325,42 @@ def _dataset_id(value: str) -> int:
     return int(digits)
 
 
+def _table_option_args(p: argparse.ArgumentParser) -> None:
+    """A table's preprocessing options (the upload's query parameters); left out, the service's
+    defaults apply (defined once, in core/table_options.py)."""
+    p.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        default=None,
+        help="keep a table's numeric columns as they are (default: standardised on the train split)",
+    )
+    p.add_argument(
+        "--categorical-column",
+        dest="categorical_columns",
+        action="append",
+        metavar="NAME",
+        help="an integer column of a table to one-hot like its string columns (repeatable)",
+    )
+    p.add_argument(
+        "--max-categories",
+        type=int,
+        metavar="N",
+        help="one-hot columns per categorical column; rarer values share an 'other' column",
+    )
+
+
+def _table_options(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("standardize", "categorical_columns", "max_categories")
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
 def cmd_dataset_upload(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{args.file}: no such file")
     with _client(args.server, _token(args)) as c:
-        ds = _upload(c, path, args.name, args.label_column, quiet=args.json)
+        ds = _upload(c, path, args.name, args.label_column, quiet=args.json, options=_table_options(args))
     print(json.dumps(ds, indent=2) if args.json else ds["ref"])
     return EXIT_OK
 

@@ -106,6 +106,68 @@ def _choose(method: str, t: np.ndarray, g: np.ndarray) -> tuple[str, np.ndarray,
     return min(fits, key=lambda f: float(np.sum((_CURVES[f[0]](t, *f[1]) - g) ** 2)))
 
 
+def _check_args(
+    steps: Sequence[float], values: Sequence[float | None], method: str, level: float, horizon: float | None
+) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if len(steps) != len(values):
+        raise ValueError(f"steps and values differ in length ({len(steps)} vs {len(values)})")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if horizon is not None and not horizon > 0:
+        raise ValueError(f"horizon must be > 0 steps, got {horizon}")
+
+
+def _gain_points(
+    steps: Sequence[float], values: Sequence[float | None], sign: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The curve's finite points at positive steps: steps ``t`` and gains ``g`` (score times ``sign``)."""
+    pts = [
+        (float(s), sign * float(v))
+        for s, v in zip(steps, values, strict=True)
+        if v is not None and math.isfinite(float(v)) and s > 0
+    ]
+    if not pts:
+        raise ValueError("the curve has no finite point")
+    return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+
+
+def _read(curve: Callable[..., np.ndarray], p: np.ndarray, horizon: float | None, scale: float) -> np.ndarray:
+    """The curve at the horizon (or its asymptote) for each row of parameters ``p``."""
+    if horizon is None:
+        return p[:, 0]
+    t_h = horizon / scale
+    return np.asarray(curve(t_h, p[:, 0], p[:, 1], p[:, 2]))
+
+
+def _interval(
+    curve: Callable[..., np.ndarray],
+    params: np.ndarray,
+    cov: np.ndarray,
+    at: tuple[float | None, float],
+    level: float,
+    n_draws: int,
+    seed: int,
+) -> tuple[float, float] | None:
+    """The ``level`` quantiles of the curve read at ``at`` (horizon, scale) over parameter draws
+    from the fit's normal approximation; None when the fit is singular."""
+    if not np.all(np.isfinite(cov)):
+        return None
+    rng = np.random.default_rng(seed)
+    draws = rng.multivariate_normal(params, cov, size=n_draws, method="eigh", check_valid="ignore")
+    # A draw keeps b, c in their valid range. The interval is the fitted curve's: it is not clipped
+    # at the best observed point (a noisy maximum), only widened to contain the value.
+    draws[:, 1:] = np.maximum(draws[:, 1:], [0.0, 1e-3])
+    with np.errstate(over="ignore", invalid="ignore"):
+        vals = _read(curve, draws, *at)
+    vals = vals[np.isfinite(vals)]
+    if len(vals) < n_draws // 2:
+        return None
+    low, high = (float(q) for q in np.quantile(vals, [(1 - level) / 2, (1 + level) / 2]))
+    return low, high
+
+
 def extrapolate(
     steps: Sequence[float],
     values: Sequence[float | None],
@@ -132,26 +194,10 @@ def extrapolate(
         best_possible: the metric's bound (accuracy 1, a loss or MSE 0): value and interval
             are clipped to it.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if len(steps) != len(values):
-        raise ValueError(f"steps and values differ in length ({len(steps)} vs {len(values)})")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if horizon is not None and not horizon > 0:
-        raise ValueError(f"horizon must be > 0 steps, got {horizon}")
+    _check_args(steps, values, method, level, horizon)
     sign = 1.0 if higher_is_better else -1.0
-    pts = [
-        (float(s), sign * float(v))
-        for s, v in zip(steps, values, strict=True)
-        if v is not None and math.isfinite(float(v)) and s > 0
-    ]
-    if not pts:
-        raise ValueError("the curve has no finite point")
-    t = np.array([p[0] for p in pts])
-    g = np.array([p[1] for p in pts])
+    t, g = _gain_points(steps, values, sign)
     best = float(np.max(g))
-
     cap = math.inf if best_possible is None else sign * best_possible
 
     def out(value: float, low: float, high: float, name: str) -> Estimate:
@@ -160,7 +206,7 @@ def extrapolate(
 
     if method == "best-observed":
         return out(best, best, best, "best-observed")
-    if len(pts) < MIN_POINTS:
+    if len(t) < MIN_POINTS:
         return out(best, best, best, "best-observed (fallback)")
     scale = float(t[-1])
     ts = t / scale  # steps in units of the run's length: well-conditioned fits
@@ -169,28 +215,11 @@ def extrapolate(
         return out(best, best, best, "best-observed (fallback)")
     name, params, cov = chosen
     curve = _CURVES[name]
-
-    def read(p: np.ndarray) -> np.ndarray:
-        """The curve at the horizon (or its asymptote) for each row of parameters ``p``."""
-        if horizon is None:
-            return p[:, 0]
-        t_h = horizon / scale
-        return np.asarray(curve(t_h, p[:, 0], p[:, 1], p[:, 2]))
-
-    value = max(best, float(read(params[None, :])[0]))
-    if not np.all(np.isfinite(cov)):
+    value = max(best, float(_read(curve, params[None, :], horizon, scale)[0]))
+    interval = _interval(curve, params, cov, (horizon, scale), level, n_draws, seed)
+    if interval is None:
         return out(value, value, value, f"{name} (no interval: singular fit)")
-    rng = np.random.default_rng(seed)
-    draws = rng.multivariate_normal(params, cov, size=n_draws, method="eigh", check_valid="ignore")
-    # A draw keeps b, c in their valid range. The interval is the fitted curve's: it is not clipped
-    # at the best observed point (a noisy maximum), only widened to contain the value.
-    draws[:, 1:] = np.maximum(draws[:, 1:], [0.0, 1e-3])
-    with np.errstate(over="ignore", invalid="ignore"):
-        vals = read(draws)
-    vals = vals[np.isfinite(vals)]
-    if len(vals) < n_draws // 2:
-        return out(value, value, value, f"{name} (no interval: singular fit)")
-    low, high = (float(q) for q in np.quantile(vals, [(1 - level) / 2, (1 + level) / 2]))
+    low, high = interval
     return out(value, min(low, value), max(high, value), name)
 
 

@@ -18,6 +18,25 @@ from sqlalchemy.orm import Session
 from archscreen.store.models import Dataset, DatasetFormat, Study
 
 REF = re.compile(r"^ds_([1-9][0-9]{0,9})$")
+# A dataset's display name: letters, digits, '_', '.', '-' and spaces, 1 to 200 characters.
+NAME_PATTERN = r"^[\w.\- ]+$"
+NAME_MAX = 200
+_NOT_NAME = re.compile(r"[^\w.\- ]+")
+
+
+def name_from_file(filename: str) -> str:
+    """A valid dataset name from a file name: ``data (1).npz`` → ``data _1_.npz``; runs of other
+    characters become one ``_``; the folder part is dropped; ``dataset`` when nothing is left."""
+    base = re.split(r"[\\/]", filename)[-1]
+    name = _NOT_NAME.sub("_", base).strip()
+    if len(name) > NAME_MAX:  # keep the suffix, which can give the format
+        stem, dot, suffix = name.rpartition(".")
+        name = (
+            (stem[: NAME_MAX - len(suffix) - 1] + dot + suffix)
+            if dot and len(suffix) < 10
+            else name[:NAME_MAX]
+        )
+    return name.strip() or "dataset"
 
 
 def ref(dataset_id: int) -> str:

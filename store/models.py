@@ -85,7 +85,7 @@ class Dataset(Base):
     canonical ``.npz`` the workers read); ``sha256`` is the uploaded file's, so the same upload
     (with the same label column and preprocessing options) is the same dataset. ``options_key``:
     the sha256 of a table's :class:`~archscreen.core.table_options.TableOptions` (empty for an
-    ``.npz``, and for a table uploaded before revision 0004, which had no preprocessing)."""
+    ``.npz``, and for a table uploaded before revision 0005, which had no preprocessing)."""
 
     __tablename__ = "datasets"
     __table_args__ = (
@@ -121,6 +121,8 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     # Set once, by compare-and-set, when the study's auto-promotion fired.
     auto_promoted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # When a cancel last sent the study's promotion check: one message per study, not one per cancel.
+    promotion_check_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Bumped on every change under the study (jobs, metrics): cheap ETags for pollers.
     version: Mapped[int] = mapped_column(Integer, default=0)
 

@@ -8,6 +8,7 @@ resumes from its last checkpoint when the reaper requeues it after a worker died
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -264,17 +265,22 @@ def _write_traceback(settings: Settings, job_id: int) -> None:
 
 
 def _apply_retention(settings: Settings, job_id: int, kind: str, *, model_stored: bool) -> None:
-    """After success the run checkpoint goes. A tuning job's best weights live on as its model file
-    in the model store (``worker/artifacts.py``); without one the checkpoint stays (nothing is lost)."""
+    """After success the run checkpoint goes, and then the job's folder if nothing else is in it. A
+    tuning job's best weights live on as its model file in the model store (``worker/artifacts.py``);
+    without one the checkpoint stays (nothing is lost)."""
     if not settings.delete_checkpoint_on_success:
         return
-    ckpt = job_dir(settings, job_id) / "checkpoint.pt"
-    if not ckpt.exists() or (kind == "tune" and not model_stored):
+    folder = job_dir(settings, job_id)
+    ckpt = folder / "checkpoint.pt"
+    if kind == "tune" and not model_stored:
         return
     try:
-        ckpt.unlink()
+        ckpt.unlink(missing_ok=True)
     except OSError:  # the result stands; the checkpoint stays
         log.exception("job %s: could not delete the run checkpoint; it is kept", job_id)
+        return
+    with contextlib.suppress(OSError):  # rmdir takes an empty folder only: anything kept stays
+        folder.rmdir()
 
 
 def _run(

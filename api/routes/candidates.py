@@ -240,12 +240,13 @@ def cancel_candidate(
     cand = _load_candidate(session, tenant.id, candidate_id)
     runs = study_store.jobs_of(session, [cand.id], kind="screen")[cand.id]
     states = {j.id: job_store.request_cancel(session, j.id) for j in runs}
-    session.commit()
-    if all(st != "running" for st in states.values()):
-        # this cancel may have ended the study's screening: a worker checks whether an `auto`
-        # study promotes now (not this request: ranking and promotion are the worker's; the
-        # workers' maintenance pass runs the same check a few seconds later if the message is lost)
-        from archscreen.worker.promotion import request_check
+    from archscreen.worker.promotion import check_due, request_check
 
+    # this cancel may have ended an `auto` study's screening: a worker promotes it (not this request:
+    # ranking and promotion are the worker's). One message per study, only where it can promote; the
+    # workers' maintenance pass runs the same check a few seconds later if the message is lost
+    due = check_due(session, cand.study_id, resend_after_s=settings.lost_message_grace_s)
+    session.commit()
+    if due:
         request_check(settings, cand.study_id)
     return CancelOut(id=cand.id, states=states)

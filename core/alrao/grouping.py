@@ -9,12 +9,13 @@ optimizers in :mod:`archscreen.core.alrao.optim`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["alrao_param_groups", "rate_shape"]
+__all__ = ["alrao_param_groups", "group_rule_for", "rate_shape", "register_group_rule"]
 
 ParamGroup = dict[str, Any]
 
@@ -98,26 +99,63 @@ def _recurrent_groups(module: nn.LSTM | nn.GRU) -> list[ParamGroup]:
     return groups
 
 
+GroupRule = Callable[[Any], list[ParamGroup]]
+
+
+def _layernorm_groups(module: nn.LayerNorm) -> list[ParamGroup]:
+    shape = tuple(module.normalized_shape)
+    if len(shape) == 1:
+        return [_weight_bias(module, 0, shape[0], "layernorm")]
+    return [_weight_bias(module, None, math.prod(shape), "layernorm")]
+
+
+# torch module type -> its feature rule. Subclasses inherit their base's rule. Layer kinds that
+# build other parameterised modules add theirs with :func:`register_group_rule` (the registry
+# does it for a kind's ``alrao_rules``), so a new kind never edits this file.
+_GROUP_RULES: dict[type[nn.Module], GroupRule] = {
+    nn.Linear: lambda m: [_weight_bias(m, 0, m.out_features, "linear")],
+    nn.Conv1d: lambda m: [_weight_bias(m, 0, m.out_channels, "conv")],
+    nn.Conv2d: lambda m: [_weight_bias(m, 0, m.out_channels, "conv")],
+    nn.Conv3d: lambda m: [_weight_bias(m, 0, m.out_channels, "conv")],
+    nn.BatchNorm1d: lambda m: [_weight_bias(m, 0, m.num_features, "batchnorm")],
+    nn.BatchNorm2d: lambda m: [_weight_bias(m, 0, m.num_features, "batchnorm")],
+    nn.BatchNorm3d: lambda m: [_weight_bias(m, 0, m.num_features, "batchnorm")],
+    nn.LayerNorm: _layernorm_groups,
+    nn.Embedding: lambda m: [_group([m.weight], [1], 1, m.embedding_dim, "embedding")],
+    nn.LSTM: _recurrent_groups,
+    nn.GRU: _recurrent_groups,
+}
+
+
+def register_group_rule(module_type: type[nn.Module], rule: GroupRule) -> None:
+    """Give ``module_type`` (and its subclasses) the Alrao feature rule ``rule``.
+
+    ``rule(module)`` returns the module's groups (see :func:`alrao_param_groups`). Registering
+    a second, different rule for one type raises ``ValueError``: two kinds must agree.
+    """
+    known = _GROUP_RULES.get(module_type)
+    if known is not None and known is not rule:
+        raise ValueError(f"an Alrao feature rule for {module_type.__name__} is already registered")
+    _GROUP_RULES[module_type] = rule
+
+
+def group_rule_for(module_type: type[nn.Module]) -> GroupRule | None:
+    """The rule that applies to ``module_type`` (its own or its nearest base's), or ``None``."""
+    for base in module_type.__mro__:
+        rule = _GROUP_RULES.get(base)
+        if rule is not None:
+            return rule
+    return None
+
+
 def _module_groups(module: nn.Module) -> list[ParamGroup]:
-    if isinstance(module, nn.Linear):
-        return [_weight_bias(module, 0, module.out_features, "linear")]
-    if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
-        return [_weight_bias(module, 0, module.out_channels, "conv")]
-    if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
-        return [_weight_bias(module, 0, module.num_features, "batchnorm")]
-    if isinstance(module, nn.LayerNorm):
-        shape = tuple(module.normalized_shape)
-        if len(shape) == 1:
-            return [_weight_bias(module, 0, shape[0], "layernorm")]
-        return [_weight_bias(module, None, math.prod(shape), "layernorm")]
-    if isinstance(module, nn.Embedding):
-        return [_group([module.weight], [1], 1, module.embedding_dim, "embedding")]
-    if isinstance(module, nn.LSTM | nn.GRU):
-        return _recurrent_groups(module)
+    rule = group_rule_for(type(module))
+    if rule is not None:
+        return rule(module)
+    supported = ", ".join(sorted(t.__name__ for t in _GROUP_RULES))
     raise TypeError(
         f"alrao_param_groups: no Alrao feature rule for module type {type(module).__name__} "
-        f"(it has direct parameters {sorted(_direct(module))}); supported: Linear, Conv1d/2d/3d, "
-        "BatchNorm1d/2d/3d, LayerNorm, Embedding, LSTM, GRU"
+        f"(it has direct parameters {sorted(_direct(module))}); supported: {supported}"
     )
 
 
@@ -141,9 +179,11 @@ def alrao_param_groups(body: nn.Module) -> list[ParamGroup]:
       ``weight_ih``, ``weight_hh``, ``bias_ih`` and ``bias_hh`` alike; ``_reverse`` weights
       are a separate feature set; an LSTM projection ``weight_hr`` is a linear layer of its own.
 
-    Weight and bias of one unit therefore share their rate. Any other module type with
-    direct parameters raises ``TypeError``, as does a parameter the rule does not cover or a
-    parameter shared by two modules (tied weights have no single "incoming feature").
+    Weight and bias of one unit therefore share their rate. Layer kinds add rules for the
+    modules they introduce (:func:`register_group_rule`; e.g. ``nn.GroupNorm``, one rate per
+    channel). Any other module type with direct parameters raises ``TypeError``, as does a
+    parameter the rule does not cover or a parameter shared by two modules (tied weights have
+    no single "incoming feature").
     """
     groups: list[ParamGroup] = []
     seen: dict[int, str] = {}

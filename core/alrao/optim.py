@@ -29,19 +29,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from archscreen.core.foreach import use_foreach
+
 from .grouping import rate_shape
 
 __all__ = ["AlraoAdam", "AlraoSGD", "alrao_adam", "alrao_sgd"]
-
-try:  # private torch helper: foreach on accelerator tensors only, as torch.optim does
-    from torch.optim.optimizer import _default_to_fused_or_foreach
-except ImportError:  # pragma: no cover - very old / very new torch
-
-    def _default_to_fused_or_foreach(
-        params: list[Tensor], differentiable: bool, use_fused: bool = False
-    ) -> tuple[bool, bool]:
-        return False, all(p.device.type not in ("cpu", "meta") for p in params)
-
 
 _TensorList = list[Tensor]
 
@@ -291,11 +283,6 @@ class _AlraoOptimizer(Optimizer):
         super().__setstate__(state)
         self._bucket_cache = None
 
-    def _foreach_for(self, group: dict[str, Any], params: list[Tensor]) -> bool:
-        if group["foreach"] is None:
-            return _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)[1]
-        return bool(group["foreach"])
-
     # -- flat lists reused across steps ----------------------------------------------------------
     def _buckets(self) -> list[_Bucket]:
         """Parameters bucketed by hyperparameters, with their rate and step tensors.
@@ -318,7 +305,7 @@ class _AlraoOptimizer(Optimizer):
             params = group["params"]
             if not params:
                 continue
-            foreach = self._foreach_for(group, params)
+            foreach = use_foreach(group["foreach"], params)
             hyper = tuple(group[k] for k in keys)
             b = buckets.setdefault((*hyper, foreach), _Bucket(hyper, foreach))
             for p in params:

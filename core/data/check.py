@@ -5,8 +5,14 @@ process, never the API). Reads ``SRC`` as ``--format`` (``npz``, ``parquet`` or 
 the ``.npz`` rules of :mod:`archscreen.core.data.npz` (keys, shapes, dtypes, label ranges,
 NaN/inf, ``allow_pickle=False``, the uncompressed-size limit checked without inflating), and
 writes the arrays the workers will read to ``--out`` (for an ``.npz`` upload: the file itself is
-canonical and nothing is written). On success it prints one JSON object (the dataset's facts);
-on a bad file it prints one line to stderr and exits 2.
+canonical and nothing is written). On success it prints one JSON object (the dataset's facts).
+
+A table is measured from its metadata first (:mod:`.table_size`: Parquet footer, CSV header and a
+streamed row count) and refused before anything is converted when ``rows × columns`` float32
+values, or its decoded bytes, pass ``--max-bytes``.
+
+Exit status: 0 valid; 2 a bad file (one line on stderr); 3 over a size limit (one JSON line on
+stderr: ``detail``, ``limit``, ``current``); 4 out of memory (the parent's address-space limit).
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ import numpy as np
 from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, TableOptions
 
 from .base import DatasetError
-from .npz import NpzDataset
+from .npz import NpzDataset, check_contiguous_ids
 from .preprocess import STATE_KEY, TablePreprocessor
+from .table_size import TableTooLarge, check_table_size, measure_table
 from .tabular import table_to_arrays
+
+EXIT_INVALID, EXIT_TOO_LARGE, EXIT_OUT_OF_MEMORY = 2, 3, 4
 
 
 def inspect(
@@ -45,7 +54,11 @@ def inspect(
     elif fmt in ("parquet", "csv"):
         if not label_column:
             raise DatasetError(f"a {fmt} table needs label_column (the column holding the targets)")
+        check_table_size(measure_table(src, fmt), max_bytes)  # before converting anything
         arrays, classes, table_facts = table_to_arrays(src, fmt, label_column, options)  # type: ignore[arg-type]
+        labels = [a for key, a in arrays.items() if key.startswith("y_")]
+        if classes is None and labels[0].dtype.kind in "biu":
+            check_contiguous_ids(labels, f"label column {label_column!r}")
         table_facts["preprocessing"] = _preprocessing_report(arrays[STATE_KEY])
         np.savez(out, **arrays)  # type: ignore[arg-type]
         canonical = out
@@ -53,21 +66,13 @@ def inspect(
         raise DatasetError(f"unknown format {fmt!r}; expected npz, parquet or csv")
     dataset = NpzDataset(canonical, max_bytes=max_bytes)
     info = dataset.info()
-    splits = dataset.load(seed=0)
     facts = asdict(info)
     facts.pop("name")
     facts["input_shape"] = list(info.input_shape)
-    facts["split_sizes"] = {
-        "train": len(splits.x_train),
-        "val": len(splits.x_val),
-        "test": len(splits.x_test),
-    }
+    facts["split_sizes"] = dataset.split_sizes()  # no tensors: the split sizes need no copy
     facts["classes"] = classes
     if info.task == "classification":
-        facts["class_counts"] = {
-            part: np.bincount(y.numpy(), minlength=info.num_classes or 0).tolist()
-            for part, y in (("train", splits.y_train), ("val", splits.y_val), ("test", splits.y_test))
-        }
+        facts["class_counts"] = dataset.class_counts()  # from the labels alone, like split_sizes
     facts.update(table_facts)
     facts["canonical"] = str(canonical)
     return facts
@@ -109,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
             max_bytes=args.max_bytes,
             options=options,
         )
+    except TableTooLarge as exc:
+        print(json.dumps({"detail": str(exc), "limit": exc.limit, "current": exc.current}), file=sys.stderr)
+        return EXIT_TOO_LARGE
     except DatasetError as exc:
         message = " ".join(str(exc).split()).replace(str(args.src) + ": ", "")
         print(message[:500], file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except MemoryError:
         print("the file needs more memory to read than the validation limit allows", file=sys.stderr)
-        return 2
+        return EXIT_OUT_OF_MEMORY
     print(json.dumps(facts))
     return 0
 

@@ -36,6 +36,7 @@ from ._util import permutation_split
 from .base import DatasetError
 from .npz import TEST_FRACTION, VAL_FRACTION
 from .preprocess import STATE_KEY, TablePreprocessor
+from .table_size import CSV_BLOCK_BYTES
 
 TableFormat = Literal["parquet", "csv"]
 SPLIT_COLUMN = "split"
@@ -49,7 +50,8 @@ def read_table(path: str | os.PathLike[str], fmt: TableFormat) -> object:
     try:
         if fmt == "parquet":
             return pq.read_table(path)
-        return pa_csv.read_csv(path)
+        # a block must hold the header row (pyarrow's default 1 MiB read a longer one as "Empty CSV")
+        return pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DatasetError(f"cannot read the {fmt} table: {' '.join(str(exc).split())[:300]}") from None
 

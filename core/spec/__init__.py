@@ -4,6 +4,7 @@
     report = validate_spec(spec, info)             # SpecError listing every problem
     body = build_body(spec, info)                  # (B, *input_shape) -> (B, *feature_shape)
 
+Each layer kind is one class in ``core/spec/kinds/`` (see :mod:`.registry`).
 See ``docs/spec.md`` for the layer reference, shape rules, limits and hashing.
 """
 
@@ -29,8 +30,9 @@ from .infer import (
     feature_shape,
     validate_spec,
 )
-from .layers import LAYER_KINDS, ArchSpec, Layer, spec_hash
+from .layers import LAYER_KINDS, ArchSpec, Layer, spec_hash, spec_json_schema
 from .parse import parse_spec
+from .registry import LayerKind, register_kind
 
 __all__ = [
     "ALLOWED_PARAM_MODULES",
@@ -39,6 +41,7 @@ __all__ = [
     "ArchSpec",
     "GlobalAvgPooling",
     "Layer",
+    "LayerKind",
     "LayerRow",
     "PermuteDims",
     "PositionalEmbedding",
@@ -55,6 +58,8 @@ __all__ = [
     "count_layers",
     "feature_shape",
     "parse_spec",
+    "register_kind",
     "spec_hash",
+    "spec_json_schema",
     "validate_spec",
 ]

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from .errors import SpecError, SpecIssue, preview
-from .layers import LAYER_KINDS, Activation, ArchSpec, Residual
+from .layers import LAYER_KINDS, Activation, ArchSpec
 
 # Hard caps applied while parsing, far above SpecLimits, so that hostile input
 # (huge files, YAML alias bombs, self-referencing aliases) cannot exhaust memory or
@@ -348,14 +348,15 @@ class _LayerParser:
                 self.issue(kpath, f"takes no arguments, got {preview(raw)}")
             return None
         nested_failed = False
-        if model is Residual and "layers" in args:
-            inner = self.layers(args["layers"], f"{kpath}.layers", depth + 1)
+        nested = model.nested_field
+        if nested is not None and nested in args:
+            inner = self.layers(args[nested], f"{kpath}.{nested}", depth + 1)
             if inner is None or any(layer is None for layer in inner):
                 nested_failed = True
                 # A valid placeholder body, so this block's own fields still get checked.
-                args["layers"] = (Activation(kind="identity"),)
+                args[nested] = (Activation(kind="identity"),)
             else:
-                args["layers"] = tuple(inner)
+                args[nested] = tuple(inner)
         try:
             layer = model.model_validate({"kind": kind, **args})
         except ValidationError as exc:

@@ -3,15 +3,18 @@
 The loop trains ``model`` (a :class:`~archscreen.core.training.model.ScreenModel`:
 body + head) with any ``torch.optim.Optimizer``. Per epoch it evaluates on the
 validation split, records curves, writes a checkpoint that resumes bit-for-bit,
-and calls the progress callback. It stops on:
+and calls the progress callback. Everything it carries between epochs is one
+:class:`~archscreen.core.training.state.LoopState`, and the checkpoint is that object
+serialised. It stops on (each rule a small object in :mod:`archscreen.core.training.stopping`,
+checked in this order after each epoch; ``cancelled`` is no rule):
 
+* ``diverged``: a non-finite training or validation loss;
 * ``patience``: no improvement of the validation loss for ``patience`` epochs;
 * ``plateau`` (only with ``TrainConfig(stop_rule="plateau")``, the curve-aware budget): the
   exponentially smoothed validation loss has not improved by a relative ``plateau_tol`` for
   ``patience`` epochs *and* the run has taken its minimum number of optimizer steps;
-* ``max_epochs``;
 * ``wall_clock_s``: the budget is checked after each epoch;
-* ``diverged``: a non-finite training or validation loss;
+* ``max_epochs``;
 * ``cancelled``: the callback raised :class:`TrainingCancelled` (after an epoch),
   or the step hook did (mid-epoch: the unfinished epoch is dropped, so a
   service can stop a job within one step of a cancel request).
@@ -39,9 +42,16 @@ import torch
 from torch import nn
 
 from archscreen.core.data.base import DatasetSplits
+from archscreen.core.training.state import (
+    CHECKPOINT_FORMAT,
+    CheckpointFormatError,
+    EpochRecord,
+    LoopState,
+    StopReason,
+)
+from archscreen.core.training.stopping import StopCondition, first_fired, stop_rules
 
 LN2 = math.log(2.0)
-StopReason = Literal["patience", "plateau", "max_epochs", "wall_clock", "diverged", "cancelled"]
 StopRule = Literal["patience", "plateau"]
 
 
@@ -108,20 +118,6 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.wall_clock_s is not None and self.wall_clock_s <= 0:
             raise ValueError(f"wall_clock_s must be > 0, got {self.wall_clock_s}")
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """Metrics of one finished epoch (``val_accuracy`` is None for regression, ``val_mse`` is set
-    for regression only: the learning curve an estimate of the best-rate MSE extrapolates)."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float | None
-    seconds: float
-    steps: int
-    val_mse: float | None = None
 
 
 @dataclass(frozen=True)
@@ -274,8 +270,160 @@ def _atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
-def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def steps_per_epoch(n_train: int, config: TrainConfig) -> int:
+    """Optimizer steps in one epoch: every minibatch of the training split, up to the config's cap."""
+    steps = math.ceil(n_train / config.batch_size)
+    if config.max_steps_per_epoch is not None:
+        steps = min(steps, config.max_steps_per_epoch)
+    return steps
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed during one call of :func:`train`: the splits on the device, the batching,
+    and the caller's step and hooks."""
+
+    config: TrainConfig
+    device: torch.device
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    steps_per_epoch: int
+    step_fn: StepFn | None
+    step_hook: StepHook | None
+    callback: Callback | None
+
+    @classmethod
+    def on_device(
+        cls,
+        data: DatasetSplits,
+        config: TrainConfig,
+        step_fn: StepFn | None,
+        step_hook: StepHook | None,
+        callback: Callback | None,
+    ) -> _Run:
+        device = torch.device(config.device)
+        return cls(
+            config=config,
+            device=device,
+            x_train=data.x_train.to(device),
+            y_train=data.y_train.to(device),
+            x_val=data.x_val.to(device),
+            y_val=data.y_val.to(device),
+            x_test=data.x_test.to(device),
+            y_test=data.y_test.to(device),
+            steps_per_epoch=steps_per_epoch(len(data.x_train), config),
+            step_fn=step_fn,
+            step_hook=step_hook,
+            callback=callback,
+        )
+
+
+class _Clock:
+    """Seconds of training over all resumes: the checkpoint's count plus this call's time."""
+
+    def __init__(self, before: float) -> None:
+        self.before = before
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.t0
+
+
+def _train_epoch(state: LoopState, run: _Run) -> torch.Tensor | None:
+    """One pass over a fresh permutation of the training split.
+
+    Returns the summed training loss (on the device: no host sync per step), or None when the
+    step hook raised :class:`TrainingCancelled` (the unfinished epoch is dropped).
+    """
+    model, optimizer, batch = state.model, state.optimizer, run.config.batch_size
+    after_step = getattr(model, "after_step", None)
+    model.train()
+    perm = torch.randperm(len(run.x_train), generator=state.order_gen).to(run.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    for step in range(run.steps_per_epoch):
+        idx = perm[step * batch : (step + 1) * batch]
+        xb, yb = run.x_train.index_select(0, idx), run.y_train.index_select(0, idx)
+        if run.step_fn is None:
+            optimizer.zero_grad(set_to_none=True)
+            out = model(xb, yb)
+            out.loss.backward()
+            optimizer.step()
+        else:
+            out = run.step_fn(model, optimizer, xb, yb)
+        if after_step is not None:
+            after_step(out)
+        loss_sum += out.avg_nll.detach().double()
+        state.total_steps += 1
+        if run.step_hook is not None:
+            try:
+                run.step_hook(step + 1, run.steps_per_epoch)
+            except TrainingCancelled:
+                return None
+    return loss_sum
+
+
+def _epoch_record(state: LoopState, run: _Run, loss_sum: torch.Tensor, epoch_t0: float) -> EpochRecord:
+    """The record of the epoch just trained: its mean training loss and validation metrics."""
+    train_loss = (loss_sum / run.steps_per_epoch).item()
+    val = evaluate(state.model, run.x_val, run.y_val, run.config.eval_batch_size)
+    return EpochRecord(
+        epoch=state.epoch + 1,
+        train_loss=train_loss,
+        val_loss=val.loss,
+        val_accuracy=val.accuracy,
+        seconds=time.perf_counter() - epoch_t0,
+        steps=run.steps_per_epoch,
+        val_mse=val.mse,
+    )
+
+
+def _report(state: LoopState, run: _Run, record: EpochRecord) -> bool:
+    """Call the progress callback; True when it raised :class:`TrainingCancelled`."""
+    if run.callback is None:
+        return False
+    progress = Progress(
+        epoch=record.epoch,
+        max_epochs=run.config.max_epochs,
+        record=record,
+        best_val_loss=state.best_val,
+        best_epoch=state.best_epoch,
+        elapsed_s=state.elapsed,
+        extra=getattr(state.model, "progress_extra", lambda: {})(),
+    )
+    try:
+        run.callback(progress)
+    except TrainingCancelled:
+        return True
+    return False
+
+
+def _load_checkpoint(state: LoopState, path: Path, device: torch.device) -> None:
+    try:
+        state.load_state_dict(torch.load(path, map_location=device, weights_only=False))
+    except CheckpointFormatError as exc:
+        raise CheckpointFormatError(f"{path}: {exc}") from None
+
+
+def _result(state: LoopState, run: _Run, stopped: StopReason, clock: _Clock) -> TrainResult:
+    """Restore the best epoch's weights and report its validation and test metrics."""
+    if state.best_state is not None:
+        state.model.load_state_dict(state.best_state)
+    val = evaluate(state.model, run.x_val, run.y_val, run.config.eval_batch_size)
+    test = evaluate(state.model, run.x_test, run.y_test, run.config.eval_batch_size)
+    return TrainResult(
+        val=val,
+        test=test,
+        best_epoch=state.best_epoch,
+        epochs=len(state.curves),
+        steps=state.total_steps,
+        seconds=clock.elapsed(),
+        stopped_because=stopped,
+        curves=state.curves,
+    )
 
 
 def train(
@@ -294,185 +442,60 @@ def train(
     ``model(x, y)`` must return an object with ``loss`` (to backpropagate),
     ``avg_nll`` and ``avg_log_prob``; if the model has ``after_step(out)`` it is
     called after each optimizer step (the Alrao head updates its Switch there).
-    The checkpoint holds model, optimizer, RNG and loop state, so a resumed run
-    reproduces the uninterrupted one exactly (same device, same torch build).
+    The checkpoint is the run's :class:`~archscreen.core.training.state.LoopState`
+    serialised (model, optimizer, RNG and loop state), so a resumed run reproduces the
+    uninterrupted one exactly (same device, same torch build). A checkpoint of a newer format
+    raises :class:`~archscreen.core.training.state.CheckpointFormatError`. A finished run's
+    checkpoint (e.g. a job delivered twice) is re-reported, not trained on.
 
     ``step_fn(model, optimizer, xb, yb)``, if given, replaces the default step
     (``zero_grad``, forward, backward, ``optimizer.step()``) and returns the
     model's output; ``after_step`` is still called with it.
     """
-    device = torch.device(config.device)
-    model.to(device)
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    n_train = len(x_train)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
-    if config.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-
-    order_gen = torch.Generator().manual_seed(config.seed)
-    curves: list[EpochRecord] = []
-    stopped: StopReason = "max_epochs"
-    best_val = math.inf
-    best_epoch = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    bad_epochs = 0
-    # the curve-aware budget's smoothed curve (stop_rule="plateau")
-    ema = math.nan
-    best_ema = math.inf
-    ema_bad = 0
-    total_steps = 0
-    elapsed_before = 0.0
-    start_epoch = 1
+    run = _Run.on_device(data, config, step_fn, step_hook, callback)
+    model.to(run.device)
+    state = LoopState(model, optimizer, torch.Generator().manual_seed(config.seed))
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        order_gen.set_state(state["order_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        curves = [EpochRecord(**r) for r in state["curves"]]
-        best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
-        ema, best_ema = state.get("ema", math.nan), state.get("best_ema", math.inf)
-        ema_bad = state.get("ema_bad", 0)
-        best_state = state["best_state"]
-        total_steps, elapsed_before = state["total_steps"], state["elapsed"]
-        start_epoch = state["epoch"] + 1
-        if state.get("stopped_because") is not None:
-            # A finished run (e.g. a job delivered twice): re-report, do not train on.
-            start_epoch = config.max_epochs + 1
-            stopped = state["stopped_because"]
-    t0 = time.perf_counter()
-    after_step = getattr(model, "after_step", None)
-    cancelled_mid_epoch = False
-
-    for epoch in range(start_epoch, config.max_epochs + 1):
+        _load_checkpoint(state, ckpt, run.device)
+    rules = stop_rules(config)
+    clock = _Clock(state.elapsed)
+    stopped = state.stopped_because
+    while stopped is None and state.epoch < config.max_epochs:
         epoch_t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n_train, generator=order_gen).to(device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for step in range(steps_per_epoch):
-            idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
-            xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
-            if step_fn is None:
-                optimizer.zero_grad(set_to_none=True)
-                out = model(xb, yb)
-                out.loss.backward()
-                optimizer.step()
-            else:
-                out = step_fn(model, optimizer, xb, yb)
-            if after_step is not None:
-                after_step(out)
-            loss_sum += out.avg_nll.detach().double()
-            total_steps += 1
-            if step_hook is not None:
-                try:
-                    step_hook(step + 1, steps_per_epoch)
-                except TrainingCancelled:
-                    cancelled_mid_epoch = True
-                    break
-        if cancelled_mid_epoch:
+        loss_sum = _train_epoch(state, run)
+        if loss_sum is None:
+            stopped = "cancelled"  # mid-epoch: the unfinished epoch is not checkpointed
+            break
+        state.end_epoch(_epoch_record(state, run, loss_sum, epoch_t0), config)
+        state.elapsed = clock.elapsed()
+        stopped = first_fired(rules, state)
+        if _report(state, run, state.curves[-1]):
             stopped = "cancelled"
-            break
-        train_loss = (loss_sum / steps_per_epoch).item()
-        val = evaluate(model, x_val, y_val, config.eval_batch_size)
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=train_loss,
-            val_loss=val.loss,
-            val_accuracy=val.accuracy,
-            seconds=time.perf_counter() - epoch_t0,
-            steps=steps_per_epoch,
-            val_mse=val.mse,
-        )
-        curves.append(record)
-        diverged = not (math.isfinite(train_loss) and math.isfinite(val.loss))
-        if not diverged and val.loss < best_val:
-            best_val, best_epoch, bad_epochs = val.loss, epoch, 0
-            best_state = _clone_state(model)
-        else:
-            bad_epochs += 1
-        if not diverged:
-            w = config.plateau_ema
-            ema = val.loss if math.isnan(ema) else w * val.loss + (1 - w) * ema
-            if not math.isfinite(best_ema) or ema < best_ema - config.plateau_tol * abs(best_ema):
-                best_ema, ema_bad = ema, 0
-            else:
-                ema_bad += 1
-        plateaued = (
-            ema_bad >= config.patience
-            and total_steps >= config.plateau_min_steps
-            and epoch >= config.plateau_min_epochs
-        )
-        elapsed = elapsed_before + time.perf_counter() - t0
-        finished: StopReason | None = None
-        if diverged:
-            finished = "diverged"
-        elif config.stop_rule == "patience" and bad_epochs >= config.patience:
-            finished = "patience"
-        elif config.stop_rule == "plateau" and plateaued:
-            finished = "plateau"
-        elif config.wall_clock_s is not None and elapsed >= config.wall_clock_s:
-            finished = "wall_clock"
-        elif epoch == config.max_epochs:
-            finished = "max_epochs"
-        if callback is not None:
-            try:
-                callback(
-                    Progress(
-                        epoch=epoch,
-                        max_epochs=config.max_epochs,
-                        record=record,
-                        best_val_loss=best_val,
-                        best_epoch=best_epoch,
-                        elapsed_s=elapsed,
-                        extra=getattr(model, "progress_extra", lambda: {})(),
-                    )
-                )
-            except TrainingCancelled:
-                finished = "cancelled"
+        state.stopped_because = stopped
         if ckpt is not None:
-            _atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "order_gen": order_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "curves": [asdict(r) for r in curves],
-                    "best_val": best_val,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "ema": ema,
-                    "best_ema": best_ema,
-                    "ema_bad": ema_bad,
-                    "best_state": best_state,
-                    "total_steps": total_steps,
-                    "elapsed": elapsed,
-                    "epoch": epoch,
-                    "stopped_because": finished,
-                },
-                ckpt,
-            )
-        if finished is not None:
-            stopped = finished
-            break
+            _atomic_save(state.state_dict(), ckpt)
+    return _result(state, run, stopped or "max_epochs", clock)
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    val = evaluate(model, x_val, y_val, config.eval_batch_size)
-    test = evaluate(model, x_test, y_test, config.eval_batch_size)
-    return TrainResult(
-        val=val,
-        test=test,
-        best_epoch=best_epoch,
-        epochs=len(curves),
-        steps=total_steps,
-        seconds=elapsed_before + time.perf_counter() - t0,
-        stopped_because=stopped,
-        curves=curves,
-    )
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Callback",
+    "CheckpointFormatError",
+    "DiskFull",
+    "EpochRecord",
+    "LoopState",
+    "Progress",
+    "SplitMetrics",
+    "StepFn",
+    "StepHook",
+    "StopCondition",
+    "StopReason",
+    "StopRule",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingCancelled",
+    "evaluate",
+    "steps_per_epoch",
+    "train",
+]

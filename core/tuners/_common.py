@@ -8,23 +8,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-try:  # private torch helper: foreach on accelerator tensors only, as torch.optim does
-    from torch.optim.optimizer import _default_to_fused_or_foreach
-except ImportError:  # pragma: no cover - very old / very new torch
-
-    def _default_to_fused_or_foreach(
-        params: list[Tensor], differentiable: bool, use_fused: bool = False
-    ) -> tuple[bool, bool]:
-        return False, all(p.device.type not in ("cpu", "meta") for p in params)
-
-
-def use_foreach(foreach: bool | None, params: list[Tensor]) -> bool:
-    """An explicit ``foreach`` is respected; by default only for accelerator tensors (never CPU)."""
-    if foreach is not None:
-        return bool(foreach)
-    if not params:
-        return False
-    return _default_to_fused_or_foreach(params, False, False)[1]
+from archscreen.core.foreach import use_foreach
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:

@@ -37,7 +37,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_lr, check_positive, use_foreach
+from archscreen.core.foreach import use_foreach
+
+from ._common import check_lr, check_positive
 
 __all__ = ["ALERA", "SPALERA", "AgAdam", "agnostic_moments"]
 

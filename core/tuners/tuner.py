@@ -23,7 +23,7 @@ from torch.optim import Optimizer
 from archscreen.core.data import DatasetSplits
 from archscreen.core.runs import RUN_FIELDS, RunResult, SpecLike, plain_model, start_run
 from archscreen.core.spec import ArchSpec
-from archscreen.core.training.loop import Callback, Progress, StepHook, TrainConfig
+from archscreen.core.training.loop import Callback, Progress, StepHook, TrainConfig, steps_per_epoch
 from archscreen.core.training.model import ScreenModel
 
 from .page_hinkley import PageHinkley
@@ -159,10 +159,7 @@ class Tuner(abc.ABC):
         run = start_run(spec, dataset, config, build)
         optimizer = run.optimizer
         step_fn = self.make_step(optimizer, run.splits, config)
-        steps_per_epoch = math.ceil(len(run.splits.x_train) / config.batch_size)
-        if config.max_steps_per_epoch is not None:
-            steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-        self.trajectory(optimizer).steps_per_epoch = steps_per_epoch
+        self.trajectory(optimizer).steps_per_epoch = steps_per_epoch(len(run.splits.x_train), config)
 
         wrapped: Callback | None = None
         if callback is not None:

@@ -108,13 +108,13 @@ def test_dataset_options_revision_downgrades_only_without_twins(database_url: st
         twin, created_twin = dataset_store.create(s, tenant.id, **common, **blob, options_key="2" * 64)
     assert created and created_twin and first.id != twin.id
     with pytest.raises(RuntimeError, match=f"datasets {first.id} and {twin.id} are the same file"):
-        db.downgrade("0003")
+        db.downgrade("0004")
     with db.session() as s:
         dataset_store.delete(s, tenant.id, twin.id)
-    db.downgrade("0003")
+    db.downgrade("0004")
     assert "options_key" not in {c["name"] for c in inspect(db.engine).get_columns("datasets")}
     db.migrate()
-    with db.session() as s:  # the row kept through both directions, with no options (pre-0004)
+    with db.session() as s:  # the row kept through both directions, with no options (pre-0005)
         kept = dataset_store.get(s, tenant.id, first.id)
     assert kept is not None and kept.options_key == ""
     db.dispose()

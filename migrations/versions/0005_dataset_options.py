@@ -1,7 +1,7 @@
 """dataset options: a table's preprocessing options are part of what makes a dataset
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06 18:45:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"  # 0004_promotion_check: both were written as 0004 in parallel, chained here
 branch_labels = None
 depends_on = None
 
@@ -27,7 +27,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Before 0004 one file and label column made one dataset: refuse (rather than delete a dataset
+    # Before 0005 one file and label column made one dataset: refuse (rather than delete a dataset
     # a study may use) while a file is stored with two option sets.
     twice = (
         op.get_bind()
@@ -42,7 +42,7 @@ def downgrade() -> None:
     if twice is not None:
         raise RuntimeError(
             f"datasets {twice[0]} and {twice[1]} are the same file with other preprocessing options; "
-            "delete one (DELETE /api/v1/datasets/{id}) before downgrading below 0004"
+            "delete one (DELETE /api/v1/datasets/{id}) before downgrading below 0005"
         )
     with op.batch_alter_table("datasets") as batch:
         batch.drop_constraint("uq_datasets_tenant_sha_label_options", type_="unique")
