@@ -235,7 +235,7 @@ def mixed_table_bytes(n: int = 120) -> bytes:
     table = pa.table(
         {
             "amount": amount,
-            "clinic": rng.choice(["north", "south", "east", None], n).tolist(),
+            "clinic": rng.choice(np.array(["north", "south", "east", None], dtype=object), n).tolist(),
             "code": rng.integers(0, 3, n),
             "label": label,
         }
