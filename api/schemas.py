@@ -438,6 +438,35 @@ class StudySummary(BaseModel):
 # ---------------------------------------------------------------------------- datasets
 
 
+class TableColumnOut(BaseModel):
+    """One feature column of a table and what its preprocessing does (fitted on the train split)."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    encoding: str = Field(
+        description="standardized / as-is (+ median-imputed + missing indicator), or one-hot."
+    )
+    missing_train: int = Field(description="Missing values in the train split.")
+    median: float | None = Field(None, description="Numeric: the value a gap is imputed with.")
+    mean: float | None = Field(None, description="Numeric: subtracted (0 when not standardised).")
+    scale: float | None = Field(None, description="Numeric: divided by (1 when not standardised).")
+    missing_indicator: bool | None = Field(None, description="Numeric: a 0/1 feature flags a gap.")
+    categories: list[str] | None = Field(
+        None, description="Categorical: the one-hot values, most frequent first; then one 'other' column."
+    )
+    distinct_train: int | None = Field(None, description="Categorical: distinct values in the train split.")
+
+
+class PreprocessingOut(BaseModel):
+    """A table's preprocessing, stored with the dataset; the exported model applies it to raw rows."""
+
+    version: int
+    standardize: bool
+    max_categories: int
+    features: int = Field(description="Features the network sees (the dataset's input_shape).")
+    columns: list[TableColumnOut]
+
+
 class DatasetOut(BaseModel):
     """An uploaded dataset: a study names it by ``ref`` (``ds_<id>``)."""
 
@@ -456,5 +485,12 @@ class DatasetOut(BaseModel):
     vocab_size: int | None
     classes: list[str] | None = Field(description="Class names, for a table with string labels.")
     split_sizes: dict[str, int]
+    class_counts: dict[str, list[int]] | None = Field(
+        None, description="Classification: samples per class id in each split."
+    )
+    dropped_rows_missing_label: int | None = Field(None, description="A table's rows without a label.")
+    preprocessing: PreprocessingOut | None = Field(
+        None, description="A table's preprocessing (numeric columns standardised by default)."
+    )
     created_at: UtcDatetime
     created: bool = Field(False, description="True when this request created the dataset.")

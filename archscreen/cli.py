@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     from archscreen.remote_cli import add_remote_commands
 
     add_remote_commands(sub)
+    from archscreen.predict_cli import add_predict_commands
+    from archscreen.promote_cli import add_promote_commands
+
+    add_promote_commands(sub)
+    add_predict_commands(sub)
     return parser
 
 

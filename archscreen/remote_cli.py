@@ -29,6 +29,7 @@ from archscreen.cli_common import EXIT_OK, CliError, add_model_options, model_fr
 from archscreen.client import FINAL, ApiError, Client, format_detail
 from archscreen.config import ScreeningConfig
 from archscreen.core.names import METRIC_NAMES, RANK_METRIC_NAMES
+from archscreen.promote_cli import parse_promote, promote_command
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -63,6 +64,13 @@ def add_remote_commands(sub: Any) -> None:
     )
     add_model_options(screening, ScreeningConfig, service_defaults=True)
     p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
+    p.add_argument(
+        "--promote",
+        type=parse_promote,
+        metavar="top-K",
+        help="a new study tunes its top K by itself once screening ends (policy.auto); an existing "
+        "one is promoted after --wait",
+    )
     p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
     _server_args(p)
     p.set_defaults(func=cmd_submit)
@@ -75,6 +83,7 @@ def add_remote_commands(sub: Any) -> None:
     d.add_argument("file", help="the dataset file")
     d.add_argument("--name", help="display name (default: the file name)")
     d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
+    _table_option_args(d)
     d.add_argument("--json", action="store_true", help="print the dataset as JSON")
     _server_args(d)
     d.set_defaults(func=cmd_dataset_upload)
@@ -274,7 +283,13 @@ def resolve_dataset(c: Client, value: str, label_column: str | None = None, *, q
 
 
 def _upload(
-    c: Client, path: Path, name: str | None, label_column: str | None, *, quiet: bool
+    c: Client,
+    path: Path,
+    name: str | None,
+    label_column: str | None,
+    *,
+    quiet: bool,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from archscreen.store.datasets import name_from_file
 
@@ -294,10 +309,11 @@ def _upload(
                     path,
                     name=name,
                     label_column=label_column,
+                    options=options,
                     on_progress=lambda sent, _total: bar.update(task, completed=sent),
                 )
         else:
-            ds = c.upload_dataset(path, name=name, label_column=label_column)
+            ds = c.upload_dataset(path, name=name, label_column=label_column, options=options)
     except ApiError as exc:
         raise CliError(f"{path}: {exc}") from None
     if not quiet:
@@ -313,12 +329,42 @@ def _dataset_id(value: str) -> int:
     return int(digits)
 
 
+def _table_option_args(p: argparse.ArgumentParser) -> None:
+    """A table's preprocessing options (the upload's query parameters); left out, the service's
+    defaults apply (defined once, in core/table_options.py)."""
+    p.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        default=None,
+        help="keep a table's numeric columns as they are (default: standardised on the train split)",
+    )
+    p.add_argument(
+        "--categorical-column",
+        dest="categorical_columns",
+        action="append",
+        metavar="NAME",
+        help="an integer column of a table to one-hot like its string columns (repeatable)",
+    )
+    p.add_argument(
+        "--max-categories",
+        type=int,
+        metavar="N",
+        help="one-hot columns per categorical column; rarer values share an 'other' column",
+    )
+
+
+def _table_options(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("standardize", "categorical_columns", "max_categories")
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
 def cmd_dataset_upload(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{args.file}: no such file")
     with _client(args.server, _token(args)) as c:
-        ds = _upload(c, path, args.name, args.label_column, quiet=args.json)
+        ds = _upload(c, path, args.name, args.label_column, quiet=args.json, options=_table_options(args))
     print(json.dumps(ds, indent=2) if args.json else ds["ref"])
     return EXIT_OK
 
@@ -362,11 +408,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 raise CliError(f"study {args.study!r} does not exist: pass --dataset to create it")
             given = model_from_args(ScreeningConfig, args, only_given=True)
             screening = given.model_dump(exclude_unset=True) or None
+            policy = {"auto": True, "top_k": args.promote} if args.promote else None
             dataset = resolve_dataset(c, args.dataset, args.label_column, quiet=args.json)
             try:
-                study = c.create_study(args.study, dataset=dataset, screening=screening)
+                study = c.create_study(args.study, dataset=dataset, screening=screening, policy=policy)
             except ApiError as exc:
                 raise CliError(str(exc)) from None
+        elif args.promote and not args.wait and not study["policy"].get("auto"):
+            raise CliError(
+                f"study {args.study!r} exists and does not promote itself: add --wait, or run "
+                f"`{promote_command(args.study, args.promote)}` once screening ends"
+            )
         try:
             added = c.add_candidates(study["id"], [{"spec": s} for s in specs])
         except ApiError as exc:
@@ -382,6 +434,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
             with ProgressReporter(not args.json) as rep:
                 c.wait(study["id"], on_update=rep.update)
             _print_ranking(c, study["id"])
+            if args.promote and not study["policy"].get("auto"):
+                from archscreen.promote_cli import promote
+
+                promote(
+                    c, study, argparse.Namespace(top=args.promote, candidates=None, tuner=None, starts=None)
+                )
     return EXIT_OK
 
 
@@ -484,7 +542,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                 states = ", ".join(sorted({j["state"] for j in jobs}))
                 raise CliError(
                     f"study {study['name']!r}: no tuning job has succeeded yet"
-                    + (f" (tuning jobs: {states})" if jobs else " (none promoted: `archscreen status`)")
+                    + (
+                        f" (tuning jobs: {states}; `archscreen status {study['name']}`)"
+                        if jobs
+                        else f" (none promoted: run `{promote_command(study['name'])}`)"
+                    )
                 )
         names = {x["id"]: x["name"] for x in c.candidates(study["id"])}
         dest = Path(args.output or f"{study['name']}.pt")

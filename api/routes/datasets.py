@@ -6,6 +6,11 @@ as the raw body (``Content-Type: application/octet-stream``), or as the file par
 ``multipart/form-data`` body (``curl -F file=@data.npz``; :mod:`archscreen.api.upload_stream`).
 A study then names it ``"dataset": "ds_<id>"`` (the ``ref`` field of the response).
 
+A table's preprocessing (fitted on its train split, stored with it; ``core/data/preprocess.py``)
+takes ``standardize``, ``categorical_columns`` (repeated, or comma-separated) and
+``max_categories``, as query parameters or (multipart) form fields; the response's
+``preprocessing`` reports what was done to each column.
+
 Order of an upload: the parameters (422), the tenant's dataset count (429), a validation slot
 (429 with ``Retry-After``, :class:`~archscreen.api.limits.ValidationSlots`), the body streamed to
 a temporary file (413 past ``ARCHSCREEN_MAX_DATASET_BYTES``), the same bytes uploaded before (200),
@@ -35,6 +40,7 @@ from archscreen.api.limits import LimitExceeded, ValidationSlots, host_validatio
 from archscreen.api.schemas import DatasetOut, ErrorResponse, LimitResponse, Page, TooLargeResponse
 from archscreen.api.upload_stream import (
     FORM_FIELDS,
+    OPTION_FIELDS,
     Received,
     UploadTooLarge,
     is_multipart,
@@ -42,6 +48,7 @@ from archscreen.api.upload_stream import (
     receive_raw,
 )
 from archscreen.api.validation import check_file
+from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, MAX_CATEGORIES_LIMIT, TableOptions
 from archscreen.settings import Settings
 from archscreen.store import Tenant
 from archscreen.store import datasets as dataset_store
@@ -89,9 +96,114 @@ def dataset_out(record: DatasetRecord, *, created: bool = False) -> DatasetOut:
         vocab_size=facts.get("vocab_size"),
         classes=facts.get("classes"),
         split_sizes=facts["split_sizes"],
+        class_counts=facts.get("class_counts"),
+        dropped_rows_missing_label=facts.get("dropped_rows_missing_label"),
+        preprocessing=facts.get("preprocessing"),
         created_at=record.created_at,
         created=created,
     )
+
+
+StandardizeQuery = Annotated[
+    bool | None,
+    Query(
+        description="A table's numeric columns to zero mean, unit variance on its train split (default true)."
+    ),
+]
+CategoricalQuery = Annotated[
+    list[str] | None,
+    Query(
+        max_length=1000,
+        description="Integer columns of a table to one-hot like its string columns "
+        "(repeated or comma-separated).",
+    ),
+]
+MaxCategoriesQuery = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_CATEGORIES_LIMIT,
+        description=f"One-hot columns per categorical column; rarer values share an 'other' column "
+        f"(default {DEFAULT_MAX_CATEGORIES}).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """A table's preprocessing options as the request gave them (None: not given)."""
+
+    standardize: bool | None = None
+    categorical_columns: list[str] | None = None
+    max_categories: int | None = None
+
+
+def table_options(fmt: str | None, given: QueryOptions, where: str = "query") -> TableOptions | None:
+    """A table's options (defaults for what is not given); None for an ``.npz`` (422 if any is given)."""
+    if fmt == "npz":
+        for field in OPTION_FIELDS:
+            if getattr(given, field) is not None:
+                raise ApiValidationError(
+                    [item([where, field], "an .npz is stored as it is: preprocessing options are for tables")]
+                )
+        return None
+    names = tuple(
+        n.strip() for value in given.categorical_columns or [] for n in value.split(",") if n.strip()
+    )
+    return TableOptions(
+        standardize=True if given.standardize is None else given.standardize,
+        categorical_columns=names,
+        max_categories=DEFAULT_MAX_CATEGORIES if given.max_categories is None else given.max_categories,
+    )
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")  # FastAPI's bool words
+
+
+def _form_options(fields: dict[str, str]) -> QueryOptions:
+    """The options among a multipart form's text fields, parsed as the query's would be."""
+    standardize: bool | None = None
+    if (text := fields.get("standardize")) is not None:
+        if text.strip().lower() not in _TRUE + _FALSE:
+            raise ApiValidationError([item(["body", "standardize"], "true or false")])
+        standardize = text.strip().lower() in _TRUE
+    max_categories: int | None = None
+    if (text := fields.get("max_categories")) is not None:
+        try:
+            max_categories = int(text)
+        except ValueError:
+            max_categories = 0
+        if not 1 <= max_categories <= MAX_CATEGORIES_LIMIT:
+            raise ApiValidationError(
+                [item(["body", "max_categories"], f"an integer from 1 to {MAX_CATEGORIES_LIMIT}")]
+            )
+    text = fields.get("categorical_columns")
+    return QueryOptions(standardize, None if text is None else [text], max_categories)
+
+
+def resolve_options(
+    params: UploadParams, query: QueryOptions, received: Received | None
+) -> TableOptions | None:
+    """The upload's table options from the query and (multipart) the form's fields, like
+    :func:`resolve_params`: 422 naming the field where the two differ or an npz is given any."""
+    if received is None:
+        return table_options(params.format, query)
+    form = _form_options(received.fields)
+    for given, where in ((query, "query"), (form, "body")):
+        table_options(params.format, given, where)  # an npz takes none: 422 naming where it came
+    merged: dict[str, Any] = {}
+    for key in OPTION_FIELDS:
+        given, sent = getattr(query, key), getattr(form, key)
+        if key == "categorical_columns" and given is not None and sent is not None:
+            differ = table_options("parquet", QueryOptions(categorical_columns=given)) != table_options(
+                "parquet", QueryOptions(categorical_columns=sent)
+            )
+        else:
+            differ = given is not None and sent is not None and given != sent
+        if differ:
+            raise ApiValidationError([item(["body", key], f"differs from the query's {key} ({given!r})")])
+        merged[key] = given if given is not None else sent
+    return table_options(params.format, QueryOptions(**merged))
 
 
 def _check_count(s: Any, settings: Settings, tenant: Tenant) -> tuple[int, int]:
@@ -208,10 +320,18 @@ FORM_SCHEMA: dict[str, Any] = {
         "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": dataset_store.NAME_PATTERN},
         "format": {"type": "string", "enum": list(FORMATS)},
         "label_column": {"type": "string", "minLength": 1, "maxLength": 200},
+        "standardize": {"type": "boolean", "description": "A table's: as the query parameter."},
+        "categorical_columns": {
+            "type": "string",
+            "maxLength": 1000,
+            "description": "A table's integer columns to one-hot (comma-separated, or the field repeated).",
+        },
+        "max_categories": {"type": "integer", "minimum": 1, "maximum": MAX_CATEGORIES_LIMIT},
     },
-    # an npz names its targets y_*: it takes no label column (the API answers 422 naming it)
+    # an npz names its targets y_* and is stored as it is: it takes no label column and no table
+    # options (the API answers 422 naming the field)
     "if": {"required": ["format"], "properties": {"format": {"const": "npz"}}},
-    "then": {"not": {"required": ["label_column"]}},
+    "then": {"not": {"anyOf": [{"required": [key]} for key in ("label_column", *OPTION_FIELDS)]}},
 }
 
 
@@ -268,16 +388,22 @@ async def upload_dataset(
             "upload must not send it: its targets are its y_* arrays (a 422 naming label_column).",
         ),
     ] = None,
+    standardize: StandardizeQuery = None,
+    categorical_columns: CategoricalQuery = None,
+    max_categories: MaxCategoriesQuery = None,
 ) -> Any:
     """Upload a dataset file, as the raw body or as the file part of a multipart/form-data body
-    (streamed to disk either way), validated before it is stored; the same bytes twice are one
-    dataset."""
+    (streamed to disk either way), validated before it is stored; the same bytes (with the same
+    label column and options) twice are one dataset. A table's numeric columns are standardised
+    unless ``standardize=false``: the response's ``preprocessing`` says what was done."""
     query = {"name": name, "format": format, "label_column": label_column}
+    option_query = QueryOptions(standardize, categorical_columns, max_categories)
     multipart = is_multipart(request)
     with contextlib.ExitStack() as stack:
         try:
             if not multipart:
-                resolve_params(query, None)  # no format or label column: 422 before the body is read
+                # no format or label column, or options for an npz: 422 before the body is read
+                resolve_options(resolve_params(query, None), option_query, None)
             _, total = await anyio.to_thread.run_sync(_check_count, session, settings, tenant)
             stack.enter_context(validation_slots(request, settings).hold(tenant.id))
         except (ApiValidationError, LimitExceeded):
@@ -300,8 +426,9 @@ async def upload_dataset(
             log.info("upload of %s cancelled: the client disconnected", name or "a dataset")
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         params = resolve_params(query, received if multipart else None)
+        options = resolve_options(params, option_query, received if multipart else None)
         return await _validate_and_store(
-            session, settings, tenant, params, received, upload, canonical, total
+            session, settings, tenant, params, options, received, upload, canonical, total
         )
 
 
@@ -325,20 +452,22 @@ async def _validate_and_store(
     settings: Settings,
     tenant: Tenant,
     params: UploadParams,
+    options: TableOptions | None,
     received: Received,
     upload: Path,
     canonical: Path,
     total: int,
 ) -> JSONResponse:
     label = params.label_column or ""
+    options_key = options.key_sha256() if options is not None else ""
     existing = await anyio.to_thread.run_sync(
-        dataset_store.by_content, session, tenant.id, received.sha256, label
+        dataset_store.by_content, session, tenant.id, received.sha256, label, options_key
     )
     if existing is not None:
         return JSONResponse(dataset_out(existing).model_dump(mode="json"), status_code=200)
     _check_total(settings, total, received.size)
     facts = await anyio.to_thread.run_sync(
-        check_file, upload, params.format, params.label_column, canonical, settings
+        check_file, upload, params.format, params.label_column, canonical, settings, options
     )
     kept = Path(facts.pop("canonical"))
     blob_sha = received.sha256 if kept == upload else await anyio.to_thread.run_sync(_sha256_of, kept)
@@ -356,6 +485,7 @@ async def _validate_and_store(
             size_bytes=received.size,
             blob_bytes=kept.stat().st_size,
             facts=facts,
+            options_key=options_key,
         )
 
     record, created = await anyio.to_thread.run_sync(create)
@@ -379,9 +509,17 @@ def list_datasets(
         str | None, Query(pattern=r"^[0-9a-f]{64}$", description="Only the dataset of this file.")
     ] = None,
     label_column: Annotated[str | None, Query(max_length=200)] = None,
+    standardize: StandardizeQuery = None,
+    categorical_columns: CategoricalQuery = None,
+    max_categories: MaxCategoriesQuery = None,
 ) -> Page[DatasetOut]:
     if sha256 is not None:
-        found = dataset_store.by_content(session, tenant.id, sha256, label_column or "")
+        # a table (label_column given) is found with its options, the defaults if none are given
+        options = table_options(
+            None if label_column else "npz", QueryOptions(standardize, categorical_columns, max_categories)
+        )
+        key = options.key_sha256() if options is not None else ""
+        found = dataset_store.by_content(session, tenant.id, sha256, label_column or "", key)
         return Page(data=[dataset_out(found)] if found else [], count=1 if found else 0)
     limit, offset = page
     rows, total = dataset_store.list_for(session, tenant.id, limit=limit, offset=offset)

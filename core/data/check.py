@@ -26,27 +26,40 @@ from typing import Any
 
 import numpy as np
 
+from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, TableOptions
+
 from .base import DatasetError
 from .npz import NpzDataset, check_contiguous_ids
+from .preprocess import STATE_KEY, TablePreprocessor
 from .table_size import TableTooLarge, check_table_size, measure_table
 from .tabular import table_to_arrays
 
 EXIT_INVALID, EXIT_TOO_LARGE, EXIT_OUT_OF_MEMORY = 2, 3, 4
 
 
-def inspect(src: Path, fmt: str, *, label_column: str | None, out: Path, max_bytes: int) -> dict[str, Any]:
+def inspect(
+    src: Path,
+    fmt: str,
+    *,
+    label_column: str | None,
+    out: Path,
+    max_bytes: int,
+    options: TableOptions | None = None,
+) -> dict[str, Any]:
     """Validate ``src``; returns the facts the API stores. Raises :class:`DatasetError`."""
     classes: list[str] | None = None
+    table_facts: dict[str, Any] = {}
     if fmt == "npz":
         canonical = src
     elif fmt in ("parquet", "csv"):
         if not label_column:
             raise DatasetError(f"a {fmt} table needs label_column (the column holding the targets)")
         check_table_size(measure_table(src, fmt), max_bytes)  # before converting anything
-        arrays, classes = table_to_arrays(src, fmt, label_column)  # type: ignore[arg-type]
+        arrays, classes, table_facts = table_to_arrays(src, fmt, label_column, options)  # type: ignore[arg-type]
         labels = [a for key, a in arrays.items() if key.startswith("y_")]
         if classes is None and labels[0].dtype.kind in "biu":
             check_contiguous_ids(labels, f"label column {label_column!r}")
+        table_facts["preprocessing"] = _preprocessing_report(arrays[STATE_KEY])
         np.savez(out, **arrays)  # type: ignore[arg-type]
         canonical = out
     else:
@@ -58,8 +71,22 @@ def inspect(src: Path, fmt: str, *, label_column: str | None, out: Path, max_byt
     facts["input_shape"] = list(info.input_shape)
     facts["split_sizes"] = dataset.split_sizes()  # no tensors: the split sizes need no copy
     facts["classes"] = classes
+    if info.task == "classification":
+        facts["class_counts"] = dataset.class_counts()  # from the labels alone, like split_sizes
+    facts.update(table_facts)
     facts["canonical"] = str(canonical)
     return facts
+
+
+def _preprocessing_report(state_bytes: np.ndarray) -> dict[str, Any]:
+    prep = TablePreprocessor.from_bytes(state_bytes)
+    return {
+        "version": prep.version,
+        "standardize": prep.standardize,
+        "max_categories": prep.max_categories,
+        "features": len(prep.feature_names()),
+        "columns": prep.report(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-column")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-bytes", type=int, required=True)
+    ap.add_argument("--no-standardize", action="store_true", help="keep numeric columns as they are")
+    ap.add_argument("--categorical-column", action="append", default=[], help="an integer column to one-hot")
+    ap.add_argument("--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES)
     args = ap.parse_args(argv)
+    options = TableOptions(
+        standardize=not args.no_standardize,
+        categorical_columns=tuple(args.categorical_column),
+        max_categories=args.max_categories,
+    )
     try:
         facts = inspect(
-            args.src, args.format, label_column=args.label_column, out=args.out, max_bytes=args.max_bytes
+            args.src,
+            args.format,
+            label_column=args.label_column,
+            out=args.out,
+            max_bytes=args.max_bytes,
+            options=options,
         )
     except TableTooLarge as exc:
         print(json.dumps({"detail": str(exc), "limit": exc.limit, "current": exc.current}), file=sys.stderr)
