@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from archscreen.remote_cli import add_remote_commands
 
     add_remote_commands(sub)
+    from archscreen.search_cli import add_search_command
+
+    add_search_command(sub)
     return parser
 
 
