@@ -13,7 +13,7 @@ from archscreen.store.models import Candidate
 from tests.worker.procs import backend_deployment, deployment, wait_for
 
 SPACE = yaml.safe_load((Path(__file__).parents[2] / "examples/spaces/mlp_space.yaml").read_text())
-SCREENING = {"max_epochs": 1, "patience": 50, "batch_size": 64, "seeds": [0], "base": "sgd"}
+SCREENING = {"max_epochs": 1, "patience": 50, "batch_size": 64, "seeds": [0], "base": "sgd", "max_steps_per_epoch": 5}
 
 
 def _search_study(d, trials: int = 4, parallel: int = 2, auto: bool = True) -> int:  # type: ignore[no-untyped-def]
@@ -39,10 +39,15 @@ def _candidates(d) -> list[Candidate]:  # type: ignore[no-untyped-def]
         return rows
 
 
-def test_search_step_twice_makes_no_second_candidate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_search_step_twice_makes_no_second_candidate(backend: str, tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from archscreen.store.models import Base
     from archscreen.worker.search import optuna_study, search_step
 
-    with deployment(tmp_path) as d:  # no worker: the jobs stay queued
+    with backend_deployment(backend, tmp_path) as d:  # no worker: the jobs stay queued
         study_id = _search_study(d)
         first = search_step(d.db, d.settings, study_id)
         again = search_step(d.db, d.settings, study_id)
@@ -54,6 +59,8 @@ def test_search_step_twice_makes_no_second_candidate(tmp_path: Path) -> None:
             links = search_store.links_of(s, study_id)
         assert study is not None and sorted(links) == [0, 1]
         assert len(optuna_study(d.settings, study).trials) == 2
+        with d.db.engine.connect() as conn:  # Optuna's tables are not archscreen's schema
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
 def test_step_links_a_trial_asked_before_a_crash_and_respects_the_lock(tmp_path: Path) -> None:
