@@ -119,7 +119,7 @@ class StudyCreate(BaseModel):
         if self.search is not None and self.space is None:
             raise ValueError("search needs a space")
         if self.space is not None and self.search is None:
-            self.search = SearchConfig()
+            self.search = SearchConfig.model_validate({})
         return self
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ POLL_S = 2.0
 def add_search_command(sub: Any) -> None:
     from archscreen.remote_cli import _server_args
 
-    defaults = SearchConfig()
+    defaults = SearchConfig.model_validate({})
     p = sub.add_parser("search", help="search a space on a running service (Optuna asks, archscreen screens)")
     p.add_argument("space", help="search space file (YAML); see docs/spec.md, Search spaces")
     p.add_argument("--dataset", required=True, help="a built-in dataset name or ds_<id>")

@@ -49,7 +49,7 @@ def claim_step(s: Session, study_id: int, hold_s: float) -> bool:
             or_(Study.search_step_at.is_(None), Study.search_step_at < now - timedelta(seconds=hold_s)),
         )
         .values(search_step_at=now)
-    ).rowcount
+    ).rowcount  # type: ignore[attr-defined]
     s.commit()
     return bool(taken)
 

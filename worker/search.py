@@ -151,9 +151,9 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
     running = sum(1 for link in links.values() if link.told is None)
     while asked < study.search.trials and running < study.search.parallel:
         ostudy = optuna_study(settings, study, asked)
-        trial = ostudy.ask()
+        new_trial = ostudy.ask()
         asked += 1
-        new = _link(db, settings, study, ostudy, trial.number, space, info, None, trial)
+        new = _link(db, settings, study, ostudy, new_trial.number, space, info, None, new_trial)
         created += new
         running += len(new)
     _tell_finished(db, study, ostudy)  # a repeated point whose candidate had already ended

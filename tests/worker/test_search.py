@@ -13,7 +13,15 @@ from archscreen.store.models import Candidate
 from tests.worker.procs import backend_deployment, deployment, wait_for
 
 SPACE = yaml.safe_load((Path(__file__).parents[2] / "examples/spaces/mlp_space.yaml").read_text())
-SCREENING = {"max_epochs": 1, "patience": 50, "batch_size": 64, "seeds": [0], "base": "sgd", "max_steps_per_epoch": 5}
+# tiny screenings: the test is about the search's bookkeeping, not the scores
+SCREENING = {
+    "max_epochs": 1,
+    "patience": 50,
+    "batch_size": 64,
+    "seeds": [0],
+    "base": "sgd",
+    "max_steps_per_epoch": 5,
+}
 
 
 def _search_study(d, trials: int = 4, parallel: int = 2, auto: bool = True) -> int:  # type: ignore[no-untyped-def]
