@@ -27,7 +27,6 @@ from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
 from archscreen.store.jsonsafe import jsonable as _jsonable
 from archscreen.store.records import StudyRecord
-from archscreen.worker.search import request_step
 
 log = logging.getLogger("archscreen.worker")
 
@@ -210,7 +209,6 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
             after_screening_finished(db, settings, study.id)
         except Exception:  # the job's result stands; the maintenance sweep retries the promotion
             log.exception("study %s: auto-promotion failed; will retry", study.id)
-        request_step(settings, study)  # a search study's next trials (worker/search.py)
     return state
 
 

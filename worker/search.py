@@ -278,3 +278,18 @@ def request_step(settings: Settings, study: StudyRecord) -> bool:
         log.warning("study %s: search step not sent (%s); the maintenance pass will run it", study.id, exc)
         return False
     return True
+
+
+def step_after_job(db: Database, settings: Settings, job_id: int) -> bool:
+    """After a screening job's process is done with it: send its study's step if it is a search
+    study (a requeued or lost job sends one too; the step is idempotent)."""
+    from archscreen.store.models import Job
+
+    try:
+        with db.session() as s:
+            job = s.get(Job, job_id)
+            study = None if job is None else study_store.study_by_id(s, job.study_id)
+    except Exception:  # the maintenance pass steps every unfinished search
+        log.exception("job %s: could not read its study; the maintenance pass steps it", job_id)
+        return False
+    return study is not None and request_step(settings, study)

@@ -39,7 +39,7 @@ from archscreen.worker.promotion import after_screening_finished
 from archscreen.worker.queue import broker_queue_length, enqueue
 from archscreen.worker.runner import SHUTDOWN, execute
 from archscreen.worker.search import STEP_TASK as SEARCH_STEP
-from archscreen.worker.search import search_step
+from archscreen.worker.search import search_step, step_after_job
 
 log = logging.getLogger("archscreen.worker")
 
@@ -239,7 +239,9 @@ def _run_job(job_id: int) -> str:
 
 @app.task(name="archscreen.screen_run", acks_late=True, Request=JobRequest)
 def screen_run(job_id: int) -> str:
-    return _run_job(int(job_id))
+    state = _run_job(int(job_id))
+    step_after_job(database(), settings, int(job_id))  # a search study's next trials
+    return state
 
 
 @app.task(name="archscreen.tune_job", acks_late=True, Request=JobRequest)
