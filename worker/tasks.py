@@ -360,7 +360,10 @@ def maintenance_once(
     with db.session() as sess:
         searching = search_store.studies_searching(sess)
     for study_id in searching:  # a step whose message was lost, or that found the lock held
-        search_step(db, s, study_id)
+        try:
+            search_step(db, s, study_id)
+        except Exception:  # one study's failing step must not hold up the others'
+            log.exception("study %s: search step failed; the next pass retries it", study_id)
     return requeued
 
 
