@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 # a study's config models live in archscreen.config (store/ and worker/ read them too)
-from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, default_tuner
+from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, SearchConfig, default_tuner
 from archscreen.core.names import TunerName
 from archscreen.store.models import JobState
 
@@ -79,6 +79,18 @@ class LimitResponse(BaseModel):
 # ---------------------------------------------------------------------------- studies
 
 
+def _space_kind(value: Any) -> str:
+    return "[text]" if isinstance(value, str) else "[object]"
+
+
+# A search space document (docs/spec.md, "Search spaces"): an object, or its YAML/JSON text.
+SpaceIn = Annotated[
+    Annotated[dict[str, Any], Field(json_schema_extra={"required": ["space"]}), Tag("[object]")]
+    | Annotated[str, Field(min_length=1), AfterValidator(_no_nul), Tag("[text]")],
+    Discriminator(_space_kind),
+]
+
+
 class StudyCreate(BaseModel):
     model_config = REQUEST
 
@@ -95,6 +107,20 @@ class StudyCreate(BaseModel):
         description="How each candidate is screened. lr_min must be smaller than lr_max when both are given.",
     )
     policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
+    space: SpaceIn | None = Field(
+        None,
+        description="A search study's space (docs/spec.md, Search spaces); Optuna asks its trials. "
+        "A search study takes no submitted candidates.",
+    )
+    search: SearchConfig | None = Field(None, description="How the space is searched (with `space`).")
+
+    @model_validator(mode="after")
+    def _search_needs_space(self) -> StudyCreate:
+        if self.search is not None and self.space is None:
+            raise ValueError("search needs a space")
+        if self.space is not None and self.search is None:
+            self.search = SearchConfig.model_validate({})
+        return self
 
     @model_validator(mode="after")
     def _default_tuner(self) -> StudyCreate:
@@ -113,6 +139,19 @@ class StudyOut(BaseModel):
     candidates: int
     jobs_by_state: dict[str, int]
     auto_promoted: bool
+    search: SearchOut | None = Field(None, description="A search study's progress; null otherwise.")
+
+
+class SearchOut(BaseModel):
+    """A search study's progress: trials asked and told, and the best told trial (least val_loss)."""
+
+    sampler: str
+    trials: int
+    parallel: int
+    asked: int
+    told: int
+    best_value: float | None
+    best_params: dict[str, Any] | None
 
 
 # ---------------------------------------------------------------------------- candidates

@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_promote_commands(sub)
     add_predict_commands(sub)
+    from archscreen.search_cli import add_search_command
+
+    add_search_command(sub)
     return parser
 
 

@@ -129,6 +129,21 @@ class Client:
             body["policy"] = policy
         return self.request("POST", "/api/v1/studies", json=body)
 
+    def create_search(
+        self,
+        name: str,
+        *,
+        dataset: str,
+        space: dict[str, Any] | str,
+        search: dict[str, Any],
+        screening: dict[str, Any] | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A search study: Optuna asks ``search['trials']`` points of ``space`` (docs/service.md)."""
+        body: dict[str, Any] = {"name": name, "dataset": dataset, "space": space, "search": search}
+        body.update({k: v for k, v in (("screening", screening), ("policy", policy)) if v is not None})
+        return self.request("POST", "/api/v1/studies", json=body)
+
     def study(self, study_id: int) -> dict[str, Any]:
         return self.request("GET", f"/api/v1/studies/{study_id}")
 

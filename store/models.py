@@ -125,6 +125,11 @@ class Study(Base):
     promotion_check_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Bumped on every change under the study (jobs, metrics): cheap ETags for pollers.
     version: Mapped[int] = mapped_column(Integer, default=0)
+    # A search study (issue 29): its space document and SearchConfig JSON; NULL for a candidate list.
+    space: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    search: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Held (compare-and-set) while one search step asks and tells: two steps never ask at once.
+    search_step_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Candidate(Base):
@@ -139,6 +144,8 @@ class Candidate(Base):
     num_params: Mapped[int] = mapped_column(Integer)
     summary: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # A search trial's parameters (the point it was built from); NULL for a submitted spec.
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="candidate", order_by="Job.id")
 
@@ -194,6 +201,27 @@ class EpochMetric(Base):
     val_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SearchTrial(Base):
+    """One Optuna trial of a search study and what became of it: the unique (study, number) key is
+    what keeps a repeated search step from making a second candidate for one trial. Several trials
+    may share a candidate (the sampler proposed the same point twice)."""
+
+    __tablename__ = "search_trials"
+    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_search_trials_study_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), nullable=True
+    )
+    # told: NULL while its screening runs, else Optuna's final state (complete, fail, pruned)
+    told: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    refused: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
 
 class IdempotencyKey(Base):
