@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -70,11 +70,11 @@ class RequestLatency:
 
 
 def _warm_imports() -> None:
-    """Import the spec and dataset code (torch, scikit-learn) off the event loop at start-up.
+    """Import the spec and dataset code (torch, scikit-learn) at start-up, before the port opens.
 
-    The routes import them lazily so the API starts at once; without this, the first study or
-    candidate POST paid the import (10-17 s on a loaded 2-core box) and clients with a 5 s timeout
-    gave up on it."""
+    The routes import them lazily (so ``import archscreen.api`` stays light); without this, the first
+    study or candidate POST paid the import (10-17 s on a loaded 2-core box) and clients with a 5 s
+    timeout gave up on it."""
     import archscreen.core.data
     import archscreen.core.spec  # noqa: F401
 
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=_warm_imports, name="archscreen-warm-imports", daemon=True).start()
+        await anyio.to_thread.run_sync(_warm_imports)  # before the port opens: no request waits on it
         yield
         db.dispose()
 
