@@ -21,14 +21,23 @@ from typing import Any
 import numpy as np
 
 from .base import DatasetError
+from .images import IMAGE_FORMATS, is_image_parquet, write_image_npz
 from .npz import NpzDataset
 from .tabular import table_to_arrays
 
 
-def inspect(src: Path, fmt: str, *, label_column: str | None, out: Path, max_bytes: int) -> dict[str, Any]:
+def inspect(
+    src: Path, fmt: str, *, label_column: str | None, out: Path, max_bytes: int, **image_options: Any
+) -> dict[str, Any]:
     """Validate ``src``; returns the facts the API stores. Raises :class:`DatasetError`."""
     classes: list[str] | None = None
-    if fmt == "npz":
+    image: dict[str, object] | None = None
+    if fmt == "parquet" and is_image_parquet(src):
+        fmt = "image_parquet"  # a label beside an image-bytes column: images, not features
+    if fmt in IMAGE_FORMATS:
+        classes, image = write_image_npz(src, fmt, out, max_bytes, label_column=label_column, **image_options)
+        canonical = out
+    elif fmt == "npz":
         canonical = src
     elif fmt in ("parquet", "csv"):
         if not label_column:
@@ -50,6 +59,7 @@ def inspect(src: Path, fmt: str, *, label_column: str | None, out: Path, max_byt
         "test": len(splits.x_test),
     }
     facts["classes"] = classes
+    facts["image"] = image
     facts["canonical"] = str(canonical)
     return facts
 
@@ -57,14 +67,22 @@ def inspect(src: Path, fmt: str, *, label_column: str | None, out: Path, max_byt
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m archscreen.core.data.check", description=__doc__)
     ap.add_argument("src", type=Path)
-    ap.add_argument("--format", required=True, choices=["npz", "parquet", "csv"])
+    ap.add_argument("--format", required=True, choices=["npz", "parquet", "csv", *IMAGE_FORMATS])
     ap.add_argument("--label-column")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-bytes", type=int, required=True)
+    ap.add_argument("--image-size", help="images: N or HxW (default: the median size, capped)")
+    ap.add_argument("--image-mode", choices=["L", "RGB"], help="images (default: RGB if any is colour)")
     args = ap.parse_args(argv)
     try:
         facts = inspect(
-            args.src, args.format, label_column=args.label_column, out=args.out, max_bytes=args.max_bytes
+            args.src,
+            args.format,
+            label_column=args.label_column,
+            out=args.out,
+            max_bytes=args.max_bytes,
+            size=args.image_size,
+            mode=args.image_mode,
         )
     except DatasetError as exc:
         message = " ".join(str(exc).split()).replace(str(args.src) + ": ", "")
