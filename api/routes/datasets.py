@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -25,6 +25,13 @@ from fastapi.responses import JSONResponse
 
 from archscreen.api.deps import DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
+from archscreen.api.image_upload import (
+    IMAGE_MODE_DOC,
+    IMAGE_SIZE_DOC,
+    IMAGE_SIZE_PATTERN,
+    NO_LABEL,
+    image_args,
+)
 from archscreen.api.limits import LimitExceeded
 from archscreen.api.schemas import DatasetOut, ErrorResponse, LimitResponse, Page, TooLargeResponse
 from archscreen.settings import Settings
@@ -43,7 +50,9 @@ SUFFIX_FORMAT: dict[str, DatasetFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".csv": "csv",
+    ".zip": "image_zip",
 }
+NO_LABEL_FORMATS = ("npz", "image_zip")  # targets inside the file: y_* arrays, class folders
 CHUNK = 1 << 16
 
 
@@ -69,6 +78,7 @@ def dataset_out(record: DatasetRecord, *, created: bool = False) -> DatasetOut:
         vocab_size=facts.get("vocab_size"),
         classes=facts.get("classes"),
         split_sizes=facts["split_sizes"],
+        image=facts.get("image"),
         created_at=record.created_at,
         created=created,
     )
@@ -81,7 +91,7 @@ def _limit_child(memory_bytes: int, cpu_s: int) -> None:
 
 
 def check_file(
-    src: Path, fmt: str, label_column: str | None, out: Path, settings: Settings
+    src: Path, fmt: str, label_column: str | None, out: Path, settings: Settings, extra: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """Run :mod:`archscreen.core.data.check` in a child process under memory/CPU/wall limits."""
     cmd = [
@@ -98,6 +108,7 @@ def check_file(
     ]
     if label_column:
         cmd += ["--label-column", label_column]
+    cmd += extra
     try:
         proc = subprocess.run(
             cmd,
@@ -177,6 +188,8 @@ async def upload_dataset(
     name: Annotated[str, Query(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")] = "dataset",
     format: Annotated[DatasetFormat | None, Query(description="Default: from name's suffix.")] = None,
     label_column: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    image_size: Annotated[str | None, Query(pattern=IMAGE_SIZE_PATTERN, description=IMAGE_SIZE_DOC)] = None,
+    image_mode: Annotated[Literal["L", "RGB"] | None, Query(description=IMAGE_MODE_DOC)] = None,
 ) -> Any:
     """Upload a dataset file (streamed), validated before it is stored; the same bytes twice are one
     dataset."""
@@ -186,18 +199,17 @@ async def upload_dataset(
             [
                 item(
                     ["query", "format"],
-                    "give format (npz, parquet or csv), or a name ending in .npz/.parquet/.csv",
+                    "give format (npz, parquet, csv, image_zip or image_parquet), or a name ending "
+                    "in .npz/.parquet/.csv/.zip",
                 )
             ]
         )
-    if fmt != "npz" and not label_column:
+    if fmt not in NO_LABEL_FORMATS and not label_column:
         raise ApiValidationError(
             [item(["query", "label_column"], f"a {fmt} table needs the label column's name")]
         )
-    if fmt == "npz" and label_column:
-        raise ApiValidationError(
-            [item(["query", "label_column"], "an .npz names its targets y_*: no label column")]
-        )
+    if fmt in NO_LABEL_FORMATS and label_column:
+        raise ApiValidationError([item(["query", "label_column"], f"{NO_LABEL[fmt]}: no label column")])
     _, total = _check_count(session, settings, tenant)
     with tempfile.TemporaryDirectory(dir=settings.resolved_artifacts_dir, prefix=".upload-") as tmp:
         upload, canonical = Path(tmp) / "upload", Path(tmp) / "canonical.npz"
@@ -226,7 +238,11 @@ async def upload_dataset(
                 settings.max_dataset_total_bytes_per_tenant,
                 total,
             )
-        facts = await anyio.to_thread.run_sync(check_file, upload, fmt, label_column, canonical, settings)
+        extra = image_args(image_size, image_mode)
+        facts = await anyio.to_thread.run_sync(
+            check_file, upload, fmt, label_column, canonical, settings, extra
+        )
+        fmt = facts.pop("format", fmt)  # a Parquet with an image-bytes column is image_parquet
         kept = Path(facts.pop("canonical"))
         blob_sha = sha if kept == upload else await anyio.to_thread.run_sync(_sha256_of, kept)
         blobs = store_for(settings)

@@ -60,6 +60,7 @@ def inspect(
     }
     facts["classes"] = classes
     facts["image"] = image
+    facts["format"] = fmt
     facts["canonical"] = str(canonical)
     return facts
 
