@@ -1,7 +1,8 @@
 """Validate an uploaded dataset file and write its canonical ``.npz`` (``-m archscreen.core.data.check``).
 
 Run by the service in a child process with memory and CPU limits (a hostile file can cost that
-process, never the API). Reads ``SRC`` as ``--format`` (``npz``, ``parquet`` or ``csv``), applies
+process, never the API). Reads ``SRC`` as ``--format`` (``npz``, ``parquet`` or ``csv``; images:
+``image_zip`` or ``image_parquet``, :mod:`archscreen.core.data.images`), applies
 the ``.npz`` rules of :mod:`archscreen.core.data.npz` (keys, shapes, dtypes, label ranges,
 NaN/inf, ``allow_pickle=False``, the uncompressed-size limit checked without inflating), and
 writes the arrays the workers will read to ``--out`` (for an ``.npz`` upload: the file itself is
