@@ -244,7 +244,7 @@ class ProgressReporter:
 # ------------------------------------------------------------------------------ submit / status
 
 
-DATASET_SUFFIXES = (".npz", ".parquet", ".pq", ".csv")
+DATASET_SUFFIXES = (".npz", ".parquet", ".pq", ".csv", ".zip")
 
 
 def _is_dataset_file(value: str) -> bool:

@@ -182,14 +182,19 @@ def test_a_worker_screens_a_conv_net_on_uploaded_pngs(service: RunningService) -
             "screening": {"max_epochs": 2, "max_steps_per_epoch": 3, "patience": 5},
         },
         headers=auth,
+        timeout=60,
     )
     assert study.status_code == 201, study.text
     sid = study.json()["id"]
-    r = httpx.post(f"{service.url}/api/v1/studies/{sid}/candidates", json={"spec": CONV}, headers=auth)
+    r = httpx.post(
+        f"{service.url}/api/v1/studies/{sid}/candidates", json={"spec": CONV}, headers=auth, timeout=60
+    )
     assert r.status_code == 201, r.text
     deadline = time.monotonic() + 180
     while True:
-        ranking = httpx.get(f"{service.url}/api/v1/studies/{sid}/summary", headers=auth).json()["ranking"]
+        ranking = httpx.get(f"{service.url}/api/v1/studies/{sid}/summary", headers=auth, timeout=60).json()[
+            "ranking"
+        ]
         if ranking["data"] and all(row["score"] is not None for row in ranking["data"]):
             break
         assert time.monotonic() < deadline, service.logs()
