@@ -52,6 +52,9 @@ SUFFIX_FORMAT: dict[str, DatasetFormat] = {
     ".csv": "csv",
     ".zip": "image_zip",
 }
+FORMAT_HINT = (
+    "give format (npz, parquet, csv, image_zip or image_parquet), or a name ending in a suffix of those"
+)
 NO_LABEL_FORMATS = ("npz", "image_zip")  # targets inside the file: y_* arrays, class folders
 CHUNK = 1 << 16
 
@@ -195,15 +198,7 @@ async def upload_dataset(
     dataset."""
     fmt = format or SUFFIX_FORMAT.get(Path(name).suffix.lower())
     if fmt is None:
-        raise ApiValidationError(
-            [
-                item(
-                    ["query", "format"],
-                    "give format (npz, parquet, csv, image_zip or image_parquet), or a name ending "
-                    "in .npz/.parquet/.csv/.zip",
-                )
-            ]
-        )
+        raise ApiValidationError([item(["query", "format"], FORMAT_HINT)])
     if fmt not in NO_LABEL_FORMATS and not label_column:
         raise ApiValidationError(
             [item(["query", "label_column"], f"a {fmt} table needs the label column's name")]
@@ -238,9 +233,8 @@ async def upload_dataset(
                 settings.max_dataset_total_bytes_per_tenant,
                 total,
             )
-        extra = image_args(image_size, image_mode)
         facts = await anyio.to_thread.run_sync(
-            check_file, upload, fmt, label_column, canonical, settings, extra
+            check_file, upload, fmt, label_column, canonical, settings, image_args(image_size, image_mode)
         )
         fmt = facts.pop("format", fmt)  # a Parquet with an image-bytes column is image_parquet
         kept = Path(facts.pop("canonical"))
