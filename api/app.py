@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         settings.resolved_database_url,
         connect_timeout_s=settings.db_connect_timeout_s,
         pool_timeout_s=settings.db_pool_timeout_s,
+        statement_timeout_s=settings.db_statement_timeout_s,
+        io_timeout_s=settings.db_io_timeout_s,
     )
     if check_schema:
         db.check_schema()

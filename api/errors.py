@@ -144,7 +144,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LimitExceeded)
     async def _limit(request: Request, exc: LimitExceeded) -> JSONResponse:
-        headers = {"Retry-After": "60"} if exc.status == 429 else None
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.status == 429 else None
         return JSONResponse(
             {"detail": exc.detail, "limit": exc.limit, "current": exc.current},
             status_code=exc.status,

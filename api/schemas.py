@@ -89,7 +89,11 @@ class StudyCreate(BaseModel):
         description="A built-in dataset (see `archscreen datasets`), or ds_<id> of an uploaded one.",
         json_schema_extra={"anyOf": [{"enum": list(BUILTIN_DATASETS)}, {"pattern": r"^ds_[1-9][0-9]{0,9}$"}]},
     )
-    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)  # type: ignore[arg-type]
+    screening: ScreeningConfig = Field(
+        default_factory=ScreeningConfig,  # type: ignore[arg-type]
+        # a rule between two fields, which JSON Schema cannot state: said here, checked (422)
+        description="How each candidate is screened. lr_min must be smaller than lr_max when both are given.",
+    )
     policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
@@ -114,13 +118,27 @@ class StudyOut(BaseModel):
 # ---------------------------------------------------------------------------- candidates
 
 
+def _object_or_text(value: Any) -> str:
+    return "[text]" if isinstance(value, str) else "[object]"
+
+
+# The branch is picked by JSON type, so a bad value gets that branch's errors only.
+SpecIn = Annotated[
+    Annotated[dict[str, Any], Field(json_schema_extra={"required": ["layers", "head"]}), Tag("[object]")]
+    | Annotated[str, Field(min_length=1), AfterValidator(_no_nul), Tag("[text]")],
+    Discriminator(_object_or_text),
+]
+
+
 class CandidateCreate(BaseModel):
     """One candidate: a spec object (or its YAML/JSON text) and an optional display name."""
 
     model_config = REQUEST
 
-    spec: dict[str, Any] | Text
-    name: Text | None = Field(None, max_length=200)
+    # what JSON Schema can say of a spec is said (an object names layers and head, a text is not
+    # empty); that the layers fit the dataset only shape inference can tell (422 naming the layer)
+    spec: SpecIn = Field(description="A spec object (layers and head), or its YAML or JSON text.")
+    name: Text | None = Field(None, max_length=200, description="Default (or empty): the spec's name.")
 
 
 def _one_or_many(value: Any) -> str:
@@ -130,7 +148,8 @@ def _one_or_many(value: Any) -> str:
 # A body is one candidate (an object) or several (a list). The discriminator picks the branch by
 # JSON type, so errors come from that branch only; its tag (bracketed) is dropped from error paths.
 CandidatesIn = Annotated[
-    Annotated[CandidateCreate, Tag("[one]")] | Annotated[list[CandidateCreate], Tag("[many]")],
+    Annotated[CandidateCreate, Tag("[one]")]
+    | Annotated[list[CandidateCreate], Tag("[many]"), Field(min_length=1)],
     Discriminator(_one_or_many),
 ]
 
@@ -209,20 +228,22 @@ class CandidateOut(BaseModel):
 class EstimateOut(BaseModel):
     """The score the architecture would reach with its best learning rate, extrapolated from its
     screening run's validation curve (``core/estimate.py``: a learning curve fitted to the per-epoch
-    validation score and read at the budget's epoch cap), averaged over the succeeded seeds."""
+    validation score and read at the budget's epoch cap), averaged over the succeeded seeds.
+    ``low``/``high`` are the fit's own uncertainty band, not a calibrated interval (issue 27)."""
 
     value: float = Field(
         description="Extrapolated best-rate validation score: the mean of the seeds' estimates, in the "
         "units of `metric` (accuracy as a fraction, bits per character, or MSE)."
     )
     low: float = Field(
-        description="Lower end of the interval: the mean of the seeds' lower bounds. Each seed's "
-        "interval is the central 90% of the fitted curve's value under its parameter uncertainty: the "
+        description="Lower end of the fit's own uncertainty band: the mean of the seeds' lower bounds. Each "
+        "seed's band is the central 90% of the fitted curve's value under its parameter uncertainty: the "
         "extrapolation's own uncertainty, not a calibrated interval for the best-rate score (measured "
         "coverage of that score 0.00-0.42, docs/fidelity.md, Fidelity II). Never above `value`."
     )
     high: float = Field(
-        description="Upper end of the interval (mean of the seeds' upper bounds); never below `value`."
+        description="Upper end of the fit's own uncertainty band (mean of the seeds' upper bounds); never "
+        "below `value`."
     )
     method: str = Field(
         description="The curve fit(s) behind it: `exp-saturation`, `power-law`, or `best-observed` "
@@ -237,7 +258,8 @@ class EstimateOut(BaseModel):
 EstimateField = Annotated[
     EstimateOut | None,
     Field(
-        description="The extrapolated best-rate score with its interval; null when no succeeded run has "
+        description="The extrapolated best-rate score with the fit's own uncertainty band (`low`, `high`: "
+        "not a calibrated interval); null when no succeeded run has "
         "one (runs stored before estimates existed, a curve without a finite point, nothing finished)."
     ),
 ]
@@ -283,7 +305,7 @@ class RankRowOut(BaseModel):
     preferred_lr: float | None = Field(description="The Alrao posterior's preferred rate.")
     tuning_job_id: int | None = Field(
         description="The candidate's tuned answer: of its tuning jobs (one per start), the succeeded one "
-        "with the best validation score (val_loss; val_accuracy when the metric is an accuracy); the "
+        "with the best validation score (the metric's val_ side: val_loss for a loss or the estimate); the "
         "first start's job until one has succeeded."
     )
     tuning_state: JobState | None = Field(
@@ -333,7 +355,11 @@ class PromoteIn(BaseModel):
 
     top_k: int | None = Field(None, ge=1, le=100)
     candidate_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
-        None, min_length=1, max_length=100
+        None,
+        min_length=1,
+        max_length=100,
+        description="Ids of this study's candidates (GET /studies/{study_id}/candidates); another "
+        "study's id is a 422.",
     )
     tuner: TunerName | None = Field(None, description="Default: the study's policy.")
     starts: int | None = Field(
@@ -423,6 +449,35 @@ class ImageFactsOut(BaseModel):
     median_source_size: list[int] = Field(description="[height, width] of the images as uploaded.")
 
 
+class TableColumnOut(BaseModel):
+    """One feature column of a table and what its preprocessing does (fitted on the train split)."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    encoding: str = Field(
+        description="standardized / as-is (+ median-imputed + missing indicator), or one-hot."
+    )
+    missing_train: int = Field(description="Missing values in the train split.")
+    median: float | None = Field(None, description="Numeric: the value a gap is imputed with.")
+    mean: float | None = Field(None, description="Numeric: subtracted (0 when not standardised).")
+    scale: float | None = Field(None, description="Numeric: divided by (1 when not standardised).")
+    missing_indicator: bool | None = Field(None, description="Numeric: a 0/1 feature flags a gap.")
+    categories: list[str] | None = Field(
+        None, description="Categorical: the one-hot values, most frequent first; then one 'other' column."
+    )
+    distinct_train: int | None = Field(None, description="Categorical: distinct values in the train split.")
+
+
+class PreprocessingOut(BaseModel):
+    """A table's preprocessing, stored with the dataset; the exported model applies it to raw rows."""
+
+    version: int
+    standardize: bool
+    max_categories: int
+    features: int = Field(description="Features the network sees (the dataset's input_shape).")
+    columns: list[TableColumnOut]
+
+
 class DatasetOut(BaseModel):
     """An uploaded dataset: a study names it by ``ref`` (``ds_<id>``)."""
 
@@ -442,5 +497,12 @@ class DatasetOut(BaseModel):
     classes: list[str] | None = Field(description="Class names, for a table with string labels.")
     split_sizes: dict[str, int]
     image: ImageFactsOut | None = Field(None, description="For an image upload: its conversion.")
+    class_counts: dict[str, list[int]] | None = Field(
+        None, description="Classification: samples per class id in each split."
+    )
+    dropped_rows_missing_label: int | None = Field(None, description="A table's rows without a label.")
+    preprocessing: PreprocessingOut | None = Field(
+        None, description="A table's preprocessing (numeric columns standardised by default)."
+    )
     created_at: UtcDatetime
     created: bool = Field(False, description="True when this request created the dataset.")

@@ -20,21 +20,11 @@ from archscreen.api.schemas import (
     RankRowOut,
     StudyOut,
 )
+from archscreen.core.names import RESULT_METRIC_NAMES
 from archscreen.store import ACTIVE_STATES, FINAL_STATES
 from archscreen.store import studies as study_store
 from archscreen.store.ranking import RankRow, candidate_state, estimate_of, preferred_lr
 from archscreen.store.records import CandidateRecord, EpochRecord, JobRecord, StudyRecord
-
-RESULT_METRICS = (
-    "val_loss",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "val_bpc",
-    "test_bpc",
-    "val_mse",
-    "test_mse",
-)
 
 
 def study_out(study: StudyRecord, *, candidates: int, jobs_by_state: dict[str, int]) -> StudyOut:
@@ -163,7 +153,9 @@ def candidate_detail(s: Session, cand: CandidateRecord, since_epoch: int = 0) ->
         summary=[LayerSummary.model_validate(row) for row in cand.summary],
         progress=progress(runs),
         metrics={
-            k: _mean([r.get(k) for r in ok]) for k in RESULT_METRICS if any(r.get(k) is not None for r in ok)
+            k: _mean([r.get(k) for r in ok])
+            for k in RESULT_METRIC_NAMES
+            if any(r.get(k) is not None for r in ok)
         },
         preferred_lr=preferred_lr(runs),
         switch_posterior=posterior,

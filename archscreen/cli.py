@@ -24,28 +24,42 @@ from archscreen.cli_common import (
     EXIT_USAGE,
     CliError,
     Parser,
+    add_model_options,
+    model_from_args,
     positive_float,
     positive_int,
     rate_list,
 )
 from archscreen.core.names import TUNER_NAMES
+from archscreen.space_cli import add_space_flags, cmd_validate_space, is_space_file
 
 if TYPE_CHECKING:
     from archscreen.core.tuning import Tuner
 
 
-def _add_training_args(p: argparse.ArgumentParser, max_epochs: int, patience: int) -> None:
+# Flags kept under their names from before the flags were generated from ScreeningConfig.
+OLD_FLAG_NAMES = {"num_copies": "--copies", "wall_clock_s": "--time-budget"}
+
+
+def _add_training_args(p: argparse.ArgumentParser, *, alrao: bool) -> None:
+    """The spec, the dataset, and one flag per screening option, generated from
+    :class:`archscreen.config.ScreeningConfig` (types, help and defaults are the model's).
+
+    ``screen`` has them all; ``grid`` and ``tune`` train plain runs, so only the budget's apply (not
+    the screener's). A study's seeds are ``--seed`` here (one run)."""
+    from archscreen.config import ScreeningConfig
+
     p.add_argument("spec", help="architecture spec file (YAML or JSON)")
     p.add_argument(
         "--dataset", required=True, help="registry name (see `archscreen datasets`) or a .npz path"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for splits, init and rates (default 0)")
-    p.add_argument("--max-epochs", type=positive_int, default=max_epochs, help=f"default {max_epochs}")
-    p.add_argument(
-        "--patience", type=positive_int, default=patience, help=f"early stopping (default {patience})"
+    add_model_options(
+        p,
+        ScreeningConfig,
+        exclude=[*ScreeningConfig.STUDY_FIELDS, *(() if alrao else ScreeningConfig.SCREENER_FIELDS)],
+        aliases=OLD_FLAG_NAMES,
     )
-    p.add_argument("--batch-size", type=positive_int, default=32, help="default 32 (the Alrao paper's)")
-    p.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object, no progress output")
 
@@ -62,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="architecture spec file (YAML or JSON)")
     p.add_argument("--dataset", required=True, help="registry name or a .npz path")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_validate)
+    add_space_flags(p).set_defaults(func=cmd_validate)  # --samples, --seed: search spaces
 
     p = sub.add_parser(
         "screen",
@@ -70,28 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train SPEC once with Alrao (random per-feature rates, Switch-averaged output "
         "copies) and report its score, the rate the copies preferred and the Switch posterior.",
     )
-    _add_training_args(p, max_epochs=30, patience=10)
-    p.add_argument(
-        "--lr-min",
-        type=positive_float,
-        default=None,
-        help="default by task: 1e-5 (sgd), 1e-3 (sgd, char LM)",
-    )
-    p.add_argument(
-        "--lr-max",
-        type=positive_float,
-        default=None,
-        help="default by task: 10 (sgd), 100 (sgd, char LM), 0.1 (adam)",
-    )
-    p.add_argument(
-        "--copies", type=positive_int, default=None, help="output-layer copies (default 10; 6 for LMs)"
-    )
-    p.add_argument(
-        "--base",
-        choices=["sgd", "adam"],
-        default="adam",
-        help="Alrao-Adam (default: ranks best in docs/fidelity.md) or Alrao-SGD (the paper's)",
-    )
+    _add_training_args(p, alrao=True)
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint file; resumes if it exists")
     p.set_defaults(func=cmd_screen)
 
@@ -100,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train plain SGD (or Adam) at each rate of a grid and report the best",
         description="The learning-rate-grid ground truth: one plain run per rate and seed.",
     )
-    _add_training_args(p, max_epochs=30, patience=10)
+    _add_training_args(p, alrao=False)
     p.add_argument("--lrs", type=rate_list, required=True, help="comma-separated rates, e.g. 0.001,0.01,0.1")
     p.add_argument("--seeds", type=positive_int, default=1, help="seeds per rate (default 1)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
@@ -116,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the best-epoch metrics. Start from --init-lr or from an Alrao screening. "
         "See docs/tuners.md for how close each tuner's rate comes to a grid search's.",
     )
-    _add_training_args(p, max_epochs=30, patience=10)
+    _add_training_args(p, alrao=False)
     p.add_argument(
         "--tuner",
         choices=TUNER_NAMES,
@@ -156,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     from archscreen.remote_cli import add_remote_commands
 
     add_remote_commands(sub)
+    from archscreen.predict_cli import add_predict_commands
+    from archscreen.promote_cli import add_promote_commands
+
+    add_promote_commands(sub)
+    add_predict_commands(sub)
     return parser
 
 
@@ -202,6 +200,8 @@ def _validate(spec_path: str, spec: Any, data: Any) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     from archscreen.core.spec import spec_hash
 
+    if is_space_file(args.spec):  # a top-level `space:` key: docs/spec.md, "Search spaces"
+        return cmd_validate_space(args)
     spec, data = _load_spec_and_data(args.spec, args.dataset)
     report = _validate(args.spec, spec, data)
     if args.json:
@@ -264,9 +264,8 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Any]:
         yield _Bar()
 
 
-def _train_config(args: argparse.Namespace) -> Any:
+def _device(args: argparse.Namespace) -> str:
     from archscreen.core.screening import resolve_device
-    from archscreen.core.training.loop import TrainConfig
 
     device = resolve_device(args.device)
     if device.startswith("cuda"):
@@ -274,14 +273,21 @@ def _train_config(args: argparse.Namespace) -> Any:
 
         if not torch.cuda.is_available():
             raise CliError(f"--device {args.device}: CUDA is not available on this machine")
-    return TrainConfig(
-        max_epochs=args.max_epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        wall_clock_s=args.time_budget,
-        seed=args.seed,
-        device=device,
-    )
+    return device
+
+
+def _screening_run(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The screener and budget the flags describe: ``ScreeningConfig.run``, as the worker runs a
+    study's config. ``grid`` and ``tune`` have only the budget's flags; they use the budget."""
+    from archscreen.config import ScreeningConfig
+
+    config = model_from_args(ScreeningConfig, args, exclude=ScreeningConfig.STUDY_FIELDS)
+    assert isinstance(config, ScreeningConfig)
+    return config.run(args.seed, _device(args))
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    return _screening_run(args)[1]
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -289,15 +295,13 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
-    from archscreen.core.screening import AlraoScreener
     from archscreen.core.training.loop import Progress
 
     spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
     _validate(args.spec, spec, data)
-    config = _train_config(args)
-    if args.copies is not None and args.copies < 2:
-        raise CliError("--copies must be at least 2", EXIT_USAGE)
-    screener = AlraoScreener(lr_min=args.lr_min, lr_max=args.lr_max, num_copies=args.copies, base=args.base)
+    if args.num_copies is not None and args.num_copies < 2:
+        raise CliError("--num-copies (--copies) must be at least 2", EXIT_USAGE)
+    screener, config = _screening_run(args)
     try:
         screener.settings(data.info.task)
     except ValueError as exc:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import NoReturn
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 __all__ = [
     "EXIT_INVALID",
@@ -18,6 +24,8 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "Parser",
+    "add_model_options",
+    "model_from_args",
     "positive_float",
     "positive_int",
     "rate_list",
@@ -67,3 +75,127 @@ def rate_list(text: str) -> list[float]:
     if not rates:
         raise argparse.ArgumentTypeError("expected a comma-separated list of rates, e.g. 0.001,0.01,0.1")
     return rates
+
+
+# --------------------------------------------------------------------- flags generated from a model
+
+
+def option_flag(field: str) -> str:
+    """The flag of a model field: ``max_epochs`` -> ``--max-epochs``."""
+    return "--" + field.replace("_", "-")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _number(kind: type) -> Callable[[str], Any]:
+    """int or float from text, refusing inf/NaN; the model's bounds are checked by the model."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _argparse_kind(annotation: Any) -> dict[str, Any]:
+    """``type``/``choices``/``action`` for a field's annotation (``X | None`` reads as ``X``)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if get_origin(annotation) is Literal:
+        return {"choices": list(get_args(annotation))}
+    if get_origin(annotation) is list:
+        return {"type": _int_list, "metavar": "N,N"}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if annotation in (int, float):
+        return {"type": _number(annotation)}
+    return {"type": str}
+
+
+def _field_default(info: FieldInfo) -> Any:
+    if info.default_factory is not None:
+        return info.default_factory()  # type: ignore[call-arg]
+    return None if info.default is PydanticUndefined else info.default
+
+
+def add_model_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    model: type[BaseModel],
+    *,
+    exclude: Iterable[str] = (),
+    aliases: Mapping[str, str] | None = None,
+    service_defaults: bool = False,
+) -> None:
+    """One ``--flag`` per field of ``model``: type and choices from its annotation, help from its
+    description, the default from the model (so a new field is a new flag, and a flag's default is
+    never typed twice).
+
+    ``service_defaults``: a flag left out is not sent (``None``) and the help names the service's
+    default, for commands that send the options to the service (whose model fills them in).
+    ``aliases``: an older flag name kept for a field (``{"num_copies": "--copies"}``).
+    Read the values back with :func:`model_from_args`.
+    """
+    skip = set(exclude)
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        default = _field_default(info)
+        flags = [option_flag(name), *([aliases[name]] if aliases and name in aliases else [])]
+        parser.add_argument(
+            *flags,
+            dest=name,
+            default=None if service_defaults else default,
+            help=_help_text(name, info, default, service_defaults),
+            **_argparse_kind(info.annotation),
+        )
+
+
+def _help_text(name: str, info: FieldInfo, default: Any, service_defaults: bool) -> str:
+    """The field's description and its default (``none`` for an unset optional field, unless the
+    description says what its default is)."""
+    text = (info.description or name.replace("_", " ")).replace("%", "%%")
+    if default is None and "default" in text:
+        return text
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    shown = "none" if default is None else shown
+    return f"{text} ({'service default' if service_defaults else 'default'}: {shown})"
+
+
+def model_from_args(
+    model: type[BaseModel], args: argparse.Namespace, *, exclude: Iterable[str] = (), only_given: bool = False
+) -> BaseModel:
+    """The ``model`` the flags of :func:`add_model_options` describe; a value the model refuses is
+    a :class:`CliError` (exit 2) naming the flag. ``only_given``: leave out flags left at ``None``."""
+    skip = set(exclude)
+    values = {
+        name: getattr(args, name)
+        for name in model.model_fields
+        if name not in skip and hasattr(args, name) and not (only_given and getattr(args, name) is None)
+    }
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise CliError(_first_error(exc, model), EXIT_USAGE) from None
+
+
+def _first_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """``--max-epochs: Input should be greater than or equal to 1``; a rule across fields names
+    the flags of the fields its message mentions (``--lr-min/--lr-max: lr_min must be ...``)."""
+    err = exc.errors()[0]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["loc"]:
+        return f"{option_flag(str(err['loc'][0]))}: {message}"
+    named = [option_flag(n) for n in model.model_fields if n in message.split()]
+    return f"{'/'.join(named)}: {message}" if named else message

@@ -300,15 +300,20 @@ class Client:
         *,
         name: str | None = None,
         label_column: str | None = None,
+        options: dict[str, Any] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
         """Upload a dataset file (streamed in 1 MiB chunks); the same bytes again return the
-        existing dataset. ``on_progress(sent, total)`` is called after each chunk."""
+        existing dataset. ``options``: a table's ``standardize``, ``categorical_columns`` (a list)
+        and ``max_categories`` (the service's defaults for those left out).
+        ``on_progress(sent, total)`` is called after each chunk."""
         path = Path(path)
         total = path.stat().st_size
-        params = {"name": name or path.name}
+        params: dict[str, Any] = {"name": name or path.name}
         if label_column:
             params["label_column"] = label_column
+        for key, value in (options or {}).items():
+            params[key] = str(value).lower() if isinstance(value, bool) else value
 
         def chunks() -> Iterator[bytes]:
             sent = 0

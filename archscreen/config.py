@@ -6,24 +6,28 @@ models, ``store/`` keeps their JSON and re-hydrates it into them (see
 fields, with no second set of defaults. (Not :mod:`archscreen.settings`, which configures a
 process, not a study.)
 
-Imports only pydantic and :mod:`archscreen.core.names` (no torch, no SQL), so ``api/``,
-``store/`` and ``worker/`` can all import it and ``core/`` need not know it.
+Imports only pydantic, :mod:`archscreen.core.names` and :mod:`archscreen.core.defaults` (no torch,
+no SQL), so ``api/``, ``store/`` and ``worker/`` can all import it and ``core/`` need not know it;
+:meth:`ScreeningConfig.run` imports core's screening code when it is called.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from archscreen.core.defaults import SCREENING, Base, StopRule
 from archscreen.core.names import Metric, TunerName, default_tuner_for
+
+if TYPE_CHECKING:
+    from archscreen.core.screening import AlraoScreener
+    from archscreen.core.training.loop import TrainConfig
 
 __all__ = ["REQUEST", "Base", "PromotionPolicy", "ScreeningConfig", "default_tuner"]
 
 # Every request model: unknown fields refused, and no inf/NaN (JSON's 1e999 parses as inf).
 REQUEST = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-Base = Literal["sgd", "adam"]
 
 
 def default_tuner(base: Base) -> TunerName:
@@ -35,40 +39,142 @@ def default_tuner(base: Base) -> TunerName:
 
 
 class ScreeningConfig(BaseModel):
-    """How each candidate is screened (one Alrao run per seed)."""
+    """How each candidate is screened (one Alrao run per seed).
+
+    The one definition of the screening options: every default is core's
+    (:data:`archscreen.core.defaults.SCREENING`), the OpenAPI schema and the CLI's flags are
+    generated from these fields (:func:`archscreen.cli_common.add_model_options`), and
+    :meth:`run` turns a config into the run the worker, the CLI and the benches train. A field is
+    handed to the :class:`~archscreen.core.screening.AlraoScreener` or
+    :class:`~archscreen.core.training.loop.TrainConfig` field of the same name, except the study-level
+    :attr:`STUDY_FIELDS`. Adding an option: its field here plus the core code that reads it.
+    """
 
     model_config = REQUEST
 
+    STUDY_FIELDS: ClassVar[frozenset[str]] = frozenset({"seeds"})
+    """Fields of the study (which runs), not of one run."""
+    SCREENER_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "base",
+            "lr_min",
+            "lr_max",
+            "num_copies",
+            "switch_theta",
+            "body_lr_min",
+            "body_lr_max",
+            "recentre_after",
+            "recentre_width",
+        }
+    )
+    """Fields that go to the screener (the rest is the budget, ``TrainConfig``'s): what plain runs
+    (``archscreen grid``, ``tune``) do without. tests/test_defaults.py checks it against core."""
+
     base: Base = Field(
-        "adam",
+        SCREENING.base,
         description="Alrao's base optimizer: adam (default, see docs/fidelity.md) or sgd (the paper's).",
     )
     lr_min: float | None = Field(None, gt=0, description="Smallest rate; default by base and task.")
     lr_max: float | None = Field(None, gt=0, description="Largest rate; default by base and task.")
     num_copies: int | None = Field(None, ge=1, le=64, description="Output-layer copies; default by task.")
-    max_epochs: int = Field(20, ge=1, le=10_000)
+    max_epochs: int = Field(
+        SCREENING.max_epochs,
+        ge=1,
+        le=10_000,
+        description="Epoch cap of each run; the default is the budget measured in docs/fidelity.md.",
+    )
     patience: int = Field(
-        10,
+        SCREENING.patience,
         ge=1,
         le=10_000,
         description="Epochs without a lower validation loss before a run stops. Alrao's validation curve is "
         "noisier than a single-rate run's and can start on a plateau: twice the patience gave better "
         "rankings in docs/fidelity.md.",
     )
-    batch_size: int = Field(32, ge=1, le=65_536)
+    batch_size: int = Field(SCREENING.batch_size, ge=1, le=65_536, description="Training minibatch size.")
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
-        default_factory=lambda: [0], min_length=1, max_length=16, json_schema_extra={"uniqueItems": True}
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"uniqueItems": True},
+        description="One screening run per seed.",
     )
     wall_clock_s: float | None = Field(None, gt=0, description="Per-run budget, checked after each epoch.")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (quick studies).")
+    switch_theta: float = Field(
+        SCREENING.switch_theta,
+        gt=0,
+        lt=1,
+        description="Switch prior θ over the output copies: the paper's 0.999 (the authors' code: 0.9999).",
+    )
+    # The switches measured in docs/fidelity.md (study II); each off by default.
+    body_lr_min: float | None = Field(
+        None,
+        gt=0,
+        description="Switch (off): the body's per-feature rates in their own range from this rate "
+        "(the copies keep lr_min..lr_max); docs/fidelity.md, study II.",
+    )
+    body_lr_max: float | None = Field(
+        None, gt=0, description="Switch (off): the top of the body's own rate range (see body_lr_min)."
+    )
+    recentre_after: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Switch (off): after this many epochs, redraw the body's rates around the Switch "
+        "posterior's preferred rate; docs/fidelity.md, study II (measured: 10).",
+    )
+    recentre_width: float = Field(
+        SCREENING.recentre_width,
+        gt=0,
+        le=10,
+        description="Width in decades of the re-centred body rates (with recentre_after).",
+    )
+    stop_rule: StopRule = Field(
+        SCREENING.stop_rule,
+        description="patience: stop after `patience` epochs without a lower validation loss; plateau "
+        "(switch): the curve-aware rule of docs/fidelity.md (smoothed curve, step floor).",
+    )
+    plateau_ema: float = Field(
+        SCREENING.plateau_ema, gt=0, le=1, description="plateau rule: EMA weight of the newest epoch."
+    )
+    plateau_tol: float = Field(
+        SCREENING.plateau_tol, ge=0, lt=1, description="plateau rule: relative improvement that counts."
+    )
+    plateau_min_steps: int = Field(
+        SCREENING.plateau_min_steps,
+        ge=0,
+        le=10**9,
+        description="plateau rule: never stop before these optimizer steps.",
+    )
+    plateau_min_epochs: int = Field(
+        SCREENING.plateau_min_epochs,
+        ge=0,
+        le=10_000,
+        description="plateau rule: never stop before these epochs.",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> ScreeningConfig:
         if self.lr_min is not None and self.lr_max is not None and self.lr_min >= self.lr_max:
             raise ValueError("lr_min must be smaller than lr_max")
+        body = (self.body_lr_min, self.body_lr_max)
+        if body[0] is not None and body[1] is not None and body[0] >= body[1]:
+            raise ValueError("body_lr_min must be smaller than body_lr_max")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
         return self
+
+    def run_options(self) -> dict[str, Any]:
+        """The options of one run (every field but :attr:`STUDY_FIELDS`), for
+        :func:`archscreen.core.screening.screening_run`."""
+        return self.model_dump(exclude=set(self.STUDY_FIELDS))
+
+    def run(self, seed: int, device: str = "cpu") -> tuple[AlraoScreener, TrainConfig]:
+        """The screener and the budget of the run with ``seed`` on ``device`` (imports torch)."""
+        from archscreen.core.screening import screening_run
+
+        return screening_run(self.run_options(), seed=seed, device=device)
 
 
 class PromotionPolicy(BaseModel):
@@ -93,8 +199,8 @@ class PromotionPolicy(BaseModel):
         description=(
             "Tuning jobs per promoted candidate, each from its own starting rate on the Switch "
             "posterior: the median, then the 25th, then the 75th percentile. The candidate's tuned "
-            "answer is its succeeded job with the best validation score (val_loss, or val_accuracy "
-            "when the metric is an accuracy). 1: one job from the posterior's weighted geometric "
+            "answer is its succeeded job with the best validation score (the metric's val_ side; "
+            "val_loss for a loss). 1: one job from the posterior's weighted geometric "
             "mean (the single start of studies before this field). A tuner of another optimizer "
             "than the screening's starts once, from its own default rate."
         ),

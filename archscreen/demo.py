@@ -21,7 +21,7 @@ def submit_demo(url: str, token: str, name: str = "demo") -> int:
             study = c.create_study(
                 name,
                 dataset="mnist1d",
-                screening={"max_epochs": 20, "patience": 6, "batch_size": 32},
+                screening=None,  # the service's defaults (ScreeningConfig): what a user gets
                 policy={"top_k": 2, "auto": True},
             )
         try:

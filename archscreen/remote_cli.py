@@ -25,9 +25,11 @@ from xml.etree import ElementTree as ET
 
 import httpx
 
-from archscreen.cli_common import EXIT_OK, CliError
+from archscreen.cli_common import EXIT_OK, CliError, add_model_options, model_from_args
 from archscreen.client import FINAL, ApiError, Client, format_detail
+from archscreen.config import ScreeningConfig
 from archscreen.core.names import METRIC_NAMES, RANK_METRIC_NAMES
+from archscreen.promote_cli import parse_promote, promote_command
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -57,8 +59,18 @@ def add_remote_commands(sub: Any) -> None:
         "file (uploaded, or reused if the service has the same bytes)",
     )
     p.add_argument("--label-column", help="the label column of a .parquet/.csv --dataset file")
-    p.add_argument("--max-epochs", type=int, help="screening epochs for a new study")
+    screening = p.add_argument_group(
+        "screening of a new study", "generated from ScreeningConfig; left out: the service's default"
+    )
+    add_model_options(screening, ScreeningConfig, service_defaults=True)
     p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
+    p.add_argument(
+        "--promote",
+        type=parse_promote,
+        metavar="top-K",
+        help="a new study tunes its top K by itself once screening ends (policy.auto); an existing "
+        "one is promoted after --wait",
+    )
     p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
     _server_args(p)
     p.set_defaults(func=cmd_submit)
@@ -71,6 +83,7 @@ def add_remote_commands(sub: Any) -> None:
     d.add_argument("file", help="the dataset file")
     d.add_argument("--name", help="display name (default: the file name)")
     d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
+    _table_option_args(d)
     d.add_argument("--json", action="store_true", help="print the dataset as JSON")
     _server_args(d)
     d.set_defaults(func=cmd_dataset_upload)
@@ -270,8 +283,18 @@ def resolve_dataset(c: Client, value: str, label_column: str | None = None, *, q
 
 
 def _upload(
-    c: Client, path: Path, name: str | None, label_column: str | None, *, quiet: bool
+    c: Client,
+    path: Path,
+    name: str | None,
+    label_column: str | None,
+    *,
+    quiet: bool,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    from archscreen.store.datasets import name_from_file
+
+    # the file name as a valid dataset name: "data (1).npz" → "data _1_.npz"
+    name = name or name_from_file(path.name)
     size = path.stat().st_size
     show = not quiet and size > 4 * 2**20 and sys.stderr.isatty()
     try:
@@ -286,10 +309,11 @@ def _upload(
                     path,
                     name=name,
                     label_column=label_column,
+                    options=options,
                     on_progress=lambda sent, _total: bar.update(task, completed=sent),
                 )
         else:
-            ds = c.upload_dataset(path, name=name, label_column=label_column)
+            ds = c.upload_dataset(path, name=name, label_column=label_column, options=options)
     except ApiError as exc:
         raise CliError(f"{path}: {exc}") from None
     if not quiet:
@@ -305,12 +329,42 @@ def _dataset_id(value: str) -> int:
     return int(digits)
 
 
+def _table_option_args(p: argparse.ArgumentParser) -> None:
+    """A table's preprocessing options (the upload's query parameters); left out, the service's
+    defaults apply (defined once, in core/table_options.py)."""
+    p.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        default=None,
+        help="keep a table's numeric columns as they are (default: standardised on the train split)",
+    )
+    p.add_argument(
+        "--categorical-column",
+        dest="categorical_columns",
+        action="append",
+        metavar="NAME",
+        help="an integer column of a table to one-hot like its string columns (repeatable)",
+    )
+    p.add_argument(
+        "--max-categories",
+        type=int,
+        metavar="N",
+        help="one-hot columns per categorical column; rarer values share an 'other' column",
+    )
+
+
+def _table_options(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("standardize", "categorical_columns", "max_categories")
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
 def cmd_dataset_upload(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{args.file}: no such file")
     with _client(args.server, _token(args)) as c:
-        ds = _upload(c, path, args.name, args.label_column, quiet=args.json)
+        ds = _upload(c, path, args.name, args.label_column, quiet=args.json, options=_table_options(args))
     print(json.dumps(ds, indent=2) if args.json else ds["ref"])
     return EXIT_OK
 
@@ -352,12 +406,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if study is None:
             if not args.dataset:
                 raise CliError(f"study {args.study!r} does not exist: pass --dataset to create it")
-            screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
+            given = model_from_args(ScreeningConfig, args, only_given=True)
+            screening = given.model_dump(exclude_unset=True) or None
+            policy = {"auto": True, "top_k": args.promote} if args.promote else None
             dataset = resolve_dataset(c, args.dataset, args.label_column, quiet=args.json)
             try:
-                study = c.create_study(args.study, dataset=dataset, screening=screening)
+                study = c.create_study(args.study, dataset=dataset, screening=screening, policy=policy)
             except ApiError as exc:
                 raise CliError(str(exc)) from None
+        elif args.promote and not args.wait and not study["policy"].get("auto"):
+            raise CliError(
+                f"study {args.study!r} exists and does not promote itself: add --wait, or run "
+                f"`{promote_command(args.study, args.promote)}` once screening ends"
+            )
         try:
             added = c.add_candidates(study["id"], [{"spec": s} for s in specs])
         except ApiError as exc:
@@ -373,6 +434,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
             with ProgressReporter(not args.json) as rep:
                 c.wait(study["id"], on_update=rep.update)
             _print_ranking(c, study["id"])
+            if args.promote and not study["policy"].get("auto"):
+                from archscreen.promote_cli import promote
+
+                promote(
+                    c, study, argparse.Namespace(top=args.promote, candidates=None, tuner=None, starts=None)
+                )
     return EXIT_OK
 
 
@@ -475,7 +542,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                 states = ", ".join(sorted({j["state"] for j in jobs}))
                 raise CliError(
                     f"study {study['name']!r}: no tuning job has succeeded yet"
-                    + (f" (tuning jobs: {states})" if jobs else " (none promoted: `archscreen status`)")
+                    + (
+                        f" (tuning jobs: {states}; `archscreen status {study['name']}`)"
+                        if jobs
+                        else f" (none promoted: run `{promote_command(study['name'])}`)"
+                    )
                 )
         names = {x["id"]: x["name"] for x in c.candidates(study["id"])}
         dest = Path(args.output or f"{study['name']}.pt")
@@ -564,7 +635,7 @@ class CiConfig:
         self.label_column = doc.get("label_column")
         if _is_dataset_file(self.dataset):  # a local data file, relative to the config
             self.dataset = str(base / self.dataset)
-        self.screening = doc.get("screening") or {}
+        self.screening = _ci_screening(path, doc.get("screening") or {})
         self.candidates = [base / str(p) for p in need("candidates", list)]
         if not self.candidates:
             raise CliError(f"{path}: 'candidates' is empty", EXIT_ERROR)
@@ -601,6 +672,25 @@ class CiConfig:
         for p in [*self.candidates, *([self.baseline] if self.baseline else [])]:
             if not p.is_file():
                 raise CliError(f"{path}: spec file {p} does not exist", EXIT_ERROR)
+
+
+def _ci_screening(path: Path, screening: Any) -> dict[str, Any]:
+    """The config's ``screening:`` mapping, checked against :class:`ScreeningConfig` here (one line
+    naming the key, before any study is made); only the keys it gives are sent, so the rest are
+    the service's defaults, the same model's."""
+    from pydantic import ValidationError
+
+    if not isinstance(screening, dict):
+        raise CliError(f"{path}: 'screening' must be a mapping of ScreeningConfig fields", EXIT_ERROR)
+    try:
+        ScreeningConfig.model_validate(screening)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(["screening", *map(str, err["loc"])])
+        raise CliError(
+            f"{path}: {where}: {str(err['msg']).removeprefix('Value error, ')}", EXIT_ERROR
+        ) from None
+    return dict(screening)
 
 
 def _free_port() -> int:

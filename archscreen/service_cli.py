@@ -466,14 +466,15 @@ def _run_celery_worker(
     pinned: tuple[str, int] | None = None,
 ) -> int:
     """``pinned``: (GPU id, K) of a ``--gpus`` child: its K job processes share that GPU."""
-    # tasks.py builds its Settings from the environment at import: hand it ours
-    os.environ["ARCHSCREEN_DEVICE"] = device
-    os.environ["ARCHSCREEN_WORKER_CONCURRENCY"] = str(concurrency)
-    os.environ["ARCHSCREEN_DATA_DIR"] = str(settings.data_dir)
-    if pinned is not None:  # read by each job process (worker/gpu_share.py)
-        os.environ["ARCHSCREEN_PINNED_GPU"] = pinned[0]
-        os.environ["ARCHSCREEN_JOBS_PER_GPU"] = str(pinned[1])
-    from archscreen.worker.tasks import app
+    # handed to the worker explicitly; its job processes fork from this one and inherit them
+    from archscreen.worker import gpu_share, tasks
+
+    update: dict[str, Any] = {"device": device}
+    if pinned is not None:  # each job process caps its GPU memory at its share (worker/gpu_share.py)
+        update["jobs_per_gpu"] = pinned[1]
+    gpu_share.pin(pinned[0] if pinned is not None else None)
+    tasks.use_settings(settings.model_copy(update=update), concurrency=concurrency)
+    app = tasks.app
 
     if os.environ.get("ARCHSCREEN_PARENT_PID"):
         # started by `archscreen up` (a laptop or a container, often as root): Celery's warning
@@ -595,10 +596,44 @@ def _stop(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+UP_LOCK_FILE = "up.lock"
+
+
+def lock_data_dir(data_dir: Path) -> Any:
+    """Hold an exclusive ``flock`` on ``data_dir/up.lock`` for this process's life (the open file
+    is returned; the kernel releases the lock when the process ends, however it ends).
+
+    Two ``up`` on one data directory would share its SQLite file and broker folder and each requeue
+    the other's running jobs on start: the second is refused with the holder's pid, which the file
+    holds. Its worker does not inherit the lock (``Popen`` closes inherited descriptors).
+    """
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / UP_LOCK_FILE
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise CliError(
+            f"another `archscreen up` (pid {holder}) is using the data directory {data_dir}: "
+            "stop it first, or give this one another --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings(args)
+    lock = lock_data_dir(settings.data_dir)  # held until this process exits
     db = _database(settings, migrate=True)
     token = local_token(db, settings)
     app = _app(settings)
@@ -657,4 +692,5 @@ def cmd_up(args: argparse.Namespace) -> int:
         # checkpoint and is requeued; then the worker exits
         _stop(worker, grace_s=settings.shutdown_grace_s + 30)
         db.dispose()
+        lock.close()
     return EXIT_OK

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         description="A queued job whose message is in no broker queue and held by no worker for this "
         "long has its message re-sent.",
     )
+    held_message_timeout_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="A job whose message a worker handed to a job process this long ago (a process start, "
+        "worker_proc_alive_timeout_s, plus the lost-message grace) and which no process has claimed is "
+        "released by that worker's watchdog and its message re-sent.",
+    )
 
     # checkpoints (docs/reliability.md)
     delete_checkpoint_on_success: bool = Field(
@@ -106,6 +113,18 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="PostgreSQL connect timeout: a database outage is a fast 503."
     )
     db_pool_timeout_s: float = Field(default=5.0, gt=0, description="Wait for a pooled connection.")
+    db_statement_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="PostgreSQL statement_timeout of the API's connections (the server cancels a "
+        "statement, or a lock wait, that runs longer: 503).",
+    )
+    db_io_timeout_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="The API gives up on a PostgreSQL connection whose server has not answered for this "
+        "long (a hung database or a frozen network path) and answers 503.",
+    )
     max_spec_bytes: int = Field(default=256 * 1024, ge=1024)
     # user datasets (docs/service.md): stored by content in the blob store
     dataset_store_url: str | None = Field(
@@ -119,8 +138,24 @@ class Settings(BaseSettings):
     )
     max_dataset_total_bytes_per_tenant: int = Field(default=10 * 1024**3, ge=0)
     max_datasets_per_tenant: int = Field(default=100, ge=1)
+    # Upload validation's memory (docs/service.md, "Memory"): at most max_concurrent_validations
+    # children on a host, each under an address-space limit of dataset_check_memory_bytes, so
+    # together they never take more than their product (2 x 2 GiB = 4 GiB by default); the API lowers
+    # the count where that product would pass half the host's physical memory. The floor: a child
+    # that has imported torch, numpy and pyarrow holds about 1.1 GB of address space.
     dataset_check_memory_bytes: int = Field(
-        default=4 * 1024**3, ge=256 * 1024**2, description="Address-space limit of the validation process."
+        default=2 * 1024**3,
+        ge=1536 * 1024**2,
+        description="Address-space limit (RLIMIT_AS) of one validation process.",
+    )
+    max_concurrent_validations: int = Field(
+        default=2,
+        ge=1,
+        description="Uploads streamed and validated at once on one host (all API processes together); "
+        "past it a 429 with Retry-After.",
+    )
+    max_concurrent_validations_per_tenant: int = Field(
+        default=1, ge=1, description="Uploads streamed and validated at once for one tenant; past it a 429."
     )
     dataset_check_timeout_s: float = Field(default=300.0, gt=0, description="Validation time limit.")
     # per-tenant limits (docs/reliability.md): 429 / 413 with the limit in the body

@@ -9,7 +9,16 @@ Starts a real `archscreen api` and `archscreen worker` (SQLite + the embedded br
      from the start of the upload to the first epoch the worker records.
 Last line: ``upload_mb_per_s: X``.
 
+With ``--hostile N`` it measures issue 25's goal instead: N concurrent uploads of the outside
+test's hostile Parquet (2.2 MB on disk, 3·10⁸ rows × 2 int8 columns) from 5 tenants against a real
+API, twice: with the defaults (refused from the table's metadata, or 429 past the validation
+slots), and with ``ARCHSCREEN_MAX_DATASET_UNPACKED_BYTES`` raised past the table so that each
+validation child converts it until its address-space limit stops it (the backstop). Reported: the
+answers, the seconds, and the peak extra resident memory of the API and its children (psutil,
+sampled every 10 ms). Last line: ``hostile_peak_extra_mb: X`` (the worse of the two).
+
     .venv/bin/python bench/dataset_upload.py [--mb 200] [--postgres]
+    .venv/bin/python bench/dataset_upload.py --hostile 10
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.reliability.hostile_files import TreeMemory, hostile_parquet  # noqa: E402
 from tests.services import REDIS_URL, RunningService, fresh_postgres_url  # noqa: E402
 
 
@@ -51,11 +61,71 @@ def upload(svc: RunningService, path: Path, name: str) -> tuple[httpx.Response, 
     return r, time.perf_counter() - t0
 
 
+def hostile_round(tmp: Path, parquet: Path, uploads: int, **settings: str) -> float:
+    """One API, ``uploads`` concurrent hostile uploads from 5 tenants; returns the peak extra MB."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    svc = RunningService(tmp, f"sqlite:///{tmp / 'data' / 'archscreen.db'}", None, **settings)
+    try:
+        svc.cli("migrate")
+        tokens = [
+            svc.cli("token", "create", "--tenant", f"t{i}").stdout.strip().splitlines()[-1] for i in range(5)
+        ]
+        svc.start_api()
+        svc.wait_healthy()
+        body = parquet.read_bytes()
+
+        def post(i: int) -> httpx.Response:
+            return httpx.post(
+                f"{svc.url}/api/v1/datasets",
+                params={"name": "zeros.parquet", "label_column": "label"},
+                content=body,
+                headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
+                timeout=600,
+            )
+
+        with TreeMemory(svc.procs["api"].pid) as memory, ThreadPoolExecutor(uploads) as pool:
+            t0 = time.perf_counter()
+            answers = list(pool.map(post, range(uploads)))
+            seconds = time.perf_counter() - t0
+        codes = sorted(r.status_code for r in answers)
+        shown = ", ".join(f"{c} x{codes.count(c)}" for c in sorted(set(codes)))
+        print(
+            f"  {uploads} concurrent: {shown} in {seconds:.1f} s; API + children peak RSS "
+            f"+{memory.extra / 2**20:.0f} MB (baseline {memory.baseline / 2**20:.0f} MB)"
+        )
+        for r in answers:
+            if r.status_code not in (413, 429):
+                print(f"    {r.status_code}: {r.text[:200]}")
+        return memory.extra / 2**20
+    finally:
+        svc.stop()
+
+
+def hostile(uploads: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="archscreen-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        parquet = hostile_parquet(tmp / "zeros.parquet")
+        print(f"hostile parquet: {parquet.stat().st_size / 1e6:.1f} MB on disk, 3e8 rows x 2 int8 columns")
+        print("defaults (the table measured from its metadata first):")
+        first = hostile_round(tmp / "a", parquet, uploads)
+        print(
+            "metadata check out of the way (ARCHSCREEN_MAX_DATASET_UNPACKED_BYTES=1e12): the "
+            "address-space limit is the backstop"
+        )
+        second = hostile_round(tmp / "b", parquet, uploads, max_dataset_unpacked_bytes=str(10**12))
+        print(f"hostile_peak_extra_mb: {max(first, second):.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=200)
     ap.add_argument("--postgres", action="store_true", help="PostgreSQL + Redis instead of SQLite + files")
+    ap.add_argument("--hostile", type=int, metavar="N", help="N concurrent hostile uploads (issue 25's goal)")
     args = ap.parse_args()
+    if args.hostile:
+        hostile(args.hostile)
+        return
     with tempfile.TemporaryDirectory(prefix="archscreen-bench-") as tmp_name:
         tmp = Path(tmp_name)
         gen = fresh_postgres_url() if args.postgres else None

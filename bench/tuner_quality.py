@@ -41,9 +41,8 @@ from _common import machine_line
 from fidelity_screeners import FreeRateScreener
 
 from archscreen.core.names import TUNER_NAMES
-from archscreen.core.screening import AlraoScreener, FixedRateScreener
+from archscreen.core.screening import FixedRateScreener, screening_run
 from archscreen.core.spec import parse_spec
-from archscreen.core.training.loop import TrainConfig
 from archscreen.core.tuning import get_tuner, posterior_starts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,13 +61,12 @@ def _job(job: tuple[str, str, float | None, int, dict[str, Any]]) -> dict[str, A
     method, _, tag = method.partition("|")  # "fd2-adam|q25": the start a tuning run came from
     torch.set_num_threads(1)
     spec = parse_spec(ROOT / "examples" / f"{arch}.yaml")
-    config = TrainConfig(
-        **{k: v for k, v in cfg.items() if k not in ("fd2_options", "compare_options", "fd2_resolved")},
-        seed=seed,
-    )
+    # the screening's run as the service makes it (core.screening.screening_run): the default
+    # screener under this bench's budget; the tuners train under the same budget
+    budget = {k: v for k, v in cfg.items() if k not in ("fd2_options", "compare_options", "fd2_resolved")}
+    sc, config = screening_run(budget, seed=seed)
     dataset = _dataset(arch)
     if method == "alrao-adam":
-        sc = AlraoScreener(base="adam")
         r = sc.screen(spec, dataset, config)
         return {
             "arch": arch,

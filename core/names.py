@@ -1,9 +1,9 @@
 """The names the layers above core/ share: tuners and ranking metrics, each defined once here.
 
-No imports beyond ``typing``: the API, the CLI's argument parser and the store read these
-without loading torch. Each name is a ``Literal`` (so mypy and pydantic check it and the
-OpenAPI schema lists it as an enum) and a tuple of its values (for ``argparse`` choices and
-membership tests), the tuple derived from the ``Literal``.
+No imports beyond ``typing`` and :mod:`archscreen.core.defaults` (standard library only): the
+API, the CLI's argument parser and the store read these without loading torch. Each name is a
+``Literal`` (so mypy and pydantic check it and the OpenAPI schema lists it as an enum) and a tuple
+of its values (for ``argparse`` choices and membership tests), the tuple derived from the ``Literal``.
 
 Adding a tuner: its name goes in :data:`TunerName`, its class in
 :data:`archscreen.core.tuning.TUNERS` (a test checks the two agree); the API's schemas, the CLI's
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from archscreen.core.defaults import SCREENING
+
 __all__ = [
     "DEFAULT_SCREENING_BASE",
     "DEFAULT_TUNER_BY_BASE",
@@ -21,6 +23,7 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
     "RANK_METRIC_NAMES",
+    "RESULT_METRIC_NAMES",
     "TUNER_NAMES",
     "Metric",
     "RankMetric",
@@ -37,7 +40,7 @@ TUNER_NAMES: tuple[TunerName, ...] = get_args(TunerName)
 # gradient after Alrao-SGD, fd2-adam on Adam's direction after Alrao-Adam. Read through
 # default_tuner_for; ag-adam, fd1, salera and spalera stay available by name.
 DEFAULT_TUNER_BY_BASE: dict[str, TunerName] = {"sgd": "fd2", "adam": "fd2-adam"}
-DEFAULT_SCREENING_BASE = "adam"
+DEFAULT_SCREENING_BASE = SCREENING.base
 """The base optimizer of an Alrao screening when none is named (``AlraoScreener``'s and the API's)."""
 
 
@@ -49,7 +52,9 @@ def default_tuner_for(screener_base: str | None) -> TunerName:
     ``--from-screen``) means the default screening's base. The one rule the service's promotion
     and the CLI's ``archscreen tune`` default both call.
     """
-    base = DEFAULT_SCREENING_BASE if screener_base is None else screener_base.removeprefix("alrao-")
+    # a switched screener's name carries its switches after "+" (alrao-adam+recentre@10w1)
+    base = DEFAULT_SCREENING_BASE if screener_base is None else screener_base.split("+", 1)[0]
+    base = base.removeprefix("alrao-")
     try:
         return DEFAULT_TUNER_BY_BASE[base]
     except KeyError:
@@ -59,11 +64,26 @@ def default_tuner_for(screener_base: str | None) -> TunerName:
         ) from None
 
 
-# A screening result's metrics a study can be ranked by.
-Metric = Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"]
+# A screening result's metrics a study can be ranked by (a policy's metric, the CI gate's).
+# Balanced accuracy and macro-F1 weigh every class equally (core/training/metrics.py): for
+# imbalanced classes, where plain accuracy rewards predicting the majority class.
+Metric = Literal[
+    "val_loss",
+    "val_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "val_balanced_accuracy",
+    "test_balanced_accuracy",
+    "val_macro_f1",
+    "test_macro_f1",
+]
 METRIC_NAMES: tuple[Metric, ...] = get_args(Metric)
-# metric -> True when higher is better
-HIGHER_IS_BETTER: dict[Metric, bool] = {m: m.endswith("_accuracy") for m in METRIC_NAMES}
+# metric -> True when higher is better (every metric but a loss)
+HIGHER_IS_BETTER: dict[Metric, bool] = {m: not m.endswith("_loss") for m in METRIC_NAMES}
+
+RESULT_METRIC_NAMES: tuple[str, ...] = (*METRIC_NAMES, "val_bpc", "test_bpc", "val_mse", "test_mse")
+"""Every best-epoch metric a screening or tuning result holds (``RunResult``'s metric fields):
+the API's per-candidate means and the exported model file's ``metrics`` list these."""
 
 # What a ranking (GET /ranking, ``archscreen status``) can order by: a stored metric, or
 # ``estimate``, the screening curve extrapolated to the best-rate score (core/estimate.py). Not a

@@ -23,7 +23,8 @@ from __future__ import annotations
 import abc
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +34,7 @@ from archscreen.core.alrao import AlraoAdam, AlraoHead, AlraoSGD, alrao_param_gr
 from archscreen.core.alrao import posterior_table as _posterior_table
 from archscreen.core.alrao import preferred_lr as _preferred_lr
 from archscreen.core.data import DatasetSplits
+from archscreen.core.defaults import SCREENING
 from archscreen.core.estimate import estimate_for_curves
 from archscreen.core.runs import RUN_FIELDS, RunResult, SpecLike, plain_model, start_run
 from archscreen.core.spec import ArchSpec, build_body, feature_shape, parse_spec
@@ -126,11 +128,29 @@ class Screener(abc.ABC):
         fields = run.result_fields(result)
         est = estimate_for_curves(fields["curves"], fields["task"], max_epochs=config.max_epochs)
         return ScreenResult(
-            screener=self.name,
+            screener=self.name + stop_rule_suffix(config),
             **fields,
             **self.extras(run.model),
             estimate=est.to_dict() if est is not None else None,
         )
+
+
+def stop_rule_suffix(config: TrainConfig) -> str:
+    """What a result's screener name adds for the budget's stop rule: nothing under raw patience
+    (the default), ``+plateau`` under the curve-aware rule with its measured parts, and each part
+    that differs from them, ``+plateau(ema=0.5,min_steps=0)``."""
+    if config.stop_rule == "patience":
+        return ""
+    parts = [
+        f"{name.removeprefix('plateau_')}={getattr(config, name):g}"
+        for name in ("plateau_ema", "plateau_tol", "plateau_min_steps", "plateau_min_epochs")
+        if getattr(config, name) != getattr(SCREENING, name)
+    ]
+    return f"+{config.stop_rule}" + (f"({','.join(parts)})" if parts else "")
+
+
+def _g(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
 
 
 def _then(first: Callback | None, second: Callback | None) -> Callback | None:
@@ -228,13 +248,13 @@ class AlraoScreener(Screener):
     lr_min: float | None = None
     lr_max: float | None = None
     num_copies: int | None = None
-    base: Literal["sgd", "adam"] = "adam"
-    switch_theta: float = 0.999
+    base: Literal["sgd", "adam"] = SCREENING.base
+    switch_theta: float = SCREENING.switch_theta
     head_impl: Literal["fast", "reference"] = "fast"
     body_lr_min: float | None = None
     body_lr_max: float | None = None
     recentre_after: int | None = None
-    recentre_width: float = 1.0
+    recentre_width: float = SCREENING.recentre_width
 
     def __post_init__(self) -> None:
         k = self.recentre_after
@@ -248,7 +268,18 @@ class AlraoScreener(Screener):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return f"alrao-{self.base}"
+        """``alrao-<base>``, then each switch that is on: ``+theta<θ>`` (a Switch rate other than
+        the paper's), ``+body[<min>..<max>]`` (an end left to the copies' range is empty),
+        ``+recentre@<k>w<w>``. A plain run keeps ``alrao-<base>``, so
+        results stored before the switches existed compare with it."""
+        name = f"alrao-{self.base}"
+        if self.switch_theta != SCREENING.switch_theta:
+            name += f"+theta{self.switch_theta:g}"
+        if self.body_lr_min is not None or self.body_lr_max is not None:
+            name += f"+body[{_g(self.body_lr_min)}..{_g(self.body_lr_max)}]"
+        if self.recentre_after is not None:
+            name += f"+recentre@{self.recentre_after}w{self.recentre_width:g}"
+        return name
 
     def settings(self, task: str) -> tuple[float, float, int]:
         """(lr_min, lr_max, num_copies) for a task, explicit values winning over defaults."""
@@ -306,6 +337,39 @@ class AlraoScreener(Screener):
         head = model.head
         assert isinstance(head, AlraoHead)
         return {"preferred_lr": _preferred_lr(head), "switch_posterior": _posterior_table(head)}
+
+
+# What a run's seed and device are is the caller's (a job's seed, the worker's device), not an option.
+_RUN_ONLY = frozenset({"seed", "device"})
+
+
+def screening_run(
+    options: Mapping[str, Any], *, seed: int = 0, device: str = "cpu"
+) -> tuple[AlraoScreener, TrainConfig]:
+    """The one way from a study's screening options to a run: the screener and its budget.
+
+    Each option goes, by its name, to the :class:`AlraoScreener` field or the :class:`TrainConfig`
+    field of that name, so a new option is its field in :class:`archscreen.config.ScreeningConfig`
+    plus the core code that reads it, and nothing else. An option left out takes core's default
+    (:data:`~archscreen.core.defaults.SCREENING`, which ``ScreeningConfig``'s defaults are too).
+    Used by the worker, ``archscreen screen``, and the benches; the CI gate, ``submit`` and
+    ``up --demo`` send the same options to the service, whose worker calls this.
+
+    Raises:
+        ValueError: an option neither class has (the names are listed), or a value either class
+            refuses.
+    """
+    screener_names = {f.name for f in fields(AlraoScreener)}
+    train_names = {f.name for f in fields(TrainConfig)} - _RUN_ONLY
+    unknown = set(options) - screener_names - train_names
+    if unknown:
+        raise ValueError(
+            f"unknown screening option(s) {sorted(unknown)}; known: {sorted(screener_names | train_names)}"
+        )
+    screener = AlraoScreener(**{k: v for k, v in options.items() if k in screener_names})
+    budget = {k: v for k, v in options.items() if k in train_names}
+    config = TrainConfig(**budget, seed=seed, device=device)
+    return screener, config
 
 
 @dataclass

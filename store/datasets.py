@@ -18,6 +18,25 @@ from sqlalchemy.orm import Session
 from archscreen.store.models import Dataset, DatasetFormat, Study
 
 REF = re.compile(r"^ds_([1-9][0-9]{0,9})$")
+# A dataset's display name: letters, digits, '_', '.', '-' and spaces, 1 to 200 characters.
+NAME_PATTERN = r"^[\w.\- ]+$"
+NAME_MAX = 200
+_NOT_NAME = re.compile(r"[^\w.\- ]+")
+
+
+def name_from_file(filename: str) -> str:
+    """A valid dataset name from a file name: ``data (1).npz`` → ``data _1_.npz``; runs of other
+    characters become one ``_``; the folder part is dropped; ``dataset`` when nothing is left."""
+    base = re.split(r"[\\/]", filename)[-1]
+    name = _NOT_NAME.sub("_", base).strip()
+    if len(name) > NAME_MAX:  # keep the suffix, which can give the format
+        stem, dot, suffix = name.rpartition(".")
+        name = (
+            (stem[: NAME_MAX - len(suffix) - 1] + dot + suffix)
+            if dot and len(suffix) < 10
+            else name[:NAME_MAX]
+        )
+    return name.strip() or "dataset"
 
 
 def ref(dataset_id: int) -> str:
@@ -41,6 +60,7 @@ class DatasetRecord:
     name: str
     format: DatasetFormat
     label_column: str
+    options_key: str
     sha256: str
     blob_sha256: str
     size_bytes: int
@@ -60,6 +80,7 @@ def _record(row: Dataset) -> DatasetRecord:
         row.name,
         row.format,
         row.label_column,
+        row.options_key,
         row.sha256,
         row.blob_sha256,
         int(row.size_bytes),
@@ -80,10 +101,17 @@ def get_any(s: Session, dataset_id: int) -> DatasetRecord | None:
     return None if row is None else _record(row)
 
 
-def by_content(s: Session, tenant_id: int, sha256: str, label_column: str = "") -> DatasetRecord | None:
+def by_content(
+    s: Session, tenant_id: int, sha256: str, label_column: str = "", options_key: str = ""
+) -> DatasetRecord | None:
+    """The tenant's dataset of this file, label column and options (``options_key``: a table's
+    :meth:`~archscreen.core.table_options.TableOptions.key_sha256`; "" for an ``.npz``)."""
     row = s.scalar(
         select(Dataset).where(
-            Dataset.tenant_id == tenant_id, Dataset.sha256 == sha256, Dataset.label_column == label_column
+            Dataset.tenant_id == tenant_id,
+            Dataset.sha256 == sha256,
+            Dataset.label_column == label_column,
+            Dataset.options_key == options_key,
         )
     )
     return None if row is None else _record(row)
@@ -119,9 +147,10 @@ def create(
     size_bytes: int,
     blob_bytes: int,
     facts: dict[str, Any],
+    options_key: str = "",
 ) -> tuple[DatasetRecord, bool]:
     """The new dataset, or the tenant's existing one with the same content (``created`` False)."""
-    existing = by_content(s, tenant_id, sha256, label_column)
+    existing = by_content(s, tenant_id, sha256, label_column, options_key)
     if existing is not None:
         return existing, False
     row = Dataset(
@@ -129,6 +158,7 @@ def create(
         name=name,
         format=format,
         label_column=label_column,
+        options_key=options_key,
         sha256=sha256,
         blob_sha256=blob_sha256,
         size_bytes=size_bytes,
@@ -140,7 +170,7 @@ def create(
             s.add(row)
             s.flush()
     except IntegrityError:  # the same upload, concurrently
-        again = by_content(s, tenant_id, sha256, label_column)
+        again = by_content(s, tenant_id, sha256, label_column, options_key)
         assert again is not None
         return again, False
     return _record(row), True

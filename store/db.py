@@ -48,8 +48,62 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _bounded_connection_class(io_timeout_s: float) -> Any:
+    """A psycopg connection whose every wait on the server (query, fetch, commit, ping) ends after
+    ``io_timeout_s``: the connection is then closed, so SQLAlchemy sees a disconnect, drops its
+    pool and the API answers 503.
+
+    TCP keepalives and ``tcp_user_timeout`` end a connection to a host that stopped acknowledging;
+    they cannot see a peer that acknowledges and never answers (a frozen proxy or server process),
+    and ``statement_timeout`` is enforced by the very server that hangs. Only a client-side
+    deadline bounds that case.
+    """
+    import psycopg
+    from psycopg import errors as pg_errors
+
+    class BoundedConnection(psycopg.Connection):
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            # psycopg >= 3.2: wait(gen, interval, timeout) raises _WaitTimeout once timeout passes
+            try:
+                return super().wait(gen, interval=interval, timeout=timeout or io_timeout_s)
+            except pg_errors._WaitTimeout:
+                # the protocol state is unknown after an abandoned wait: never reuse the connection
+                self.pgconn.finish()
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {io_timeout_s:g} s (connection closed)"
+                ) from None
+
+    return BoundedConnection
+
+
+def _postgres_connect_args(
+    connect_timeout_s: float | None, io_timeout_s: float | None, statement_timeout_s: float | None
+) -> dict[str, Any]:
+    """libpq options: bounded connect, keepalives, and the server-side statement bound."""
+    args: dict[str, Any] = {
+        # a silent peer is found within keepalives_idle + interval * count seconds
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+    }
+    if connect_timeout_s is not None:
+        args["connect_timeout"] = max(2, round(connect_timeout_s))  # libpq's minimum is 2 s
+    if io_timeout_s is not None:
+        # sent data unacknowledged this long ends the connection (a host gone from the network)
+        args["tcp_user_timeout"] = round(io_timeout_s * 1000)
+    if statement_timeout_s is not None:
+        args["options"] = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
+    return args
+
+
 class Database:
-    """One engine and session factory per process (create after fork in workers)."""
+    """One engine and session factory per process (create after fork in workers).
+
+    On PostgreSQL, ``connect_timeout_s``, ``pool_timeout_s``, ``statement_timeout_s`` (server-side)
+    and ``io_timeout_s`` (client-side: a wait on the server past it closes the connection) bound
+    every database call, so a hung database is an error within seconds, not a hang.
+    """
 
     def __init__(
         self,
@@ -58,6 +112,8 @@ class Database:
         echo: bool = False,
         connect_timeout_s: float | None = None,
         pool_timeout_s: float | None = None,
+        statement_timeout_s: float | None = None,
+        io_timeout_s: float | None = None,
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -72,13 +128,21 @@ class Database:
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
             # bounded waits, so an outage is a quick error (the API answers 503) rather than a hang
-            if connect_timeout_s is not None:
-                kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout_s))}
+            kwargs["connect_args"] = _postgres_connect_args(
+                connect_timeout_s, io_timeout_s, statement_timeout_s
+            )
             if pool_timeout_s is not None:
                 kwargs["pool_timeout"] = pool_timeout_s
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif io_timeout_s is not None and url.startswith("postgresql+psycopg:"):
+            bounded = _bounded_connection_class(io_timeout_s)
+
+            def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+                return bounded.connect(*cargs, **cparams)
+
+            event.listen(self.engine, "do_connect", connect)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -28,6 +28,18 @@ from archscreen.store.records import JobRecord
 def bump_study(s: Session, study_id: int) -> None:
     """Invalidate pollers' ETags for everything under the study."""
     s.execute(update(Study).where(Study.id == study_id).values(version=Study.version + 1))
+
+
+def _update_owned(s: Session, job_id: int, owner: str, **values: Any) -> bool:
+    """``UPDATE`` a running job only while ``owner`` holds its lease (the compare-and-set every
+    owner-only change goes through); False if the lease is someone else's or the job stopped."""
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.lease_owner == owner)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
 
 
 def claim(s: Session, job_id: int, owner: str, lease_s: float) -> JobRecord | None:
@@ -70,13 +82,9 @@ class Heartbeat:
 def heartbeat(s: Session, job_id: int, owner: str, lease_s: float) -> Heartbeat:
     """Renew the lease; says whether the caller still owns the job and whether a cancel was asked."""
     now = utcnow()
-    res = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == "running", Job.lease_owner == owner)
-        .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
-        .execution_options(synchronize_session=False)
+    owned = _update_owned(
+        s, job_id, owner, lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now
     )
-    owned = res.rowcount == 1  # type: ignore[attr-defined]
     cancel = bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
     return Heartbeat(owned=owned, cancel_requested=cancel)
 
@@ -149,22 +157,19 @@ def finish(
     artifact = (
         {"model_key": model.key, "model_bytes": model.size, "model_sha256": model.sha256} if model else {}
     )
-    res = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == "running", Job.lease_owner == owner)
-        .values(
-            state=state,
-            result=result,
-            error=error,
-            finished_at=now,
-            updated_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-            **artifact,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if res.rowcount != 1:  # type: ignore[attr-defined]
+    if not _update_owned(
+        s,
+        job_id,
+        owner,
+        state=state,
+        result=result,
+        error=error,
+        finished_at=now,
+        updated_at=now,
+        lease_owner=None,
+        lease_expires_at=None,
+        **artifact,
+    ):
         return False
     study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
     assert study_id is not None
@@ -335,6 +340,38 @@ def keep_sent(s: Session, job_ids: list[int]) -> None:
         )
 
 
+def queued_of(s: Session, job_ids: list[int]) -> list[tuple[int, str]]:
+    """Those of ``job_ids`` still queued (claimed by no process): ``(id, kind)``."""
+    if not job_ids:
+        return []
+    rows = s.execute(
+        select(Job.id, Job.kind).where(Job.id.in_(job_ids), Job.state == "queued").order_by(Job.id)
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def claim_promotion_check(s: Session, study_id: int, resend_after_s: float) -> bool:
+    """Whether the caller sends the study's promotion check now: a compare-and-set on
+    ``studies.promotion_check_at``, True for one caller per ``resend_after_s`` and study, and never
+    once the study has auto-promoted. A check whose message is lost is not lost work: the workers'
+    maintenance pass runs the same check."""
+    now = utcnow()
+    res = s.execute(
+        update(Study)
+        .where(
+            Study.id == study_id,
+            Study.auto_promoted_at.is_(None),
+            or_(
+                Study.promotion_check_at.is_(None),
+                Study.promotion_check_at < now - timedelta(seconds=resend_after_s),
+            ),
+        )
+        .values(promotion_check_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
 def release(s: Session, job_id: int, owner: str, reason: str | None = None) -> bool:
     """running → queued by the lease owner, the attempt not counted: the job stopped on purpose
     (its worker is shutting down, or the disk is full) and resumes from its checkpoint later.
@@ -342,22 +379,18 @@ def release(s: Session, job_id: int, owner: str, reason: str | None = None) -> b
     ``enqueued_at`` is cleared, so the maintenance sweep sends a new message if the caller's
     fails. ``reason`` is kept in ``error`` until the job is claimed again. False if not owner.
     """
-    now = utcnow()
-    res = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == "running", Job.lease_owner == owner)
-        .values(
-            state="queued",
-            attempts=Job.attempts - 1,  # the claim counted it; a running job has attempts >= 1
-            lease_owner=None,
-            lease_expires_at=None,
-            enqueued_at=None,
-            error=reason,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if res.rowcount != 1:  # type: ignore[attr-defined]
+    if not _update_owned(
+        s,
+        job_id,
+        owner,
+        state="queued",
+        attempts=Job.attempts - 1,  # the claim counted it; a running job has attempts >= 1
+        lease_owner=None,
+        lease_expires_at=None,
+        enqueued_at=None,
+        error=reason,
+        updated_at=utcnow(),
+    ):
         return False
     study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
     if study_id is not None:

@@ -83,11 +83,15 @@ class ApiToken(Base):
 class Dataset(Base):
     """A tenant's uploaded dataset. The bytes live in the blob store under ``blob_sha256`` (the
     canonical ``.npz`` the workers read); ``sha256`` is the uploaded file's, so the same upload
-    (with the same label column) is the same dataset."""
+    (with the same label column and preprocessing options) is the same dataset. ``options_key``:
+    the sha256 of a table's :class:`~archscreen.core.table_options.TableOptions` (empty for an
+    ``.npz``, and for a table uploaded before revision 0005, which had no preprocessing)."""
 
     __tablename__ = "datasets"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "sha256", "label_column", name="uq_datasets_tenant_sha_label"),
+        UniqueConstraint(
+            "tenant_id", "sha256", "label_column", "options_key", name="uq_datasets_tenant_sha_label_options"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -95,6 +99,7 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200))
     format: Mapped[DatasetFormat] = mapped_column(String(16))
     label_column: Mapped[str] = mapped_column(String(200), default="")
+    options_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
     sha256: Mapped[str] = mapped_column(String(64))
     blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
@@ -116,6 +121,8 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     # Set once, by compare-and-set, when the study's auto-promotion fired.
     auto_promoted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # When a cancel last sent the study's promotion check: one message per study, not one per cancel.
+    promotion_check_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Bumped on every change under the study (jobs, metrics): cheap ETags for pollers.
     version: Mapped[int] = mapped_column(Integer, default=0)
 

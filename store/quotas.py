@@ -5,11 +5,29 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
-from archscreen.store.models import ACTIVE_STATES, Candidate, Job, Study
+from archscreen.store.models import ACTIVE_STATES, Candidate, Job, Study, Tenant
+
+
+def lock_tenant(s: Session, tenant_id: int) -> None:
+    """Serialise this tenant's quota-checked writes until the session's transaction ends.
+
+    A limit read and the insert it allows must be one step, or concurrent requests each see room
+    for one more and all insert. PostgreSQL: a row lock on the tenant (``SELECT ... FOR UPDATE``);
+    in READ COMMITTED each later statement reads what the previous holder committed. SQLite has
+    no row locks: a no-op ``UPDATE`` opens the write transaction (the database's one write lock,
+    waited for under ``busy_timeout``) before anything is read, so the reads that follow see every
+    committed write and no other writer can slip in before this transaction commits.
+    """
+    if s.get_bind().dialect.name == "sqlite":
+        tenants = cast(Table, Tenant.__table__)  # Core, not ORM: no synchronising SELECT first
+        s.execute(update(tenants).where(tenants.c.id == tenant_id).values(id=tenants.c.id))
+    else:
+        s.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
 
 
 def active_jobs(s: Session, tenant_id: int) -> int:

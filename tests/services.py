@@ -158,13 +158,14 @@ class RunningService:
             start_new_session=True,
         )
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2) -> None:
+    def start_worker(self, name: str = "worker", concurrency: int = 2, **env: str) -> None:
+        """``env``: extra environment for this worker only."""
         import subprocess
 
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
             worker_argv(name, concurrency),
-            env=self.env,
+            env={**self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

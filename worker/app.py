@@ -15,8 +15,14 @@ TASK_FOR_KIND = {"screen": "archscreen.screen_run", "tune": "archscreen.tune_job
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
-    settings = settings or Settings()
     app = Celery("archscreen", set_as_current=False)
+    configure(app, settings or Settings())
+    return app
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Set ``app``'s configuration from ``settings`` (again, before the worker starts: ``archscreen
+    worker`` hands its settings to :func:`archscreen.worker.tasks.use_settings`)."""
     app.conf.update(
         broker_url=settings.resolved_broker_url,
         broker_transport_options=settings.broker_transport_options(),
@@ -46,7 +52,6 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
     )
     app.conf.archscreen_settings = settings
-    return app
 
 
 def send_job(app: Celery, job_id: int, kind: str, queue: str) -> None:

@@ -51,9 +51,19 @@ class GpuShare:
         return asdict(self)
 
 
+_pinned: str | None = None  # set by pin() in a `--gpus` worker; inherited by its job processes
+
+
+def pin(gpu: str | None) -> None:
+    """Pin this worker (and the job processes it forks) to ``gpu`` (``archscreen worker --gpus``)."""
+    global _pinned
+    _pinned = gpu
+
+
 def pinned_gpu() -> str | None:
-    """The GPU this process's worker is pinned to (None: not a ``--gpus`` worker)."""
-    return os.environ.get(PINNED_GPU_ENV) or None
+    """The GPU this process's worker is pinned to (None: not a ``--gpus`` worker): :func:`pin`'s,
+    else ``ARCHSCREEN_PINNED_GPU`` (a worker started by other means, the GPU bench)."""
+    return _pinned or os.environ.get(PINNED_GPU_ENV) or None
 
 
 def memory_fraction(settings: Settings) -> float:

@@ -20,6 +20,7 @@ from archscreen.config import default_tuner
 from archscreen.core.names import TunerName
 from archscreen.settings import Settings
 from archscreen.store import Database
+from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
 from archscreen.store.records import JobRecord, StudyRecord
@@ -202,11 +203,26 @@ def after_screening_finished(db: Database, settings: Settings, study_id: int) ->
     return [i for i, _ in new_ids]
 
 
+def check_due(s: Session, study_id: int, resend_after_s: float) -> bool:
+    """Whether a cancel should send the study's promotion check: only where it can promote (policy
+    ``auto``, not yet promoted, every screening run ended), and once per study (the compare-and-set
+    :func:`archscreen.store.jobs.claim_promotion_check`; again only after ``resend_after_s``). The
+    caller commits, then sends (:func:`request_check`). Before issue 25 every cancel that left the
+    candidate with nothing running sent one, ``auto`` or not: 500 cancels held a new job 240 s."""
+    study = study_store.study_by_id(s, study_id)
+    if study is None or not study.policy.auto or study.auto_promoted_at is not None:
+        return False
+    if not ranking_store.screening_done(s, study_id):
+        return False
+    return job_store.claim_promotion_check(s, study_id, resend_after_s)
+
+
 def request_check(settings: Settings, study_id: int) -> bool:
     """Ask a worker to run :func:`after_screening_finished` for the study (the :data:`CHECK_TASK`
-    Celery task, which takes the id and is idempotent). Used where the check must not run in an
-    HTTP request (a cancel that may end a study's screening). False if the broker refused the
-    message: the workers' maintenance pass runs the check anyway, seconds later."""
+    Celery task, which takes the id and is idempotent; a worker's main process runs it, no job
+    process). Used where the check must not run in an HTTP request (a cancel that ended an ``auto``
+    study's screening: :func:`check_due`). False if the broker refused the message: the workers'
+    maintenance pass runs the check anyway, seconds later."""
     from archscreen.worker.queue import celery_for
 
     try:

@@ -8,6 +8,7 @@ resumes from its last checkpoint when the reaper requeues it after a worker died
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -122,19 +123,10 @@ class Lease(threading.Thread):
         self._stop_event.set()
 
 
-def train_config(study: StudyRecord, seed: int, device: str) -> Any:
-    from archscreen.core.training.loop import TrainConfig
-
-    sc = study.screening  # the typed ScreeningConfig: its defaults are the API's
-    return TrainConfig(
-        max_epochs=sc.max_epochs,
-        patience=sc.patience,
-        batch_size=sc.batch_size,
-        wall_clock_s=sc.wall_clock_s,
-        seed=seed,
-        device=device,
-        max_steps_per_epoch=sc.max_steps_per_epoch,
-    )
+def screening_run(study: StudyRecord, seed: int, device: str) -> tuple[Any, Any]:
+    """The study's screener and budget for the run with ``seed``: ``ScreeningConfig.run``, the one
+    function the CLI and the benches call too (a tuning job trains under the same budget)."""
+    return study.screening.run(seed, device)
 
 
 def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None = None) -> str:
@@ -264,17 +256,22 @@ def _write_traceback(settings: Settings, job_id: int) -> None:
 
 
 def _apply_retention(settings: Settings, job_id: int, kind: str, *, model_stored: bool) -> None:
-    """After success the run checkpoint goes. A tuning job's best weights live on as its model file
-    in the model store (``worker/artifacts.py``); without one the checkpoint stays (nothing is lost)."""
+    """After success the run checkpoint goes, and then the job's folder if nothing else is in it. A
+    tuning job's best weights live on as its model file in the model store (``worker/artifacts.py``);
+    without one the checkpoint stays (nothing is lost)."""
     if not settings.delete_checkpoint_on_success:
         return
-    ckpt = job_dir(settings, job_id) / "checkpoint.pt"
-    if not ckpt.exists() or (kind == "tune" and not model_stored):
+    folder = job_dir(settings, job_id)
+    ckpt = folder / "checkpoint.pt"
+    if kind == "tune" and not model_stored:
         return
     try:
-        ckpt.unlink()
+        ckpt.unlink(missing_ok=True)
     except OSError:  # the result stands; the checkpoint stays
         log.exception("job %s: could not delete the run checkpoint; it is kept", job_id)
+        return
+    with contextlib.suppress(OSError):  # rmdir takes an empty folder only: anything kept stays
+        folder.rmdir()
 
 
 def _run(
@@ -292,7 +289,7 @@ def _run(
 ) -> tuple[str, dict[str, Any] | None, str | None, job_store.ModelArtifact | None]:
     import torch
 
-    from archscreen.core.screening import AlraoScreener, resolve_device
+    from archscreen.core.screening import resolve_device
     from archscreen.core.training import loop
     from archscreen.core.training.loop import Progress, TrainingCancelled
     from archscreen.worker.datasets import local_dataset
@@ -308,7 +305,7 @@ def _run(
     # (their job seeds are only their unique keys), so only the starting rate differs between them.
     # Jobs made before starts have none: their seed is the job's.
     train_seed = int(job_config.get("train_seed", seed)) if kind == "tune" else seed
-    config = train_config(study, train_seed, device)
+    screener, config = screening_run(study, train_seed, device)
     dataset = local_dataset(db, settings, dataset)  # ds_<id>: the uploaded file, cached locally
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -353,8 +350,6 @@ def _run(
 
     model: job_store.ModelArtifact | None = None
     if kind == "screen":
-        sc = study.screening
-        screener = AlraoScreener(lr_min=sc.lr_min, lr_max=sc.lr_max, num_copies=sc.num_copies, base=sc.base)
         if settings.cuda_graphs:  # opt-in (core/training/graphs.py); on the CPU a logged no-op
             from archscreen.core.training.graphs import with_cuda_graphs
 
@@ -366,7 +361,7 @@ def _run(
     elif kind == "tune":
         from archscreen.core.data import load_dataset
         from archscreen.core.tuning import get_tuner
-        from archscreen.worker.artifacts import export_model
+        from archscreen.worker.artifacts import dataset_preprocessing, export_model
 
         tuner = get_tuner(job_config["tuner"])
         out = tuner.tune(
@@ -381,7 +376,8 @@ def _run(
         ).to_dict()
         if out["stopped_because"] not in ("cancelled", "diverged"):
             info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
-            model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id)
+            prep = dataset_preprocessing(dataset)  # a table's: the exported model takes raw rows
+            model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id, prep)
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     out.pop("curves", None)  # stored per epoch in epoch_metrics

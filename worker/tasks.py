@@ -12,9 +12,10 @@ import logging
 import os
 import signal
 import threading
-from pathlib import Path
+import time
 from typing import Any
 
+import psutil
 import torch
 
 # torch.optim.Optimizer's first construction imports torch._dynamo (~2.3 s of a 4 s tiny job)
@@ -31,7 +32,7 @@ from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
 from archscreen.store.ranking import studies_awaiting_auto_promotion
-from archscreen.worker.app import make_celery
+from archscreen.worker.app import configure, make_celery
 from archscreen.worker.promotion import CHECK_TASK as PROMOTION_CHECK
 from archscreen.worker.promotion import after_screening_finished
 from archscreen.worker.queue import broker_queue_length, enqueue
@@ -39,8 +40,20 @@ from archscreen.worker.runner import SHUTDOWN, execute
 
 log = logging.getLogger("archscreen.worker")
 
-settings = Settings()
+settings = Settings()  # from the environment; `archscreen worker` replaces it (use_settings)
 app = make_celery(settings)
+# job processes at once in this worker: each job process takes its share of the cores
+_concurrency = int(os.environ.get("ARCHSCREEN_WORKER_CONCURRENCY", "1"))
+
+
+def use_settings(new: Settings, *, concurrency: int) -> None:
+    """Run this worker with ``new`` and ``concurrency`` job processes, handed over explicitly by
+    ``archscreen worker`` before the worker starts (not through the environment). Job processes
+    fork from this one and inherit both."""
+    global settings, _concurrency
+    settings, _concurrency = new, concurrency
+    configure(app, new)
+
 
 _db: tuple[int, Database] | None = None
 
@@ -66,10 +79,18 @@ _stopping = threading.Event()  # set in the main process when a shutdown begins
 
 
 def _job_id(request: Any) -> int | None:
+    """The message's one argument: a job id (a promotion check's is a study id)."""
     try:
         return int(request.args[0])
     except Exception:
         return None
+
+
+def _drop(request: Request) -> None:
+    """Ack a message in the main process and forget it: no job process is started for it."""
+    worker_state.task_ready(request)
+    request.acknowledge()
+    request._already_revoked = True
 
 
 class JobRequest(Request):
@@ -101,6 +122,9 @@ class JobRequest(Request):
         job_id = _job_id(self)
         if job_id is None:
             return False
+        # handed to a job process now (unless dropped below): the watchdog's clock starts here; a
+        # message still waiting for a free process is not counted, however long it waits
+        self.handed_at = time.monotonic()
         try:
             with database().session() as s:
                 ok = job_store.claimable(s, job_id)
@@ -112,20 +136,72 @@ class JobRequest(Request):
         if ok:
             return False
         log.info("job %s not claimable (cancelled, finished or taken): message dropped", job_id)
-        worker_state.task_ready(self)
-        self.acknowledge()
-        self._already_revoked = True
+        _drop(self)
         return True
+
+
+class ControlRequest(Request):
+    """A control message (a study's promotion check: database work of milliseconds), handled by the
+    worker's main process: acked at once and run by its maintenance thread, never in a job process
+    (one process start each, 0.75 s on a loaded 2-core box, held up job messages behind 500 of them,
+    issue 25). Checks for one study waiting together run once. Acking first loses nothing: every
+    worker's maintenance pass runs the same check for every study awaiting its promotion."""
+
+    def revoked(self) -> bool:
+        if super().revoked():
+            return True
+        study_id = _job_id(self)
+        log.info("promotion check for study %s: run by the main process, no job process", study_id)
+        _drop(self)
+        if study_id is not None:
+            run_promotion_check(study_id)
+        return True
+
+
+def run_promotion_check(study_id: int) -> None:
+    """Queue a study's promotion check for the maintenance thread (or run it in a thread of its own
+    before that thread starts): never in Celery's event loop, which must keep taking messages."""
+    if _maintenance is not None and _maintenance.is_alive():
+        _maintenance.check_promotion(study_id)
+    else:
+        threading.Thread(target=_promotion_check, args=(study_id,), daemon=True).start()
+
+
+def _promotion_check(study_id: int) -> None:
+    try:
+        after_screening_finished(database(), settings, study_id)
+    except Exception:  # the maintenance pass retries every study awaiting its promotion
+        log.exception("study %s: promotion check failed; the maintenance pass retries it", study_id)
 
 
 def _on_sigterm(signum: int, _frame: Any) -> None:
     SHUTDOWN.request()  # the job stops at its next epoch boundary (runner), then this process exits
 
 
+# Tests only: the job process that creates this file first (writing its job id there) swallows its
+# message: holds it and never runs it, as the message of docs/reliability.md's watchdog was seen held.
+SWALLOW_ONCE_ENV = "ARCHSCREEN_TEST_SWALLOW_MESSAGE_ONCE"
+
+
+def _swallow_once(job_id: int) -> None:
+    marker = os.environ.get(SWALLOW_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(job_id).encode())
+    os.close(fd)
+    log.warning("test hook %s: job %s's message is swallowed (held, never run)", SWALLOW_ONCE_ENV, job_id)
+    threading.Event().wait()
+
+
 def _run_job(job_id: int) -> str:
     """In the job's process: a SIGTERM (the worker is stopping) requeues the job at its next epoch
     boundary instead of killing it. Installed here, not at process start: billiard installs its own
     handler after the process initialiser."""
+    _swallow_once(job_id)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return execute(database(), settings, job_id)
@@ -143,26 +219,73 @@ def tune_job(job_id: int) -> str:
     return _run_job(int(job_id))
 
 
-@app.task(name=PROMOTION_CHECK, acks_late=True)
+@app.task(name=PROMOTION_CHECK, acks_late=True, Request=ControlRequest)
 def promotion_check(study_id: int) -> list[int]:
     """Promote an ``auto`` study whose screening has ended (sent by the API's cancel route, which
-    must not run it in the request). Idempotent: the study's promotion is a compare-and-set."""
+    must not run it in the request). Idempotent: the study's promotion is a compare-and-set.
+    :class:`ControlRequest` runs it in the worker's main process; this body runs only where a
+    message reaches a job process anyway."""
     return after_screening_finished(database(), settings, int(study_id))
 
 
-def held_job_ids() -> list[int]:
-    """Jobs whose message this worker's main process holds (prefetched or handed to a job process)."""
+def _held_job_requests() -> list[Request]:
+    """Job messages this worker's main process holds (prefetched or handed to a job process)."""
     for _ in range(3):
         try:
-            requests = [*worker_state.reserved_requests, *worker_state.active_requests]
+            requests = {*worker_state.reserved_requests, *worker_state.active_requests}
             break
         except RuntimeError:  # the consumer changed the set while we copied it
             continue
     else:
         return []
     # a promotion check's argument is a study id, not a job's
-    jobs = [r for r in requests if getattr(r, "name", None) != PROMOTION_CHECK]
-    return sorted({i for r in jobs if (i := _job_id(r)) is not None})
+    return [r for r in requests if getattr(r, "name", None) != PROMOTION_CHECK]
+
+
+def held_job_ids() -> list[int]:
+    """Jobs whose message this worker's main process holds (prefetched or handed to a job process)."""
+    return sorted({i for r in _held_job_requests() if (i := _job_id(r)) is not None})
+
+
+def release_unclaimed(db: Database, s: Settings, now: float | None = None) -> list[int]:
+    """The watchdog: a job whose message this worker handed to a job process more than
+    ``held_message_timeout_s`` ago (a process start plus a grace) and which is still queued (no
+    process claimed it) is released and its message re-sent; returns those job ids.
+
+    Released: the message is acked and forgotten here, and the process that took it, if one did, is
+    killed (it holds a pool slot and will never run the job; Celery replaces it). A new message goes
+    to the broker. Should the held message run after all, its claim loses to the new one's (or the
+    new one's claim loses): the compare-and-set makes the duplicate harmless. Celery's hang of a
+    message handed to a recycling pool process (celery/celery#1310, #4185) otherwise holds the job
+    until the hard time limit (6 h).
+    """
+    now = time.monotonic() if now is None else now
+    overdue = {
+        job_id: r
+        for r in _held_job_requests()
+        if now - getattr(r, "handed_at", now) > s.held_message_timeout_s
+        and (job_id := _job_id(r)) is not None
+    }
+    if not overdue:
+        return []
+    with db.session() as sess:
+        stuck = job_store.queued_of(sess, sorted(overdue))
+    for job_id, _ in stuck:
+        request = overdue[job_id]
+        pid = request.worker_pid
+        log.warning(
+            "watchdog: job %s's message was handed to a job process (pid %s) %.0f s ago and no process "
+            "claimed it: released and re-sent",
+            job_id,
+            pid,
+            now - request.handed_at,
+        )
+        _drop(request)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    enqueue(db, s, stuck)
+    return [job_id for job_id, _ in stuck]
 
 
 def maintenance_once(
@@ -175,6 +298,8 @@ def maintenance_once(
     """
     with db.session() as sess:
         job_store.worker_seen(sess, worker_name, os.getpid(), device)
+    if held is None:
+        release_unclaimed(db, s)
     with db.session() as sess:
         job_store.keep_sent(sess, held_job_ids() if held is None else held)
     with db.session() as sess:
@@ -199,28 +324,51 @@ def maintenance_once(
 
 
 class Maintenance(threading.Thread):
-    """Runs in the worker's main process (never in a job's child)."""
+    """Runs in the worker's main process (never in a job's child): the maintenance pass every
+    interval, and the promotion checks the main process was sent, as they come."""
 
     def __init__(self, worker_name: str, device: str) -> None:
         super().__init__(name="archscreen-maintenance", daemon=True)
         self.worker_name, self.device = worker_name, device
         self.stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._checks: set[int] = set()  # studies whose promotion check waits: one run each
+
+    def check_promotion(self, study_id: int) -> None:
+        with self._lock:
+            self._checks.add(study_id)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._wake.set()
+
+    def _run_checks(self) -> None:
+        with self._lock:
+            checks, self._checks = self._checks, set()
+        for study_id in sorted(checks):
+            _promotion_check(study_id)
 
     def run(self) -> None:
         interval = min(settings.reaper_interval_s, settings.worker_seen_s / 3)
         parent = os.environ.get("ARCHSCREEN_PARENT_PID")
-        while True:
+        next_pass = time.monotonic()
+        while not self.stop_event.is_set():
             if parent and os.getppid() != int(parent):
                 # started by `archscreen up`, which is gone (killed hard): do not linger as an orphan
                 log.warning("parent process %s is gone; shutting down", parent)
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            try:
-                maintenance_once(database(), settings, self.worker_name, self.device)
-            except Exception:
-                log.exception("maintenance pass failed; retrying")
-            if self.stop_event.wait(interval):
-                return
+            if time.monotonic() >= next_pass:
+                try:
+                    maintenance_once(database(), settings, self.worker_name, self.device)
+                except Exception:
+                    log.exception("maintenance pass failed; retrying")
+                next_pass = time.monotonic() + interval
+            self._run_checks()
+            self._wake.wait(max(0.0, next_pass - time.monotonic()))
+            self._wake.clear()
 
 
 _maintenance: Maintenance | None = None
@@ -239,7 +387,7 @@ def _start_maintenance(sender: Any = None, **_: Any) -> None:
 @signals.worker_shutdown.connect
 def _stop_maintenance(sender: Any = None, **_: Any) -> None:
     if _maintenance is not None:
-        _maintenance.stop_event.set()
+        _maintenance.stop()
         try:
             with database().session() as s:
                 job_store.worker_gone(s, _maintenance.worker_name)
@@ -248,16 +396,12 @@ def _stop_maintenance(sender: Any = None, **_: Any) -> None:
 
 
 def _child_pids(parent: int) -> list[int]:
-    """Live child processes of ``parent`` (Linux /proc; elsewhere none)."""
+    """Live (not zombie) child processes of ``parent``."""
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if fields[0] != "Z" and int(fields[1]) == parent:
-            out.append(int(stat.parent.name))
+    for child in psutil.Process(parent).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.append(child.pid)
     return out
 
 
@@ -285,5 +429,4 @@ def _child_init(**_: Any) -> None:
     if not settings.torch_threads:
         import torch
 
-        concurrency = int(os.environ.get("ARCHSCREEN_WORKER_CONCURRENCY", "1"))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, concurrency)))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, _concurrency)))

@@ -35,7 +35,7 @@ from archscreen.api.schemas import (
     Page,
 )
 from archscreen.api.views import candidate_detail, candidate_out
-from archscreen.store import Database
+from archscreen.store import Database, quotas
 from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
 from archscreen.store.records import CandidateRecord
@@ -90,6 +90,18 @@ def _validated_all(
     return rows, errors
 
 
+def _replay(session: SessionDep, tenant_id: int, key: str, request_hash: str) -> JSONResponse | None:
+    """The stored response of the first request with ``key``; a 409 if that request was different."""
+    prior = study_store.idempotent_response(session, tenant_id, key)
+    if prior is None:
+        return None
+    if prior.request_hash != request_hash:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "Idempotency-Key was already used with a different request"
+        )
+    return JSONResponse(prior.body, status_code=prior.status)
+
+
 @router.post(
     "/studies/{study_id}/candidates",
     response_model=Page[CandidateOut],
@@ -131,20 +143,21 @@ def add_candidates(
     request_hash = hashlib.sha256(
         json.dumps([study_id, [c.model_dump() for c in cands]], sort_keys=True).encode()
     ).hexdigest()
-    if idempotency_key:
-        prior = study_store.idempotent_response(session, tenant.id, idempotency_key)
-        if prior is not None:
-            if prior.request_hash != request_hash:
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT, "Idempotency-Key was already used with a different request"
-                )
-            return JSONResponse(prior.body, status_code=prior.status)
+    replay = _replay(session, tenant.id, idempotency_key, request_hash) if idempotency_key else None
+    if replay is not None:
+        return replay  # a retry: nothing is validated or stored again
     from archscreen.api.routes.datasets import dataset_info
 
     info = dataset_info(session, tenant.id, study.dataset)
     rows, errors = _validated_all(cands, isinstance(body, list), info, settings.max_spec_bytes)
     if errors:
         raise ApiValidationError(errors)
+    # From here to the commit, one transaction that no other write of this tenant interleaves: the
+    # key's replay, the limits and the inserts are decided together (concurrent requests queue here).
+    quotas.lock_tenant(session, tenant.id)
+    replay = _replay(session, tenant.id, idempotency_key, request_hash) if idempotency_key else None
+    if replay is not None:
+        return replay  # a concurrent request with this key committed first
     check_candidates(session, settings, tenant, study, [row["spec_hash"] for row in rows])
     out: list[CandidateOut] = []
     new_jobs: list[tuple[int, str]] = []
@@ -157,14 +170,15 @@ def add_candidates(
         out.append(candidate_out(cand, runs, created=created))
     page = Page[CandidateOut](data=out, count=len(out))
     code = status.HTTP_201_CREATED if any(c.created for c in out) else status.HTTP_200_OK
-    if idempotency_key:
-        study_store.save_idempotent_response(
-            session,
-            tenant.id,
-            idempotency_key,
-            request_hash,
-            {"status": code, "body": page.model_dump(mode="json")},
-        )
+    if idempotency_key and not study_store.save_idempotent_response(
+        session,
+        tenant.id,
+        idempotency_key,
+        request_hash,
+        {"status": code, "body": page.model_dump(mode="json")},
+    ):
+        # cannot happen under the tenant lock; if it did, this request's inserts must not stand
+        raise HTTPException(status.HTTP_409_CONFLICT, "Idempotency-Key is being used by another request")
     session.commit()  # enqueue only what is committed: a worker must find the row
     enqueue(db, settings, new_jobs)
     return JSONResponse(page.model_dump(mode="json"), status_code=code)
@@ -240,12 +254,13 @@ def cancel_candidate(
     cand = _load_candidate(session, tenant.id, candidate_id)
     runs = study_store.jobs_of(session, [cand.id], kind="screen")[cand.id]
     states = {j.id: job_store.request_cancel(session, j.id) for j in runs}
-    session.commit()
-    if all(st != "running" for st in states.values()):
-        # this cancel may have ended the study's screening: a worker checks whether an `auto`
-        # study promotes now (not this request: ranking and promotion are the worker's; the
-        # workers' maintenance pass runs the same check a few seconds later if the message is lost)
-        from archscreen.worker.promotion import request_check
+    from archscreen.worker.promotion import check_due, request_check
 
+    # this cancel may have ended an `auto` study's screening: a worker promotes it (not this request:
+    # ranking and promotion are the worker's). One message per study, only where it can promote; the
+    # workers' maintenance pass runs the same check a few seconds later if the message is lost
+    due = check_due(session, cand.study_id, resend_after_s=settings.lost_message_grace_s)
+    session.commit()
+    if due:
         request_check(settings, cand.study_id)
     return CancelOut(id=cand.id, states=states)

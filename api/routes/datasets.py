@@ -2,26 +2,37 @@
 stored by content; list, read, delete (409 while a study uses it).
 
 Upload: ``POST /api/v1/datasets?name=NAME&format=npz|parquet|csv&label_column=COL`` with the file
-as the raw body (``Content-Type: application/octet-stream``). A study then names it
-``"dataset": "ds_<id>"`` (the ``ref`` field of the response).
+as the raw body (``Content-Type: application/octet-stream``), or as the file part of a
+``multipart/form-data`` body (``curl -F file=@data.npz``; :mod:`archscreen.api.upload_stream`).
+A study then names it ``"dataset": "ds_<id>"`` (the ``ref`` field of the response).
+
+A table's preprocessing (fitted on its train split, stored with it; ``core/data/preprocess.py``)
+takes ``standardize``, ``categorical_columns`` (repeated, or comma-separated) and
+``max_categories``, as query parameters or (multipart) form fields; the response's
+``preprocessing`` reports what was done to each column.
+
+Order of an upload: the parameters (422), the tenant's dataset count (429), a validation slot
+(429 with ``Retry-After``, :class:`~archscreen.api.limits.ValidationSlots`), the body streamed to
+a temporary file (413 past ``ARCHSCREEN_MAX_DATASET_BYTES``), the same bytes uploaded before (200),
+the tenant's total bytes (413), validation in the sandbox (:mod:`archscreen.api.validation`: 422,
+or 413 for a table over ``ARCHSCREEN_MAX_DATASET_UNPACKED_BYTES``), then the blob and the row.
+Any refusal leaves nothing: the temporary folder goes with the request.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
-import resource
-import subprocess
-import sys
+import logging
+import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from archscreen.api.deps import DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
@@ -30,10 +41,23 @@ from archscreen.api.image_upload import (
     IMAGE_SIZE_DOC,
     IMAGE_SIZE_PATTERN,
     NO_LABEL,
-    image_args,
+    ImageOptions,
+    resolve_images,
 )
-from archscreen.api.limits import LimitExceeded
+from archscreen.api.limits import LimitExceeded, ValidationSlots, host_validation_slots
 from archscreen.api.schemas import DatasetOut, ErrorResponse, LimitResponse, Page, TooLargeResponse
+from archscreen.api.upload_stream import (
+    FORM_FIELDS,
+    IMAGE_FIELDS,
+    OPTION_FIELDS,
+    Received,
+    UploadTooLarge,
+    is_multipart,
+    receive_multipart,
+    receive_raw,
+)
+from archscreen.api.validation import check_file
+from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, MAX_CATEGORIES_LIMIT, TableOptions
 from archscreen.settings import Settings
 from archscreen.store import Tenant
 from archscreen.store import datasets as dataset_store
@@ -41,10 +65,16 @@ from archscreen.store.blobs import BlobStore, blob_store
 from archscreen.store.datasets import DatasetRecord
 from archscreen.store.models import DatasetFormat
 
+log = logging.getLogger("archscreen.api")
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such dataset."}
 }
+FORMATS: tuple[DatasetFormat, ...] = ("npz", "parquet", "csv", "image_zip", "image_parquet")
+NO_LABEL_FORMATS = ("npz", "image_zip")  # targets inside the file: y_* arrays, class folders
+FORMAT_HINT = (
+    "give format (npz, parquet, csv, image_zip or image_parquet), or a name ending in a suffix of those"
+)
 SUFFIX_FORMAT: dict[str, DatasetFormat] = {
     ".npz": "npz",
     ".parquet": "parquet",
@@ -52,11 +82,9 @@ SUFFIX_FORMAT: dict[str, DatasetFormat] = {
     ".csv": "csv",
     ".zip": "image_zip",
 }
-FORMAT_HINT = (
-    "give format (npz, parquet, csv, image_zip or image_parquet), or a name ending in a suffix of those"
-)
-NO_LABEL_FORMATS = ("npz", "image_zip")  # targets inside the file: y_* arrays, class folders
-CHUNK = 1 << 16
+# What the request log and metrics record for an upload the client abandoned (nginx's code): it
+# is the client's doing, not a server error, and nobody reads the answer.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def store_for(settings: Settings) -> BlobStore:
@@ -82,76 +110,116 @@ def dataset_out(record: DatasetRecord, *, created: bool = False) -> DatasetOut:
         classes=facts.get("classes"),
         split_sizes=facts["split_sizes"],
         image=facts.get("image"),
+        class_counts=facts.get("class_counts"),
+        dropped_rows_missing_label=facts.get("dropped_rows_missing_label"),
+        preprocessing=facts.get("preprocessing"),
         created_at=record.created_at,
         created=created,
     )
 
 
-def _limit_child(memory_bytes: int, cpu_s: int) -> None:
-    """In the validation child, before exec: bounded address space and CPU time."""
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+StandardizeQuery = Annotated[
+    bool | None,
+    Query(
+        description="A table's numeric columns to zero mean, unit variance on its train split (default true)."
+    ),
+]
+CategoricalQuery = Annotated[
+    list[str] | None,
+    Query(
+        max_length=1000,
+        description="Integer columns of a table to one-hot like its string columns "
+        "(repeated or comma-separated).",
+    ),
+]
+MaxCategoriesQuery = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_CATEGORIES_LIMIT,
+        description=f"One-hot columns per categorical column; rarer values share an 'other' column "
+        f"(default {DEFAULT_MAX_CATEGORIES}).",
+    ),
+]
 
 
-def check_file(
-    src: Path, fmt: str, label_column: str | None, out: Path, settings: Settings, extra: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """Run :mod:`archscreen.core.data.check` in a child process under memory/CPU/wall limits."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "archscreen.core.data.check",
-        str(src),
-        "--format",
-        fmt,
-        "--out",
-        str(out),
-        "--max-bytes",
-        str(settings.max_dataset_unpacked_bytes),
-    ]
-    if label_column:
-        cmd += ["--label-column", label_column]
-    cmd += extra
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=settings.dataset_check_timeout_s,
-            preexec_fn=lambda: _limit_child(
-                settings.dataset_check_memory_bytes, int(settings.dataset_check_timeout_s)
-            ),
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-    except subprocess.TimeoutExpired:
-        raise ApiValidationError(
-            [item(["body"], f"validating the file took over {settings.dataset_check_timeout_s:.0f} s")]
-        ) from None
-    if proc.returncode == 2:
-        raise ApiValidationError(
-            [item(["body"], proc.stderr.strip().splitlines()[-1] if proc.stderr else "invalid")]
-        )
-    if proc.returncode != 0:
-        # killed by a limit (MemoryError inside torch/numpy, SIGXCPU, SIGKILL): a bad file all the same
-        raise ApiValidationError(
-            [item(["body"], "the file could not be validated within the memory and time limits")]
-        )
-    facts: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return facts
+@dataclass(frozen=True)
+class QueryOptions:
+    """A table's preprocessing options as the request gave them (None: not given)."""
+
+    standardize: bool | None = None
+    categorical_columns: list[str] | None = None
+    max_categories: int | None = None
 
 
-async def _receive_to_file(request: Request, dst: Path, limit: int) -> tuple[str, int]:
-    """Stream the body to ``dst`` (never whole in memory): its sha256 and size; 413 past ``limit``."""
-    digest = hashlib.sha256()
-    size = 0
-    with dst.open("wb") as f:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "upload too large")
-            digest.update(chunk)
-            f.write(chunk)
-    return digest.hexdigest(), size
+def table_options(fmt: str | None, given: QueryOptions, where: str = "query") -> TableOptions | None:
+    """A table's options (defaults for what is not given); None for an ``.npz`` or images (422 if
+    any is given)."""
+    if fmt in ("npz", "image_zip", "image_parquet"):
+        what = "an .npz is stored as it is" if fmt == "npz" else f"an {fmt} upload holds images"
+        for field in OPTION_FIELDS:
+            if getattr(given, field) is not None:
+                raise ApiValidationError(
+                    [item([where, field], f"{what}: preprocessing options are for tables")]
+                )
+        return None
+    names = tuple(
+        n.strip() for value in given.categorical_columns or [] for n in value.split(",") if n.strip()
+    )
+    return TableOptions(
+        standardize=True if given.standardize is None else given.standardize,
+        categorical_columns=names,
+        max_categories=DEFAULT_MAX_CATEGORIES if given.max_categories is None else given.max_categories,
+    )
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")  # FastAPI's bool words
+
+
+def _form_options(fields: dict[str, str]) -> QueryOptions:
+    """The options among a multipart form's text fields, parsed as the query's would be."""
+    standardize: bool | None = None
+    if (text := fields.get("standardize")) is not None:
+        if text.strip().lower() not in _TRUE + _FALSE:
+            raise ApiValidationError([item(["body", "standardize"], "true or false")])
+        standardize = text.strip().lower() in _TRUE
+    max_categories: int | None = None
+    if (text := fields.get("max_categories")) is not None:
+        try:
+            max_categories = int(text)
+        except ValueError:
+            max_categories = 0
+        if not 1 <= max_categories <= MAX_CATEGORIES_LIMIT:
+            raise ApiValidationError(
+                [item(["body", "max_categories"], f"an integer from 1 to {MAX_CATEGORIES_LIMIT}")]
+            )
+    text = fields.get("categorical_columns")
+    return QueryOptions(standardize, None if text is None else [text], max_categories)
+
+
+def resolve_options(
+    params: UploadParams, query: QueryOptions, received: Received | None
+) -> TableOptions | None:
+    """The upload's table options from the query and (multipart) the form's fields, like
+    :func:`resolve_params`: 422 naming the field where the two differ or an npz is given any."""
+    if received is None:
+        return table_options(params.format, query)
+    form = _form_options(received.fields)
+    for given, where in ((query, "query"), (form, "body")):
+        table_options(params.format, given, where)  # an npz takes none: 422 naming where it came
+    merged: dict[str, Any] = {}
+    for key in OPTION_FIELDS:
+        given, sent = getattr(query, key), getattr(form, key)
+        if key == "categorical_columns" and given is not None and sent is not None:
+            differ = table_options("parquet", QueryOptions(categorical_columns=given)) != table_options(
+                "parquet", QueryOptions(categorical_columns=sent)
+            )
+        else:
+            differ = given is not None and sent is not None and given != sent
+        if differ:
+            raise ApiValidationError([item(["body", key], f"differs from the query's {key} ({given!r})")])
+        merged[key] = given if given is not None else sent
+    return table_options(params.format, QueryOptions(**merged))
 
 
 def _check_count(s: Any, settings: Settings, tenant: Tenant) -> tuple[int, int]:
@@ -167,19 +235,152 @@ def _check_count(s: Any, settings: Settings, tenant: Tenant) -> tuple[int, int]:
     return count, total
 
 
+def _check_total(settings: Settings, total: int, size: int) -> None:
+    if total + size > settings.max_dataset_total_bytes_per_tenant:
+        raise LimitExceeded(
+            413,
+            f"this upload would make {total + size:,} bytes of datasets; the tenant's limit is "
+            f"{settings.max_dataset_total_bytes_per_tenant:,} "
+            "(ARCHSCREEN_MAX_DATASET_TOTAL_BYTES_PER_TENANT)",
+            settings.max_dataset_total_bytes_per_tenant,
+            total,
+        )
+
+
+@dataclass(frozen=True)
+class UploadParams:
+    name: str
+    format: DatasetFormat
+    label_column: str | None
+
+
+def resolve_params(query: dict[str, str | None], received: Received | None) -> UploadParams:
+    """Name, format and label column from the query and (multipart) the form's text fields and its
+    file part; 422 naming the parameter where they are missing, contradict, or do not fit."""
+    fields = received.fields if received else {}
+    values: dict[str, str | None] = {}
+    for key in FORM_FIELDS:
+        given, sent = query.get(key), fields.get(key)
+        if given is not None and sent is not None and given != sent:
+            raise ApiValidationError([item(["body", key], f"differs from the query's {key} ({given!r})")])
+        values[key] = given if given is not None else sent
+    filename = received.filename if received else None
+    part = received.part_name if received else None
+    name = values["name"] or (dataset_store.name_from_file(filename) if filename else "dataset")
+    if not re.match(dataset_store.NAME_PATTERN, name) or len(name) > dataset_store.NAME_MAX:
+        raise ApiValidationError(
+            [item(["body", "name"], "letters, digits, '_', '.', '-' and spaces, up to 200")]
+        )
+    fmt = values["format"] or (part if part in FORMATS else None)
+    for source in (filename, name):
+        fmt = fmt or (SUFFIX_FORMAT.get(Path(source).suffix.lower()) if source else None)
+
+    def where(key: str) -> str:
+        return "query" if received is None or query.get(key) is not None else "body"
+
+    if fmt not in FORMATS:
+        raise ApiValidationError([item([where("format"), "format"], FORMAT_HINT)])
+    label_column = values["label_column"] or None
+    if fmt not in NO_LABEL_FORMATS and not label_column:
+        raise ApiValidationError(
+            [item([where("label_column"), "label_column"], f"a {fmt} table needs the label column's name")]
+        )
+    if fmt in NO_LABEL_FORMATS and label_column:
+        message = f"{NO_LABEL[fmt]}: no label column"
+        raise ApiValidationError([item([where("label_column"), "label_column"], message)])
+    return UploadParams(name, fmt, label_column)
+
+
+def _too_large(settings: Settings) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": f"the file is larger than {settings.max_dataset_bytes:,} bytes "
+            "(ARCHSCREEN_MAX_DATASET_BYTES)",
+            "limit": settings.max_dataset_bytes,
+            "current": None,
+        },
+        status_code=413,
+        headers={"Connection": "close"},
+    )
+
+
+def validation_slots(request: Request, settings: Settings) -> ValidationSlots:
+    """The host's validation slots, made once per app (the host count is worked out once)."""
+    slots: ValidationSlots | None = getattr(request.app.state, "validation_slots", None)
+    if slots is None:
+        slots = ValidationSlots(
+            settings.data_dir.resolve() / "validation-slots",
+            host_validation_slots(settings),
+            settings.max_concurrent_validations_per_tenant,
+        )
+        request.app.state.validation_slots = slots
+    return slots
+
+
+FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "The dataset file; its filename's suffix (.zip: image_zip), or a part named "
+            "after a format, gives the format.",
+        },
+        "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": dataset_store.NAME_PATTERN},
+        "format": {"type": "string", "enum": list(FORMATS)},
+        "label_column": {"type": "string", "minLength": 1, "maxLength": 200},
+        "standardize": {"type": "boolean", "description": "A table's: as the query parameter."},
+        "categorical_columns": {
+            "type": "string",
+            "maxLength": 1000,
+            "description": "A table's integer columns to one-hot (comma-separated, or the field repeated).",
+        },
+        "max_categories": {"type": "integer", "minimum": 1, "maximum": MAX_CATEGORIES_LIMIT},
+        "image_size": {"type": "string", "pattern": IMAGE_SIZE_PATTERN, "description": IMAGE_SIZE_DOC},
+        "image_mode": {"type": "string", "enum": ["L", "RGB"], "description": IMAGE_MODE_DOC},
+    },
+    # an npz names its targets y_* and is stored as it is: it takes no label column and no table
+    # options (the API answers 422 naming the field)
+    "if": {"required": ["format"], "properties": {"format": {"const": "npz"}}},
+    "then": {
+        "not": {"anyOf": [{"required": [key]} for key in ("label_column", *OPTION_FIELDS, *IMAGE_FIELDS)]}
+    },
+    # images take no table options; an image zip's class is its folder (no label column)
+    "allOf": [
+        {
+            "if": {"required": ["format"], "properties": {"format": {"const": fmt}}},
+            "then": {"not": {"anyOf": [{"required": [key]} for key in (*no_label, *OPTION_FIELDS)]}},
+        }
+        for fmt, no_label in (("image_zip", ("label_column",)), ("image_parquet", ()))
+    ],
+}
+
+
 @router.post(
     "",
     response_model=DatasetOut,
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": DatasetOut, "description": "The same file was uploaded before: that dataset."},
-        413: {"model": TooLargeResponse, "description": "Over the file-size or total-bytes limit."},
-        429: {"model": LimitResponse, "description": "At the number-of-datasets limit."},
+        413: {
+            "model": TooLargeResponse,
+            "description": "Over the file-size, table-size or total-bytes limit.",
+        },
+        429: {
+            "model": LimitResponse,
+            "description": "At the number-of-datasets limit, or at the concurrent-validations limit "
+            "(retry after Retry-After seconds).",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}},
+        },
     },
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {"schema": FORM_SCHEMA},
+            },
         }
     },
 )
@@ -188,71 +389,143 @@ async def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
     tenant: TenantDep,
-    name: Annotated[str, Query(min_length=1, max_length=200, pattern=r"^[\w.\- ]+$")] = "dataset",
-    format: Annotated[DatasetFormat | None, Query(description="Default: from name's suffix.")] = None,
-    label_column: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    name: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=dataset_store.NAME_PATTERN,
+            description="Default: the multipart file's name, else 'dataset'.",
+        ),
+    ] = None,
+    format: Annotated[
+        DatasetFormat | None, Query(description="Default: from the file part, or name's suffix.")
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="The label column of a parquet or csv table (required for those). An npz "
+            "upload must not send it: its targets are its y_* arrays (a 422 naming label_column).",
+        ),
+    ] = None,
+    standardize: StandardizeQuery = None,
+    categorical_columns: CategoricalQuery = None,
+    max_categories: MaxCategoriesQuery = None,
     image_size: Annotated[str | None, Query(pattern=IMAGE_SIZE_PATTERN, description=IMAGE_SIZE_DOC)] = None,
     image_mode: Annotated[Literal["L", "RGB"] | None, Query(description=IMAGE_MODE_DOC)] = None,
 ) -> Any:
-    """Upload a dataset file (streamed), validated before it is stored; the same bytes twice are one
-    dataset."""
-    fmt = format or SUFFIX_FORMAT.get(Path(name).suffix.lower())
-    if fmt is None:
-        raise ApiValidationError([item(["query", "format"], FORMAT_HINT)])
-    if fmt not in NO_LABEL_FORMATS and not label_column:
-        raise ApiValidationError(
-            [item(["query", "label_column"], f"a {fmt} table needs the label column's name")]
-        )
-    if fmt in NO_LABEL_FORMATS and label_column:
-        raise ApiValidationError([item(["query", "label_column"], f"{NO_LABEL[fmt]}: no label column")])
-    _, total = _check_count(session, settings, tenant)
-    with tempfile.TemporaryDirectory(dir=settings.resolved_artifacts_dir, prefix=".upload-") as tmp:
-        upload, canonical = Path(tmp) / "upload", Path(tmp) / "canonical.npz"
+    """Upload a dataset file, as the raw body or as the file part of a multipart/form-data body
+    (streamed to disk either way), validated before it is stored; the same bytes (with the same
+    label column and options) twice are one dataset. A table's numeric columns are standardised
+    unless ``standardize=false``: the response's ``preprocessing`` says what was done."""
+    query = {"name": name, "format": format, "label_column": label_column}
+    option_query = QueryOptions(standardize, categorical_columns, max_categories)
+    images = ImageOptions(image_size, image_mode)
+    multipart = is_multipart(request)
+    with contextlib.ExitStack() as stack:
         try:
-            sha, size = await _receive_to_file(request, upload, settings.max_dataset_bytes)
-        except HTTPException:
-            return JSONResponse(
-                {
-                    "detail": f"the file is larger than {settings.max_dataset_bytes:,} bytes "
-                    "(ARCHSCREEN_MAX_DATASET_BYTES)",
-                    "limit": settings.max_dataset_bytes,
-                    "current": None,
-                },
-                status_code=413,
-                headers={"Connection": "close"},
-            )
-        existing = dataset_store.by_content(session, tenant.id, sha, label_column or "")
-        if existing is not None:
-            return JSONResponse(dataset_out(existing).model_dump(mode="json"), status_code=200)
-        if total + size > settings.max_dataset_total_bytes_per_tenant:
-            raise LimitExceeded(
-                413,
-                f"this upload would make {total + size:,} bytes of datasets; the tenant's limit is "
-                f"{settings.max_dataset_total_bytes_per_tenant:,} "
-                "(ARCHSCREEN_MAX_DATASET_TOTAL_BYTES_PER_TENANT)",
-                settings.max_dataset_total_bytes_per_tenant,
-                total,
-            )
-        facts = await anyio.to_thread.run_sync(
-            check_file, upload, fmt, label_column, canonical, settings, image_args(image_size, image_mode)
+            if not multipart:
+                # no format or label column, or options for an npz: 422 before the body is read
+                params = resolve_params(query, None)
+                resolve_options(params, option_query, None)
+                resolve_images(params.format, images, None)
+            _, total = await anyio.to_thread.run_sync(_check_count, session, settings, tenant)
+            stack.enter_context(validation_slots(request, settings).hold(tenant.id))
+        except (ApiValidationError, LimitExceeded):
+            await _discard_body(request)
+            raise
+        tmp = stack.enter_context(
+            tempfile.TemporaryDirectory(dir=settings.resolved_artifacts_dir, prefix=".upload-")
         )
-        fmt = facts.pop("format", fmt)  # a Parquet with an image-bytes column is image_parquet
-        kept = Path(facts.pop("canonical"))
-        blob_sha = sha if kept == upload else await anyio.to_thread.run_sync(_sha256_of, kept)
-        blobs = store_for(settings)
-        await anyio.to_thread.run_sync(blobs.put, kept, blob_sha)
-        record, created = dataset_store.create(
+        upload, canonical = Path(tmp) / "upload", Path(tmp) / "canonical.npz"
+        receive = receive_multipart if multipart else receive_raw
+        try:
+            received = await receive(request, upload, settings.max_dataset_bytes)
+        except UploadTooLarge:
+            return _too_large(settings)
+        except ApiValidationError:  # a malformed form: answered once the client has sent its body
+            await _discard_body(request)
+            raise
+        except ClientDisconnect:
+            # not an error of ours: the client went away; nothing was stored (the folder goes)
+            log.info("upload of %s cancelled: the client disconnected", name or "a dataset")
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        params = resolve_params(query, received if multipart else None)
+        options = resolve_options(params, option_query, received if multipart else None)
+        images = resolve_images(params.format, images, received.fields if multipart else None)
+        return await _validate_and_store(
+            session, settings, tenant, params, (options, images), received, upload, canonical, total
+        )
+
+
+# A body refused before it is read is still read up to this many bytes and dropped, so the client,
+# which sends it all before it reads an answer, gets the answer instead of a reset connection.
+DISCARD_BYTES = 16 * 2**20
+
+
+async def _discard_body(request: Request) -> None:
+    read = 0
+    # RuntimeError: Starlette's "Stream consumed", the whole body was read already
+    with contextlib.suppress(ClientDisconnect, RuntimeError):
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > DISCARD_BYTES:
+                break
+
+
+async def _validate_and_store(
+    session: Any,
+    settings: Settings,
+    tenant: Tenant,
+    params: UploadParams,
+    given: tuple[TableOptions | None, ImageOptions],
+    received: Received,
+    upload: Path,
+    canonical: Path,
+    total: int,
+) -> JSONResponse:
+    label = params.label_column or ""
+    options, images = given
+    options_key = images.key(options.key_sha256() if options is not None else "")
+    existing = await anyio.to_thread.run_sync(
+        dataset_store.by_content, session, tenant.id, received.sha256, label, options_key
+    )
+    if existing is not None:
+        return JSONResponse(dataset_out(existing).model_dump(mode="json"), status_code=200)
+    _check_total(settings, total, received.size)
+    facts = await anyio.to_thread.run_sync(
+        check_file,
+        upload,
+        params.format,
+        params.label_column,
+        canonical,
+        settings,
+        options,
+        images.child_args(),
+    )
+    fmt = facts.pop("format", params.format)  # a Parquet with an image-bytes column is image_parquet
+    kept = Path(facts.pop("canonical"))
+    blob_sha = received.sha256 if kept == upload else await anyio.to_thread.run_sync(_sha256_of, kept)
+    await anyio.to_thread.run_sync(store_for(settings).put, kept, blob_sha)
+
+    def create() -> tuple[DatasetRecord, bool]:
+        return dataset_store.create(
             session,
             tenant.id,
-            name=name,
+            name=params.name,
             format=fmt,
-            label_column=label_column or "",
-            sha256=sha,
+            label_column=label,
+            sha256=received.sha256,
             blob_sha256=blob_sha,
-            size_bytes=size,
+            size_bytes=received.size,
             blob_bytes=kept.stat().st_size,
             facts=facts,
+            options_key=options_key,
         )
+
+    record, created = await anyio.to_thread.run_sync(create)
     return JSONResponse(
         dataset_out(record, created=created).model_dump(mode="json"), status_code=201 if created else 200
     )
@@ -273,9 +546,17 @@ def list_datasets(
         str | None, Query(pattern=r"^[0-9a-f]{64}$", description="Only the dataset of this file.")
     ] = None,
     label_column: Annotated[str | None, Query(max_length=200)] = None,
+    standardize: StandardizeQuery = None,
+    categorical_columns: CategoricalQuery = None,
+    max_categories: MaxCategoriesQuery = None,
 ) -> Page[DatasetOut]:
     if sha256 is not None:
-        found = dataset_store.by_content(session, tenant.id, sha256, label_column or "")
+        # a table (label_column given) is found with its options, the defaults if none are given
+        options = table_options(
+            None if label_column else "npz", QueryOptions(standardize, categorical_columns, max_categories)
+        )
+        key = options.key_sha256() if options is not None else ""
+        found = dataset_store.by_content(session, tenant.id, sha256, label_column or "", key)
         return Page(data=[dataset_out(found)] if found else [], count=1 if found else 0)
     limit, offset = page
     rows, total = dataset_store.list_for(session, tenant.id, limit=limit, offset=offset)

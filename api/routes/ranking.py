@@ -27,7 +27,7 @@ from archscreen.api.schemas import (
 from archscreen.api.views import job_out, rank_row_out
 from archscreen.core.names import RankMetric, TunerName
 from archscreen.settings import Settings
-from archscreen.store import Database, Tenant
+from archscreen.store import Database, Tenant, quotas
 from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
 from archscreen.store import studies as study_store
@@ -81,6 +81,8 @@ def _promote(
     tuner: TunerName,
     starts: int | None,
 ) -> tuple[list[JobRecord], list[JobRecord]]:
+    # the active-job limit is read and the jobs inserted in one transaction, one writer per tenant
+    quotas.lock_tenant(session, tenant.id)
     try:
         jobs, new = promotion.promote(
             session, study, candidate_ids, tuner=tuner, max_attempts=settings.max_attempts, starts=starts

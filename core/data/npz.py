@@ -38,6 +38,23 @@ SPLITS = ("train", "val", "test")
 KEYS = tuple(f"{v}_{s}" for s in SPLITS for v in ("x", "y"))
 
 
+def check_contiguous_ids(labels: list[np.ndarray], where: str) -> None:
+    """Class ids must be 0..K-1 with each one used: ``{0, 1, 2, 5000000}`` is 4 classes with sparse
+    ids, not 5,000,001 classes (a head that wide would not fit in memory). Refused, not remapped:
+    a silent renumbering would change what a prediction means; string labels in a table are
+    mapped to ids for the user (sorted, returned as ``classes``)."""
+    used = np.unique(np.concatenate([np.asarray(y).ravel() for y in labels]))
+    top = int(used[-1])
+    if len(used) == top + 1:
+        return
+    missing = np.setdiff1d(np.arange(min(top + 1, len(used) + 6)), used)[:5]
+    raise DatasetError(
+        f"{where} holds {len(used):,} distinct class ids up to {top:,} (missing "
+        f"{', '.join(str(int(m)) for m in missing)}...); class ids must be contiguous, 0 to K-1: "
+        "renumber them, or give the classes as strings (mapped to ids in sorted order)"
+    )
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -150,10 +167,7 @@ class NpzDataset(Dataset):
             vocab_size = num_classes = max(int(arrays[k].max()) for k in keys) + 1
         elif y_int and yt.ndim == 1:
             task = "classification"
-            ys = [arrays[f"y_{s}"] for s in present]
-            if min(int(y.min()) for y in ys) < 0:
-                raise self._fail("class labels must be >= 0")
-            num_classes = max(int(y.max()) for y in ys) + 1
+            num_classes = self._class_count({s: arrays[f"y_{s}"] for s in present})
         elif y_int:
             raise self._fail(
                 f"integer y_train of shape {yt.shape}: expected (N,) class labels, or (N, T) next-token "
@@ -196,6 +210,17 @@ class NpzDataset(Dataset):
         )
         return out, info
 
+    def _class_count(self, labels: dict[str, np.ndarray]) -> int:
+        """K of labels that must be the contiguous ids 0..K-1 (split name → its ``y``)."""
+        ys = list(labels.values())
+        if min(int(y.min()) for y in ys) < 0:
+            raise self._fail("class labels must be >= 0")
+        try:
+            check_contiguous_ids(ys, "y_" + "/y_".join(labels))
+        except DatasetError as exc:
+            raise self._fail(str(exc)) from None
+        return max(int(y.max()) for y in ys) + 1
+
     @staticmethod
     def _carved_sizes(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
         """How many train samples become val and test: 15% each when that split is absent, else 0."""
@@ -203,6 +228,32 @@ class NpzDataset(Dataset):
         n_val = 0 if "x_val" in arrays else max(1, round(n * VAL_FRACTION))
         n_test = 0 if "x_test" in arrays else max(1, round(n * TEST_FRACTION))
         return n_val, n_test
+
+    def split_sizes(self) -> dict[str, int]:
+        """Samples per split after carving (what :meth:`load` gives), without building tensors."""
+        arrays = self._arrays()[0]
+        n_val, n_test = self._carved_sizes(arrays)
+        return {
+            "train": len(arrays["x_train"]) - n_val - n_test,
+            "val": n_val or len(arrays["x_val"]),
+            "test": n_test or len(arrays["x_test"]),
+        }
+
+    def class_counts(self, seed: int = 0) -> dict[str, list[int]]:
+        """Samples per class in each split (what :meth:`load` with ``seed`` gives), from the labels
+        alone: like :meth:`split_sizes`, no feature tensors are built. For a classification file."""
+        arrays, info = self._arrays()
+        y = arrays["y_train"].ravel()
+        parts: dict[str, np.ndarray] = {"train": y}
+        n_val, n_test = self._carved_sizes(arrays)
+        if n_val or n_test:
+            tr, va, te = permutation_split(len(y), n_val, n_test, seed)
+            parts = {"train": y[tr]} | ({"val": y[va]} if n_val else {}) | ({"test": y[te]} if n_test else {})
+        for s in ("val", "test"):
+            if s not in parts:
+                parts[s] = arrays[f"y_{s}"].ravel()
+        k = info.num_classes or 0
+        return {s: np.bincount(ys.astype(np.int64), minlength=k).tolist() for s, ys in parts.items()}
 
     def _arrays(self) -> tuple[dict[str, np.ndarray], DatasetInfo]:
         stamp = self._stat()

@@ -33,8 +33,10 @@ class _HasBaseOptimizer(Protocol):
 
 def screening_optimizer(screener: str) -> str | None:
     """The optimizer whose rates an Alrao screening's posterior is over (``"alrao-adam"`` -> ``"adam"``);
-    ``None`` for a screener without a rate posterior."""
-    return screener.removeprefix("alrao-") if screener.startswith("alrao-") else None
+    ``None`` for a screener without a rate posterior. A switched screener's name carries its switches
+    after ``+`` (``"alrao-adam+recentre@10w1"`` -> ``"adam"``)."""
+    base = screener.split("+", 1)[0]
+    return base.removeprefix("alrao-") if base.startswith("alrao-") else None
 
 
 def posterior_fits_tuner(screening_base: str | None, tuner: _HasBaseOptimizer) -> bool:

@@ -211,3 +211,27 @@ def test_out_of_range_ids_and_counters_are_422_not_500(client: TestClient, auth:
         json={"name": "x", "dataset": "mnist1d", "screening": {"seeds": [huge]}},
     )
     assert r.status_code == 422 and r.json()["detail"][0]["path"] == "body.screening.seeds[0]"
+
+
+def test_what_the_schema_forbids_is_a_422_naming_the_field(client: TestClient, auth: dict[str, str]) -> None:
+    """The other side of tests/api/test_openapi.py::test_the_schema_states_what_a_submission_needs."""
+    sid, other = new_study(client, auth)["id"], new_study(client, auth, "s2")["id"]
+    refused = [
+        (f"/api/v1/studies/{sid}/candidates", [], "body"),
+        (f"/api/v1/studies/{sid}/candidates", {"spec": ""}, "body.spec"),
+        (f"/api/v1/studies/{sid}/candidates", {"spec": {}}, "body.spec.head"),
+        ("/api/v1/studies", {"name": "", "dataset": "mnist1d"}, "body.name"),
+        (
+            "/api/v1/studies",
+            {"name": "lr", "dataset": "mnist1d", "screening": {"lr_min": 0.1, "lr_max": 0.1}},
+            "body.screening",
+        ),
+    ]
+    for path, body, field in refused:
+        r = client.post(path, json=body, headers=auth)
+        assert r.status_code == 422 and field in [d["path"] for d in r.json()["detail"]], (body, r.text)
+    cand = client.post(f"/api/v1/studies/{sid}/candidates", json={"spec": LOGREG}, headers=auth).json()[
+        "data"
+    ][0]
+    r = client.post(f"/api/v1/studies/{other}/promote", json={"candidate_ids": [cand["id"]]}, headers=auth)
+    assert r.status_code == 422 and r.json()["detail"][0]["path"] == "body.candidate_ids", r.text

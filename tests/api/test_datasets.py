@@ -127,7 +127,7 @@ BAD = [
     ),
     (npz_bytes(extra_unused=np.array([1])), {"name": "a.npz", "label_column": "y"}, "no label column"),
     (parquet_bytes(), {"name": "t.parquet", "label_column": "nope"}, "no label column 'nope'"),
-    (b"a,b,y\n1,x,0\n2,y,1\n", {"name": "t.csv", "label_column": "y"}, "feature column 'b'"),
+    (b"a,b,y\n1,x,0\n2,y,1\n", {"name": "t.csv", "label_column": "y"}, "too few to carve"),
     (b"\x00\x01", {"name": "a.bin"}, "give format"),
 ]
 
@@ -219,3 +219,291 @@ def test_limits_are_413_and_429_with_the_limit(migrated: Database, tmp_path: Pat
         assert upload(c, npz_bytes(n=111), name="b.npz").status_code == 201
         third = upload(c, npz_bytes(n=112), name="c.npz")
         assert third.status_code == 429 and third.json()["limit"] == 2, third.text
+
+
+def mixed_table_bytes(n: int = 120) -> bytes:
+    """A wide-range numeric column with gaps, a string column with gaps, an integer code, a string
+    label with one gap: what a team's table looks like."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    amount = rng.lognormal(5, 2, n)
+    amount[::9] = np.nan
+    label = rng.choice(["no", "yes"], n).astype(object)
+    label[4] = None
+    table = pa.table(
+        {
+            "amount": amount,
+            "clinic": rng.choice(np.array(["north", "south", "east", None], dtype=object), n).tolist(),
+            "code": rng.integers(0, 3, n),
+            "label": label,
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_tables_preprocessing_is_reported_and_its_options_make_another_dataset(client: TestClient) -> None:
+    body = mixed_table_bytes()
+    r = upload(client, body, name="m.parquet", label_column="label")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    prep = ds["preprocessing"]
+    assert prep["standardize"] is True and prep["max_categories"] == 20
+    kinds = {c["name"]: (c["kind"], c["encoding"]) for c in prep["columns"]}
+    assert kinds == {
+        "amount": ("numeric", "standardized, median-imputed + missing indicator"),
+        "clinic": ("categorical", "one-hot (3 values + other)"),
+        "code": ("numeric", "standardized"),
+    }
+    assert ds["input_shape"] == [prep["features"]] == [1 + 1 + 1 + 4]
+    assert ds["dropped_rows_missing_label"] == 1
+    assert [sum(c) for c in ds["class_counts"].values()] == list(ds["split_sizes"].values())
+    assert client.get(f"{URL}/{ds['id']}").json()["preprocessing"] == prep
+    same = upload(client, body, name="m.parquet", label_column="label")
+    assert same.status_code == 200 and same.json()["id"] == ds["id"]
+    found = client.get(URL, params={"sha256": ds["sha256"], "label_column": "label"}).json()
+    assert [d["id"] for d in found["data"]] == [ds["id"]]
+    other = upload(
+        client,
+        body,
+        name="m.parquet",
+        label_column="label",
+        standardize="false",
+        categorical_columns="code",
+        max_categories="2",
+    )
+    assert other.status_code == 201 and other.json()["id"] != ds["id"], other.text
+    cols = {c["name"]: c for c in other.json()["preprocessing"]["columns"]}
+    assert cols["amount"]["encoding"].startswith("as-is") and cols["code"]["kind"] == "categorical"
+    assert len(cols["clinic"]["categories"]) == 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "body,params,path,message",
+    [
+        (npz_bytes(), {"name": "a.npz", "standardize": "false"}, "query.standardize", "for tables"),
+        (b"a,y\n", {"name": "t.csv", "label_column": "y", "max_categories": "0"}, "query.max_categories", ""),
+        (
+            mixed_table_bytes(),
+            {"name": "m.parquet", "label_column": "label", "categorical_columns": "nope"},
+            "body",
+            "categorical_columns names 'nope'",
+        ),
+    ],
+)
+def test_bad_preprocessing_options_are_422s_naming_the_field(
+    client: TestClient, settings: Settings, body: bytes, params: dict[str, str], path: str, message: str
+) -> None:
+    r = upload(client, body, **params)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["path"] == path and message in detail["msg"], detail
+    assert stored_files(settings) == []
+
+
+# ---------------------------------------------------------------- issue 25 (items 2, 7), issue 28 (item 5)
+
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@SQLITE
+def test_multipart_upload_takes_format_and_name_from_the_file_part(client: TestClient) -> None:
+    body = npz_bytes(n=60)
+    r = client.post(URL, files={"file": ("data (1).npz", body, "application/octet-stream")})
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert (ds["name"], ds["format"], ds["size_bytes"]) == ("data _1_.npz", "npz", len(body))
+    assert ds["sha256"] == hashlib.sha256(body).hexdigest(), "the file part's bytes, not the form's"
+    # the part's field name gives the format when the filename has no suffix; same bytes: same dataset
+    again = client.post(URL, files={"npz": ("blob", body)}, params={"name": "again"})
+    assert again.status_code == 200 and again.json()["id"] == ds["id"], again.text
+    raw = upload(client, body, name="raw.npz")
+    assert raw.status_code == 200 and raw.json()["id"] == ds["id"], "raw and multipart: one dataset"
+
+
+def form(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body of (field name, filename or None, bytes) parts, and its header."""
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--B\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return out + b"--B--\r\n", {"Content-Type": "multipart/form-data; boundary=B"}
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    "parts,params,path,message",
+    [
+        ([("name", None, b"x")], {}, "body.file", "no file part"),
+        ([("file", "d.npz", b"PK"), ("label_column", None, b"y")], {}, "body.label_column", "no label"),
+        ([("file", "d.csv", b"a,y\n1,0\n")], {}, "body.label_column", "needs the label column"),
+        ([("file", "d.bin", b"..")], {}, "body.format", "give format"),
+        ([("file", "d.npz", b"PK"), ("colour", None, b"red")], {}, "body.colour", "unknown form field"),
+        ([("file", "d.npz", b"PK"), ("name", None, b"a")], {"name": "b"}, "body.name", "differs from"),
+        ([("file", "d.npz", b"PK"), ("other", "e.npz", b"PK")], {}, "body.other", "one file per upload"),
+        ([("file", "d.npz", b"PK"), ("max_categories", None, b"3")], {}, "body.max_categories", "for tables"),
+        (
+            [("file", "d.csv", b"a,y\n"), ("standardize", None, b"maybe")],
+            {"label_column": "y"},
+            "body.standardize",
+            "",
+        ),
+        (
+            [("file", "d.csv", b"a,y\n"), ("max_categories", None, b"3")],
+            {"label_column": "y", "max_categories": "4"},
+            "body.max_categories",
+            "differs from",
+        ),
+    ],
+)
+def test_multipart_form_errors_are_422s_naming_the_part(
+    client: TestClient, settings: Settings, parts: list, params: dict, path: str, message: str
+) -> None:
+    body, headers = form(*parts)
+    r = client.post(URL, content=body, headers=headers, params=params)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["path"] == path and message in r.json()["detail"][0]["msg"], r.json()
+    assert stored_files(settings) == [] and client.get(URL).json()["count"] == 0
+
+
+@SQLITE
+def test_a_multipart_body_cut_before_its_closing_boundary_is_a_422(client: TestClient) -> None:
+    body = b'--B\r\nContent-Disposition: form-data; name="file"; filename="d.npz"\r\n\r\nPK\x03\x04'
+    r = client.post(URL, content=body, headers={"Content-Type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 422 and "closing boundary" in r.json()["detail"][0]["msg"], r.text
+
+
+@SQLITE
+def test_uploads_past_the_concurrent_validation_limits_are_429_with_retry_after(
+    client: TestClient, settings: Settings, migrated: Database
+) -> None:
+    """A slot is a flock on a file: held here from another open file, as another API process would."""
+    from archscreen.api.limits import ValidationSlots
+
+    other_process = ValidationSlots(
+        settings.data_dir.resolve() / "validation-slots", per_host=2, per_tenant=1
+    )
+    with other_process.hold(tenant_id=_tenant_id(migrated, "acme")):
+        r = upload(client, npz_bytes(), name="a.npz")
+        assert r.status_code == 429 and r.headers["Retry-After"] == "5", r.text
+        assert "ARCHSCREEN_MAX_CONCURRENT_VALIDATIONS_PER_TENANT" in r.json()["detail"]
+        with other_process.hold(tenant_id=999_001):  # the host's second slot, another tenant
+            other = client.post(
+                URL, files={"file": ("b.npz", npz_bytes())}, headers=token_for(migrated, "beta")
+            )
+            assert other.status_code == 429 and r.json()["limit"] == 1, other.text
+            assert "ARCHSCREEN_MAX_CONCURRENT_VALIDATIONS)" in other.json()["detail"]
+    assert stored_files(settings) == [] and client.get(URL).json()["count"] == 0
+
+
+def _tenant_id(db: Database, name: str) -> int:
+    from sqlalchemy import select
+
+    from archscreen.store.models import Tenant
+
+    with db.session() as s:
+        return int(s.scalar(select(Tenant.id).where(Tenant.name == name)))  # type: ignore[arg-type]
+
+
+@SQLITE
+def test_a_table_over_the_unpacked_limit_is_a_413_from_its_metadata_and_sparse_labels_a_422(
+    migrated: Database, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "d", database_url=migrated.url, max_dataset_unpacked_bytes=2000)
+    settings.ensure_dirs()
+    with TestClient(create_app(settings)) as c:
+        c.headers.update(token_for(migrated, "acme"))
+        csv = "a,b,y\n" + "".join(f"{i},{i},{i % 2}\n" for i in range(200))  # 200 x 3 x 4 = 2,400 bytes
+        r = upload(c, csv.encode(), name="t.csv", label_column="y")
+        assert r.status_code == 413, r.text
+        assert (r.json()["limit"], r.json()["current"]) == (2000, 2400)
+        assert "200 rows × 3 columns" in r.json()["detail"]
+        assert "ARCHSCREEN_MAX_DATASET_UNPACKED_BYTES" in r.json()["detail"]
+        sparse = "a,label\n" + "".join(f"{i},{(0, 1, 2, 5000000)[i % 4]}\n" for i in range(40))
+        r = upload(c, sparse.encode(), name="s.csv", label_column="label")
+        assert r.status_code == 422, r.text
+        assert "label column 'label' holds 4 distinct class ids" in r.json()["detail"][0]["msg"]
+        assert c.get(URL).json()["count"] == 0
+    assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file() and "datasets" in str(p)]
+
+
+@SQLITE
+def test_the_schema_offers_multipart_and_says_npz_takes_no_label_column(client: TestClient) -> None:
+    op = client.get("/openapi.json").json()["paths"]["/api/v1/datasets"]["post"]
+    content = op["requestBody"]["content"]
+    assert set(content) == {"application/octet-stream", "multipart/form-data"}
+    multipart = content["multipart/form-data"]["schema"]
+    assert multipart["required"] == ["file"]
+    assert {"required": ["label_column"]} in multipart["then"]["not"]["anyOf"], "npz: no label_column"
+    assert {"required": ["standardize"]} in multipart["then"]["not"]["anyOf"], "npz: no table options"
+    label = next(p for p in op["parameters"] if p["name"] == "label_column")
+    assert "npz upload must not send it" in label["description"]
+    assert "Retry-After" in op["responses"]["429"]["headers"]
+
+
+def test_the_sandbox_exit_statuses_agree_with_the_check_module() -> None:
+    from archscreen.api import validation
+    from archscreen.core.data import check
+
+    assert (validation.EXIT_INVALID, validation.EXIT_TOO_LARGE, validation.EXIT_OUT_OF_MEMORY) == (
+        check.EXIT_INVALID,
+        check.EXIT_TOO_LARGE,
+        check.EXIT_OUT_OF_MEMORY,
+    )
+
+
+@pytest.mark.parametrize(
+    "file,name",
+    [("data (1).npz", "data _1_.npz"), ("dir/x.csv", "x.csv"), ("((()))", "_"), ("  ", "dataset")],
+)
+def test_a_dataset_name_is_derived_from_any_file_name(file: str, name: str) -> None:
+    import re
+
+    from archscreen.store.datasets import NAME_PATTERN, name_from_file
+
+    assert name_from_file(file) == name and re.match(NAME_PATTERN, name)
+
+
+def test_the_sandbox_child_cannot_pass_its_address_space_limit(tmp_path: Path) -> None:
+    """RLIMIT_AS is what makes slots x limit a bound on the host: a child asking for 3 GiB under a
+    1 GiB limit fails, and its peak resident memory (from wait4) stays under the limit."""
+    import sys
+
+    from archscreen.api.validation import run_limited
+
+    grab = [sys.executable, "-c", "import sys; b = bytearray(3 * 2**30); sys.exit(0)"]
+    outcome = run_limited(grab, tmp_path, memory_bytes=2**30, timeout_s=60)
+    assert outcome.returncode != 0 and "MemoryError" in outcome.stderr, outcome
+    assert 0 < outcome.peak_rss_bytes < 2**30
+    fine = run_limited([sys.executable, "-c", "print('ok')"], tmp_path, memory_bytes=2**30, timeout_s=60)
+    assert (fine.returncode, fine.stdout.strip()) == (0, "ok")
+
+
+@SQLITE
+def test_a_multipart_upload_takes_a_tables_options_as_form_fields(client: TestClient) -> None:
+    """The options as form fields are the query's: the same bytes and options, raw or multipart,
+    are one dataset (other options make another: the test above)."""
+    body = mixed_table_bytes()
+    fields = {"label_column": "label", "standardize": "false", "max_categories": "2"}
+    fields["categorical_columns"] = "code"
+    r = client.post(URL, files={"file": ("m.parquet", body)}, data=fields)
+    assert r.status_code == 201, r.text
+    prep = r.json()["preprocessing"]
+    cols = {c["name"]: c for c in prep["columns"]}
+    assert prep["standardize"] is False and prep["max_categories"] == 2
+    assert cols["code"]["kind"] == "categorical" and len(cols["clinic"]["categories"]) == 2
+    raw = upload(
+        client,
+        body,
+        name="m.parquet",
+        label_column="label",
+        standardize="false",
+        categorical_columns="code",
+        max_categories="2",
+    )
+    assert raw.status_code == 200 and raw.json()["id"] == r.json()["id"], raw.text

@@ -122,6 +122,36 @@ def test_options_and_an_image_parquet(client: TestClient) -> None:
     assert labelled.status_code == 422 and "folder" in labelled.json()["detail"][0]["msg"]
 
 
+@SQLITE
+def test_multipart_image_options_and_what_an_image_upload_refuses(client: TestClient) -> None:
+    body = zip_bytes(digits_members(per_class=4))
+    form = {"image_size": "4", "image_mode": "RGB"}
+    r = client.post(URL, files={"file": ("digits.zip", body)}, data=form)
+    assert r.status_code == 201, r.text
+    assert r.json()["format"] == "image_zip" and r.json()["input_shape"] == [3, 4, 4]
+    other = client.post(URL, files={"file": ("digits.zip", body)}, data={"image_size": "6"})
+    assert other.status_code == 201 and other.json()["id"] != r.json()["id"], "other options: another dataset"
+    # refused before the file is validated: each a 422 naming the field and where it came from
+    refusals = [
+        (
+            client.post(URL, files={"file": ("d.zip", b"PK")}, data={"standardize": "false"}),
+            "body.standardize",
+        ),
+        (upload(client, b"PK", name="d.zip", max_categories="3"), "query.max_categories"),
+        (client.post(URL, files={"file": ("d.zip", b"PK")}, data={"image_mode": "CMYK"}), "body.image_mode"),
+        (upload(client, b"a,y\n1,0\n", name="t.csv", label_column="y", image_size="8"), "query.image_size"),
+        (
+            client.post(
+                URL, files={"file": ("d.zip", b"PK")}, data={"image_size": "4"}, params={"image_size": "5"}
+            ),
+            "body.image_size",
+        ),
+    ]
+    for answer, path in refusals:
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.json()["detail"][0]["path"] == path, answer.json()
+
+
 HOSTILE = [
     (
         digits_members(per_class=2) | {"2/broken.png": png(np.zeros((8, 8), np.uint8))[:30]},

@@ -113,3 +113,32 @@ def test_gate_timeout_cancels_what_it_started_on_a_shared_server(tmp_path: Path)
             assert {x["state"] for x in c.candidates(study["id"])} == {"cancelled"}
     finally:
         svc.stop()
+
+
+def test_gate_judges_by_balanced_accuracy(tmp_path: Path) -> None:
+    """The class-balanced metrics are gate metrics: higher is better, judged against the baseline."""
+    from archscreen.cli_common import CliError
+    from archscreen.remote_cli import CiConfig, _judge
+
+    config = tmp_path / "gate.yaml"
+    config.write_text(
+        f"dataset: mnist1d\ncandidates: [{CI / 'candidate-cnn.yaml'}, {CI / 'candidate-logreg.yaml'}]\n"
+        "metric: val_balanced_accuracy\nbaseline_score: 0.75\nrule: {max_regression: 0.1}\n"
+    )
+    cfg = CiConfig(config)
+    assert cfg.metric == "val_balanced_accuracy"
+    # /ranking?metric=val_balanced_accuracy's answer: a majority-class guesser scores 0.5
+    ranking = {
+        "higher_is_better": True,
+        "data": [
+            {"candidate_id": 1, "state": "succeeded", "score": 0.8},
+            {"candidate_id": 2, "state": "succeeded", "score": 0.5},
+        ],
+        "unranked": [],
+    }
+    verdicts, _ = _judge(cfg, ranking, None, {1: "candidate-cnn", 2: "candidate-logreg"})
+    assert [v.failure is None for v in verdicts] == [True, False]
+    assert "val_balanced_accuracy 0.5000 is worse than the baseline's 0.7500" in (verdicts[1].failure or "")
+    config.write_text(config.read_text().replace("val_balanced_accuracy", "balanced_accuracy"))
+    with pytest.raises(CliError, match="val_macro_f1"):
+        CiConfig(config)

@@ -31,7 +31,7 @@ def test_dataset_commands_and_submit_with_a_local_file(tmp_path: Path, examples_
     try:
         svc.wait_healthy()
         rng = np.random.default_rng(0)
-        data = tmp_path / "mine.npz"
+        data = tmp_path / "data (1).npz"  # a browser's second download: not a valid name as it is
         np.savez(
             data, x_train=rng.normal(size=(80, 1, 40)).astype(np.float32), y_train=rng.integers(0, 10, 80)
         )
@@ -41,6 +41,7 @@ def test_dataset_commands_and_submit_with_a_local_file(tmp_path: Path, examples_
         assert ref.startswith("ds_") and "uploaded as" in up.stderr
         again = cli(svc, "dataset", "upload", str(data), "--json")
         assert again.returncode == 0 and json.loads(again.stdout)["ref"] == ref
+        assert json.loads(again.stdout)["name"] == "data _1_.npz", "a valid name derived from the file's"
 
         listed = cli(svc, "dataset", "list")
         assert listed.returncode == 0 and ref in listed.stdout and "classification" in listed.stdout
@@ -56,6 +57,14 @@ def test_dataset_commands_and_submit_with_a_local_file(tmp_path: Path, examples_
         assert (
             used.returncode != 0 and len(used.stderr.strip().splitlines()) == 1 and "used by" in used.stderr
         )
+        table = tmp_path / "t.csv"
+        table.write_text("amount,code,y\n" + "".join(f"{i * 37.5},{i % 4},{i % 2}\n" for i in range(60)))
+        opts = ("--no-standardize", "--categorical-column", "code", "--max-categories", "3", "--json")
+        tab = cli(svc, "dataset", "upload", str(table), "--label-column", "y", *opts)
+        assert tab.returncode == 0, tab.stderr
+        prep = json.loads(tab.stdout)["preprocessing"]
+        assert (prep["standardize"], prep["max_categories"]) == (False, 3)
+        assert {c["name"]: c["kind"] for c in prep["columns"]} == {"amount": "numeric", "code": "categorical"}
         bad = tmp_path / "bad.npz"
         bad.write_bytes(b"not a zip")
         refused = cli(svc, "dataset", "upload", str(bad))

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from archscreen.config import PromotionPolicy
+from archscreen.config import PromotionPolicy, ScreeningConfig
 from archscreen.store import Database
 from tests.services import free_port
 
@@ -70,7 +70,8 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{port}/api/v1"
         done = 3 + 2 * PromotionPolicy().starts
-        deadline = time.monotonic() + 240 + 60 * PromotionPolicy().starts
+        # the demo screens under the default budget (30 epochs, patience 10: core/defaults.py)
+        deadline = time.monotonic() + 360 + 60 * PromotionPolicy().starts
         jobs: dict[str, int] = {}
         while time.monotonic() < deadline:
             studies = httpx.get(f"{base}/studies", headers=headers).json()["data"]
@@ -80,6 +81,8 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
                 break
             time.sleep(0.5)
         assert jobs == {"succeeded": done}, jobs
+        # the demo screens under the service's defaults (core/defaults.py), what a user gets
+        assert studies[0]["screening"] == ScreeningConfig().model_dump(mode="json")
         png = tmp_path / "demo.png"
         plot = subprocess.run(
             [
@@ -180,3 +183,35 @@ def test_token_migrate_and_api_refusing_an_old_schema(tmp_path: Path) -> None:
     assert bad_url.returncode == 1 and "invalid database URL" in bad_url.stderr
     assert len(bad_url.stderr.strip().splitlines()) == 1
     assert "cannot reach the database" in bad_db.stderr and "Traceback" not in bad_db.stderr
+
+
+def test_a_second_up_on_one_data_directory_is_refused_naming_the_first(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHSCREEN_")}
+
+    def up_argv() -> list[str]:
+        # each on a port of its own: only the data directory is shared
+        return [sys.executable, "-m", "archscreen", "up", "--port", str(free_port()), "--workers", "1"]
+
+    first = subprocess.Popen(
+        [*up_argv(), "--data-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None
+        lines: list[str] = []
+        while not any(line.startswith("API token") for line in lines):
+            line = first.stdout.readline()
+            assert line, "the first up exited:\n" + "".join(lines)
+            lines.append(line)
+        second = run_cli(*up_argv()[3:], data_dir=tmp_path)
+        assert second.returncode == 1, second.stdout + second.stderr
+        message = second.stderr.strip()
+        assert len(message.splitlines()) == 1, message
+        assert f"pid {first.pid}" in message and str(tmp_path) in message, message
+        assert first.poll() is None, "the first up keeps running"
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(60)

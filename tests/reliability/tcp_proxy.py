@@ -10,7 +10,11 @@ import threading
 
 class TcpProxy:
     """Forwards ``127.0.0.1:port`` to ``target``; :meth:`cut` drops every connection and refuses
-    new ones (as a dead host would), :meth:`restore` listens again on the same port."""
+    new ones (as a dead host would), :meth:`restore` listens again on the same port.
+
+    :meth:`freeze` keeps every connection open and accepts new ones but forwards no byte (a hung
+    server, or a stalled middlebox): the kernel still acknowledges what is sent, so only a
+    client-side deadline notices. :meth:`thaw` forwards again."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -21,6 +25,8 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -51,7 +57,10 @@ class TcpProxy:
         peers = {a: b, b: a}
         try:
             while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
+                if not self._flowing.is_set():
+                    self._flowing.wait(0.2)
+                    continue
+                readable, _, _ = select.select([a, b], [], [], 0.2)
                 for sock in readable:
                     data = sock.recv(65536)
                     if not data:
@@ -78,6 +87,12 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def restore(self) -> None:
         self.start()

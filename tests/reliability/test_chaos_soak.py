@@ -1,6 +1,7 @@
 """A soak under faults: 200 small candidates through 2 workers on PostgreSQL + Redis while a job
 process is killed (-9), a worker's main process is killed (-9) and restarted, Redis is restarted
-(no persistence: its queue is lost) and the API is restarted.
+(no persistence: its queue is lost), the API is restarted, and a worker is killed (-9) while it holds
+a message it took from Redis and never started (its job process swallows it: a test hook).
 
 Asserted at the end: 0 lost (every candidate's run succeeded), 0 duplicated (one screening run per
 candidate and seed, one curve row per epoch), 0 stuck (nothing queued or running), and curve points
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from archscreen.worker.tasks import SWALLOW_ONCE_ENV
 from tests.services import RunningService, free_port, fresh_postgres_url, need
 
 pytestmark = pytest.mark.slow
@@ -128,6 +130,7 @@ def test_soak_of_200_candidates_through_faults_loses_and_duplicates_nothing(
         f"{svc.url}/api/v1/studies",
         json={"name": "soak", "dataset": "digits", "screening": QUICK},
         headers=auth,
+        timeout=60,  # the API's first request imports the spec code: over httpx's 5 s on a loaded box
     ).json()
     specs = [
         {"spec": {"name": f"mlp{i}", "layers": ["flatten", {"linear": 4 + i}, "relu"], "head": "classifier"}}
@@ -170,6 +173,14 @@ def test_soak_of_200_candidates_through_faults_loses_and_duplicates_nothing(
     svc.start_api()
     svc.wait_healthy()
 
+    # 5. kill -9 a worker while it holds a message it took and never started: its job process
+    # swallows it (test hook), so the job stays queued, its message unacked in Redis
+    held = svc.tmp / "held-job"
+    svc.start_worker("w4", concurrency=1, **{SWALLOW_ONCE_ENV: str(held)})
+    wait_until(lambda: held.exists() and held.read_text(), 120, "w4 to hold a message", svc)
+    held_job = int(held.read_text())
+    svc.kill("w4", signal.SIGKILL)
+
     engine = create_engine(db_url)
     with engine.connect() as conn:
         snapshot = {
@@ -188,6 +199,8 @@ def test_soak_of_200_candidates_through_faults_loses_and_duplicates_nothing(
             text("SELECT candidate_id, count(*) FROM jobs WHERE kind = 'screen' GROUP BY candidate_id")
         )
         assert {n for _, n in runs} == {1}, "one screening run per candidate (one seed)"
+        held_state = conn.execute(text("SELECT state FROM jobs WHERE id = :id"), {"id": held_job}).scalar()
+        assert held_state == "succeeded", "the job whose message the killed worker held ran after all"
         rows = list(conn.execute(text("SELECT job_id, epoch, train_loss, val_loss FROM epoch_metrics")))
         epochs = conn.execute(
             text(

@@ -42,6 +42,7 @@ def populated(
             f"{svc.url}/api/v1/studies",
             json={"name": "fuzz", "dataset": "mnist1d", "screening": QUICK},
             headers=auth,
+            timeout=60,  # the first study imports the dataset registry (torch): slow on a loaded host
         ).json()
         cands = httpx.post(f"{svc.url}/api/v1/studies/{study['id']}/candidates", json=SPECS, headers=auth)
         assert cands.status_code == 201, cands.text

@@ -268,3 +268,37 @@ def test_auto_promotion_after_a_cancel_ends_screening(migrated: Database, tmp_pa
     with migrated.session() as s:
         assert ranking.studies_awaiting_auto_promotion(s) == []
         assert s.get(Study, sid).version > version  # type: ignore[union-attr]
+
+
+def test_a_promotion_check_is_due_once_per_study_and_only_where_it_can_promote(migrated: Database) -> None:
+    manual = make_study(migrated, "manual")
+    auto = make_study(migrated, "auto", policy={"top_k": 1, "auto": True})
+    jobs = {sid: add(migrated, sid) for sid in (manual, auto)}
+    with migrated.session() as s:
+        for job_id in jobs[manual]:
+            job_store.request_cancel(s, job_id)
+        job_store.request_cancel(s, jobs[auto][0])
+    with migrated.session() as s:
+        assert not promotion.check_due(s, manual, 30)  # auto off: nothing could promote
+        assert not promotion.check_due(s, auto, 30)  # a screening run is still queued
+        job_store.request_cancel(s, jobs[auto][1])
+    with migrated.session() as s:
+        assert promotion.check_due(s, auto, 30)
+    with migrated.session() as s:
+        assert not promotion.check_due(s, auto, 30)  # sent: not again within the window
+        # once the window has passed (the message may be lost) it is due again
+        s.query(Study).filter_by(id=auto).update({"promotion_check_at": utcnow() - timedelta(seconds=31)})
+        assert promotion.check_due(s, auto, 30)
+        s.query(Study).filter_by(id=auto).update({"promotion_check_at": None})
+        assert ranking.claim_auto_promotion(s, auto)
+        assert not promotion.check_due(s, auto, 30)  # promoted: never again
+
+
+def test_queued_of_names_the_jobs_no_process_claimed(migrated: Database) -> None:
+    sid = make_study(migrated)
+    queued, claimed = add(migrated, sid)
+    with migrated.session() as s:
+        assert job_store.claim(s, claimed, "w", 30) is not None
+    with migrated.session() as s:
+        assert job_store.queued_of(s, [queued, claimed]) == [(queued, "screen")]
+        assert job_store.queued_of(s, []) == []

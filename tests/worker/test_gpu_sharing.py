@@ -223,3 +223,13 @@ def test_a_shared_job_records_its_share_and_cuda_graphs_is_a_noop_on_the_cpu(
     assert result["cuda_graphs"] == "CUDA graphs off: CUDA graphs need a CUDA device; this job trains on cpu"
     assert "CUDA graphs off: CUDA graphs need a CUDA device" in caplog.text
     assert "GPU 0 shared by 8 job processes: memory fraction 0.1187 (not applied" in caplog.text
+
+
+def test_pin_names_the_gpu_without_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(gpu_share.PINNED_GPU_ENV, raising=False)
+    try:
+        gpu_share.pin("2")  # what `archscreen worker --gpus` does in each GPU's worker
+        assert gpu_share.pinned_gpu() == "2"
+    finally:
+        gpu_share.pin(None)
+    assert gpu_share.pinned_gpu() is None

@@ -63,6 +63,8 @@ def test_a_succeeded_run_deletes_its_checkpoint(tmp_path: Path) -> None:
     db, settings, _, job_id = setup(tmp_path)
     assert execute(db, settings, job_id) == "succeeded"
     assert files(settings, job_id) == []
+    # and its folder, left empty (issue 25, item 7)
+    assert not (settings.resolved_artifacts_dir / "jobs" / str(job_id)).exists()
 
 
 def test_checkpoints_are_kept_when_retention_is_off(tmp_path: Path) -> None:
@@ -83,6 +85,7 @@ def test_a_tuning_job_hands_over_its_model_and_drops_its_run_checkpoint(tmp_path
     assert execute(db, settings, tune_id) == "succeeded"
     # the job's files are gone: its weights are the model file in the model store, stored once
     assert files(settings, tune_id) == []
+    assert not (settings.resolved_artifacts_dir / "jobs" / str(tune_id)).exists()
     with db.session() as s:
         row = job_by_id(s, tune_id)
         assert row.model_key is not None and row.model_bytes

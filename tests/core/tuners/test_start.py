@@ -74,3 +74,11 @@ def test_default_tuner_without_a_screening_follows_the_default_screening() -> No
     assert default_tuner_for(None) == default_tuner_for(DEFAULT_SCREENING_BASE) == "fd2-adam"
     with pytest.raises(ValueError, match="no default tuner"):
         default_tuner_for("rmsprop")
+
+
+def test_a_switched_screeners_name_reads_as_its_base() -> None:
+    from archscreen.core.tuners.start import screening_optimizer
+
+    name = "alrao-adam+body[0.001..]+recentre@10w1+plateau(min_steps=0)"
+    assert screening_optimizer(name) == "adam" and default_tuner_for(name) == "fd2-adam"
+    assert screening_optimizer("adam@0.001+plateau") is None

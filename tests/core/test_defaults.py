@@ -1,0 +1,129 @@
+"""One definition of every screening default (core/defaults.py): each entry point reads it.
+
+Fails when core (``TrainConfig``, ``AlraoScreener``), the study model (``ScreeningConfig``), the
+OpenAPI schema, the CLI's flags (``screen``, ``grid``, ``tune``, ``submit``), the CI gate or
+``up --demo`` drift from it, or when a ``ScreeningConfig`` field has no core field to go to.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archscreen.cli import build_parser
+from archscreen.cli_common import model_from_args
+from archscreen.config import ScreeningConfig
+from archscreen.core.defaults import SCREENING
+from archscreen.core.screening import AlraoScreener, screening_run, stop_rule_suffix
+from archscreen.core.training.loop import TrainConfig
+from tests.conftest import EXAMPLES
+
+RUN_FIELDS = [n for n in ScreeningConfig.model_fields if n not in ScreeningConfig.STUDY_FIELDS]
+
+
+def _core_default(name: str) -> Any:
+    for cls in (AlraoScreener, TrainConfig):
+        for f in fields(cls):
+            if f.name == name:
+                assert f.default is not MISSING, name
+                return f.default
+    raise AssertionError(f"ScreeningConfig.{name} goes to no core field (AlraoScreener, TrainConfig)")
+
+
+@pytest.mark.parametrize("name", RUN_FIELDS)
+def test_every_option_has_one_core_field_and_its_default(name: str) -> None:
+    screener_names = {f.name for f in fields(AlraoScreener)}
+    train_names = {f.name for f in fields(TrainConfig)}
+    assert (name in screener_names) != (name in train_names), name  # exactly one home
+    assert (name in screener_names) == (name in ScreeningConfig.SCREENER_FIELDS), name
+    model_default = ScreeningConfig.model_fields[name].default
+    assert model_default == _core_default(name), name
+    if hasattr(SCREENING, name):
+        assert model_default == getattr(SCREENING, name), name
+
+
+def test_the_default_run_is_cores_default_run_and_the_measured_budget() -> None:
+    screener, config = ScreeningConfig().run(seed=3)
+    assert screener == AlraoScreener() and config == TrainConfig(seed=3)
+    assert (config.max_epochs, config.patience) == (30, 10)  # docs/fidelity.md's measured budget
+    assert screener.name == "alrao-adam" and stop_rule_suffix(config) == ""
+
+
+def test_switches_reach_the_run_and_its_name() -> None:
+    cfg = ScreeningConfig(recentre_after=10, body_lr_min=1e-3, stop_rule="plateau", plateau_min_steps=0)
+    screener, config = cfg.run(seed=0)
+    assert (screener.recentre_after, screener.recentre_width, screener.body_lr_min) == (10, 1.0, 1e-3)
+    assert (config.stop_rule, config.plateau_min_steps) == ("plateau", 0)
+    assert screener.name == "alrao-adam+body[0.001..]+recentre@10w1"
+    assert stop_rule_suffix(config) == "+plateau(min_steps=0)"
+    assert ScreeningConfig(switch_theta=0.9999).run(seed=0)[0].name == "alrao-adam+theta0.9999"
+    with pytest.raises(ValueError, match="unknown screening option"):
+        screening_run({"max_epoch": 3})
+
+
+def test_openapi_defaults_are_the_models(tmp_path: Path) -> None:
+    from archscreen.api.app import create_app
+    from archscreen.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path), check_schema=False)
+    props = app.openapi()["components"]["schemas"]["ScreeningConfig"]["properties"]
+    for name in RUN_FIELDS:
+        assert props[name].get("default") == ScreeningConfig.model_fields[name].default, name
+    assert props["max_epochs"]["default"] == SCREENING.max_epochs
+
+
+def _parsed(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+@pytest.mark.parametrize("command", ["screen", "grid", "tune"])
+def test_local_cli_flags_default_to_the_model(command: str) -> None:
+    extra = ["--lrs", "0.1"] if command == "grid" else []
+    args = _parsed(command, str(EXAMPLES / "mlp.yaml"), "--dataset", "mnist1d", *extra)
+    assert model_from_args(ScreeningConfig, args, exclude=ScreeningConfig.STUDY_FIELDS) == ScreeningConfig()
+    for name in RUN_FIELDS:
+        if command == "screen" or name not in ScreeningConfig.SCREENER_FIELDS:
+            assert getattr(args, name) == ScreeningConfig.model_fields[name].default, name
+        else:  # plain runs have no screener options
+            assert not hasattr(args, name), name
+
+
+def test_submit_sends_only_the_flags_given_and_has_every_option() -> None:
+    args = _parsed("submit", "a.yaml", "--study", "s")
+    assert all(hasattr(args, name) for name in ScreeningConfig.model_fields)
+    given = model_from_args(ScreeningConfig, args, only_given=True)
+    assert given.model_dump(exclude_unset=True) == {}  # the service's defaults apply
+    args = _parsed("submit", "a.yaml", "--study", "s", "--recentre-after", "10", "--seeds", "0,1")
+    given = model_from_args(ScreeningConfig, args, only_given=True)
+    assert given.model_dump(exclude_unset=True) == {"recentre_after": 10, "seeds": [0, 1]}
+
+
+def test_ci_gate_checks_its_screening_against_the_model(tmp_path: Path) -> None:
+    from archscreen.cli_common import CliError
+    from archscreen.remote_cli import CiConfig
+
+    spec = EXAMPLES / "ci" / "candidate-cnn.yaml"
+    base = f"dataset: mnist1d\ncandidates: [{spec}]\nrule: {{top_k: 1}}\n"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(base)
+    assert CiConfig(plain).screening == {}  # nothing sent: the service's defaults, the model's
+    switched = tmp_path / "switched.yaml"
+    switched.write_text(base + "screening: {stop_rule: plateau, recentre_after: 10}\n")
+    assert CiConfig(switched).screening == {"stop_rule": "plateau", "recentre_after": 10}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "screening: {max_epochs: 0}\n")
+    with pytest.raises(CliError, match=r"screening\.max_epochs: Input should be greater"):
+        CiConfig(bad)
+
+
+def test_demo_uses_the_service_defaults() -> None:
+    import inspect
+
+    from archscreen import demo
+
+    source = inspect.getsource(demo.submit_demo)
+    assert "screening=None" in source and "max_epochs" not in source
