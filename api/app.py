@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +69,16 @@ class RequestLatency:
             self.histogram.labels(scope["method"], template, str(status)).observe(time.perf_counter() - t0)
 
 
+def _warm_imports() -> None:
+    """Import the spec and dataset code (torch, scikit-learn) off the event loop at start-up.
+
+    The routes import them lazily so the API starts at once; without this, the first study or
+    candidate POST paid the import (10-17 s on a loaded 2-core box) and clients with a 5 s timeout
+    gave up on it."""
+    import archscreen.core.data
+    import archscreen.core.spec  # noqa: F401
+
+
 def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
     """Build the app; refuses to start (raises ``SchemaOutOfDate``) if the schema is not at head."""
     settings = settings or Settings()
@@ -83,6 +94,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=_warm_imports, name="archscreen-warm-imports", daemon=True).start()
         yield
         db.dispose()
 
