@@ -33,17 +33,19 @@ one line naming the member (or the Parquet row).
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .base import DatasetError
+from .preprocess import STATE_KEY
 
 ImageFormat = Literal["image_zip", "image_parquet"]
 ImageMode = Literal["L", "RGB"]
@@ -403,6 +405,33 @@ def parse_size(text: str) -> tuple[int, int]:
     return (values[0], values[-1])
 
 
+IMAGE_STATE_KIND = "image"  # the preprocessing state's kind (a table's state has none)
+
+
+def image_state(facts: ImageFacts) -> dict[str, object]:
+    """The input normalisation stored in the canonical ``.npz`` (under ``preprocessing_json``, as
+    a table's preprocessing is): pixels times ``scale``, minus the train ``mean``, divided by the
+    train ``std`` (1 for a constant channel), per channel."""
+    return {
+        "kind": IMAGE_STATE_KIND,
+        "version": 1,
+        "scale": 1.0 / 255.0,
+        "mean": list(facts.mean),
+        "std": [s if s > 0 else 1.0 for s in facts.std],
+    }
+
+
+def normalise_images(x: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+    """``(N, C, H, W)`` raw pixels (0..255) -> the float32 inputs the network is trained on; the
+    same float32 operations, in the same order, as :class:`~archscreen.core.training.inputs.ImageInput`."""
+    shape = (1, -1, 1, 1)
+    mean = np.asarray(state["mean"], np.float32).reshape(shape)
+    std = np.asarray(state["std"], np.float32).reshape(shape)
+    scaled = x.astype(np.float32, copy=False) * np.float32(state["scale"])
+    out: np.ndarray = (scaled - mean) / std
+    return out
+
+
 def write_image_npz(
     src: str | os.PathLike[str],
     fmt: ImageFormat,
@@ -423,5 +452,6 @@ def write_image_npz(
         size=parse_size(size) if size else None,
         mode=mode,
     )
-    np.savez(out, **arrays)  # type: ignore[arg-type]
+    state = np.frombuffer(json.dumps(image_state(facts)).encode(), np.uint8)
+    np.savez(out, **arrays, **{STATE_KEY: state})  # type: ignore[arg-type]
     return classes, asdict(facts)
