@@ -19,7 +19,7 @@ from pydantic import (
 # a study's config models live in archscreen.config (store/ and worker/ read them too)
 from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, SearchConfig, default_tuner
 from archscreen.core.names import TunerName
-from archscreen.store.models import JobState
+from archscreen.store.models import DatasetFormat, JobState
 
 T = TypeVar("T")
 
@@ -477,6 +477,17 @@ class StudySummary(BaseModel):
 # ---------------------------------------------------------------------------- datasets
 
 
+class ImageFactsOut(BaseModel):
+    """How an image upload was converted (:mod:`archscreen.core.data.images`)."""
+
+    mode: Literal["L", "RGB"]
+    height: int
+    width: int
+    mean: list[float] = Field(description="Per channel, on the train split, pixels scaled to 0..1.")
+    std: list[float] = Field(description="Per channel, on the train split, pixels scaled to 0..1.")
+    median_source_size: list[int] = Field(description="[height, width] of the images as uploaded.")
+
+
 class TableColumnOut(BaseModel):
     """One feature column of a table and what its preprocessing does (fitted on the train split)."""
 
@@ -512,7 +523,7 @@ class DatasetOut(BaseModel):
     id: int
     ref: str = Field(description='What a study\'s "dataset" field names: ds_<id>.')
     name: str
-    format: Literal["npz", "parquet", "csv"]
+    format: DatasetFormat
     label_column: str | None
     sha256: str = Field(description="sha256 of the uploaded file.")
     size_bytes: int
@@ -524,6 +535,7 @@ class DatasetOut(BaseModel):
     vocab_size: int | None
     classes: list[str] | None = Field(description="Class names, for a table with string labels.")
     split_sizes: dict[str, int]
+    image: ImageFactsOut | None = Field(None, description="For an image upload: its conversion.")
     class_counts: dict[str, list[int]] | None = Field(
         None, description="Classification: samples per class id in each split."
     )

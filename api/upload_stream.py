@@ -27,6 +27,7 @@ from archscreen.api.errors import ApiValidationError, item
 
 FORM_FIELDS = ("name", "format", "label_column")
 OPTION_FIELDS = ("standardize", "categorical_columns", "max_categories")  # a table's preprocessing
+IMAGE_FIELDS = ("image_size", "image_mode")  # an image upload's (api/image_upload.py)
 REPEATED_FIELD = "categorical_columns"  # its values are joined with "," (the query's comma form)
 MAX_FIELD_BYTES = 1000
 # bytes of a multipart body besides the file: boundaries, part headers, the text fields
@@ -125,14 +126,15 @@ class _FormReader:
                 raise ApiValidationError([item(["body", name], "one file per upload: a second file part")])
             self.part_name, self.filename = name, filename.decode("utf-8", errors="replace")
             self._in_file = True
-        elif name in FORM_FIELDS or name in OPTION_FIELDS:
+        elif name in FORM_FIELDS or name in OPTION_FIELDS or name in IMAGE_FIELDS:
             self._text = bytearray()
         else:
             raise ApiValidationError(
                 [
                     item(
                         ["body", name or "(unnamed)"],
-                        f"unknown form field; expected a file part and {FORM_FIELDS + OPTION_FIELDS}",
+                        "unknown form field; expected a file part and "
+                        f"{FORM_FIELDS + OPTION_FIELDS + IMAGE_FIELDS}",
                     )
                 ]
             )

@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ def check_command(
     out: Path,
     settings: Settings,
     options: TableOptions | None = None,
+    image_args: Sequence[str] = (),
 ) -> list[str]:
     cmd = [
         sys.executable,
@@ -108,7 +110,8 @@ def check_command(
         "--max-bytes",
         str(settings.max_dataset_unpacked_bytes),
     ]
-    return cmd + (["--label-column", label_column] if label_column else []) + option_flags(options)
+    cmd += ["--label-column", label_column] if label_column else []
+    return cmd + option_flags(options) + list(image_args)
 
 
 def option_flags(options: TableOptions | None) -> list[str]:
@@ -129,11 +132,12 @@ def check_file(
     out: Path,
     settings: Settings,
     options: TableOptions | None = None,
+    image_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Validate ``src`` in the sandbox: its facts, or :class:`ApiValidationError` (422) /
     :class:`LimitExceeded` (413, a table over ``ARCHSCREEN_MAX_DATASET_UNPACKED_BYTES``)."""
     outcome = run_limited(
-        check_command(src, fmt, label_column, out, settings, options),
+        check_command(src, fmt, label_column, out, settings, options, image_args),
         src.parent,
         memory_bytes=settings.dataset_check_memory_bytes,
         timeout_s=settings.dataset_check_timeout_s,

@@ -150,7 +150,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     prep = f.get("preprocessing")
     labels = None
     if data.suffix.lower() in TABLE_SUFFIXES:
-        if prep is None:
+        if prep is None or prep.get("kind") == "image":  # an image model takes an .npz of raw images
             raise CliError(f"{model_path}: this model was not trained on a table; give an .npz of its inputs")
         x, labels = table_inputs(data, prep, args.split)
     else:

@@ -257,7 +257,7 @@ class ProgressReporter:
 # ------------------------------------------------------------------------------ submit / status
 
 
-DATASET_SUFFIXES = (".npz", ".parquet", ".pq", ".csv")
+DATASET_SUFFIXES = (".npz", ".parquet", ".pq", ".csv", ".zip")
 
 
 def _is_dataset_file(value: str) -> bool:

@@ -33,7 +33,7 @@ JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged")
 JobKind = Literal["screen", "tune"]
-DatasetFormat = Literal["npz", "parquet", "csv"]
+DatasetFormat = Literal["npz", "parquet", "csv", "image_zip", "image_parquet"]
 JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 
 # Stable constraint names so Alembic migrations (and their downgrades) can refer to them.

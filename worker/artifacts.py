@@ -72,10 +72,9 @@ def model_payload(
     the study's dataset (``mnist1d``, ``ds_<id>``) rather than the worker's local file.
     """
     if preprocessing is not None:
-        from archscreen.core.data.preprocess import TablePreprocessor
-        from archscreen.core.training.inputs import TableInput
+        from archscreen.core.training.inputs import input_module
 
-        buffers = TableInput(TablePreprocessor.from_state(preprocessing)).state_dict()
+        buffers = input_module(preprocessing).state_dict()
         state_dict = {**{f"input.{k}": v for k, v in buffers.items()}, **state_dict}
     return {
         "format": FORMAT,

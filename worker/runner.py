@@ -376,7 +376,7 @@ def _run(
         ).to_dict()
         if out["stopped_because"] not in ("cancelled", "diverged"):
             info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
-            prep = dataset_preprocessing(dataset)  # a table's: the exported model takes raw rows
+            prep = dataset_preprocessing(dataset)  # a table's or images': the model takes raw input
             model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id, prep)
     else:
         raise ValueError(f"unknown job kind {kind!r}")

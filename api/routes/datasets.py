@@ -27,7 +27,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -36,10 +36,19 @@ from starlette.requests import ClientDisconnect
 
 from archscreen.api.deps import DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
+from archscreen.api.image_upload import (
+    IMAGE_MODE_DOC,
+    IMAGE_SIZE_DOC,
+    IMAGE_SIZE_PATTERN,
+    NO_LABEL,
+    ImageOptions,
+    resolve_images,
+)
 from archscreen.api.limits import LimitExceeded, ValidationSlots, host_validation_slots
 from archscreen.api.schemas import DatasetOut, ErrorResponse, LimitResponse, Page, TooLargeResponse
 from archscreen.api.upload_stream import (
     FORM_FIELDS,
+    IMAGE_FIELDS,
     OPTION_FIELDS,
     Received,
     UploadTooLarge,
@@ -61,14 +70,18 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such dataset."}
 }
-FORMATS: tuple[DatasetFormat, ...] = ("npz", "parquet", "csv")
+FORMATS: tuple[DatasetFormat, ...] = ("npz", "parquet", "csv", "image_zip", "image_parquet")
+NO_LABEL_FORMATS = ("npz", "image_zip")  # targets inside the file: y_* arrays, class folders
+FORMAT_HINT = (
+    "give format (npz, parquet, csv, image_zip or image_parquet), or a name ending in a suffix of those"
+)
 SUFFIX_FORMAT: dict[str, DatasetFormat] = {
     ".npz": "npz",
     ".parquet": "parquet",
     ".pq": "parquet",
     ".csv": "csv",
+    ".zip": "image_zip",
 }
-NPZ_NO_LABEL = "an .npz names its targets y_*: no label column"
 # What the request log and metrics record for an upload the client abandoned (nginx's code): it
 # is the client's doing, not a server error, and nobody reads the answer.
 CLIENT_CLOSED_REQUEST = 499
@@ -96,6 +109,7 @@ def dataset_out(record: DatasetRecord, *, created: bool = False) -> DatasetOut:
         vocab_size=facts.get("vocab_size"),
         classes=facts.get("classes"),
         split_sizes=facts["split_sizes"],
+        image=facts.get("image"),
         class_counts=facts.get("class_counts"),
         dropped_rows_missing_label=facts.get("dropped_rows_missing_label"),
         preprocessing=facts.get("preprocessing"),
@@ -139,12 +153,14 @@ class QueryOptions:
 
 
 def table_options(fmt: str | None, given: QueryOptions, where: str = "query") -> TableOptions | None:
-    """A table's options (defaults for what is not given); None for an ``.npz`` (422 if any is given)."""
-    if fmt == "npz":
+    """A table's options (defaults for what is not given); None for an ``.npz`` or images (422 if
+    any is given)."""
+    if fmt in ("npz", "image_zip", "image_parquet"):
+        what = "an .npz is stored as it is" if fmt == "npz" else f"an {fmt} upload holds images"
         for field in OPTION_FIELDS:
             if getattr(given, field) is not None:
                 raise ApiValidationError(
-                    [item([where, field], "an .npz is stored as it is: preprocessing options are for tables")]
+                    [item([where, field], f"{what}: preprocessing options are for tables")]
                 )
         return None
     names = tuple(
@@ -263,21 +279,15 @@ def resolve_params(query: dict[str, str | None], received: Received | None) -> U
         return "query" if received is None or query.get(key) is not None else "body"
 
     if fmt not in FORMATS:
-        raise ApiValidationError(
-            [
-                item(
-                    [where("format"), "format"],
-                    "give format (npz, parquet or csv), or a name ending in .npz/.parquet/.csv",
-                )
-            ]
-        )
+        raise ApiValidationError([item([where("format"), "format"], FORMAT_HINT)])
     label_column = values["label_column"] or None
-    if fmt != "npz" and not label_column:
+    if fmt not in NO_LABEL_FORMATS and not label_column:
         raise ApiValidationError(
             [item([where("label_column"), "label_column"], f"a {fmt} table needs the label column's name")]
         )
-    if fmt == "npz" and label_column:
-        raise ApiValidationError([item([where("label_column"), "label_column"], NPZ_NO_LABEL)])
+    if fmt in NO_LABEL_FORMATS and label_column:
+        message = f"{NO_LABEL[fmt]}: no label column"
+        raise ApiValidationError([item([where("label_column"), "label_column"], message)])
     return UploadParams(name, fmt, label_column)
 
 
@@ -314,8 +324,8 @@ FORM_SCHEMA: dict[str, Any] = {
         "file": {
             "type": "string",
             "format": "binary",
-            "description": "The dataset file; its filename's suffix (or a part named npz, parquet or "
-            "csv) gives the format.",
+            "description": "The dataset file; its filename's suffix (.zip: image_zip), or a part named "
+            "after a format, gives the format.",
         },
         "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": dataset_store.NAME_PATTERN},
         "format": {"type": "string", "enum": list(FORMATS)},
@@ -327,11 +337,23 @@ FORM_SCHEMA: dict[str, Any] = {
             "description": "A table's integer columns to one-hot (comma-separated, or the field repeated).",
         },
         "max_categories": {"type": "integer", "minimum": 1, "maximum": MAX_CATEGORIES_LIMIT},
+        "image_size": {"type": "string", "pattern": IMAGE_SIZE_PATTERN, "description": IMAGE_SIZE_DOC},
+        "image_mode": {"type": "string", "enum": ["L", "RGB"], "description": IMAGE_MODE_DOC},
     },
     # an npz names its targets y_* and is stored as it is: it takes no label column and no table
     # options (the API answers 422 naming the field)
     "if": {"required": ["format"], "properties": {"format": {"const": "npz"}}},
-    "then": {"not": {"anyOf": [{"required": [key]} for key in ("label_column", *OPTION_FIELDS)]}},
+    "then": {
+        "not": {"anyOf": [{"required": [key]} for key in ("label_column", *OPTION_FIELDS, *IMAGE_FIELDS)]}
+    },
+    # images take no table options; an image zip's class is its folder (no label column)
+    "allOf": [
+        {
+            "if": {"required": ["format"], "properties": {"format": {"const": fmt}}},
+            "then": {"not": {"anyOf": [{"required": [key]} for key in (*no_label, *OPTION_FIELDS)]}},
+        }
+        for fmt, no_label in (("image_zip", ("label_column",)), ("image_parquet", ()))
+    ],
 }
 
 
@@ -391,6 +413,8 @@ async def upload_dataset(
     standardize: StandardizeQuery = None,
     categorical_columns: CategoricalQuery = None,
     max_categories: MaxCategoriesQuery = None,
+    image_size: Annotated[str | None, Query(pattern=IMAGE_SIZE_PATTERN, description=IMAGE_SIZE_DOC)] = None,
+    image_mode: Annotated[Literal["L", "RGB"] | None, Query(description=IMAGE_MODE_DOC)] = None,
 ) -> Any:
     """Upload a dataset file, as the raw body or as the file part of a multipart/form-data body
     (streamed to disk either way), validated before it is stored; the same bytes (with the same
@@ -398,12 +422,15 @@ async def upload_dataset(
     unless ``standardize=false``: the response's ``preprocessing`` says what was done."""
     query = {"name": name, "format": format, "label_column": label_column}
     option_query = QueryOptions(standardize, categorical_columns, max_categories)
+    images = ImageOptions(image_size, image_mode)
     multipart = is_multipart(request)
     with contextlib.ExitStack() as stack:
         try:
             if not multipart:
                 # no format or label column, or options for an npz: 422 before the body is read
-                resolve_options(resolve_params(query, None), option_query, None)
+                params = resolve_params(query, None)
+                resolve_options(params, option_query, None)
+                resolve_images(params.format, images, None)
             _, total = await anyio.to_thread.run_sync(_check_count, session, settings, tenant)
             stack.enter_context(validation_slots(request, settings).hold(tenant.id))
         except (ApiValidationError, LimitExceeded):
@@ -427,8 +454,9 @@ async def upload_dataset(
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         params = resolve_params(query, received if multipart else None)
         options = resolve_options(params, option_query, received if multipart else None)
+        images = resolve_images(params.format, images, received.fields if multipart else None)
         return await _validate_and_store(
-            session, settings, tenant, params, options, received, upload, canonical, total
+            session, settings, tenant, params, (options, images), received, upload, canonical, total
         )
 
 
@@ -452,14 +480,15 @@ async def _validate_and_store(
     settings: Settings,
     tenant: Tenant,
     params: UploadParams,
-    options: TableOptions | None,
+    given: tuple[TableOptions | None, ImageOptions],
     received: Received,
     upload: Path,
     canonical: Path,
     total: int,
 ) -> JSONResponse:
     label = params.label_column or ""
-    options_key = options.key_sha256() if options is not None else ""
+    options, images = given
+    options_key = images.key(options.key_sha256() if options is not None else "")
     existing = await anyio.to_thread.run_sync(
         dataset_store.by_content, session, tenant.id, received.sha256, label, options_key
     )
@@ -467,8 +496,16 @@ async def _validate_and_store(
         return JSONResponse(dataset_out(existing).model_dump(mode="json"), status_code=200)
     _check_total(settings, total, received.size)
     facts = await anyio.to_thread.run_sync(
-        check_file, upload, params.format, params.label_column, canonical, settings, options
+        check_file,
+        upload,
+        params.format,
+        params.label_column,
+        canonical,
+        settings,
+        options,
+        images.child_args(),
     )
+    fmt = facts.pop("format", params.format)  # a Parquet with an image-bytes column is image_parquet
     kept = Path(facts.pop("canonical"))
     blob_sha = received.sha256 if kept == upload else await anyio.to_thread.run_sync(_sha256_of, kept)
     await anyio.to_thread.run_sync(store_for(settings).put, kept, blob_sha)
@@ -478,7 +515,7 @@ async def _validate_and_store(
             session,
             tenant.id,
             name=params.name,
-            format=params.format,
+            format=fmt,
             label_column=label,
             sha256=received.sha256,
             blob_sha256=blob_sha,

@@ -1,7 +1,8 @@
 """Validate an uploaded dataset file and write its canonical ``.npz`` (``-m archscreen.core.data.check``).
 
 Run by the service in a child process with memory and CPU limits (a hostile file can cost that
-process, never the API). Reads ``SRC`` as ``--format`` (``npz``, ``parquet`` or ``csv``), applies
+process, never the API). Reads ``SRC`` as ``--format`` (``npz``, ``parquet`` or ``csv``; images:
+``image_zip`` or ``image_parquet``, :mod:`archscreen.core.data.images`), applies
 the ``.npz`` rules of :mod:`archscreen.core.data.npz` (keys, shapes, dtypes, label ranges,
 NaN/inf, ``allow_pickle=False``, the uncompressed-size limit checked without inflating), and
 writes the arrays the workers will read to ``--out`` (for an ``.npz`` upload: the file itself is
@@ -29,6 +30,7 @@ import numpy as np
 from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, TableOptions
 
 from .base import DatasetError
+from .images import IMAGE_FORMATS, is_image_parquet, write_image_npz
 from .npz import NpzDataset, check_contiguous_ids
 from .preprocess import STATE_KEY, TablePreprocessor
 from .table_size import TableTooLarge, check_table_size, measure_table
@@ -45,11 +47,26 @@ def inspect(
     out: Path,
     max_bytes: int,
     options: TableOptions | None = None,
+    **image_options: Any,
 ) -> dict[str, Any]:
-    """Validate ``src``; returns the facts the API stores. Raises :class:`DatasetError`."""
+    """Validate ``src``; returns the facts the API stores. Raises :class:`DatasetError`.
+
+    ``image_options`` (``size``, ``mode``) apply to the image formats only."""
     classes: list[str] | None = None
     table_facts: dict[str, Any] = {}
-    if fmt == "npz":
+    image: dict[str, object] | None = None
+    if fmt == "parquet" and is_image_parquet(src):
+        fmt = "image_parquet"  # a label beside an image-bytes column: images, not features
+    if fmt in IMAGE_FORMATS:  # before check_table_size, which would judge an image Parquet as a table
+        classes, image = write_image_npz(src, fmt, out, max_bytes, label_column=label_column, **image_options)
+        if classes is None:  # integer labels: the ids must be 0..K-1, as for a table
+            with np.load(out, allow_pickle=False) as arrays:
+                labels = [arrays[key] for key in arrays.files if key.startswith("y_")]
+            check_contiguous_ids(labels, f"label column {label_column!r}")
+        canonical = out
+    elif any(v is not None for v in image_options.values()):
+        raise DatasetError(f"image_size and image_mode are for images; this {fmt} file holds none")
+    elif fmt == "npz":
         canonical = src
     elif fmt in ("parquet", "csv"):
         if not label_column:
@@ -74,6 +91,8 @@ def inspect(
     if info.task == "classification":
         facts["class_counts"] = dataset.class_counts()  # from the labels alone, like split_sizes
     facts.update(table_facts)
+    facts["image"] = image
+    facts["format"] = fmt  # an image Parquet is found in here, not by the API
     facts["canonical"] = str(canonical)
     return facts
 
@@ -92,13 +111,15 @@ def _preprocessing_report(state_bytes: np.ndarray) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m archscreen.core.data.check", description=__doc__)
     ap.add_argument("src", type=Path)
-    ap.add_argument("--format", required=True, choices=["npz", "parquet", "csv"])
+    ap.add_argument("--format", required=True, choices=["npz", "parquet", "csv", *IMAGE_FORMATS])
     ap.add_argument("--label-column")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-bytes", type=int, required=True)
     ap.add_argument("--no-standardize", action="store_true", help="keep numeric columns as they are")
     ap.add_argument("--categorical-column", action="append", default=[], help="an integer column to one-hot")
     ap.add_argument("--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES)
+    ap.add_argument("--image-size", help="images: N or HxW (default: the median size, capped)")
+    ap.add_argument("--image-mode", choices=["L", "RGB"], help="images (default: RGB if any is colour)")
     args = ap.parse_args(argv)
     options = TableOptions(
         standardize=not args.no_standardize,
@@ -113,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out,
             max_bytes=args.max_bytes,
             options=options,
+            size=args.image_size,
+            mode=args.image_mode,
         )
     except TableTooLarge as exc:
         print(json.dumps({"detail": str(exc), "limit": exc.limit, "current": exc.current}), file=sys.stderr)

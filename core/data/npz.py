@@ -29,6 +29,8 @@ import torch
 
 from ._util import check_seed, float_tensor, long_tensor, permutation_split
 from .base import Dataset, DatasetError, DatasetInfo, DatasetSplits, Task
+from .images import IMAGE_STATE_KIND, normalise_images
+from .preprocess import read_state
 
 DEFAULT_MAX_BYTES = 512 * 2**20
 VAL_FRACTION = 0.15
@@ -287,7 +289,12 @@ class NpzDataset(Dataset):
             if s not in parts:
                 parts[s] = (arrays[f"x_{s}"], arrays[f"y_{s}"])
 
+        state = read_state(str(self.path))
+        images = state if state is not None and state.get("kind") == IMAGE_STATE_KIND else None
+
         def xt(a: np.ndarray) -> torch.Tensor:
+            if images is not None:  # an image upload's pixels, normalised as its exported model does
+                return float_tensor(normalise_images(a, images))
             return long_tensor(a) if info.input_kind == "tokens" else float_tensor(a)
 
         def yt(a: np.ndarray) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The input module of an exported model: a table's preprocessing as torch buffers.
+"""The input module of an exported model: a table's preprocessing, or an image upload's
+normalisation (:class:`ImageInput`), as torch buffers.
 
 :class:`TableInput` does what :meth:`TablePreprocessor.transform
 <archscreen.core.data.preprocess.TablePreprocessor.transform>` does, with the same float32
@@ -11,9 +12,12 @@ and vocabularies (strings) travel beside it in the file (``f["preprocessing"]``)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from archscreen.core.data.images import IMAGE_STATE_KIND
 from archscreen.core.data.preprocess import TablePreprocessor
 
 
@@ -62,3 +66,30 @@ class TableInput(nn.Module):
             onehot = torch.zeros(len(raw), int(self.onehot_width.sum()), dtype=raw.dtype, device=raw.device)
             blocks.append(onehot.scatter_(1, slot, 1.0))
         return torch.cat(blocks, dim=1)
+
+
+class ImageInput(nn.Module):
+    """Raw pixels ``(N, C, H, W)``, 0..255 -> the normalised inputs the network was trained on:
+    times ``scale`` (1/255), minus the train split's per-channel ``mean``, divided by its ``std``
+    (:func:`~archscreen.core.data.images.normalise_images`, the same float32 operations)."""
+
+    scale: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(state["scale"]), dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(state["mean"], dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(state["std"], dtype=torch.float32).reshape(1, -1, 1, 1))
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw.to(torch.float32) * self.scale - self.mean) / self.std
+
+
+def input_module(preprocessing: dict[str, Any]) -> nn.Module:
+    """The input module for a dataset's stored preprocessing state: an image upload's
+    normalisation, or a table's preprocessing."""
+    if preprocessing.get("kind") == IMAGE_STATE_KIND:
+        return ImageInput(preprocessing)
+    return TableInput(TablePreprocessor.from_state(preprocessing))

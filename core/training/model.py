@@ -122,8 +122,9 @@ def build_plain_model(
     ``spec`` is an :class:`~archscreen.core.spec.ArchSpec` or anything
     :func:`~archscreen.core.spec.parse_spec` takes (the spec dict stored with an exported model).
     ``preprocessing``: a table's :class:`~archscreen.core.data.preprocess.TablePreprocessor`
-    state; the model then starts with its :class:`~archscreen.core.training.inputs.TableInput` and
-    takes raw rows. Load an exported tuning model with::
+    state, or an image upload's normalisation; the model then starts with its input module
+    (:func:`~archscreen.core.training.inputs.input_module`) and takes raw rows or raw images. Load
+    an exported tuning model with::
 
         f = torch.load("best.pt", weights_only=True)
         model = build_plain_model(f["spec"], DatasetInfo(**f["dataset"]), f.get("preprocessing"))
@@ -134,8 +135,7 @@ def build_plain_model(
     head = PlainHead(feature_shape(arch, info)[-1], head_out_features(info), info.task)
     raw_input = None
     if preprocessing is not None:
-        from archscreen.core.data.preprocess import TablePreprocessor
-        from archscreen.core.training.inputs import TableInput
+        from archscreen.core.training.inputs import input_module
 
-        raw_input = TableInput(TablePreprocessor.from_state(preprocessing))
+        raw_input = input_module(preprocessing)
     return ScreenModel(body, head, info.task, raw_input)
