@@ -49,7 +49,7 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="where a local `archscreen up` keeps its token")
 
 
-def add_remote_commands(sub: Any) -> None:
+def _add_submit_parser(sub: Any) -> None:
     p = sub.add_parser("submit", help="submit spec files to a study on a running service")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="architecture spec files (YAML or JSON)")
     p.add_argument("--study", required=True, help="study name (created if missing, with --dataset)")
@@ -75,6 +75,8 @@ def add_remote_commands(sub: Any) -> None:
     _server_args(p)
     p.set_defaults(func=cmd_submit)
 
+
+def _add_dataset_parsers(sub: Any) -> None:
     p = sub.add_parser("dataset", help="upload, list and delete your datasets on a running service")
     dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True, parser_class=type(p))
     d = dsub.add_parser(
@@ -95,6 +97,11 @@ def add_remote_commands(sub: Any) -> None:
     d.add_argument("dataset", help="ds_<id> or the id")
     _server_args(d)
     d.set_defaults(func=cmd_dataset_rm)
+
+
+def add_remote_commands(sub: Any) -> None:
+    _add_submit_parser(sub)
+    _add_dataset_parsers(sub)
 
     p = sub.add_parser("status", help="a study's candidates, ranking and tuning jobs")
     p.add_argument("study", help="study name or id")
