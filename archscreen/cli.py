@@ -98,6 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.set_defaults(func=cmd_grid)
 
+    _add_tune_parser(sub)
+
+    p = sub.add_parser("datasets", help="list the built-in datasets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets)
+
+    from archscreen.import_cli import add_import_command
+
+    add_import_command(sub)
+
+    from archscreen.service_cli import add_service_commands
+
+    add_service_commands(sub)
+
+    from archscreen.remote_cli import add_remote_commands
+
+    add_remote_commands(sub)
+    return parser
+
+
+def _add_tune_parser(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser(
         "tune",
         help="train a candidate with an online learning-rate tuner and recommend its rate",
@@ -132,23 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-exact", action="store_true", help="turn every documented guard off")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint file; resumes if it exists")
     p.set_defaults(func=cmd_tune)
-
-    p = sub.add_parser("datasets", help="list the built-in datasets")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_datasets)
-
-    from archscreen.import_cli import add_import_command
-
-    add_import_command(sub)
-
-    from archscreen.service_cli import add_service_commands
-
-    add_service_commands(sub)
-
-    from archscreen.remote_cli import add_remote_commands
-
-    add_remote_commands(sub)
-    return parser
 
 
 def _version() -> str:

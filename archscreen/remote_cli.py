@@ -49,43 +49,8 @@ def _server_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_remote_commands(sub: Any) -> None:
-    p = sub.add_parser("submit", help="submit spec files to a study on a running service")
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="architecture spec files (YAML or JSON)")
-    p.add_argument("--study", required=True, help="study name (created if missing, with --dataset)")
-    p.add_argument(
-        "--dataset",
-        help="dataset for a new study: a built-in name (mnist1d), ds_<id>, or a local .npz/.parquet/.csv "
-        "file (uploaded, or reused if the service has the same bytes)",
-    )
-    p.add_argument("--label-column", help="the label column of a .parquet/.csv --dataset file")
-    screening = p.add_argument_group(
-        "screening of a new study", "generated from ScreeningConfig; left out: the service's default"
-    )
-    add_model_options(screening, ScreeningConfig, service_defaults=True)
-    p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
-    p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
-    _server_args(p)
-    p.set_defaults(func=cmd_submit)
-
-    p = sub.add_parser("dataset", help="upload, list and delete your datasets on a running service")
-    dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True, parser_class=type(p))
-    d = dsub.add_parser(
-        "upload", help="upload a .npz, .parquet or .csv file (prints its ds_<id>; the same bytes are reused)"
-    )
-    d.add_argument("file", help="the dataset file")
-    d.add_argument("--name", help="display name (default: the file name)")
-    d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
-    d.add_argument("--json", action="store_true", help="print the dataset as JSON")
-    _server_args(d)
-    d.set_defaults(func=cmd_dataset_upload)
-    d = dsub.add_parser("list", help="your datasets: ref, name, task, shapes, sizes")
-    d.add_argument("--json", action="store_true")
-    _server_args(d)
-    d.set_defaults(func=cmd_dataset_list)
-    d = dsub.add_parser("rm", help="delete a dataset (refused while a study uses it)")
-    d.add_argument("dataset", help="ds_<id> or the id")
-    _server_args(d)
-    d.set_defaults(func=cmd_dataset_rm)
+    _add_submit_parser(sub)
+    _add_dataset_parsers(sub)
 
     p = sub.add_parser("status", help="a study's candidates, ranking and tuning jobs")
     p.add_argument("study", help="study name or id")
@@ -121,6 +86,52 @@ def add_remote_commands(sub: Any) -> None:
     _server_args(p)
     p.set_defaults(func=cmd_export)
 
+    _add_ci_parser(sub)
+
+
+def _add_submit_parser(sub: Any) -> None:
+    p = sub.add_parser("submit", help="submit spec files to a study on a running service")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="architecture spec files (YAML or JSON)")
+    p.add_argument("--study", required=True, help="study name (created if missing, with --dataset)")
+    p.add_argument(
+        "--dataset",
+        help="dataset for a new study: a built-in name (mnist1d), ds_<id>, or a local .npz/.parquet/.csv "
+        "file (uploaded, or reused if the service has the same bytes)",
+    )
+    p.add_argument("--label-column", help="the label column of a .parquet/.csv --dataset file")
+    screening = p.add_argument_group(
+        "screening of a new study", "generated from ScreeningConfig; left out: the service's default"
+    )
+    add_model_options(screening, ScreeningConfig, service_defaults=True)
+    p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
+    p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
+    _server_args(p)
+    p.set_defaults(func=cmd_submit)
+
+
+def _add_dataset_parsers(sub: Any) -> None:
+    p = sub.add_parser("dataset", help="upload, list and delete your datasets on a running service")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True, parser_class=type(p))
+    d = dsub.add_parser(
+        "upload", help="upload a .npz, .parquet or .csv file (prints its ds_<id>; the same bytes are reused)"
+    )
+    d.add_argument("file", help="the dataset file")
+    d.add_argument("--name", help="display name (default: the file name)")
+    d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
+    d.add_argument("--json", action="store_true", help="print the dataset as JSON")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_upload)
+    d = dsub.add_parser("list", help="your datasets: ref, name, task, shapes, sizes")
+    d.add_argument("--json", action="store_true")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_list)
+    d = dsub.add_parser("rm", help="delete a dataset (refused while a study uses it)")
+    d.add_argument("dataset", help="ds_<id> or the id")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_rm)
+
+
+def _add_ci_parser(sub: Any) -> None:
     p = sub.add_parser(
         "ci",
         help="CI gate: screen the candidates of a config file, fail the build on a regression",
