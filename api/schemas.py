@@ -18,8 +18,7 @@ from pydantic import (
 
 # a study's config models live in archscreen.config (store/ and worker/ read them too)
 from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, default_tuner
-from archscreen.core.names import TunerName
-from archscreen.store.models import JobState
+from archscreen.core.names import JobState, TunerName
 
 T = TypeVar("T")
 

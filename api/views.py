@@ -20,21 +20,10 @@ from archscreen.api.schemas import (
     RankRowOut,
     StudyOut,
 )
-from archscreen.store import ACTIVE_STATES, FINAL_STATES
+from archscreen.core.names import ACTIVE_STATES, FINAL_STATES, RESULT_METRICS
 from archscreen.store import studies as study_store
 from archscreen.store.ranking import RankRow, candidate_state, estimate_of, preferred_lr
 from archscreen.store.records import CandidateRecord, EpochRecord, JobRecord, StudyRecord
-
-RESULT_METRICS = (
-    "val_loss",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "val_bpc",
-    "test_bpc",
-    "val_mse",
-    "test_mse",
-)
 
 
 def study_out(study: StudyRecord, *, candidates: int, jobs_by_state: dict[str, int]) -> StudyOut:

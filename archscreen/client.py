@@ -21,9 +21,10 @@ from typing import Any
 
 import httpx
 
-# The store's FINAL_STATES (archscreen.store.models): the client does not import the store and
-# SQLAlchemy with it; tests/archscreen/test_vocabularies.py checks the two agree.
-FINAL = frozenset({"succeeded", "failed", "cancelled", "diverged"})
+from archscreen.core.names import FINAL_STATES
+
+# A job (or candidate) in one of these states will not change any more.
+FINAL = frozenset(FINAL_STATES)
 IDEMPOTENT_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
 RETRY_STATUSES = {502, 503, 504}
 MAX_RETRY_WAIT_S = 10.0

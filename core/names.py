@@ -1,4 +1,5 @@
-"""The names the layers above core/ share: tuners and ranking metrics, each defined once here.
+"""The names the layers above core/ share: tuners, ranking metrics, result metrics and job states,
+each defined once here.
 
 No imports beyond ``typing`` and :mod:`archscreen.core.defaults` (standard library only): the
 API, the CLI's argument parser and the store read these without loading torch. Each name is a
@@ -7,7 +8,8 @@ of its values (for ``argparse`` choices and membership tests), the tuple derived
 
 Adding a tuner: its name goes in :data:`TunerName`, its class in
 :data:`archscreen.core.tuning.TUNERS` (a test checks the two agree); the API's schemas, the CLI's
-``--tuner`` choices and the benchmarks follow from these.
+``--tuner`` choices and the benchmarks follow from these. Job states are the store's column values,
+defined here (not in store/models.py) so that the Python client reads them without SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ from typing import Literal, get_args
 from archscreen.core.defaults import SCREENING
 
 __all__ = [
+    "ACTIVE_STATES",
     "DEFAULT_SCREENING_BASE",
     "DEFAULT_TUNER_BY_BASE",
     "ESTIMATE_METRIC_BY_TASK",
+    "FINAL_STATES",
     "HIGHER_IS_BETTER",
+    "JOB_STATES",
     "METRIC_NAMES",
     "RANK_METRIC_NAMES",
+    "RESULT_METRICS",
     "TUNER_NAMES",
+    "JobState",
     "Metric",
     "RankMetric",
     "TunerName",
@@ -90,3 +97,24 @@ def higher_is_better(metric: RankMetric, task: str | None = None) -> bool:
     if metric == "estimate":
         return ESTIMATE_METRIC_BY_TASK.get(task or "classification", ("", True))[1]
     return HIGHER_IS_BETTER[metric]
+
+
+# A run's result metrics, the screened and the tuned (loss, accuracy, bits per character, MSE;
+# which ones a result has depends on its task): a study's mean over seeds (api/views.py) and the
+# exported model's metrics (worker/artifacts.py) read these keys.
+RESULT_METRICS: tuple[str, ...] = (
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "val_bpc",
+    "test_bpc",
+    "val_mse",
+    "test_mse",
+)
+
+# A job's state (store/models.py's column; the API's schemas use this type, its OpenAPI enum).
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
+ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
+FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged")

@@ -25,6 +25,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from archscreen.core.names import RESULT_METRICS
 from archscreen.settings import Settings
 from archscreen.store.blobs import model_key, model_store, sha256_of
 from archscreen.store.jobs import ModelArtifact
@@ -32,14 +33,7 @@ from archscreen.store.jobs import ModelArtifact
 FORMAT = 1
 # The tuning result's fields that describe the handed-over weights (the best epoch's).
 METRIC_FIELDS = (
-    "val_loss",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "val_bpc",
-    "test_bpc",
-    "val_mse",
-    "test_mse",
+    *RESULT_METRICS,
     "best_epoch",
     "epochs",
     "init_lr",
