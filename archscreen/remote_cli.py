@@ -24,9 +24,18 @@ from typing import Any, ClassVar
 from xml.etree import ElementTree as ET
 
 import httpx
+from pydantic import BaseModel
 
+from archscreen.api.schemas import (
+    CandidateRow,
+    DatasetOut,
+    EstimateOut,
+    JobOut,
+    LeaderboardOut,
+    RankingOut,
+)
 from archscreen.cli_common import EXIT_OK, CliError, add_model_options, model_from_args
-from archscreen.client import FINAL, ApiError, Client, format_detail
+from archscreen.client import FINAL, ApiError, Client, DownloadedModel, format_detail
 from archscreen.config import ScreeningConfig
 from archscreen.core.names import METRIC_NAMES, RANK_METRIC_NAMES
 
@@ -231,26 +240,24 @@ class ProgressReporter:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, cands: list[dict[str, Any]]) -> None:
+    def update(self, cands: list[CandidateRow]) -> None:
         """Show the candidates of a study's summary (each row carries its progress)."""
         if not self.enabled:
             return
         for c in cands:
-            running = c["progress"] if c["state"] == "running" else None
-            epoch = running["epoch"] if running else 0
-            total = running["max_epochs"] if running else 1
-            frac = 1.0 if c["state"] in FINAL else (running["fraction"] if running else 0.0)
+            running = c.progress if c.state == "running" else None
+            epoch = running.epoch if running else 0
+            total = running.max_epochs if running else 1
+            frac = 1.0 if c.state in FINAL else (running.fraction if running else 0.0)
             if self._progress is not None:
-                if c["id"] not in self._tasks:
-                    self._tasks[c["id"]] = self._progress.add_task(
-                        c["name"][:28], total=1.0, state=c["state"]
-                    )
-                self._progress.update(self._tasks[c["id"]], completed=frac, state=c["state"])
-            elif self._last.get(c["id"]) != (c["state"], epoch):
-                self._last[c["id"]] = (c["state"], epoch)
-                where = f" epoch {epoch}/{total}" if c["state"] == "running" else ""
+                if c.id not in self._tasks:
+                    self._tasks[c.id] = self._progress.add_task(c.name[:28], total=1.0, state=c.state)
+                self._progress.update(self._tasks[c.id], completed=frac, state=c.state)
+            elif self._last.get(c.id) != (c.state, epoch):
+                self._last[c.id] = (c.state, epoch)
+                where = f" epoch {epoch}/{total}" if c.state == "running" else ""
                 print(
-                    f"[{time.strftime('%H:%M:%S')}] {c['name']}: {c['state']}{where}",
+                    f"[{time.strftime('%H:%M:%S')}] {c.name}: {c.state}{where}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -279,14 +286,12 @@ def resolve_dataset(c: Client, value: str, label_column: str | None = None, *, q
     found = c.dataset_by_content(sha256_of(path), label_column=label_column)
     if found is not None:
         if not quiet:
-            print(f"{value}: already uploaded as {found['ref']}", file=sys.stderr)
-        return str(found["ref"])
-    return str(_upload(c, path, None, label_column, quiet=quiet)["ref"])
+            print(f"{value}: already uploaded as {found.ref}", file=sys.stderr)
+        return found.ref
+    return _upload(c, path, None, label_column, quiet=quiet).ref
 
 
-def _upload(
-    c: Client, path: Path, name: str | None, label_column: str | None, *, quiet: bool
-) -> dict[str, Any]:
+def _upload(c: Client, path: Path, name: str | None, label_column: str | None, *, quiet: bool) -> DatasetOut:
     from archscreen.store.datasets import name_from_file
 
     # the file name as a valid dataset name: "data (1).npz" → "data _1_.npz"
@@ -312,9 +317,16 @@ def _upload(
     except ApiError as exc:
         raise CliError(f"{path}: {exc}") from None
     if not quiet:
-        verb = "uploaded as" if ds.get("created") else "already uploaded as"
-        print(f"{path}: {verb} {ds['ref']} ({ds['task']}, input {ds['input_shape']})", file=sys.stderr)
+        verb = "uploaded as" if ds.created else "already uploaded as"
+        print(f"{path}: {verb} {ds.ref} ({ds.task}, input {ds.input_shape})", file=sys.stderr)
     return ds
+
+
+def _json(value: BaseModel | list[Any]) -> str:
+    """A client result as the API served it (indented JSON)."""
+    if isinstance(value, list):
+        return json.dumps([v.model_dump(mode="json") for v in value], indent=2)
+    return value.model_dump_json(indent=2)
 
 
 def _dataset_id(value: str) -> int:
@@ -330,7 +342,7 @@ def cmd_dataset_upload(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: no such file")
     with _client(args.server, _token(args)) as c:
         ds = _upload(c, path, args.name, args.label_column, quiet=args.json)
-    print(json.dumps(ds, indent=2) if args.json else ds["ref"])
+    print(_json(ds) if args.json else ds.ref)
     return EXIT_OK
 
 
@@ -338,17 +350,17 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
     with _client(args.server, _token(args)) as c:
         rows = c.datasets()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(_json(rows))
         return EXIT_OK
     if not rows:
         print("no datasets (upload one with `archscreen dataset upload FILE`)")
         return EXIT_OK
     print(f"{'ref':<8} {'name':<24} {'task':<15} {'input':<12} {'train/val/test':>16} {'MB':>8}")
     for d in rows:
-        splits = "/".join(str(d["split_sizes"][k]) for k in ("train", "val", "test"))
+        splits = "/".join(str(d.split_sizes[k]) for k in ("train", "val", "test"))
         print(
-            f"{d['ref']:<8} {d['name'][:24]:<24} {d['task']:<15} {d['input_shape']!s:<12} "
-            f"{splits:>16} {d['size_bytes'] / 2**20:>8.1f}"
+            f"{d.ref:<8} {d.name[:24]:<24} {d.task:<15} {d.input_shape!s:<12} "
+            f"{splits:>16} {d.size_bytes / 2**20:>8.1f}"
         )
     return EXIT_OK
 
@@ -379,44 +391,42 @@ def cmd_submit(args: argparse.Namespace) -> int:
             except ApiError as exc:
                 raise CliError(str(exc)) from None
         try:
-            added = c.add_candidates(study["id"], [{"spec": s} for s in specs])
+            added = c.add_candidates(study.id, [{"spec": s} for s in specs])
         except ApiError as exc:
             raise CliError(str(exc)) from None
         if args.json:
-            print(json.dumps(added, indent=2))
+            print(_json(added))
         else:
             for a in added:
-                print(
-                    f"{a['name']}: candidate {a['id']} ({'new' if a['created'] else 'already in the study'})"
-                )
+                print(f"{a.name}: candidate {a.id} ({'new' if a.created else 'already in the study'})")
         if args.wait:
             with ProgressReporter(not args.json) as rep:
-                c.wait(study["id"], on_update=rep.update)
-            _print_ranking(c, study["id"])
+                c.wait(study.id, on_update=rep.update)
+            _print_ranking(c, study.id)
     return EXIT_OK
 
 
-def format_estimate(est: dict[str, Any] | None) -> str:
+def format_estimate(est: EstimateOut | None) -> str:
     """``95.1% [93.8, 96.0]`` (accuracy, in percent like the dashboard), ``1.234 [1.2, 1.31]`` (bits
     per character, MSE), or ``-`` without an estimate: the value, then its interval."""
     if not est:
         return "-"
-    if est.get("metric") == "val_accuracy":
-        return f"{100 * est['value']:.1f}% [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"
-    return f"{est['value']:.4g} [{est['low']:.4g}, {est['high']:.4g}]"
+    if est.metric == "val_accuracy":
+        return f"{100 * est.value:.1f}% [{100 * est.low:.1f}, {100 * est.high:.1f}]"
+    return f"{est.value:.4g} [{est.low:.4g}, {est.high:.4g}]"
 
 
 def _print_ranking(c: Client, study_id: int, metric: str = "val_loss") -> None:
     r = c.ranking(study_id, metric=metric)
-    print(f"rank  {'candidate':<28} {r['metric']:>10}  {'estimate [interval]':<24}  preferred lr")
-    for row in r["data"]:
-        tie = " (tied)" if row["tied_with"] else ""
-        lr = f"{row['preferred_lr']:.3g}" if row["preferred_lr"] else "-"
-        est = format_estimate(row.get("estimate"))
-        print(f"{row['rank']:>4}  {row['name'][:28]:<28} {row['score']:>10.4f}  {est:<24}  {lr}{tie}")
-    for row in r["unranked"]:
-        est = format_estimate(row.get("estimate"))
-        print(f"   -  {row['name'][:28]:<28} {row['state']:>10}  {est}")
+    print(f"rank  {'candidate':<28} {r.metric:>10}  {'estimate [interval]':<24}  preferred lr")
+    for row in r.data:
+        tie = " (tied)" if row.tied_with else ""
+        lr = f"{row.preferred_lr:.3g}" if row.preferred_lr else "-"
+        est = format_estimate(row.estimate)
+        print(f"{row.rank:>4}  {row.name[:28]:<28} {row.score:>10.4f}  {est:<24}  {lr}{tie}")
+    for row in r.unranked:
+        est = format_estimate(row.estimate)
+        print(f"   -  {row.name[:28]:<28} {row.state:>10}  {est}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -426,27 +436,26 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise CliError(f"no study named {args.study!r}")
         if args.json:
             out = {
-                "study": study,
-                "ranking": c.ranking(study["id"], metric=args.metric),
-                "leaderboard": c.leaderboard(study["id"]),
+                "study": study.model_dump(mode="json"),
+                "ranking": c.ranking(study.id, metric=args.metric).model_dump(mode="json"),
+                "leaderboard": c.leaderboard(study.id).model_dump(mode="json"),
             }
             print(json.dumps(out, indent=2))
             return EXIT_OK
-        states = ", ".join(f"{n} {s}" for s, n in sorted(study["jobs_by_state"].items())) or "no jobs"
-        head = f"study {study['id']} {study['name']!r} on {study['dataset']}"
-        print(f"{head}: {study['candidates']} candidates; {states}")
-        _print_ranking(c, study["id"], args.metric)
-        board = c.leaderboard(study["id"])
-        tuned = [r for r in board["data"] if r["tuning_state"]]
+        states = ", ".join(f"{n} {s}" for s, n in sorted(study.jobs_by_state.items())) or "no jobs"
+        head = f"study {study.id} {study.name!r} on {study.dataset}"
+        print(f"{head}: {study.candidates} candidates; {states}")
+        _print_ranking(c, study.id, args.metric)
+        board = c.leaderboard(study.id)
+        tuned = [r for r in board.data if r.tuning_state]
         for r in tuned:
-            lr = f"{r['recommended_lr']:.3g}" if r["recommended_lr"] else "-"
-            start = f" (start {r['tuning_start']}, best by validation)" if r.get("tuning_start") else ""
-            state, score = r["tuning_state"], r["tuned_score"]
-            print(f"tuned {r['name']}: {state}, score {score}, recommended lr {lr}{start}")
-        if board["best"]:
-            b = board["best"]
-            lr = b["recommended_lr"] or b["preferred_lr"]
-            print(f"best: {b['name']} (learning rate {lr:.3g})" if lr else f"best: {b['name']}")
+            lr = f"{r.recommended_lr:.3g}" if r.recommended_lr else "-"
+            start = f" (start {r.tuning_start}, best by validation)" if r.tuning_start else ""
+            print(f"tuned {r.name}: {r.tuning_state}, score {r.tuned_score}, recommended lr {lr}{start}")
+        if board.best:
+            b = board.best
+            best_lr = b.recommended_lr or b.preferred_lr
+            print(f"best: {b.name} (learning rate {best_lr:.3g})" if best_lr else f"best: {b.name}")
     return EXIT_OK
 
 
@@ -457,7 +466,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         study = c.study(int(args.study)) if args.study.isdigit() else c.study_by_name(args.study)
         if study is None:
             raise CliError(f"no study named {args.study!r}")
-        out = plot_study(c, study["id"], Path(args.output or f"{study['name']}.png"))
+        out = plot_study(c, study.id, Path(args.output or f"{study.name}.png"))
     print(out)
     return EXIT_OK
 
@@ -465,16 +474,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ export
 
 
-def best_tuning_job(board: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
+def best_tuning_job(board: LeaderboardOut, jobs: list[JobOut]) -> JobOut | None:
     """The study's tuned answer: the job the leaderboard's ``best`` row names (the server's rule:
     each candidate's best start by validation, then the best candidate on the study's metric),
     looked up in ``jobs`` (``/tuning-jobs``); None while no tuning job has succeeded with a score.
     Not recomputed here, so the export and the leaderboard cannot disagree."""
-    best = board.get("best") or {}
-    job_id = best.get("tuning_job_id")
-    if best.get("tuned_score") is None or job_id is None:
+    best = board.best
+    if best is None or best.tuned_score is None or best.tuning_job_id is None:
         return None
-    return next((j for j in jobs if j["id"] == job_id and j["state"] == "succeeded"), None)
+    return next((j for j in jobs if j.id == best.tuning_job_id and j.state == "succeeded"), None)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -482,47 +490,46 @@ def cmd_export(args: argparse.Namespace) -> int:
         study = c.study(int(args.study)) if args.study.isdigit() else c.study_by_name(args.study)
         if study is None:
             raise CliError(f"no study named {args.study!r}")
-        metric = study["policy"].get("metric") or "val_loss"
-        jobs = c.tuning_jobs(study["id"])
-        board = c.leaderboard(study["id"]) if args.job is None else {}
+        metric = study.policy.metric or "val_loss"
+        jobs = c.tuning_jobs(study.id)
         if args.job is not None:
-            job = next((j for j in jobs if j["id"] == args.job), None)
+            job = next((j for j in jobs if j.id == args.job), None)
             if job is None:
-                raise CliError(f"study {study['name']!r} has no tuning job {args.job}")
+                raise CliError(f"study {study.name!r} has no tuning job {args.job}")
         else:
-            job = best_tuning_job(board, jobs)
+            job = best_tuning_job(c.leaderboard(study.id), jobs)
             if job is None:
-                states = ", ".join(sorted({j["state"] for j in jobs}))
+                states = ", ".join(sorted({j.state for j in jobs}))
                 raise CliError(
-                    f"study {study['name']!r}: no tuning job has succeeded yet"
+                    f"study {study.name!r}: no tuning job has succeeded yet"
                     + (f" (tuning jobs: {states})" if jobs else " (none promoted: `archscreen status`)")
                 )
-        names = {x["id"]: x["name"] for x in c.candidates(study["id"])}
-        dest = Path(args.output or f"{study['name']}.pt")
+        names = {x.id: x.name for x in c.candidates(study.id)}
+        dest = Path(args.output or f"{study.name}.pt")
         try:
-            got = _download(c, job["id"], dest)
+            got = _download(c, job.id, dest)
         except ApiError as exc:
-            raise CliError(f"tuning job {job['id']}: {format_detail(exc.detail)}") from None
+            raise CliError(f"tuning job {job.id}: {format_detail(exc.detail)}") from None
         except httpx.HTTPError as exc:
-            raise CliError(f"tuning job {job['id']}: download failed: {type(exc).__name__}") from None
+            raise CliError(f"tuning job {job.id}: download failed: {type(exc).__name__}") from None
         except OSError as exc:
             raise CliError(f"{dest}: cannot write: {exc.strerror or exc}") from None
-    result = job.get("result") or {}
+    result = job.result or {}
     score = result.get(metric)
     lr = result.get("recommended_lr")
     print(
-        f"study {study['name']!r}: tuning job {job['id']} ({names.get(job['candidate_id'], '?')}, "
+        f"study {study.name!r}: tuning job {job.id} ({names.get(job.candidate_id, '?')}, "
         f"{result.get('tuner', '?')}"
         + (f", {metric} {score:.4g}" if isinstance(score, int | float) else "")
         + (f", lr {lr:.3g}" if isinstance(lr, int | float) else "")
-        + f"): {got['bytes']:,} bytes",
+        + f"): {got.bytes:,} bytes",
         file=sys.stderr,
     )
-    print(got["path"])
+    print(got.path)
     return EXIT_OK
 
 
-def _download(c: Client, job_id: int, dest: Path) -> dict[str, Any]:
+def _download(c: Client, job_id: int, dest: Path) -> DownloadedModel:
     """The model file, with a progress bar on a terminal once it turns out to be large."""
     if not sys.stderr.isatty():
         return c.download_model(job_id, dest)
@@ -715,28 +722,29 @@ class Verdict:
 
 
 def _judge(
-    cfg: CiConfig, ranking: dict[str, Any], baseline_id: int | None, cand_ids: dict[int, str]
+    cfg: CiConfig, ranking: RankingOut, baseline_id: int | None, cand_ids: dict[int, str]
 ) -> tuple[list[Verdict], float | None]:
-    higher = ranking["higher_is_better"]
-    rows = {r["candidate_id"]: r for r in [*ranking["data"], *ranking["unranked"]]}
+    higher = ranking.higher_is_better
+    rows = {r.candidate_id: r for r in [*ranking.data, *ranking.unranked]}
     base_score: float | None = None
     if baseline_id is not None:
-        row = rows.get(baseline_id)
-        if row is None or row["score"] is None:
+        base = rows.get(baseline_id)
+        if base is None or base.score is None:
             raise CliError(
-                f"the baseline did not finish screening ({row['state'] if row else 'missing'})", EXIT_ERROR
+                f"the baseline did not finish screening ({base.state if base else 'missing'})", EXIT_ERROR
             )
-        base_score = float(row["score"])
+        base_score = float(base.score)
     elif cfg.baseline_score is not None:
         base_score = float(cfg.baseline_score)
     # candidates' rank among the candidates only (the baseline is a reference, not a competitor)
-    order = [r["candidate_id"] for r in ranking["data"] if r["candidate_id"] in cand_ids]
+    order = [r.candidate_id for r in ranking.data if r.candidate_id in cand_ids]
     verdicts: list[Verdict] = []
     for cid, name in cand_ids.items():
-        row = rows.get(cid, {"state": "missing", "score": None})
-        v = Verdict(name, cid, row["state"], row["score"], order.index(cid) + 1 if cid in order else None)
-        if row["state"] != "succeeded" or row["score"] is None:
-            v.error = f"screening ended {row['state']}"
+        row = rows.get(cid)
+        state, score = (row.state, row.score) if row is not None else ("missing", None)
+        v = Verdict(name, cid, state, score, order.index(cid) + 1 if cid in order else None)
+        if state != "succeeded" or score is None:
+            v.error = f"screening ended {state}"
         else:
             if "max_regression" in cfg.rule and base_score is not None:
                 worse_by = (base_score - v.score) if higher else (v.score - base_score)  # type: ignore[operator]
@@ -777,7 +785,7 @@ def write_junit(path: Path, study: str, verdicts: list[Verdict], seconds: float)
 
 
 def markdown_summary(
-    cfg: CiConfig, verdicts: list[Verdict], base_score: float | None, ranking: dict[str, Any]
+    cfg: CiConfig, verdicts: list[Verdict], base_score: float | None, ranking: RankingOut
 ) -> str:
     ok = all(v.failure is None and v.error is None for v in verdicts)
     lines = [f"### archscreen: {'✅ all candidates pass' if ok else '❌ a candidate fails the rule'}", ""]
@@ -785,7 +793,7 @@ def markdown_summary(
     base = f"{base_score:.4f}" if base_score is not None else "n/a"
     lines += [f"Dataset `{cfg.dataset}`, metric `{cfg.metric}`, rule: {rule}, baseline score {base}.", ""]
     lines += ["| candidate | result | score | rank | preferred lr | note |", "|---|---|---:|---:|---:|---|"]
-    prefs = {r["candidate_id"]: r["preferred_lr"] for r in ranking["data"]}
+    prefs = {r.candidate_id: r.preferred_lr for r in ranking.data}
     for v in verdicts:
         result = "error" if v.error else ("fail" if v.failure else "pass")
         score = f"{v.score:.4f}" if v.score is not None else "-"
@@ -827,31 +835,31 @@ def _run_ci(
         study = c.create_study(name, dataset=dataset, screening=cfg.screening or None)
     except ApiError as exc:
         raise CliError(f"the service refused the study: {exc}", EXIT_ERROR) from None
-    print(f"archscreen ci: study {study['id']} ({name}) at {c.base_url}", file=sys.stderr, flush=True)
+    print(f"archscreen ci: study {study.id} ({name}) at {c.base_url}", file=sys.stderr, flush=True)
     try:
         body = [{"spec": s} for s in specs] + (
             [{"spec": baseline_spec, "name": "baseline"}] if baseline_spec else []
         )
         try:
-            added = c.add_candidates(study["id"], body, idempotency_key=name)
+            added = c.add_candidates(study.id, body, idempotency_key=name)
         except ApiError as exc:
             raise CliError(f"invalid candidate: {exc}", EXIT_ERROR) from None
-        cand_ids = {a["id"]: a["name"] for a in added[: len(specs)]}
-        baseline_id = added[len(specs)]["id"] if baseline_spec else None
+        cand_ids = {a.id: a.name for a in added[: len(specs)]}
+        baseline_id = added[len(specs)].id if baseline_spec else None
         if baseline_id in cand_ids:
             raise CliError("a candidate is identical to the baseline spec", EXIT_ERROR)
         with ProgressReporter() as rep:
             c.wait(
-                study["id"],
+                study.id,
                 timeout=timeout - (time.monotonic() - t0),
                 poll_s=1.0,
                 on_update=rep.update,
             )
     except (TimeoutError, KeyboardInterrupt) as exc:
-        n = c.cancel_study(study["id"])
+        n = c.cancel_study(study.id)
         why = "timed out" if isinstance(exc, TimeoutError) else "interrupted"
-        raise CliError(f"{why}; cancelled {n} unfinished job(s) of study {study['id']}", EXIT_ERROR) from None
-    ranking = c.ranking(study["id"], metric=cfg.metric)
+        raise CliError(f"{why}; cancelled {n} unfinished job(s) of study {study.id}", EXIT_ERROR) from None
+    ranking = c.ranking(study.id, metric=cfg.metric)
     verdicts, base_score = _judge(cfg, ranking, baseline_id, cand_ids)
     if args.junit:
         write_junit(Path(args.junit), name, verdicts, time.monotonic() - t0)

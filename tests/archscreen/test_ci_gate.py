@@ -105,11 +105,11 @@ def test_gate_timeout_cancels_what_it_started_on_a_shared_server(tmp_path: Path)
         r = run_ci(str(config), "--server", svc.url, "--token", svc.token, "--timeout", "8")
         assert r.returncode == 2 and "timed out; cancelled 2 unfinished job(s)" in r.stderr, r.stderr
         with Client(svc.url, svc.token) as c:
-            study = c.studies()["data"][0]
+            study = c.studies().data[0]
             deadline = time.monotonic() + 60
-            while any(x["state"] not in FINAL for x in c.candidates(study["id"])):
+            while any(x.state not in FINAL for x in c.candidates(study.id)):
                 assert time.monotonic() < deadline, svc.logs()
                 time.sleep(0.5)
-            assert {x["state"] for x in c.candidates(study["id"])} == {"cancelled"}
+            assert {x.state for x in c.candidates(study.id)} == {"cancelled"}
     finally:
         svc.stop()
