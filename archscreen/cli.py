@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     from archscreen.remote_cli import add_remote_commands
 
     add_remote_commands(sub)
+    from archscreen.ci_gate import add_ci_command
+
+    add_ci_command(sub)
     return parser
 
 

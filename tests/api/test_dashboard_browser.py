@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from archscreen.ci_gate import local_service
 from archscreen.client import Client
-from archscreen.remote_cli import local_service
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
