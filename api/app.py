@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -68,6 +69,16 @@ class RequestLatency:
             self.histogram.labels(scope["method"], template, str(status)).observe(time.perf_counter() - t0)
 
 
+def _warm_imports() -> None:
+    """Import the spec and dataset code (torch, scikit-learn) at start-up, before the port opens.
+
+    The routes import them lazily (so ``import archscreen.api`` stays light); without this, the first
+    study or candidate POST paid the import (10-17 s on a loaded 2-core box) and clients with a 5 s
+    timeout gave up on it."""
+    import archscreen.core.data
+    import archscreen.core.spec  # noqa: F401
+
+
 def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
     """Build the app; refuses to start (raises ``SchemaOutOfDate``) if the schema is not at head."""
     settings = settings or Settings()
@@ -83,6 +94,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(_warm_imports)  # before the port opens: no request waits on it
         yield
         db.dispose()
 

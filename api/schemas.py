@@ -17,8 +17,8 @@ from pydantic import (
 )
 
 # a study's config models live in archscreen.config (store/ and worker/ read them too)
-from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, default_tuner
-from archscreen.core.names import JobState, TunerName
+from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, SearchConfig, default_tuner
+from archscreen.core.names import DatasetFormat, JobState, TunerName
 
 T = TypeVar("T")
 
@@ -78,6 +78,18 @@ class LimitResponse(BaseModel):
 # ---------------------------------------------------------------------------- studies
 
 
+def _space_kind(value: Any) -> str:
+    return "[text]" if isinstance(value, str) else "[object]"
+
+
+# A search space document (docs/spec.md, "Search spaces"): an object, or its YAML/JSON text.
+SpaceIn = Annotated[
+    Annotated[dict[str, Any], Field(json_schema_extra={"required": ["space"]}), Tag("[object]")]
+    | Annotated[str, Field(min_length=1), AfterValidator(_no_nul), Tag("[text]")],
+    Discriminator(_space_kind),
+]
+
+
 class StudyCreate(BaseModel):
     model_config = REQUEST
 
@@ -94,6 +106,20 @@ class StudyCreate(BaseModel):
         description="How each candidate is screened. lr_min must be smaller than lr_max when both are given.",
     )
     policy: PromotionPolicy = Field(default_factory=PromotionPolicy)  # type: ignore[arg-type]
+    space: SpaceIn | None = Field(
+        None,
+        description="A search study's space (docs/spec.md, Search spaces); Optuna asks its trials. "
+        "A search study takes no submitted candidates.",
+    )
+    search: SearchConfig | None = Field(None, description="How the space is searched (with `space`).")
+
+    @model_validator(mode="after")
+    def _search_needs_space(self) -> StudyCreate:
+        if self.search is not None and self.space is None:
+            raise ValueError("search needs a space")
+        if self.space is not None and self.search is None:
+            self.search = SearchConfig.model_validate({})
+        return self
 
     @model_validator(mode="after")
     def _default_tuner(self) -> StudyCreate:
@@ -112,6 +138,19 @@ class StudyOut(BaseModel):
     candidates: int
     jobs_by_state: dict[str, int]
     auto_promoted: bool
+    search: SearchOut | None = Field(None, description="A search study's progress; null otherwise.")
+
+
+class SearchOut(BaseModel):
+    """A search study's progress: trials asked and told, and the best told trial (least val_loss)."""
+
+    sampler: str
+    trials: int
+    parallel: int
+    asked: int
+    told: int
+    best_value: float | None
+    best_params: dict[str, Any] | None
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -227,20 +266,22 @@ class CandidateOut(BaseModel):
 class EstimateOut(BaseModel):
     """The score the architecture would reach with its best learning rate, extrapolated from its
     screening run's validation curve (``core/estimate.py``: a learning curve fitted to the per-epoch
-    validation score and read at the budget's epoch cap), averaged over the succeeded seeds."""
+    validation score and read at the budget's epoch cap), averaged over the succeeded seeds.
+    ``low``/``high`` are the fit's own uncertainty band, not a calibrated interval (issue 27)."""
 
     value: float = Field(
         description="Extrapolated best-rate validation score: the mean of the seeds' estimates, in the "
         "units of `metric` (accuracy as a fraction, bits per character, or MSE)."
     )
     low: float = Field(
-        description="Lower end of the interval: the mean of the seeds' lower bounds. Each seed's "
-        "interval is the central 90% of the fitted curve's value under its parameter uncertainty: the "
+        description="Lower end of the fit's own uncertainty band: the mean of the seeds' lower bounds. Each "
+        "seed's band is the central 90% of the fitted curve's value under its parameter uncertainty: the "
         "extrapolation's own uncertainty, not a calibrated interval for the best-rate score (measured "
         "coverage of that score 0.00-0.42, docs/fidelity.md, Fidelity II). Never above `value`."
     )
     high: float = Field(
-        description="Upper end of the interval (mean of the seeds' upper bounds); never below `value`."
+        description="Upper end of the fit's own uncertainty band (mean of the seeds' upper bounds); never "
+        "below `value`."
     )
     method: str = Field(
         description="The curve fit(s) behind it: `exp-saturation`, `power-law`, or `best-observed` "
@@ -255,7 +296,8 @@ class EstimateOut(BaseModel):
 EstimateField = Annotated[
     EstimateOut | None,
     Field(
-        description="The extrapolated best-rate score with its interval; null when no succeeded run has "
+        description="The extrapolated best-rate score with the fit's own uncertainty band (`low`, `high`: "
+        "not a calibrated interval); null when no succeeded run has "
         "one (runs stored before estimates existed, a curve without a finite point, nothing finished)."
     ),
 ]
@@ -301,7 +343,7 @@ class RankRowOut(BaseModel):
     preferred_lr: float | None = Field(description="The Alrao posterior's preferred rate.")
     tuning_job_id: int | None = Field(
         description="The candidate's tuned answer: of its tuning jobs (one per start), the succeeded one "
-        "with the best validation score (val_loss; val_accuracy when the metric is an accuracy); the "
+        "with the best validation score (the metric's val_ side: val_loss for a loss or the estimate); the "
         "first start's job until one has succeeded."
     )
     tuning_state: JobState | None = Field(
@@ -434,13 +476,53 @@ class StudySummary(BaseModel):
 # ---------------------------------------------------------------------------- datasets
 
 
+class ImageFactsOut(BaseModel):
+    """How an image upload was converted (:mod:`archscreen.core.data.images`)."""
+
+    mode: Literal["L", "RGB"]
+    height: int
+    width: int
+    mean: list[float] = Field(description="Per channel, on the train split, pixels scaled to 0..1.")
+    std: list[float] = Field(description="Per channel, on the train split, pixels scaled to 0..1.")
+    median_source_size: list[int] = Field(description="[height, width] of the images as uploaded.")
+
+
+class TableColumnOut(BaseModel):
+    """One feature column of a table and what its preprocessing does (fitted on the train split)."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    encoding: str = Field(
+        description="standardized / as-is (+ median-imputed + missing indicator), or one-hot."
+    )
+    missing_train: int = Field(description="Missing values in the train split.")
+    median: float | None = Field(None, description="Numeric: the value a gap is imputed with.")
+    mean: float | None = Field(None, description="Numeric: subtracted (0 when not standardised).")
+    scale: float | None = Field(None, description="Numeric: divided by (1 when not standardised).")
+    missing_indicator: bool | None = Field(None, description="Numeric: a 0/1 feature flags a gap.")
+    categories: list[str] | None = Field(
+        None, description="Categorical: the one-hot values, most frequent first; then one 'other' column."
+    )
+    distinct_train: int | None = Field(None, description="Categorical: distinct values in the train split.")
+
+
+class PreprocessingOut(BaseModel):
+    """A table's preprocessing, stored with the dataset; the exported model applies it to raw rows."""
+
+    version: int
+    standardize: bool
+    max_categories: int
+    features: int = Field(description="Features the network sees (the dataset's input_shape).")
+    columns: list[TableColumnOut]
+
+
 class DatasetOut(BaseModel):
     """An uploaded dataset: a study names it by ``ref`` (``ds_<id>``)."""
 
     id: int
     ref: str = Field(description='What a study\'s "dataset" field names: ds_<id>.')
     name: str
-    format: Literal["npz", "parquet", "csv"]
+    format: DatasetFormat
     label_column: str | None
     sha256: str = Field(description="sha256 of the uploaded file.")
     size_bytes: int
@@ -452,5 +534,13 @@ class DatasetOut(BaseModel):
     vocab_size: int | None
     classes: list[str] | None = Field(description="Class names, for a table with string labels.")
     split_sizes: dict[str, int]
+    image: ImageFactsOut | None = Field(None, description="For an image upload: its conversion.")
+    class_counts: dict[str, list[int]] | None = Field(
+        None, description="Classification: samples per class id in each split."
+    )
+    dropped_rows_missing_label: int | None = Field(None, description="A table's rows without a label.")
+    preprocessing: PreprocessingOut | None = Field(
+        None, description="A table's preprocessing (numeric columns standardised by default)."
+    )
     created_at: UtcDatetime
     created: bool = Field(False, description="True when this request created the dataset.")

@@ -4,10 +4,11 @@ Two encodings of ``POST /api/v1/datasets``:
 
 * the raw body (``Content-Type: application/octet-stream``, or anything but multipart);
 * ``multipart/form-data`` (``curl -F file=@data.npz``): exactly one file part, whose bytes are
-  the dataset, and optional text parts ``name``, ``format`` and ``label_column`` (the query
-  parameters of the same names). The part's field name, when it is a format (``-F npz=@blob``),
-  or else its filename's suffix, gives the format. Parsed by python-multipart's push parser, one
-  received chunk at a time.
+  the dataset, and optional text parts ``name``, ``format``, ``label_column`` and a table's
+  options ``standardize``, ``categorical_columns`` (repeated, or comma-separated) and
+  ``max_categories`` (the query parameters of the same names). The part's field name, when it is
+  a format (``-F npz=@blob``), or else its filename's suffix, gives the format. Parsed by
+  python-multipart's push parser, one received chunk at a time.
 
 Past ``limit`` bytes of file the upload is :class:`UploadTooLarge`; a malformed form is an
 :class:`~archscreen.api.errors.ApiValidationError` naming ``body`` or the part.
@@ -25,6 +26,9 @@ from starlette.requests import Request
 from archscreen.api.errors import ApiValidationError, item
 
 FORM_FIELDS = ("name", "format", "label_column")
+OPTION_FIELDS = ("standardize", "categorical_columns", "max_categories")  # a table's preprocessing
+IMAGE_FIELDS = ("image_size", "image_mode")  # an image upload's (api/image_upload.py)
+REPEATED_FIELD = "categorical_columns"  # its values are joined with "," (the query's comma form)
 MAX_FIELD_BYTES = 1000
 # bytes of a multipart body besides the file: boundaries, part headers, the text fields
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -122,14 +126,15 @@ class _FormReader:
                 raise ApiValidationError([item(["body", name], "one file per upload: a second file part")])
             self.part_name, self.filename = name, filename.decode("utf-8", errors="replace")
             self._in_file = True
-        elif name in FORM_FIELDS:
+        elif name in FORM_FIELDS or name in OPTION_FIELDS or name in IMAGE_FIELDS:
             self._text = bytearray()
         else:
             raise ApiValidationError(
                 [
                     item(
                         ["body", name or "(unnamed)"],
-                        f"unknown form field; expected a file part and {FORM_FIELDS}",
+                        "unknown form field; expected a file part and "
+                        f"{FORM_FIELDS + OPTION_FIELDS + IMAGE_FIELDS}",
                     )
                 ]
             )
@@ -146,7 +151,10 @@ class _FormReader:
 
     def _part_end(self) -> None:
         if self._text is not None:
-            self.fields[self._current] = self._text.decode("utf-8", errors="replace")
+            text = self._text.decode("utf-8", errors="replace")
+            if self._current == REPEATED_FIELD and self._current in self.fields:
+                text = f"{self.fields[self._current]},{text}"
+            self.fields[self._current] = text
         self._text, self._in_file = None, False
 
 

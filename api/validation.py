@@ -20,12 +20,14 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from archscreen.api.errors import ApiValidationError, item
 from archscreen.api.limits import LimitExceeded
+from archscreen.core.table_options import TableOptions
 from archscreen.settings import Settings
 
 log = logging.getLogger("archscreen.api")
@@ -87,7 +89,15 @@ def run_limited(cmd: list[str], work: Path, *, memory_bytes: int, timeout_s: flo
     )
 
 
-def check_command(src: Path, fmt: str, label_column: str | None, out: Path, settings: Settings) -> list[str]:
+def check_command(
+    src: Path,
+    fmt: str,
+    label_column: str | None,
+    out: Path,
+    settings: Settings,
+    options: TableOptions | None = None,
+    image_args: Sequence[str] = (),
+) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -100,16 +110,34 @@ def check_command(src: Path, fmt: str, label_column: str | None, out: Path, sett
         "--max-bytes",
         str(settings.max_dataset_unpacked_bytes),
     ]
-    return cmd + (["--label-column", label_column] if label_column else [])
+    cmd += ["--label-column", label_column] if label_column else []
+    return cmd + option_flags(options) + list(image_args)
+
+
+def option_flags(options: TableOptions | None) -> list[str]:
+    """The validation child's flags for a table's preprocessing options."""
+    if options is None:
+        return []
+    flags = ["--max-categories", str(options.max_categories)]
+    flags += [] if options.standardize else ["--no-standardize"]
+    # NAME=value form: a column name that starts with "-" is not taken for a flag
+    flags += [f"--categorical-column={name}" for name in options.categorical_columns]
+    return flags
 
 
 def check_file(
-    src: Path, fmt: str, label_column: str | None, out: Path, settings: Settings
+    src: Path,
+    fmt: str,
+    label_column: str | None,
+    out: Path,
+    settings: Settings,
+    options: TableOptions | None = None,
+    image_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Validate ``src`` in the sandbox: its facts, or :class:`ApiValidationError` (422) /
     :class:`LimitExceeded` (413, a table over ``ARCHSCREEN_MAX_DATASET_UNPACKED_BYTES``)."""
     outcome = run_limited(
-        check_command(src, fmt, label_column, out, settings),
+        check_command(src, fmt, label_column, out, settings, options, image_args),
         src.parent,
         memory_bytes=settings.dataset_check_memory_bytes,
         timeout_s=settings.dataset_check_timeout_s,

@@ -18,15 +18,23 @@ from archscreen.api.schemas import (
     ModelFileOut,
     Progress,
     RankRowOut,
+    SearchOut,
     StudyOut,
 )
-from archscreen.core.names import ACTIVE_STATES, FINAL_STATES, RESULT_METRICS
+from archscreen.core.names import ACTIVE_STATES, FINAL_STATES, RESULT_METRIC_NAMES
+from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
 from archscreen.store.ranking import RankRow, candidate_state, estimate_of, preferred_lr
 from archscreen.store.records import CandidateRecord, EpochRecord, JobRecord, StudyRecord
 
 
-def study_out(study: StudyRecord, *, candidates: int, jobs_by_state: dict[str, int]) -> StudyOut:
+def study_out(
+    study: StudyRecord,
+    *,
+    candidates: int,
+    jobs_by_state: dict[str, int],
+    search: search_store.SearchProgress | None = None,
+) -> StudyOut:
     return StudyOut(
         id=study.id,
         name=study.name,
@@ -37,6 +45,17 @@ def study_out(study: StudyRecord, *, candidates: int, jobs_by_state: dict[str, i
         candidates=candidates,
         jobs_by_state=jobs_by_state,
         auto_promoted=study.auto_promoted_at is not None,
+        search=None
+        if study.search is None or search is None
+        else SearchOut(
+            sampler=study.search.sampler,
+            trials=study.search.trials,
+            parallel=study.search.parallel,
+            asked=search.asked,
+            told=search.told,
+            best_value=search.best_value,
+            best_params=search.best_params,
+        ),
     )
 
 
@@ -44,8 +63,15 @@ def studies_out(s: Session, studies: list[StudyRecord]) -> list[StudyOut]:
     ids = [st.id for st in studies]
     counts = study_store.job_counts(s, ids)
     ncand = study_store.candidate_counts(s, ids)
+    searches = search_store.progress_of(s, [st.id for st in studies if st.search is not None])
     return [
-        study_out(st, candidates=ncand.get(st.id, 0), jobs_by_state=counts.get(st.id, {})) for st in studies
+        study_out(
+            st,
+            candidates=ncand.get(st.id, 0),
+            jobs_by_state=counts.get(st.id, {}),
+            search=searches.get(st.id),
+        )
+        for st in studies
     ]
 
 
@@ -152,7 +178,9 @@ def candidate_detail(s: Session, cand: CandidateRecord, since_epoch: int = 0) ->
         summary=[LayerSummary.model_validate(row) for row in cand.summary],
         progress=progress(runs),
         metrics={
-            k: _mean([r.get(k) for r in ok]) for k in RESULT_METRICS if any(r.get(k) is not None for r in ok)
+            k: _mean([r.get(k) for r in ok])
+            for k in RESULT_METRIC_NAMES
+            if any(r.get(k) is not None for r in ok)
         },
         preferred_lr=preferred_lr(runs),
         switch_posterior=posterior,

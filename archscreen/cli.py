@@ -31,6 +31,7 @@ from archscreen.cli_common import (
     rate_list,
 )
 from archscreen.core.names import TUNER_NAMES
+from archscreen.space_cli import add_space_flags, cmd_validate_space, is_space_file
 
 if TYPE_CHECKING:
     from archscreen.core.tuning import Tuner
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="architecture spec file (YAML or JSON)")
     p.add_argument("--dataset", required=True, help="registry name or a .npz path")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_validate)
+    add_space_flags(p).set_defaults(func=cmd_validate)  # --samples, --seed: search spaces
 
     p = sub.add_parser(
         "screen",
@@ -104,21 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets)
 
+    _add_other_commands(sub)
+    return parser
+
+
+def _add_other_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    """The commands defined in their own modules: import, the service's, the remote ones (submit,
+    status, promote, predict, search, ...) and the CI gate. Imported here, not at the top, so that
+    the local commands start without loading the client's dependencies."""
+    from archscreen.ci_gate import add_ci_command
     from archscreen.import_cli import add_import_command
-
-    add_import_command(sub)
-
+    from archscreen.predict_cli import add_predict_commands
+    from archscreen.promote_cli import add_promote_commands
+    from archscreen.remote_cli import add_remote_commands
+    from archscreen.search_cli import add_search_command
     from archscreen.service_cli import add_service_commands
 
+    add_import_command(sub)
     add_service_commands(sub)
-
-    from archscreen.remote_cli import add_remote_commands
-
     add_remote_commands(sub)
-    from archscreen.ci_gate import add_ci_command
-
+    add_promote_commands(sub)
+    add_predict_commands(sub)
+    add_search_command(sub)
     add_ci_command(sub)
-    return parser
 
 
 def _add_tune_parser(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -201,6 +210,8 @@ def _validate(spec_path: str, spec: Any, data: Any) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     from archscreen.core.spec import spec_hash
 
+    if is_space_file(args.spec):  # a top-level `space:` key: docs/spec.md, "Search spaces"
+        return cmd_validate_space(args)
     spec, data = _load_spec_and_data(args.spec, args.dataset)
     report = _validate(args.spec, spec, data)
     if args.json:

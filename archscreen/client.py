@@ -164,6 +164,22 @@ class Client:
             body["policy"] = policy
         return self._get(StudyOut, "POST", "/api/v1/studies", json=body)
 
+    def create_search(
+        self,
+        name: str,
+        *,
+        dataset: str,
+        space: dict[str, Any] | str,
+        search: dict[str, Any],
+        screening: dict[str, Any] | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> StudyOut:
+        """A search study: Optuna asks ``search['trials']`` points of ``space`` (docs/service.md);
+        its progress is the returned study's ``search``."""
+        body: dict[str, Any] = {"name": name, "dataset": dataset, "space": space, "search": search}
+        body.update({k: v for k, v in (("screening", screening), ("policy", policy)) if v is not None})
+        return self._get(StudyOut, "POST", "/api/v1/studies", json=body)
+
     def study(self, study_id: int) -> StudyOut:
         return self._get(StudyOut, "GET", f"/api/v1/studies/{study_id}")
 
@@ -338,15 +354,20 @@ class Client:
         *,
         name: str | None = None,
         label_column: str | None = None,
+        options: dict[str, Any] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> DatasetOut:
         """Upload a dataset file (streamed in 1 MiB chunks); the same bytes again return the
-        existing dataset. ``on_progress(sent, total)`` is called after each chunk."""
+        existing dataset. ``options``: a table's ``standardize``, ``categorical_columns`` (a list)
+        and ``max_categories`` (the service's defaults for those left out).
+        ``on_progress(sent, total)`` is called after each chunk."""
         path = Path(path)
         total = path.stat().st_size
-        params = {"name": name or path.name}
+        params: dict[str, Any] = {"name": name or path.name}
         if label_column:
             params["label_column"] = label_column
+        for key, value in (options or {}).items():
+            params[key] = str(value).lower() if isinstance(value, bool) else value
 
         def chunks() -> Iterator[bytes]:
             sent = 0

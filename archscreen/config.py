@@ -13,7 +13,7 @@ no SQL), so ``api/``, ``store/`` and ``worker/`` can all import it and ``core/``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -199,9 +199,21 @@ class PromotionPolicy(BaseModel):
         description=(
             "Tuning jobs per promoted candidate, each from its own starting rate on the Switch "
             "posterior: the median, then the 25th, then the 75th percentile. The candidate's tuned "
-            "answer is its succeeded job with the best validation score (val_loss, or val_accuracy "
-            "when the metric is an accuracy). 1: one job from the posterior's weighted geometric "
+            "answer is its succeeded job with the best validation score (the metric's val_ side; "
+            "val_loss for a loss). 1: one job from the posterior's weighted geometric "
             "mean (the single start of studies before this field). A tuner of another optimizer "
             "than the screening's starts once, from its own default rate."
         ),
     )
+
+
+class SearchConfig(BaseModel):
+    """How a search study's Optuna study runs (issue 29): its sampler, how many trials in all, and
+    how many screen at once. Grid, NSGA-II and a compute budget are not offered yet."""
+
+    model_config = REQUEST
+
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPESampler or RandomSampler.")
+    trials: int = Field(20, ge=1, le=500, description="Trials asked in all; then the usual promotion runs.")
+    parallel: int = Field(2, ge=1, le=16, description="Trials screening at once.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="The sampler's seed (None: random).")

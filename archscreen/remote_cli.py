@@ -32,6 +32,7 @@ from archscreen.cli_common import EXIT_OK, CliError, add_model_options, model_fr
 from archscreen.client import FINAL, ApiError, Client, DownloadedModel, format_detail
 from archscreen.config import ScreeningConfig
 from archscreen.core.names import RANK_METRIC_NAMES
+from archscreen.promote_cli import parse_promote, promote_command
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -49,6 +50,56 @@ def _server_args(p: argparse.ArgumentParser) -> None:
         help="API token (env ARCHSCREEN_TOKEN; default: the local `archscreen up` token)",
     )
     p.add_argument("--data-dir", metavar="DIR", help="where a local `archscreen up` keeps its token")
+
+
+def _add_submit_parser(sub: Any) -> None:
+    p = sub.add_parser("submit", help="submit spec files to a study on a running service")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="architecture spec files (YAML or JSON)")
+    p.add_argument("--study", required=True, help="study name (created if missing, with --dataset)")
+    p.add_argument(
+        "--dataset",
+        help="dataset for a new study: a built-in name (mnist1d), ds_<id>, or a local .npz/.parquet/.csv "
+        "file (uploaded, or reused if the service has the same bytes)",
+    )
+    p.add_argument("--label-column", help="the label column of a .parquet/.csv --dataset file")
+    screening = p.add_argument_group(
+        "screening of a new study", "generated from ScreeningConfig; left out: the service's default"
+    )
+    add_model_options(screening, ScreeningConfig, service_defaults=True)
+    p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
+    p.add_argument(
+        "--promote",
+        type=parse_promote,
+        metavar="top-K",
+        help="a new study tunes its top K by itself once screening ends (policy.auto); an existing "
+        "one is promoted after --wait",
+    )
+    p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
+    _server_args(p)
+    p.set_defaults(func=cmd_submit)
+
+
+def _add_dataset_parsers(sub: Any) -> None:
+    p = sub.add_parser("dataset", help="upload, list and delete your datasets on a running service")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True, parser_class=type(p))
+    d = dsub.add_parser(
+        "upload", help="upload a .npz, .parquet or .csv file (prints its ds_<id>; the same bytes are reused)"
+    )
+    d.add_argument("file", help="the dataset file")
+    d.add_argument("--name", help="display name (default: the file name)")
+    d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
+    _table_option_args(d)
+    d.add_argument("--json", action="store_true", help="print the dataset as JSON")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_upload)
+    d = dsub.add_parser("list", help="your datasets: ref, name, task, shapes, sizes")
+    d.add_argument("--json", action="store_true")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_list)
+    d = dsub.add_parser("rm", help="delete a dataset (refused while a study uses it)")
+    d.add_argument("dataset", help="ds_<id> or the id")
+    _server_args(d)
+    d.set_defaults(func=cmd_dataset_rm)
 
 
 def add_remote_commands(sub: Any) -> None:
@@ -88,48 +139,6 @@ def add_remote_commands(sub: Any) -> None:
     p.add_argument("--job", type=int, metavar="ID", help="this tuning job of the study instead of the best")
     _server_args(p)
     p.set_defaults(func=cmd_export)
-
-
-def _add_submit_parser(sub: Any) -> None:
-    p = sub.add_parser("submit", help="submit spec files to a study on a running service")
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="architecture spec files (YAML or JSON)")
-    p.add_argument("--study", required=True, help="study name (created if missing, with --dataset)")
-    p.add_argument(
-        "--dataset",
-        help="dataset for a new study: a built-in name (mnist1d), ds_<id>, or a local .npz/.parquet/.csv "
-        "file (uploaded, or reused if the service has the same bytes)",
-    )
-    p.add_argument("--label-column", help="the label column of a .parquet/.csv --dataset file")
-    screening = p.add_argument_group(
-        "screening of a new study", "generated from ScreeningConfig; left out: the service's default"
-    )
-    add_model_options(screening, ScreeningConfig, service_defaults=True)
-    p.add_argument("--wait", action="store_true", help="wait until screening ends, with progress")
-    p.add_argument("--json", action="store_true", help="print the created candidates as JSON")
-    _server_args(p)
-    p.set_defaults(func=cmd_submit)
-
-
-def _add_dataset_parsers(sub: Any) -> None:
-    p = sub.add_parser("dataset", help="upload, list and delete your datasets on a running service")
-    dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True, parser_class=type(p))
-    d = dsub.add_parser(
-        "upload", help="upload a .npz, .parquet or .csv file (prints its ds_<id>; the same bytes are reused)"
-    )
-    d.add_argument("file", help="the dataset file")
-    d.add_argument("--name", help="display name (default: the file name)")
-    d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
-    d.add_argument("--json", action="store_true", help="print the dataset as JSON")
-    _server_args(d)
-    d.set_defaults(func=cmd_dataset_upload)
-    d = dsub.add_parser("list", help="your datasets: ref, name, task, shapes, sizes")
-    d.add_argument("--json", action="store_true")
-    _server_args(d)
-    d.set_defaults(func=cmd_dataset_list)
-    d = dsub.add_parser("rm", help="delete a dataset (refused while a study uses it)")
-    d.add_argument("dataset", help="ds_<id> or the id")
-    _server_args(d)
-    d.set_defaults(func=cmd_dataset_rm)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -239,7 +248,7 @@ class ProgressReporter:
 # ------------------------------------------------------------------------------ submit / status
 
 
-DATASET_SUFFIXES = (".npz", ".parquet", ".pq", ".csv")
+DATASET_SUFFIXES = (".npz", ".parquet", ".pq", ".csv", ".zip")
 
 
 def _is_dataset_file(value: str) -> bool:
@@ -264,7 +273,15 @@ def resolve_dataset(c: Client, value: str, label_column: str | None = None, *, q
     return _upload(c, path, None, label_column, quiet=quiet).ref
 
 
-def _upload(c: Client, path: Path, name: str | None, label_column: str | None, *, quiet: bool) -> DatasetOut:
+def _upload(
+    c: Client,
+    path: Path,
+    name: str | None,
+    label_column: str | None,
+    *,
+    quiet: bool,
+    options: dict[str, Any] | None = None,
+) -> DatasetOut:
     from archscreen.store.datasets import name_from_file
 
     # the file name as a valid dataset name: "data (1).npz" → "data _1_.npz"
@@ -283,10 +300,11 @@ def _upload(c: Client, path: Path, name: str | None, label_column: str | None, *
                     path,
                     name=name,
                     label_column=label_column,
+                    options=options,
                     on_progress=lambda sent, _total: bar.update(task, completed=sent),
                 )
         else:
-            ds = c.upload_dataset(path, name=name, label_column=label_column)
+            ds = c.upload_dataset(path, name=name, label_column=label_column, options=options)
     except ApiError as exc:
         raise CliError(f"{path}: {exc}") from None
     if not quiet:
@@ -309,12 +327,42 @@ def _dataset_id(value: str) -> int:
     return int(digits)
 
 
+def _table_option_args(p: argparse.ArgumentParser) -> None:
+    """A table's preprocessing options (the upload's query parameters); left out, the service's
+    defaults apply (defined once, in core/table_options.py)."""
+    p.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        default=None,
+        help="keep a table's numeric columns as they are (default: standardised on the train split)",
+    )
+    p.add_argument(
+        "--categorical-column",
+        dest="categorical_columns",
+        action="append",
+        metavar="NAME",
+        help="an integer column of a table to one-hot like its string columns (repeatable)",
+    )
+    p.add_argument(
+        "--max-categories",
+        type=int,
+        metavar="N",
+        help="one-hot columns per categorical column; rarer values share an 'other' column",
+    )
+
+
+def _table_options(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("standardize", "categorical_columns", "max_categories")
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
 def cmd_dataset_upload(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{args.file}: no such file")
     with _client(args.server, _token(args)) as c:
-        ds = _upload(c, path, args.name, args.label_column, quiet=args.json)
+        ds = _upload(c, path, args.name, args.label_column, quiet=args.json, options=_table_options(args))
     print(_json(ds) if args.json else ds.ref)
     return EXIT_OK
 
@@ -358,11 +406,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 raise CliError(f"study {args.study!r} does not exist: pass --dataset to create it")
             given = model_from_args(ScreeningConfig, args, only_given=True)
             screening = given.model_dump(exclude_unset=True) or None
+            policy = {"auto": True, "top_k": args.promote} if args.promote else None
             dataset = resolve_dataset(c, args.dataset, args.label_column, quiet=args.json)
             try:
-                study = c.create_study(args.study, dataset=dataset, screening=screening)
+                study = c.create_study(args.study, dataset=dataset, screening=screening, policy=policy)
             except ApiError as exc:
                 raise CliError(str(exc)) from None
+        elif args.promote and not args.wait and not study.policy.auto:
+            raise CliError(
+                f"study {args.study!r} exists and does not promote itself: add --wait, or run "
+                f"`{promote_command(args.study, args.promote)}` once screening ends"
+            )
         try:
             added = c.add_candidates(study.id, [{"spec": s} for s in specs])
         except ApiError as exc:
@@ -376,6 +430,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
             with ProgressReporter(not args.json) as rep:
                 c.wait(study.id, on_update=rep.update)
             _print_ranking(c, study.id)
+            if args.promote and not study.policy.auto:
+                from archscreen.promote_cli import promote
+
+                promote(
+                    c, study, argparse.Namespace(top=args.promote, candidates=None, tuner=None, starts=None)
+                )
     return EXIT_OK
 
 
@@ -475,7 +535,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                 states = ", ".join(sorted({j.state for j in jobs}))
                 raise CliError(
                     f"study {study.name!r}: no tuning job has succeeded yet"
-                    + (f" (tuning jobs: {states})" if jobs else " (none promoted: `archscreen status`)")
+                    + (
+                        f" (tuning jobs: {states}; `archscreen status {study.name}`)"
+                        if jobs
+                        else f" (none promoted: run `{promote_command(study.name)}`)"
+                    )
                 )
         names = {x.id: x.name for x in c.candidates(study.id)}
         dest = Path(args.output or f"{study.name}.pt")

@@ -20,6 +20,7 @@ from archscreen.core.defaults import SCREENING
 
 __all__ = [
     "ACTIVE_STATES",
+    "DATASET_FORMATS",
     "DEFAULT_SCREENING_BASE",
     "DEFAULT_TUNER_BY_BASE",
     "ESTIMATE_METRIC_BY_TASK",
@@ -28,8 +29,9 @@ __all__ = [
     "JOB_STATES",
     "METRIC_NAMES",
     "RANK_METRIC_NAMES",
-    "RESULT_METRICS",
+    "RESULT_METRIC_NAMES",
     "TUNER_NAMES",
+    "DatasetFormat",
     "JobState",
     "Metric",
     "RankMetric",
@@ -70,11 +72,26 @@ def default_tuner_for(screener_base: str | None) -> TunerName:
         ) from None
 
 
-# A screening result's metrics a study can be ranked by.
-Metric = Literal["val_loss", "val_accuracy", "test_accuracy", "test_loss"]
+# A screening result's metrics a study can be ranked by (a policy's metric, the CI gate's).
+# Balanced accuracy and macro-F1 weigh every class equally (core/training/metrics.py): for
+# imbalanced classes, where plain accuracy rewards predicting the majority class.
+Metric = Literal[
+    "val_loss",
+    "val_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "val_balanced_accuracy",
+    "test_balanced_accuracy",
+    "val_macro_f1",
+    "test_macro_f1",
+]
 METRIC_NAMES: tuple[Metric, ...] = get_args(Metric)
-# metric -> True when higher is better
-HIGHER_IS_BETTER: dict[Metric, bool] = {m: m.endswith("_accuracy") for m in METRIC_NAMES}
+# metric -> True when higher is better (every metric but a loss)
+HIGHER_IS_BETTER: dict[Metric, bool] = {m: not m.endswith("_loss") for m in METRIC_NAMES}
+
+RESULT_METRIC_NAMES: tuple[str, ...] = (*METRIC_NAMES, "val_bpc", "test_bpc", "val_mse", "test_mse")
+"""Every best-epoch metric a screening or tuning result holds (``RunResult``'s metric fields):
+the API's per-candidate means and the exported model file's ``metrics`` list these."""
 
 # What a ranking (GET /ranking, ``archscreen status``) can order by: a stored metric, or
 # ``estimate``, the screening curve extrapolated to the best-rate score (core/estimate.py). Not a
@@ -99,22 +116,13 @@ def higher_is_better(metric: RankMetric, task: str | None = None) -> bool:
     return HIGHER_IS_BETTER[metric]
 
 
-# A run's result metrics, the screened and the tuned (loss, accuracy, bits per character, MSE;
-# which ones a result has depends on its task): a study's mean over seeds (api/views.py) and the
-# exported model's metrics (worker/artifacts.py) read these keys.
-RESULT_METRICS: tuple[str, ...] = (
-    "val_loss",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "val_bpc",
-    "test_bpc",
-    "val_mse",
-    "test_mse",
-)
-
 # A job's state (store/models.py's column; the API's schemas use this type, its OpenAPI enum).
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged")
+
+# An uploaded dataset's file format (store/models.py's column, the API's upload and listing
+# schemas): here so that the client's schemas read it without SQLAlchemy.
+DatasetFormat = Literal["npz", "parquet", "csv", "image_zip", "image_parquet"]
+DATASET_FORMATS: tuple[DatasetFormat, ...] = get_args(DatasetFormat)

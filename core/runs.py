@@ -36,9 +36,11 @@ class RunResult:
     """What every run reports: which spec on which data, and its best-epoch metrics and curves.
 
     ``val_bpc``/``test_bpc`` (bits per character) are set for language models, ``*_mse`` for
-    regression, ``*_accuracy`` for classification. Subclasses list their serialised key order in
-    ``SERIAL_ORDER``: :meth:`to_dict` keeps the order the results had before the fields were
-    shared (stored results and ``--json`` output read the same).
+    regression, ``*_accuracy`` for classification, and ``*_balanced_accuracy``/``*_macro_f1``
+    (:mod:`archscreen.core.training.metrics`) for classification too (language models: None).
+    Subclasses list their serialised key order in ``SERIAL_ORDER``: :meth:`to_dict` keeps the
+    order the results had before the fields were shared (stored results and ``--json`` output
+    read the same).
     """
 
     SERIAL_ORDER: ClassVar[tuple[str, ...]] = ()
@@ -62,6 +64,12 @@ class RunResult:
     seconds: float
     stopped_because: str
     curves: list[dict[str, Any]] = field(default_factory=list)
+    # Added after the fields above (so serialised after them, RUN_FIELDS leaves them out); None
+    # for language models and regression, and in results stored before they existed.
+    val_balanced_accuracy: float | None = None
+    test_balanced_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    test_macro_f1: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -76,8 +84,10 @@ class RunResult:
         return float(value)
 
 
-RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunResult) if f.name != "curves")
-"""The shared fields in order, ``curves`` (serialised last) left out."""
+_NAMES = [f.name for f in fields(RunResult)]
+RUN_FIELDS: tuple[str, ...] = tuple(_NAMES[: _NAMES.index("curves")])
+"""The shared fields in order up to ``curves`` (serialised last): the key order results had
+before the class-balanced metrics, which follow every older key."""
 
 
 @dataclass

@@ -60,6 +60,7 @@ class DatasetRecord:
     name: str
     format: DatasetFormat
     label_column: str
+    options_key: str
     sha256: str
     blob_sha256: str
     size_bytes: int
@@ -79,6 +80,7 @@ def _record(row: Dataset) -> DatasetRecord:
         row.name,
         row.format,
         row.label_column,
+        row.options_key,
         row.sha256,
         row.blob_sha256,
         int(row.size_bytes),
@@ -99,10 +101,17 @@ def get_any(s: Session, dataset_id: int) -> DatasetRecord | None:
     return None if row is None else _record(row)
 
 
-def by_content(s: Session, tenant_id: int, sha256: str, label_column: str = "") -> DatasetRecord | None:
+def by_content(
+    s: Session, tenant_id: int, sha256: str, label_column: str = "", options_key: str = ""
+) -> DatasetRecord | None:
+    """The tenant's dataset of this file, label column and options (``options_key``: a table's
+    :meth:`~archscreen.core.table_options.TableOptions.key_sha256`; "" for an ``.npz``)."""
     row = s.scalar(
         select(Dataset).where(
-            Dataset.tenant_id == tenant_id, Dataset.sha256 == sha256, Dataset.label_column == label_column
+            Dataset.tenant_id == tenant_id,
+            Dataset.sha256 == sha256,
+            Dataset.label_column == label_column,
+            Dataset.options_key == options_key,
         )
     )
     return None if row is None else _record(row)
@@ -138,9 +147,10 @@ def create(
     size_bytes: int,
     blob_bytes: int,
     facts: dict[str, Any],
+    options_key: str = "",
 ) -> tuple[DatasetRecord, bool]:
     """The new dataset, or the tenant's existing one with the same content (``created`` False)."""
-    existing = by_content(s, tenant_id, sha256, label_column)
+    existing = by_content(s, tenant_id, sha256, label_column, options_key)
     if existing is not None:
         return existing, False
     row = Dataset(
@@ -148,6 +158,7 @@ def create(
         name=name,
         format=format,
         label_column=label_column,
+        options_key=options_key,
         sha256=sha256,
         blob_sha256=blob_sha256,
         size_bytes=size_bytes,
@@ -159,7 +170,7 @@ def create(
             s.add(row)
             s.flush()
     except IntegrityError:  # the same upload, concurrently
-        again = by_content(s, tenant_id, sha256, label_column)
+        again = by_content(s, tenant_id, sha256, label_column, options_key)
         assert again is not None
         return again, False
     return _record(row), True

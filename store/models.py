@@ -27,13 +27,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-# A job's state is defined in core/names.py, so that the client reads it without SQLAlchemy
-# (FINAL_STATES re-exported for store/ranking.py, which imports it from here).
+# A job's state and a dataset's format are defined in core/names.py, so that the client reads
+# them without SQLAlchemy (FINAL_STATES re-exported for store/ranking.py, DatasetFormat for
+# store/datasets.py, which import them from here).
 from archscreen.core.names import FINAL_STATES as FINAL_STATES
+from archscreen.core.names import DatasetFormat as DatasetFormat
 from archscreen.core.names import JobState
 
 JobKind = Literal["screen", "tune"]
-DatasetFormat = Literal["npz", "parquet", "csv"]
 JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 
 # Stable constraint names so Alembic migrations (and their downgrades) can refer to them.
@@ -83,11 +84,15 @@ class ApiToken(Base):
 class Dataset(Base):
     """A tenant's uploaded dataset. The bytes live in the blob store under ``blob_sha256`` (the
     canonical ``.npz`` the workers read); ``sha256`` is the uploaded file's, so the same upload
-    (with the same label column) is the same dataset."""
+    (with the same label column and preprocessing options) is the same dataset. ``options_key``:
+    the sha256 of a table's :class:`~archscreen.core.table_options.TableOptions` (empty for an
+    ``.npz``, and for a table uploaded before revision 0005, which had no preprocessing)."""
 
     __tablename__ = "datasets"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "sha256", "label_column", name="uq_datasets_tenant_sha_label"),
+        UniqueConstraint(
+            "tenant_id", "sha256", "label_column", "options_key", name="uq_datasets_tenant_sha_label_options"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -95,6 +100,7 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200))
     format: Mapped[DatasetFormat] = mapped_column(String(16))
     label_column: Mapped[str] = mapped_column(String(200), default="")
+    options_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
     sha256: Mapped[str] = mapped_column(String(64))
     blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
@@ -120,6 +126,11 @@ class Study(Base):
     promotion_check_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Bumped on every change under the study (jobs, metrics): cheap ETags for pollers.
     version: Mapped[int] = mapped_column(Integer, default=0)
+    # A search study (issue 29): its space document and SearchConfig JSON; NULL for a candidate list.
+    space: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    search: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Held (compare-and-set) while one search step asks and tells: two steps never ask at once.
+    search_step_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Candidate(Base):
@@ -134,6 +145,8 @@ class Candidate(Base):
     num_params: Mapped[int] = mapped_column(Integer)
     summary: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    # A search trial's parameters (the point it was built from); NULL for a submitted spec.
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="candidate", order_by="Job.id")
 
@@ -189,6 +202,27 @@ class EpochMetric(Base):
     val_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SearchTrial(Base):
+    """One Optuna trial of a search study and what became of it: the unique (study, number) key is
+    what keeps a repeated search step from making a second candidate for one trial. Several trials
+    may share a candidate (the sampler proposed the same point twice)."""
+
+    __tablename__ = "search_trials"
+    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_search_trials_study_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), nullable=True
+    )
+    # told: NULL while its screening runs, else Optuna's final state (complete, fail, pruned)
+    told: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    refused: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
 
 class IdempotencyKey(Base):

@@ -81,9 +81,11 @@ def _score(result: dict[str, Any] | None, metric: str) -> float | None:
 
 def selection_metric(metric: str) -> Metric:
     """The score a candidate's tuning starts are compared by: the validation side of the ranking
-    ``metric`` (``val_accuracy`` for an accuracy, else ``val_loss``), so the test split never
-    picks the start whose test score is then reported (issue 16: "keep the best by validation")."""
-    return "val_accuracy" if metric.endswith("_accuracy") else "val_loss"
+    ``metric`` (``val_macro_f1`` for ``test_macro_f1``, ``val_loss`` for a loss or the
+    estimate), so the test split never picks the start whose test score is then reported
+    (issue 16: "keep the best by validation")."""
+    side = "val_" + metric.removeprefix("test_").removeprefix("val_")
+    return cast(Metric, side) if side in METRICS else "val_loss"
 
 
 def best_tuning_job(jobs: Sequence[JobRecord], metric: str = "val_loss") -> JobRecord | None:

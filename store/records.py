@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from archscreen.config import PromotionPolicy, ScreeningConfig
+from archscreen.config import PromotionPolicy, ScreeningConfig, SearchConfig
 from archscreen.core.names import JobState
 from archscreen.store.models import Candidate, EpochMetric, Job, JobKind, Study
 
@@ -43,6 +43,8 @@ class StudyRecord:
     created_at: datetime
     auto_promoted_at: datetime | None
     version: int
+    space: dict[str, Any] | None = None  # a search study's space document (issue 29)
+    search: SearchConfig | None = None
 
     @classmethod
     def of(cls, row: Study | Row[Any]) -> StudyRecord:
@@ -57,6 +59,8 @@ class StudyRecord:
             created_at=row.created_at,
             auto_promoted_at=row.auto_promoted_at,
             version=row.version,
+            space=row.space,
+            search=None if row.search is None else SearchConfig.model_validate(row.search),
         )
 
 
@@ -70,6 +74,7 @@ class CandidateRecord:
     num_params: int
     summary: list[dict[str, Any]]
     created_at: datetime
+    params: dict[str, Any] | None = None  # a search trial's parameters (issue 29)
 
     @classmethod
     def of(cls, row: Candidate | Row[Any]) -> CandidateRecord:
@@ -82,6 +87,7 @@ class CandidateRecord:
             num_params=row.num_params,
             summary=row.summary,
             created_at=row.created_at,
+            params=row.params,
         )
 
 

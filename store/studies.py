@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from archscreen.config import PromotionPolicy, ScreeningConfig
+from archscreen.config import PromotionPolicy, ScreeningConfig, SearchConfig
 from archscreen.store.jobs import bump_study
 from archscreen.store.models import Candidate, EpochMetric, IdempotencyKey, Job, JobKind, Study
 from archscreen.store.records import (
@@ -51,15 +51,20 @@ def create_study(
     dataset: str,
     screening: ScreeningConfig | Mapping[str, Any],
     policy: PromotionPolicy | Mapping[str, Any],
+    space: dict[str, Any] | None = None,
+    search: SearchConfig | Mapping[str, Any] | None = None,
 ) -> StudyRecord:
     """A new study; its config is stored as the validated models' JSON (a mapping is validated here
-    first, so what a reader re-hydrates always validates)."""
+    first, so what a reader re-hydrates always validates). A search study has ``space`` (the
+    document, already checked by ``parse_space``) and ``search``."""
     study = Study(
         tenant_id=tenant_id,
         name=name,
         dataset=dataset,
         screening=ScreeningConfig.model_validate(screening).model_dump(mode="json"),
         policy=PromotionPolicy.model_validate(policy).model_dump(mode="json"),
+        space=space,
+        search=None if search is None else SearchConfig.model_validate(search).model_dump(mode="json"),
     )
     try:
         with s.begin_nested():
@@ -132,6 +137,7 @@ def add_candidate(
     num_params: int,
     summary: list[dict[str, Any]],
     max_attempts: int,
+    params: dict[str, Any] | None = None,
 ) -> tuple[CandidateRecord, bool, list[JobRecord]]:
     """Add a candidate and its screening jobs (one per seed), or return the existing one.
 
@@ -143,7 +149,13 @@ def add_candidate(
     if existing is not None:
         return CandidateRecord.of(existing), False, []
     cand = Candidate(
-        study_id=study.id, name=name, spec=spec, spec_hash=spec_hash, num_params=num_params, summary=summary
+        study_id=study.id,
+        name=name,
+        spec=spec,
+        spec_hash=spec_hash,
+        num_params=num_params,
+        summary=summary,
+        params=params,
     )
     try:
         with s.begin_nested():

@@ -22,6 +22,7 @@ from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
 from archscreen.store import ranking as ranking_store
+from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
 from archscreen.store.records import JobRecord, StudyRecord
 
@@ -191,7 +192,7 @@ def after_screening_finished(db: Database, settings: Settings, study_id: int) ->
         study = study_store.study_by_id(s, study_id)
         if study is None or not study.policy.auto or study.auto_promoted_at is not None:
             return []
-        if not ranking_store.screening_done(s, study_id):
+        if not ranking_store.screening_done(s, study_id) or not search_store.search_over(s, study):
             return []
         if not ranking_store.claim_auto_promotion(s, study_id):
             return []

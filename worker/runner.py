@@ -330,7 +330,7 @@ def _run(
     elif kind == "tune":
         from archscreen.core.data import load_dataset
         from archscreen.core.tuning import get_tuner
-        from archscreen.worker.artifacts import export_model
+        from archscreen.worker.artifacts import dataset_preprocessing, export_model
 
         tuner = get_tuner(job_config["tuner"])
         out = tuner.tune(
@@ -345,7 +345,8 @@ def _run(
         ).to_dict()
         if out["stopped_because"] not in ("cancelled", "diverged"):
             info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
-            model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id)
+            prep = dataset_preprocessing(dataset)  # a table's or images': the model takes raw input
+            model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id, prep)
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     out = _stored_result(settings, kind, out, device, share, screener)

@@ -31,12 +31,15 @@ import archscreen.core.tuning  # noqa: F401
 from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import jobs as job_store
+from archscreen.store import search as search_store
 from archscreen.store.ranking import studies_awaiting_auto_promotion
 from archscreen.worker.app import configure, make_celery
 from archscreen.worker.promotion import CHECK_TASK as PROMOTION_CHECK
 from archscreen.worker.promotion import after_screening_finished
 from archscreen.worker.queue import broker_queue_length, enqueue
 from archscreen.worker.runner import SHUTDOWN, execute
+from archscreen.worker.search import STEP_TASK as SEARCH_STEP
+from archscreen.worker.search import search_step, step_after_job
 
 log = logging.getLogger("archscreen.worker")
 
@@ -158,6 +161,31 @@ class ControlRequest(Request):
         return True
 
 
+class SearchStepRequest(Request):
+    """A search study's step (worker/search.py): database work and one Optuna ask/tell, run by the
+    main process's maintenance thread like a promotion check; steps of one study waiting together
+    run once. Acking first loses nothing: the maintenance pass steps every unfinished search."""
+
+    def revoked(self) -> bool:
+        if super().revoked():
+            return True
+        study_id = _job_id(self)
+        _drop(self)
+        if study_id is not None:
+            if _maintenance is not None and _maintenance.is_alive():
+                _maintenance.step_search(study_id)
+            else:
+                threading.Thread(target=_search_step, args=(study_id,), daemon=True).start()
+        return True
+
+
+def _search_step(study_id: int) -> None:
+    try:
+        search_step(database(), settings, study_id)
+    except Exception:  # the maintenance pass steps every unfinished search
+        log.exception("study %s: search step failed; the maintenance pass retries it", study_id)
+
+
 def run_promotion_check(study_id: int) -> None:
     """Queue a study's promotion check for the maintenance thread (or run it in a thread of its own
     before that thread starts): never in Celery's event loop, which must keep taking messages."""
@@ -211,7 +239,9 @@ def _run_job(job_id: int) -> str:
 
 @app.task(name="archscreen.screen_run", acks_late=True, Request=JobRequest)
 def screen_run(job_id: int) -> str:
-    return _run_job(int(job_id))
+    state = _run_job(int(job_id))
+    step_after_job(database(), settings, int(job_id))  # a search study's next trials
+    return state
 
 
 @app.task(name="archscreen.tune_job", acks_late=True, Request=JobRequest)
@@ -228,6 +258,13 @@ def promotion_check(study_id: int) -> list[int]:
     return after_screening_finished(database(), settings, int(study_id))
 
 
+@app.task(name=SEARCH_STEP, acks_late=True, Request=SearchStepRequest)
+def search_step_task(study_id: int) -> list[int]:
+    """Ask and tell a search study's trials (worker/search.py); idempotent (the study's step lock
+    and the unique trial links). :class:`SearchStepRequest` runs it in the main process."""
+    return search_step(database(), settings, int(study_id))
+
+
 def _held_job_requests() -> list[Request]:
     """Job messages this worker's main process holds (prefetched or handed to a job process)."""
     for _ in range(3):
@@ -239,7 +276,7 @@ def _held_job_requests() -> list[Request]:
     else:
         return []
     # a promotion check's argument is a study id, not a job's
-    return [r for r in requests if getattr(r, "name", None) != PROMOTION_CHECK]
+    return [r for r in requests if getattr(r, "name", None) not in (PROMOTION_CHECK, SEARCH_STEP)]
 
 
 def held_job_ids() -> list[int]:
@@ -320,6 +357,13 @@ def maintenance_once(
         awaiting = studies_awaiting_auto_promotion(sess)
     for study_id in awaiting:
         after_screening_finished(db, s, study_id)
+    with db.session() as sess:
+        searching = search_store.studies_searching(sess)
+    for study_id in searching:  # a step whose message was lost, or that found the lock held
+        try:
+            search_step(db, s, study_id)
+        except Exception:  # one study's failing step must not hold up the others'
+            log.exception("study %s: search step failed; the next pass retries it", study_id)
     return requeued
 
 
@@ -334,10 +378,16 @@ class Maintenance(threading.Thread):
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._checks: set[int] = set()  # studies whose promotion check waits: one run each
+        self._steps: set[int] = set()  # search studies whose step waits: one run each
 
     def check_promotion(self, study_id: int) -> None:
         with self._lock:
             self._checks.add(study_id)
+        self._wake.set()
+
+    def step_search(self, study_id: int) -> None:
+        with self._lock:
+            self._steps.add(study_id)
         self._wake.set()
 
     def stop(self) -> None:
@@ -347,8 +397,11 @@ class Maintenance(threading.Thread):
     def _run_checks(self) -> None:
         with self._lock:
             checks, self._checks = self._checks, set()
+            steps, self._steps = self._steps, set()
         for study_id in sorted(checks):
             _promotion_check(study_id)
+        for study_id in sorted(steps):
+            _search_step(study_id)
 
     def run(self) -> None:
         interval = min(settings.reaper_interval_s, settings.worker_seen_s / 3)

@@ -25,7 +25,8 @@ function fmt(x, digits = 4) {
   return Number(x).toFixed(digits);
 }
 function fmtLr(x) { return x ? Number(x).toPrecision(3) : "–"; }
-// The extrapolated best-rate score and its interval: "est. 95.1 [93.8, 96.0]" (accuracy in percent).
+// The extrapolated best-rate score and the fit's own uncertainty band (not a calibrated interval:
+// docs/fidelity.md): "est. 95.1 [93.8, 96.0]" (accuracy in percent).
 function fmtEst(e) {
   if (!e) return "–";
   const f = e.metric === "val_accuracy" ? (x) => (100 * x).toFixed(1) : (x) => fmt(x, 3);
@@ -340,7 +341,7 @@ async function renderStudy(studyId, summary, state) {
       <tbody>${rows}</tbody></table>
     <div class="grid2">
       <div class="card"><h2>Validation loss per epoch</h2>${lineChart(lossSeries, { id: "val_loss", xLabel: "epoch", yLabel: "val loss", bands: estimateBands(details, "val_loss") })}${legend(lossSeries)}</div>
-      <div class="card"><h2>Validation accuracy per epoch <span class="muted">(bands: estimates)</span></h2>${lineChart(accSeries, { id: "val_accuracy", xLabel: "epoch", yLabel: "val accuracy", bands: estimateBands(details, "val_accuracy") })}${legend(accSeries)}</div>
+      <div class="card"><h2>Validation accuracy per epoch <span class="muted">(bands: estimates' fit uncertainty)</span></h2>${lineChart(accSeries, { id: "val_accuracy", xLabel: "epoch", yLabel: "val accuracy", bands: estimateBands(details, "val_accuracy") })}${legend(accSeries)}</div>
     </div>
     <div class="grid2">
       <div class="card"><h2>Where this architecture wants its rate: Switch posterior</h2>
@@ -348,7 +349,7 @@ async function renderStudy(studyId, summary, state) {
           <select id="posterior-for">${withPosterior.map((d) => `<option value="${d.id}" ${d.id === state.posteriorFor ? "selected" : ""}>${esc(d.name)}</option>`).join("")}</select></div>
         ${barChart(bars, { id: "posterior", xLabel: "learning rate of the output copy", yLabel: "posterior weight" })}</div>
       <div class="card"><h2>Ranking (${esc(summary.ranking.metric)}, ${summary.ranking.higher_is_better ? "higher" : "lower"} is better)</h2>
-        <table id="ranking"><thead><tr><th class="num">#</th><th>candidate</th><th class="num">score</th><th class="num" title="extrapolated best-rate score [interval]">estimate</th><th></th><th class="num">preferred lr</th>
+        <table id="ranking"><thead><tr><th class="num">#</th><th>candidate</th><th class="num">score</th><th class="num" title="extrapolated best-rate score [the fit's own uncertainty band, not a calibrated interval]">estimate</th><th></th><th class="num">preferred lr</th>
           <th class="num">tuned</th><th class="num">recommended lr</th></tr></thead><tbody>${ranked || '<tr><td colspan="8" class="muted">no candidate has finished yet</td></tr>'}</tbody></table>
         <div class="row" style="margin-top:10px"><label for="top-k" class="muted">promote the top</label>
           <input id="top-k" type="number" min="1" max="100" value="${s.policy.top_k}" style="width:64px">

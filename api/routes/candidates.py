@@ -128,6 +128,8 @@ def add_candidates(
     With an ``Idempotency-Key`` header a retried request replays the first response.
     """
     study = load_study(session, tenant.id, study_id)
+    if study.search is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "a search study's candidates are its trials (Optuna)")
     cands = body if isinstance(body, list) else [body]
     if not cands:
         raise ApiValidationError([item(["body"], "expected at least one candidate")])

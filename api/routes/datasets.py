@@ -6,6 +6,11 @@ as the raw body (``Content-Type: application/octet-stream``), or as the file par
 ``multipart/form-data`` body (``curl -F file=@data.npz``; :mod:`archscreen.api.upload_stream`).
 A study then names it ``"dataset": "ds_<id>"`` (the ``ref`` field of the response).
 
+A table's preprocessing (fitted on its train split, stored with it; ``core/data/preprocess.py``)
+takes ``standardize``, ``categorical_columns`` (repeated, or comma-separated) and
+``max_categories``, as query parameters or (multipart) form fields; the response's
+``preprocessing`` reports what was done to each column.
+
 Order of an upload: the parameters (422), the tenant's dataset count (429), a validation slot
 (429 with ``Retry-After``, :class:`~archscreen.api.limits.ValidationSlots`), the body streamed to
 a temporary file (413 past ``ARCHSCREEN_MAX_DATASET_BYTES``), the same bytes uploaded before (200),
@@ -22,7 +27,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -31,10 +36,20 @@ from starlette.requests import ClientDisconnect
 
 from archscreen.api.deps import DatabaseDep, IdPath, PageDep, SessionDep, SettingsDep, TenantDep
 from archscreen.api.errors import ApiValidationError, item
+from archscreen.api.image_upload import (
+    IMAGE_MODE_DOC,
+    IMAGE_SIZE_DOC,
+    IMAGE_SIZE_PATTERN,
+    NO_LABEL,
+    ImageOptions,
+    resolve_images,
+)
 from archscreen.api.limits import LimitExceeded, ValidationSlots, host_validation_slots
 from archscreen.api.schemas import DatasetOut, ErrorResponse, LimitResponse, Page, TooLargeResponse
 from archscreen.api.upload_stream import (
     FORM_FIELDS,
+    IMAGE_FIELDS,
+    OPTION_FIELDS,
     Received,
     UploadTooLarge,
     is_multipart,
@@ -42,26 +57,31 @@ from archscreen.api.upload_stream import (
     receive_raw,
 )
 from archscreen.api.validation import check_file
+from archscreen.core.names import DATASET_FORMATS, DatasetFormat
+from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, MAX_CATEGORIES_LIMIT, TableOptions
 from archscreen.settings import Settings
 from archscreen.store import Tenant
 from archscreen.store import datasets as dataset_store
 from archscreen.store.blobs import BlobStore, blob_store
 from archscreen.store.datasets import DatasetRecord
-from archscreen.store.models import DatasetFormat
 
 log = logging.getLogger("archscreen.api")
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such dataset."}
 }
-FORMATS: tuple[DatasetFormat, ...] = ("npz", "parquet", "csv")
+FORMATS: tuple[DatasetFormat, ...] = DATASET_FORMATS
+NO_LABEL_FORMATS = ("npz", "image_zip")  # targets inside the file: y_* arrays, class folders
+FORMAT_HINT = (
+    "give format (npz, parquet, csv, image_zip or image_parquet), or a name ending in a suffix of those"
+)
 SUFFIX_FORMAT: dict[str, DatasetFormat] = {
     ".npz": "npz",
     ".parquet": "parquet",
     ".pq": "parquet",
     ".csv": "csv",
+    ".zip": "image_zip",
 }
-NPZ_NO_LABEL = "an .npz names its targets y_*: no label column"
 # What the request log and metrics record for an upload the client abandoned (nginx's code): it
 # is the client's doing, not a server error, and nobody reads the answer.
 CLIENT_CLOSED_REQUEST = 499
@@ -89,9 +109,117 @@ def dataset_out(record: DatasetRecord, *, created: bool = False) -> DatasetOut:
         vocab_size=facts.get("vocab_size"),
         classes=facts.get("classes"),
         split_sizes=facts["split_sizes"],
+        image=facts.get("image"),
+        class_counts=facts.get("class_counts"),
+        dropped_rows_missing_label=facts.get("dropped_rows_missing_label"),
+        preprocessing=facts.get("preprocessing"),
         created_at=record.created_at,
         created=created,
     )
+
+
+StandardizeQuery = Annotated[
+    bool | None,
+    Query(
+        description="A table's numeric columns to zero mean, unit variance on its train split (default true)."
+    ),
+]
+CategoricalQuery = Annotated[
+    list[str] | None,
+    Query(
+        max_length=1000,
+        description="Integer columns of a table to one-hot like its string columns "
+        "(repeated or comma-separated).",
+    ),
+]
+MaxCategoriesQuery = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_CATEGORIES_LIMIT,
+        description=f"One-hot columns per categorical column; rarer values share an 'other' column "
+        f"(default {DEFAULT_MAX_CATEGORIES}).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """A table's preprocessing options as the request gave them (None: not given)."""
+
+    standardize: bool | None = None
+    categorical_columns: list[str] | None = None
+    max_categories: int | None = None
+
+
+def table_options(fmt: str | None, given: QueryOptions, where: str = "query") -> TableOptions | None:
+    """A table's options (defaults for what is not given); None for an ``.npz`` or images (422 if
+    any is given)."""
+    if fmt in ("npz", "image_zip", "image_parquet"):
+        what = "an .npz is stored as it is" if fmt == "npz" else f"an {fmt} upload holds images"
+        for field in OPTION_FIELDS:
+            if getattr(given, field) is not None:
+                raise ApiValidationError(
+                    [item([where, field], f"{what}: preprocessing options are for tables")]
+                )
+        return None
+    names = tuple(
+        n.strip() for value in given.categorical_columns or [] for n in value.split(",") if n.strip()
+    )
+    return TableOptions(
+        standardize=True if given.standardize is None else given.standardize,
+        categorical_columns=names,
+        max_categories=DEFAULT_MAX_CATEGORIES if given.max_categories is None else given.max_categories,
+    )
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")  # FastAPI's bool words
+
+
+def _form_options(fields: dict[str, str]) -> QueryOptions:
+    """The options among a multipart form's text fields, parsed as the query's would be."""
+    standardize: bool | None = None
+    if (text := fields.get("standardize")) is not None:
+        if text.strip().lower() not in _TRUE + _FALSE:
+            raise ApiValidationError([item(["body", "standardize"], "true or false")])
+        standardize = text.strip().lower() in _TRUE
+    max_categories: int | None = None
+    if (text := fields.get("max_categories")) is not None:
+        try:
+            max_categories = int(text)
+        except ValueError:
+            max_categories = 0
+        if not 1 <= max_categories <= MAX_CATEGORIES_LIMIT:
+            raise ApiValidationError(
+                [item(["body", "max_categories"], f"an integer from 1 to {MAX_CATEGORIES_LIMIT}")]
+            )
+    text = fields.get("categorical_columns")
+    return QueryOptions(standardize, None if text is None else [text], max_categories)
+
+
+def resolve_options(
+    params: UploadParams, query: QueryOptions, received: Received | None
+) -> TableOptions | None:
+    """The upload's table options from the query and (multipart) the form's fields, like
+    :func:`resolve_params`: 422 naming the field where the two differ or an npz is given any."""
+    if received is None:
+        return table_options(params.format, query)
+    form = _form_options(received.fields)
+    for given, where in ((query, "query"), (form, "body")):
+        table_options(params.format, given, where)  # an npz takes none: 422 naming where it came
+    merged: dict[str, Any] = {}
+    for key in OPTION_FIELDS:
+        given, sent = getattr(query, key), getattr(form, key)
+        if key == "categorical_columns" and given is not None and sent is not None:
+            differ = table_options("parquet", QueryOptions(categorical_columns=given)) != table_options(
+                "parquet", QueryOptions(categorical_columns=sent)
+            )
+        else:
+            differ = given is not None and sent is not None and given != sent
+        if differ:
+            raise ApiValidationError([item(["body", key], f"differs from the query's {key} ({given!r})")])
+        merged[key] = given if given is not None else sent
+    return table_options(params.format, QueryOptions(**merged))
 
 
 def _check_count(s: Any, settings: Settings, tenant: Tenant) -> tuple[int, int]:
@@ -151,21 +279,15 @@ def resolve_params(query: dict[str, str | None], received: Received | None) -> U
         return "query" if received is None or query.get(key) is not None else "body"
 
     if fmt not in FORMATS:
-        raise ApiValidationError(
-            [
-                item(
-                    [where("format"), "format"],
-                    "give format (npz, parquet or csv), or a name ending in .npz/.parquet/.csv",
-                )
-            ]
-        )
+        raise ApiValidationError([item([where("format"), "format"], FORMAT_HINT)])
     label_column = values["label_column"] or None
-    if fmt != "npz" and not label_column:
+    if fmt not in NO_LABEL_FORMATS and not label_column:
         raise ApiValidationError(
             [item([where("label_column"), "label_column"], f"a {fmt} table needs the label column's name")]
         )
-    if fmt == "npz" and label_column:
-        raise ApiValidationError([item([where("label_column"), "label_column"], NPZ_NO_LABEL)])
+    if fmt in NO_LABEL_FORMATS and label_column:
+        message = f"{NO_LABEL[fmt]}: no label column"
+        raise ApiValidationError([item([where("label_column"), "label_column"], message)])
     return UploadParams(name, fmt, label_column)
 
 
@@ -202,16 +324,36 @@ FORM_SCHEMA: dict[str, Any] = {
         "file": {
             "type": "string",
             "format": "binary",
-            "description": "The dataset file; its filename's suffix (or a part named npz, parquet or "
-            "csv) gives the format.",
+            "description": "The dataset file; its filename's suffix (.zip: image_zip), or a part named "
+            "after a format, gives the format.",
         },
         "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": dataset_store.NAME_PATTERN},
         "format": {"type": "string", "enum": list(FORMATS)},
         "label_column": {"type": "string", "minLength": 1, "maxLength": 200},
+        "standardize": {"type": "boolean", "description": "A table's: as the query parameter."},
+        "categorical_columns": {
+            "type": "string",
+            "maxLength": 1000,
+            "description": "A table's integer columns to one-hot (comma-separated, or the field repeated).",
+        },
+        "max_categories": {"type": "integer", "minimum": 1, "maximum": MAX_CATEGORIES_LIMIT},
+        "image_size": {"type": "string", "pattern": IMAGE_SIZE_PATTERN, "description": IMAGE_SIZE_DOC},
+        "image_mode": {"type": "string", "enum": ["L", "RGB"], "description": IMAGE_MODE_DOC},
     },
-    # an npz names its targets y_*: it takes no label column (the API answers 422 naming it)
+    # an npz names its targets y_* and is stored as it is: it takes no label column and no table
+    # options (the API answers 422 naming the field)
     "if": {"required": ["format"], "properties": {"format": {"const": "npz"}}},
-    "then": {"not": {"required": ["label_column"]}},
+    "then": {
+        "not": {"anyOf": [{"required": [key]} for key in ("label_column", *OPTION_FIELDS, *IMAGE_FIELDS)]}
+    },
+    # images take no table options; an image zip's class is its folder (no label column)
+    "allOf": [
+        {
+            "if": {"required": ["format"], "properties": {"format": {"const": fmt}}},
+            "then": {"not": {"anyOf": [{"required": [key]} for key in (*no_label, *OPTION_FIELDS)]}},
+        }
+        for fmt, no_label in (("image_zip", ("label_column",)), ("image_parquet", ()))
+    ],
 }
 
 
@@ -268,16 +410,27 @@ async def upload_dataset(
             "upload must not send it: its targets are its y_* arrays (a 422 naming label_column).",
         ),
     ] = None,
+    standardize: StandardizeQuery = None,
+    categorical_columns: CategoricalQuery = None,
+    max_categories: MaxCategoriesQuery = None,
+    image_size: Annotated[str | None, Query(pattern=IMAGE_SIZE_PATTERN, description=IMAGE_SIZE_DOC)] = None,
+    image_mode: Annotated[Literal["L", "RGB"] | None, Query(description=IMAGE_MODE_DOC)] = None,
 ) -> Any:
     """Upload a dataset file, as the raw body or as the file part of a multipart/form-data body
-    (streamed to disk either way), validated before it is stored; the same bytes twice are one
-    dataset."""
+    (streamed to disk either way), validated before it is stored; the same bytes (with the same
+    label column and options) twice are one dataset. A table's numeric columns are standardised
+    unless ``standardize=false``: the response's ``preprocessing`` says what was done."""
     query = {"name": name, "format": format, "label_column": label_column}
+    option_query = QueryOptions(standardize, categorical_columns, max_categories)
+    images = ImageOptions(image_size, image_mode)
     multipart = is_multipart(request)
     with contextlib.ExitStack() as stack:
         try:
             if not multipart:
-                resolve_params(query, None)  # no format or label column: 422 before the body is read
+                # no format or label column, or options for an npz: 422 before the body is read
+                params = resolve_params(query, None)
+                resolve_options(params, option_query, None)
+                resolve_images(params.format, images, None)
             _, total = await anyio.to_thread.run_sync(_check_count, session, settings, tenant)
             stack.enter_context(validation_slots(request, settings).hold(tenant.id))
         except (ApiValidationError, LimitExceeded):
@@ -300,8 +453,10 @@ async def upload_dataset(
             log.info("upload of %s cancelled: the client disconnected", name or "a dataset")
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         params = resolve_params(query, received if multipart else None)
+        options = resolve_options(params, option_query, received if multipart else None)
+        images = resolve_images(params.format, images, received.fields if multipart else None)
         return await _validate_and_store(
-            session, settings, tenant, params, received, upload, canonical, total
+            session, settings, tenant, params, (options, images), received, upload, canonical, total
         )
 
 
@@ -325,21 +480,32 @@ async def _validate_and_store(
     settings: Settings,
     tenant: Tenant,
     params: UploadParams,
+    given: tuple[TableOptions | None, ImageOptions],
     received: Received,
     upload: Path,
     canonical: Path,
     total: int,
 ) -> JSONResponse:
     label = params.label_column or ""
+    options, images = given
+    options_key = images.key(options.key_sha256() if options is not None else "")
     existing = await anyio.to_thread.run_sync(
-        dataset_store.by_content, session, tenant.id, received.sha256, label
+        dataset_store.by_content, session, tenant.id, received.sha256, label, options_key
     )
     if existing is not None:
         return JSONResponse(dataset_out(existing).model_dump(mode="json"), status_code=200)
     _check_total(settings, total, received.size)
     facts = await anyio.to_thread.run_sync(
-        check_file, upload, params.format, params.label_column, canonical, settings
+        check_file,
+        upload,
+        params.format,
+        params.label_column,
+        canonical,
+        settings,
+        options,
+        images.child_args(),
     )
+    fmt = facts.pop("format", params.format)  # a Parquet with an image-bytes column is image_parquet
     kept = Path(facts.pop("canonical"))
     blob_sha = received.sha256 if kept == upload else await anyio.to_thread.run_sync(_sha256_of, kept)
     await anyio.to_thread.run_sync(store_for(settings).put, kept, blob_sha)
@@ -349,13 +515,14 @@ async def _validate_and_store(
             session,
             tenant.id,
             name=params.name,
-            format=params.format,
+            format=fmt,
             label_column=label,
             sha256=received.sha256,
             blob_sha256=blob_sha,
             size_bytes=received.size,
             blob_bytes=kept.stat().st_size,
             facts=facts,
+            options_key=options_key,
         )
 
     record, created = await anyio.to_thread.run_sync(create)
@@ -379,9 +546,17 @@ def list_datasets(
         str | None, Query(pattern=r"^[0-9a-f]{64}$", description="Only the dataset of this file.")
     ] = None,
     label_column: Annotated[str | None, Query(max_length=200)] = None,
+    standardize: StandardizeQuery = None,
+    categorical_columns: CategoricalQuery = None,
+    max_categories: MaxCategoriesQuery = None,
 ) -> Page[DatasetOut]:
     if sha256 is not None:
-        found = dataset_store.by_content(session, tenant.id, sha256, label_column or "")
+        # a table (label_column given) is found with its options, the defaults if none are given
+        options = table_options(
+            None if label_column else "npz", QueryOptions(standardize, categorical_columns, max_categories)
+        )
+        key = options.key_sha256() if options is not None else ""
+        found = dataset_store.by_content(session, tenant.id, sha256, label_column or "", key)
         return Page(data=[dataset_out(found)] if found else [], count=1 if found else 0)
     limit, offset = page
     rows, total = dataset_store.list_for(session, tenant.id, limit=limit, offset=offset)

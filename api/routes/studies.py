@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
-from archscreen.api.deps import IdPath, PageDep, SessionDep, TenantDep
+from archscreen.api.deps import IdPath, PageDep, SessionDep, SettingsDep, TenantDep
+from archscreen.api.errors import ApiValidationError, item, loc_of
 from archscreen.api.etag import make_etag, not_modified, require
 from archscreen.api.schemas import ErrorResponse, Page, StudyCreate, StudyOut
 from archscreen.api.views import studies_out
 from archscreen.store import studies as study_store
 from archscreen.store.records import StudyRecord
+from archscreen.worker.search import request_step
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -32,10 +35,15 @@ def load_study(session: SessionDep, tenant_id: int, study_id: int) -> StudyRecor
     status_code=status.HTTP_201_CREATED,
     responses={409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
-def create_study(body: StudyCreate, session: SessionDep, tenant: TenantDep, response: Response) -> StudyOut:
+def create_study(
+    body: StudyCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep, response: Response
+) -> StudyOut:
+    """A study of submitted candidates, or a search study (``space`` + ``search``): Optuna then asks
+    its trials, each screened as a candidate (worker/search.py)."""
     from archscreen.api.routes.datasets import dataset_info
 
     dataset_info(session, tenant.id, body.dataset)  # a built-in name or one of this tenant's ds_<id>
+    space = None if body.space is None else _checked_space(body.space, settings.max_spec_bytes)
     try:
         study = study_store.create_study(
             session,
@@ -44,11 +52,39 @@ def create_study(body: StudyCreate, session: SessionDep, tenant: TenantDep, resp
             dataset=body.dataset,
             screening=body.screening,
             policy=body.policy,
+            space=space,
+            search=body.search if space is not None else None,
         )
     except study_store.Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     response.headers["Location"] = f"/api/v1/studies/{study.id}"
-    return studies_out(session, [study])[0]
+    out = studies_out(session, [study])[0]
+    if study.search is not None:
+        session.commit()  # the step's worker must find the study
+        request_step(settings, study)
+    return out
+
+
+def _checked_space(raw: dict[str, Any] | str, max_bytes: int) -> dict[str, Any]:
+    """The space document, compiled once by ``parse_space`` (422 naming ``body.space...``)."""
+    from archscreen.core.spec import SpecError
+    from archscreen.core.spec.parse import check_document
+    from archscreen.core.spec.space import load_space_document, parse_space
+
+    at: list[str | int] = ["body", "space"]
+    try:
+        if not isinstance(raw, str):
+            check_document(raw)  # bounded depth before json.dumps
+        size = len(raw.encode()) if isinstance(raw, str) else len(json.dumps(raw))
+        if size > max_bytes:
+            raise ApiValidationError([item(at, f"space is {size} bytes; the limit is {max_bytes}")])
+        document = load_space_document(raw)
+        parse_space(document)
+    except SpecError as exc:
+        raise ApiValidationError(
+            [item([*at, *([] if i.path == "spec" else loc_of(i.path))], i.message) for i in exc.issues]
+        ) from None
+    return dict(document)
 
 
 @router.get("", response_model=Page[StudyOut])

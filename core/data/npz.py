@@ -29,6 +29,8 @@ import torch
 
 from ._util import check_seed, float_tensor, long_tensor, permutation_split
 from .base import Dataset, DatasetError, DatasetInfo, DatasetSplits, Task
+from .images import IMAGE_STATE_KIND, normalise_images
+from .preprocess import read_state
 
 DEFAULT_MAX_BYTES = 512 * 2**20
 VAL_FRACTION = 0.15
@@ -246,6 +248,22 @@ class NpzDataset(Dataset):
             "test": n_test or len(arrays["x_test"]),
         }
 
+    def class_counts(self, seed: int = 0) -> dict[str, list[int]]:
+        """Samples per class in each split (what :meth:`load` with ``seed`` gives), from the labels
+        alone: like :meth:`split_sizes`, no feature tensors are built. For a classification file."""
+        arrays, info = self._arrays()
+        y = arrays["y_train"].ravel()
+        parts: dict[str, np.ndarray] = {"train": y}
+        n_val, n_test = self._carved_sizes(arrays)
+        if n_val or n_test:
+            tr, va, te = permutation_split(len(y), n_val, n_test, seed)
+            parts = {"train": y[tr]} | ({"val": y[va]} if n_val else {}) | ({"test": y[te]} if n_test else {})
+        for s in ("val", "test"):
+            if s not in parts:
+                parts[s] = arrays[f"y_{s}"].ravel()
+        k = info.num_classes or 0
+        return {s: np.bincount(ys.astype(np.int64), minlength=k).tolist() for s, ys in parts.items()}
+
     def _arrays(self) -> tuple[dict[str, np.ndarray], DatasetInfo]:
         stamp = self._stat()
         if self._cached is None or self._cached[0] != stamp:
@@ -278,7 +296,12 @@ class NpzDataset(Dataset):
             if s not in parts:
                 parts[s] = (arrays[f"x_{s}"], arrays[f"y_{s}"])
 
+        state = read_state(str(self.path))
+        images = state if state is not None and state.get("kind") == IMAGE_STATE_KIND else None
+
         def xt(a: np.ndarray) -> torch.Tensor:
+            if images is not None:  # an image upload's pixels, normalised as its exported model does
+                return float_tensor(normalise_images(a, images))
             return long_tensor(a) if info.input_kind == "tokens" else float_tensor(a)
 
         def yt(a: np.ndarray) -> torch.Tensor:

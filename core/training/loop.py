@@ -43,6 +43,7 @@ from torch import nn
 
 from archscreen.core.data.base import DatasetSplits
 from archscreen.core.defaults import SCREENING
+from archscreen.core.training.metrics import class_scores, confusion_counts
 from archscreen.core.training.state import (
     CHECKPOINT_FORMAT,
     CheckpointFormatError,
@@ -144,9 +145,14 @@ StepFn = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class SplitMetrics:
+    """One split's metrics; ``balanced_accuracy`` and ``macro_f1`` (:mod:`.metrics`) are set for
+    classification only."""
+
     loss: float
     accuracy: float | None
     mse: float | None
+    balanced_accuracy: float | None = None
+    macro_f1: float | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,10 @@ class TrainResult:
             "val_accuracy": self.val.accuracy,
             "test_loss": self.test.loss,
             "test_accuracy": self.test.accuracy,
+            "val_balanced_accuracy": self.val.balanced_accuracy,
+            "test_balanced_accuracy": self.test.balanced_accuracy,
+            "val_macro_f1": self.val.macro_f1,
+            "test_macro_f1": self.test.macro_f1,
             "val_bpc": self.val.loss / LN2 if lm else None,
             "test_bpc": self.test.loss / LN2 if lm else None,
             "val_mse": self.val.mse,
@@ -191,12 +201,15 @@ class TrainResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> SplitMetrics:
-    """Mean loss of the (averaged) model and accuracy or MSE over one split."""
+    """Mean loss of the (averaged) model and accuracy or MSE over one split; for classification
+    also balanced accuracy and macro-F1, from the confusion matrix of the averaged prediction
+    (Alrao's Switch-averaged ``avg_log_prob``, as the accuracy)."""
     was_training = model.training
     model.eval()
     total_nll = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.float64, device=x.device)
     sq_err = torch.zeros((), dtype=torch.float64, device=x.device)
+    confusion: torch.Tensor | None = None  # classification only; sized by the first batch's classes
     count = 0
     task = getattr(model, "task", "classification")
     for start in range(0, len(x), batch_size):
@@ -209,12 +222,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         else:
             pred = out.avg_log_prob.argmax(dim=-1)
             correct += (pred.reshape(-1) == yb.reshape(-1)).sum()
+            if task == "classification":
+                batch = confusion_counts(yb, pred, out.avg_log_prob.shape[-1])
+                confusion = batch if confusion is None else confusion + batch
         count += n_targets
     model.train(was_training)
     loss = (total_nll / max(count, 1)).item()
     if task == "regression":
         return SplitMetrics(loss=loss, accuracy=None, mse=(sq_err / max(count, 1)).item())
-    return SplitMetrics(loss=loss, accuracy=(correct / max(count, 1)).item(), mse=None)
+    balanced, macro_f1 = class_scores(confusion) if confusion is not None else (None, None)
+    return SplitMetrics(
+        loss=loss,
+        accuracy=(correct / max(count, 1)).item(),
+        mse=None,
+        balanced_accuracy=balanced,
+        macro_f1=macro_f1,
+    )
 
 
 class DiskFull(OSError):

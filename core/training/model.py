@@ -70,16 +70,41 @@ class PlainHead(nn.Module):
 
 
 class ScreenModel(nn.Module):
-    """``body`` then ``head``; ``forward(x, y)`` returns the head's output object."""
+    """``body`` then ``head``; ``forward(x, y)`` returns the head's output object.
 
-    def __init__(self, body: nn.Module, head: nn.Module, task: Task) -> None:
+    ``raw_input``: an exported model's input module (a table's preprocessing,
+    :class:`~archscreen.core.training.inputs.TableInput`) applied before the body; None while
+    training, where the dataset already holds the preprocessed features.
+    """
+
+    def __init__(
+        self, body: nn.Module, head: nn.Module, task: Task, raw_input: nn.Module | None = None
+    ) -> None:
         super().__init__()
+        if raw_input is not None:
+            self.input = raw_input
         self.body = body
         self.head = head
         self.task = task
 
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        raw_input = getattr(self, "input", None)
+        return self.body(x if raw_input is None else raw_input(x))
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> Any:
-        return self.head(self.body(x), y)
+        return self.head(self._features(x), y)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Without targets (a :class:`PlainHead` model): class log-probabilities, or the predicted
+        mean for regression."""
+        head = self.head
+        if not isinstance(head, PlainHead):
+            raise TypeError("predict() needs a PlainHead model (an exported tuning model)")
+        out = head.linear(self._features(x))
+        if self.task == "regression":
+            return out.chunk(2, dim=-1)[0]
+        return F.log_softmax(out, dim=-1)
 
     def after_step(self, out: Any) -> None:
         # Alrao: the Switch posterior is updated after the parameter step with
@@ -89,18 +114,28 @@ class ScreenModel(nn.Module):
             switch.update(out.copy_loglik)
 
 
-def build_plain_model(spec: Any, info: DatasetInfo) -> ScreenModel:
+def build_plain_model(
+    spec: Any, info: DatasetInfo, preprocessing: dict[str, Any] | None = None
+) -> ScreenModel:
     """The spec's body with a :class:`PlainHead`: the model a tuning job trains and hands over.
 
     ``spec`` is an :class:`~archscreen.core.spec.ArchSpec` or anything
     :func:`~archscreen.core.spec.parse_spec` takes (the spec dict stored with an exported model).
-    Load an exported tuning model with::
+    ``preprocessing``: a table's :class:`~archscreen.core.data.preprocess.TablePreprocessor`
+    state, or an image upload's normalisation; the model then starts with its input module
+    (:func:`~archscreen.core.training.inputs.input_module`) and takes raw rows or raw images. Load
+    an exported tuning model with::
 
         f = torch.load("best.pt", weights_only=True)
-        model = build_plain_model(f["spec"], DatasetInfo(**f["dataset"]))
+        model = build_plain_model(f["spec"], DatasetInfo(**f["dataset"]), f.get("preprocessing"))
         model.load_state_dict(f["state_dict"], strict=True)
     """
     arch = spec if isinstance(spec, ArchSpec) else parse_spec(spec)
     body = build_body(arch, info)
     head = PlainHead(feature_shape(arch, info)[-1], head_out_features(info), info.task)
-    return ScreenModel(body, head, info.task)
+    raw_input = None
+    if preprocessing is not None:
+        from archscreen.core.training.inputs import input_module
+
+        raw_input = input_module(preprocessing)
+    return ScreenModel(body, head, info.task, raw_input)

@@ -127,7 +127,7 @@ BAD = [
     ),
     (npz_bytes(extra_unused=np.array([1])), {"name": "a.npz", "label_column": "y"}, "no label column"),
     (parquet_bytes(), {"name": "t.parquet", "label_column": "nope"}, "no label column 'nope'"),
-    (b"a,b,y\n1,x,0\n2,y,1\n", {"name": "t.csv", "label_column": "y"}, "feature column 'b'"),
+    (b"a,b,y\n1,x,0\n2,y,1\n", {"name": "t.csv", "label_column": "y"}, "too few to carve"),
     (b"\x00\x01", {"name": "a.bin"}, "give format"),
 ]
 
@@ -221,6 +221,91 @@ def test_limits_are_413_and_429_with_the_limit(migrated: Database, tmp_path: Pat
         assert third.status_code == 429 and third.json()["limit"] == 2, third.text
 
 
+def mixed_table_bytes(n: int = 120) -> bytes:
+    """A wide-range numeric column with gaps, a string column with gaps, an integer code, a string
+    label with one gap: what a team's table looks like."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    amount = rng.lognormal(5, 2, n)
+    amount[::9] = np.nan
+    label = rng.choice(["no", "yes"], n).astype(object)
+    label[4] = None
+    table = pa.table(
+        {
+            "amount": amount,
+            "clinic": rng.choice(np.array(["north", "south", "east", None], dtype=object), n).tolist(),
+            "code": rng.integers(0, 3, n),
+            "label": label,
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_tables_preprocessing_is_reported_and_its_options_make_another_dataset(client: TestClient) -> None:
+    body = mixed_table_bytes()
+    r = upload(client, body, name="m.parquet", label_column="label")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    prep = ds["preprocessing"]
+    assert prep["standardize"] is True and prep["max_categories"] == 20
+    kinds = {c["name"]: (c["kind"], c["encoding"]) for c in prep["columns"]}
+    assert kinds == {
+        "amount": ("numeric", "standardized, median-imputed + missing indicator"),
+        "clinic": ("categorical", "one-hot (3 values + other)"),
+        "code": ("numeric", "standardized"),
+    }
+    assert ds["input_shape"] == [prep["features"]] == [1 + 1 + 1 + 4]
+    assert ds["dropped_rows_missing_label"] == 1
+    assert [sum(c) for c in ds["class_counts"].values()] == list(ds["split_sizes"].values())
+    assert client.get(f"{URL}/{ds['id']}").json()["preprocessing"] == prep
+    same = upload(client, body, name="m.parquet", label_column="label")
+    assert same.status_code == 200 and same.json()["id"] == ds["id"]
+    found = client.get(URL, params={"sha256": ds["sha256"], "label_column": "label"}).json()
+    assert [d["id"] for d in found["data"]] == [ds["id"]]
+    other = upload(
+        client,
+        body,
+        name="m.parquet",
+        label_column="label",
+        standardize="false",
+        categorical_columns="code",
+        max_categories="2",
+    )
+    assert other.status_code == 201 and other.json()["id"] != ds["id"], other.text
+    cols = {c["name"]: c for c in other.json()["preprocessing"]["columns"]}
+    assert cols["amount"]["encoding"].startswith("as-is") and cols["code"]["kind"] == "categorical"
+    assert len(cols["clinic"]["categories"]) == 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "body,params,path,message",
+    [
+        (npz_bytes(), {"name": "a.npz", "standardize": "false"}, "query.standardize", "for tables"),
+        (b"a,y\n", {"name": "t.csv", "label_column": "y", "max_categories": "0"}, "query.max_categories", ""),
+        (
+            mixed_table_bytes(),
+            {"name": "m.parquet", "label_column": "label", "categorical_columns": "nope"},
+            "body",
+            "categorical_columns names 'nope'",
+        ),
+    ],
+)
+def test_bad_preprocessing_options_are_422s_naming_the_field(
+    client: TestClient, settings: Settings, body: bytes, params: dict[str, str], path: str, message: str
+) -> None:
+    r = upload(client, body, **params)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["path"] == path and message in detail["msg"], detail
+    assert stored_files(settings) == []
+
+
 # ---------------------------------------------------------------- issue 25 (items 2, 7), issue 28 (item 5)
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -261,6 +346,19 @@ def form(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, dict[str, str]]:
         ([("file", "d.npz", b"PK"), ("colour", None, b"red")], {}, "body.colour", "unknown form field"),
         ([("file", "d.npz", b"PK"), ("name", None, b"a")], {"name": "b"}, "body.name", "differs from"),
         ([("file", "d.npz", b"PK"), ("other", "e.npz", b"PK")], {}, "body.other", "one file per upload"),
+        ([("file", "d.npz", b"PK"), ("max_categories", None, b"3")], {}, "body.max_categories", "for tables"),
+        (
+            [("file", "d.csv", b"a,y\n"), ("standardize", None, b"maybe")],
+            {"label_column": "y"},
+            "body.standardize",
+            "",
+        ),
+        (
+            [("file", "d.csv", b"a,y\n"), ("max_categories", None, b"3")],
+            {"label_column": "y", "max_categories": "4"},
+            "body.max_categories",
+            "differs from",
+        ),
     ],
 )
 def test_multipart_form_errors_are_422s_naming_the_part(
@@ -341,7 +439,8 @@ def test_the_schema_offers_multipart_and_says_npz_takes_no_label_column(client: 
     assert set(content) == {"application/octet-stream", "multipart/form-data"}
     multipart = content["multipart/form-data"]["schema"]
     assert multipart["required"] == ["file"]
-    assert multipart["then"] == {"not": {"required": ["label_column"]}}, "npz: no label_column"
+    assert {"required": ["label_column"]} in multipart["then"]["not"]["anyOf"], "npz: no label_column"
+    assert {"required": ["standardize"]} in multipart["then"]["not"]["anyOf"], "npz: no table options"
     label = next(p for p in op["parameters"] if p["name"] == "label_column")
     assert "npz upload must not send it" in label["description"]
     assert "Retry-After" in op["responses"]["429"]["headers"]
@@ -383,3 +482,28 @@ def test_the_sandbox_child_cannot_pass_its_address_space_limit(tmp_path: Path) -
     assert 0 < outcome.peak_rss_bytes < 2**30
     fine = run_limited([sys.executable, "-c", "print('ok')"], tmp_path, memory_bytes=2**30, timeout_s=60)
     assert (fine.returncode, fine.stdout.strip()) == (0, "ok")
+
+
+@SQLITE
+def test_a_multipart_upload_takes_a_tables_options_as_form_fields(client: TestClient) -> None:
+    """The options as form fields are the query's: the same bytes and options, raw or multipart,
+    are one dataset (other options make another: the test above)."""
+    body = mixed_table_bytes()
+    fields = {"label_column": "label", "standardize": "false", "max_categories": "2"}
+    fields["categorical_columns"] = "code"
+    r = client.post(URL, files={"file": ("m.parquet", body)}, data=fields)
+    assert r.status_code == 201, r.text
+    prep = r.json()["preprocessing"]
+    cols = {c["name"]: c for c in prep["columns"]}
+    assert prep["standardize"] is False and prep["max_categories"] == 2
+    assert cols["code"]["kind"] == "categorical" and len(cols["clinic"]["categories"]) == 2
+    raw = upload(
+        client,
+        body,
+        name="m.parquet",
+        label_column="label",
+        standardize="false",
+        categorical_columns="code",
+        max_categories="2",
+    )
+    assert raw.status_code == 200 and raw.json()["id"] == r.json()["id"], raw.text

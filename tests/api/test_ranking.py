@@ -323,3 +323,62 @@ def test_three_starts_are_three_jobs_and_the_answer_is_the_best_by_validation(en
         (p75, "p75", "diverged"),
     ]
     assert [j["id"] for j in summary["tuning_jobs"]] == ids
+
+
+def finish_with(db: Database, candidate_id: int, result: dict) -> None:
+    with db.session() as s:
+        job = s.query(Job).filter_by(candidate_id=candidate_id, kind="screen", seed=0).one()
+        job_store.claim(s, job.id, "w", 30)
+    with db.session() as s:
+        assert job_store.finish(s, job.id, "w", "succeeded", result=result)
+
+
+def test_ranking_by_balanced_accuracy_and_macro_f1_for_imbalanced_classes(env) -> None:  # type: ignore[no-untyped-def]
+    client, auth, db = env
+    study = client.post(
+        "/api/v1/studies",
+        headers=auth,
+        json={
+            "name": "imbalanced",
+            "dataset": "mnist1d",
+            "screening": {"seeds": [0], "max_epochs": 2, "base": "sgd"},
+            "policy": {"metric": "val_balanced_accuracy"},
+        },
+    ).json()
+    sid = study["id"]
+    majority, balanced, old = (
+        c["id"]
+        for c in client.post(
+            f"/api/v1/studies/{sid}/candidates",
+            headers=auth,
+            json=[{"spec": spec(8 * (i + 1))} for i in range(3)],
+        ).json()["data"]
+    )
+    # a majority-class guesser has the best accuracy and the worst class-balanced scores
+    finish_with(
+        db,
+        majority,
+        {"val_loss": 0.3, "val_accuracy": 0.90, "val_balanced_accuracy": 0.50, "val_macro_f1": 0.47},
+    )
+    finish_with(
+        db,
+        balanced,
+        {"val_loss": 0.4, "val_accuracy": 0.85, "val_balanced_accuracy": 0.80, "val_macro_f1": 0.75},
+    )
+    finish_with(db, old, {"val_loss": 0.5, "val_accuracy": 0.80})  # stored before the new metrics
+
+    def order(metric: str) -> tuple[list[int], list[int]]:
+        r = client.get(f"/api/v1/studies/{sid}/ranking?metric={metric}", headers=auth).json()
+        assert r["metric"] == metric and r["higher_is_better"]
+        return [x["candidate_id"] for x in r["data"]], [x["candidate_id"] for x in r["unranked"]]
+
+    assert order("val_accuracy") == ([majority, balanced, old], [])
+    # an old result lacks the metric: listed apart with the unfinished, not ranked, no error
+    assert order("val_balanced_accuracy") == ([balanced, majority], [old])
+    assert order("val_macro_f1") == ([balanced, majority], [old])
+    # the study's configured metric orders its summary (the dashboard's ranking)
+    summary = client.get(f"/api/v1/studies/{sid}/summary", headers=auth).json()["ranking"]
+    assert summary["metric"] == "val_balanced_accuracy"
+    assert [x["candidate_id"] for x in summary["data"]] == [balanced, majority]
+    bad = client.get(f"/api/v1/studies/{sid}/ranking?metric=balanced", headers=auth)
+    assert bad.status_code == 422 and "val_macro_f1" in bad.text

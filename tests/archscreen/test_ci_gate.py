@@ -139,3 +139,30 @@ def test_a_bad_config_is_one_line_naming_the_field(tmp_path: Path, extra: str, m
         load_ci_config(config)
     assert err.value.code == 2 and message in str(err.value)
     assert "\n" not in str(err.value) and str(err.value).startswith(f"{config}: ")
+
+
+def test_gate_judges_by_balanced_accuracy(tmp_path: Path) -> None:
+    """The class-balanced metrics are gate metrics: higher is better, judged against the baseline."""
+    from archscreen.api.schemas import RankingOut, RankRowOut
+    from archscreen.ci_gate import _judge, load_ci_config
+    from archscreen.cli_common import CliError
+
+    config = tmp_path / "gate.yaml"
+    config.write_text(
+        f"dataset: mnist1d\ncandidates: [{CI / 'candidate-cnn.yaml'}, {CI / 'candidate-logreg.yaml'}]\n"
+        "metric: val_balanced_accuracy\nbaseline_score: 0.75\nrule: {max_regression: 0.1}\n"
+    )
+    cfg = load_ci_config(config)
+    assert cfg.metric == "val_balanced_accuracy"
+    # /ranking?metric=val_balanced_accuracy's answer: a majority-class guesser scores 0.5
+    rows = [
+        RankRowOut.model_construct(candidate_id=1, state="succeeded", score=0.8),
+        RankRowOut.model_construct(candidate_id=2, state="succeeded", score=0.5),
+    ]
+    ranking = RankingOut.model_construct(higher_is_better=True, data=rows, unranked=[])
+    verdicts, _ = _judge(cfg, ranking, None, {1: "candidate-cnn", 2: "candidate-logreg"})
+    assert [v.failure is None for v in verdicts] == [True, False]
+    assert "val_balanced_accuracy 0.5000 is worse than the baseline's 0.7500" in (verdicts[1].failure or "")
+    config.write_text(config.read_text().replace("val_balanced_accuracy", "balanced_accuracy"))
+    with pytest.raises(CliError, match="val_macro_f1"):
+        load_ci_config(config)

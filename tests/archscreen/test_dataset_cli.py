@@ -57,6 +57,14 @@ def test_dataset_commands_and_submit_with_a_local_file(tmp_path: Path, examples_
         assert (
             used.returncode != 0 and len(used.stderr.strip().splitlines()) == 1 and "used by" in used.stderr
         )
+        table = tmp_path / "t.csv"
+        table.write_text("amount,code,y\n" + "".join(f"{i * 37.5},{i % 4},{i % 2}\n" for i in range(60)))
+        opts = ("--no-standardize", "--categorical-column", "code", "--max-categories", "3", "--json")
+        tab = cli(svc, "dataset", "upload", str(table), "--label-column", "y", *opts)
+        assert tab.returncode == 0, tab.stderr
+        prep = json.loads(tab.stdout)["preprocessing"]
+        assert (prep["standardize"], prep["max_categories"]) == (False, 3)
+        assert {c["name"]: c["kind"] for c in prep["columns"]} == {"amount": "numeric", "code": "categorical"}
         bad = tmp_path / "bad.npz"
         bad.write_bytes(b"not a zip")
         refused = cli(svc, "dataset", "upload", str(bad))

@@ -6,6 +6,7 @@ layer keeps a list of its own that drifts from the definition.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from archscreen.core.names import (
     JOB_STATES,
     METRIC_NAMES,
     RANK_METRIC_NAMES,
+    RESULT_METRIC_NAMES,
     TUNER_NAMES,
 )
 from archscreen.settings import Settings
@@ -68,8 +70,18 @@ def test_cli_choices_and_other_layers_follow_the_definitions(tmp_path: Path) -> 
     tuner = next(a for a in tune._actions if a.dest == "tuner")
     assert tuple(tuner.choices) == TUNER_NAMES  # type: ignore[arg-type]
     assert ranking_store.METRICS == HIGHER_IS_BETTER
-    assert set(METRIC_NAMES) == {"val_loss", "val_accuracy", "test_accuracy", "test_loss"}
-    assert [m for m in METRIC_NAMES if HIGHER_IS_BETTER[m]] == ["val_accuracy", "test_accuracy"]
+    scores = ("accuracy", "balanced_accuracy", "macro_f1")
+    assert set(METRIC_NAMES) == {f"{split}_{m}" for split in ("val", "test") for m in ("loss", *scores)}
+    assert {m for m in METRIC_NAMES if HIGHER_IS_BETTER[m]} == {
+        f"{s}_{m}" for s in ("val", "test") for m in scores
+    }
+    status = sub.choices["status"]  # type: ignore[index]
+    assert tuple(next(a for a in status._actions if a.dest == "metric").choices) == RANK_METRIC_NAMES  # type: ignore[arg-type]
+    # the result-metric list is RunResult's metric fields (defined once, read by the API and export)
+    from archscreen.core.runs import RunResult
+
+    metric_fields = {f.name for f in fields(RunResult) if f.name.startswith(("val_", "test_"))}
+    assert set(RESULT_METRIC_NAMES) == metric_fields
     assert set(FINAL) == set(FINAL_STATES)
     assert set(ACTIVE_STATES) | set(FINAL_STATES) == set(JOB_STATES)
     assert not set(ACTIVE_STATES) & set(FINAL_STATES)

@@ -68,6 +68,10 @@ def test_alrao_result_has_posterior_over_copy_rates(digits) -> None:
 def test_alrao_learns_digits(digits) -> None:
     r = AlraoScreener().screen(parse_spec(MLP), digits, TrainConfig(max_epochs=5, batch_size=32))
     assert r.val_accuracy is not None and r.val_accuracy > 0.8
+    # the class-balanced scores of the Switch-averaged prediction, on both splits
+    for score in (r.val_balanced_accuracy, r.val_macro_f1, r.test_balanced_accuracy, r.test_macro_f1):
+        assert score is not None and 0.5 < score <= 1.0
+    assert r.to_dict()["val_macro_f1"] == r.val_macro_f1
 
 
 def test_grid_picks_the_best_mean_rate(digits) -> None:

@@ -234,3 +234,5 @@ def test_tuning_results_serialise_as_before_the_shared_base() -> None:
     ]  # fmt: skip
     # fields added since (e.g. ScreenResult.estimate) come after the old ones
     assert list(r.to_dict())[: len(before)] == before
+    # the class-balanced metrics a tuned answer is chosen and reported by (store/ranking.py)
+    assert r.val_balanced_accuracy is not None and r.to_dict()["test_macro_f1"] == r.test_macro_f1 is not None

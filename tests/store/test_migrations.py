@@ -92,3 +92,29 @@ def test_job_model_revision_downgrades_alone_and_keeps_the_jobs(database_url: st
     columns = {c["name"] for c in inspect(db.engine).get_columns("jobs")}
     assert {"model_key", "model_bytes", "model_sha256"} <= columns
     db.dispose()
+
+
+def test_dataset_options_revision_downgrades_only_without_twins(database_url: str) -> None:
+    from archscreen.store import datasets as dataset_store
+    from archscreen.store.auth import get_or_create_tenant
+
+    db = Database(database_url)
+    db.migrate()
+    common = {"name": "t", "format": "parquet", "label_column": "y", "sha256": "ab" * 32}
+    blob = {"blob_sha256": "cd" * 32, "size_bytes": 1, "blob_bytes": 1, "facts": {}}
+    with db.session() as s:
+        tenant = get_or_create_tenant(s, "t")
+        first, created = dataset_store.create(s, tenant.id, **common, **blob, options_key="1" * 64)
+        twin, created_twin = dataset_store.create(s, tenant.id, **common, **blob, options_key="2" * 64)
+    assert created and created_twin and first.id != twin.id
+    with pytest.raises(RuntimeError, match=f"datasets {first.id} and {twin.id} are the same file"):
+        db.downgrade("0004")
+    with db.session() as s:
+        dataset_store.delete(s, tenant.id, twin.id)
+    db.downgrade("0004")
+    assert "options_key" not in {c["name"] for c in inspect(db.engine).get_columns("datasets")}
+    db.migrate()
+    with db.session() as s:  # the row kept through both directions, with no options (pre-0005)
+        kept = dataset_store.get(s, tenant.id, first.id)
+    assert kept is not None and kept.options_key == ""
+    db.dispose()

@@ -148,3 +148,31 @@ def test_one_start_is_the_single_job_of_before(migrated: Database) -> None:
         jobs, _ = promotion.promote(s, study, [cid], tuner="fd2", max_attempts=2)
     assert len(jobs) == 1 and jobs[0].seed == 0
     assert jobs[0].config.keys() == {"tuner", "init_lr"} and abs(jobs[0].config["init_lr"] - 0.1) < 1e-12
+
+
+def test_class_balanced_metrics_pick_the_start_by_their_validation_side() -> None:
+    assert [ranking.selection_metric(m) for m in ("test_macro_f1", "val_balanced_accuracy", "estimate")] == [
+        "val_macro_f1",
+        "val_balanced_accuracy",
+        "val_loss",
+    ]
+    # p50 has the better accuracy, p25 the better macro-F1 on validation: ranked by test macro-F1,
+    # the answer is p25, reported on the test side
+    p50 = job(
+        10,
+        seed=0,
+        start="p50",
+        result={**scores(0.2, 0.9, 0.2, 0.9), "val_macro_f1": 0.5, "test_macro_f1": 0.6},
+    )
+    p25 = job(
+        11,
+        seed=1,
+        start="p25",
+        result={**scores(0.3, 0.8, 0.3, 0.8), "val_macro_f1": 0.7, "test_macro_f1": 0.4},
+    )
+    screen = job(1, "screen", result={**(SCREEN.result or {}), "test_macro_f1": 0.5})
+    r = ranking.rank(CAND, [screen, p50, p25], "test_macro_f1")[0][0]
+    assert (r.tuning_job_id, r.tuned_score) == (11, 0.4)
+    # the screening result (SCREEN) was stored before the metric existed: not ranked, no error
+    ranked, unranked = ranking.rank(CAND, [SCREEN, p50, p25], "val_macro_f1")
+    assert ranked == [] and [u.candidate_id for u in unranked] == [1] and unranked[0].state == "succeeded"

@@ -107,3 +107,23 @@ def test_npz_task_inference_and_reshape(tmp_path: Path) -> None:
     # the carved-out splits partition the file's samples exactly
     seen = sorted(float(v) for part in (s.x_train, s.x_val, s.x_test) for v in part.reshape(-1))
     assert seen == [float(v) for v in range(30)]
+
+
+@pytest.mark.parametrize("given", [(), ("val",), ("val", "test")])
+def test_class_counts_from_the_labels_match_the_loaded_splits(tmp_path: Path, given: tuple[str, ...]) -> None:
+    """What the upload reports (no tensors built) is what a run with seed 0 trains and tests on,
+    whether val/test are given or carved from train."""
+    rng = np.random.default_rng(1)
+    arrays = {"x_train": rng.normal(size=(90, 3)).astype(np.float32), "y_train": rng.integers(0, 4, 90)}
+    for split in given:
+        arrays[f"x_{split}"] = rng.normal(size=(20, 3)).astype(np.float32)
+        arrays[f"y_{split}"] = rng.integers(0, 4, 20)
+    np.savez(tmp_path / "d.npz", **arrays)  # type: ignore[arg-type]
+    ds = NpzDataset(tmp_path / "d.npz")
+    splits = ds.load(seed=0)
+    loaded = {
+        s: np.bincount(getattr(splits, f"y_{s}").numpy(), minlength=4).tolist()
+        for s in ("train", "val", "test")
+    }
+    assert ds.class_counts() == loaded
+    assert {s: sum(c) for s, c in loaded.items()} == ds.split_sizes()

@@ -1,0 +1,80 @@
+"""``archscreen search SPACE.yaml --dataset D --trials N``: a search study on a running service
+(issue 29). Optuna, in the service, asks the trials; each is screened as a candidate; when all are
+told the study promotes its best (``policy.auto``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from archscreen.api.schemas import SearchOut
+from archscreen.cli_common import EXIT_OK, EXIT_USAGE, CliError
+from archscreen.client import ApiError, Client, format_detail
+from archscreen.config import SearchConfig
+
+POLL_S = 2.0
+
+
+def add_search_command(sub: Any) -> None:
+    from archscreen.remote_cli import _server_args
+
+    defaults = SearchConfig.model_validate({})
+    p = sub.add_parser("search", help="search a space on a running service (Optuna asks, archscreen screens)")
+    p.add_argument("space", help="search space file (YAML); see docs/spec.md, Search spaces")
+    p.add_argument("--dataset", required=True, help="a built-in dataset name or ds_<id>")
+    p.add_argument("--trials", type=int, default=defaults.trials, help="trials in all (default %(default)s)")
+    p.add_argument("--parallel", type=int, default=defaults.parallel, help="trials screening at once")
+    p.add_argument("--sampler", choices=["tpe", "random"], default=defaults.sampler)
+    p.add_argument("--seed", type=int, default=None, help="the sampler's seed")
+    p.add_argument("--max-epochs", type=int, default=None, help="screening epochs per trial")
+    p.add_argument("--name", help="study name (default: search-<random>)")
+    p.add_argument("--wait", action="store_true", help="wait until every trial is told, with progress")
+    _server_args(p)
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from archscreen.remote_cli import _client, _token
+
+    path = Path(args.space)
+    if not path.is_file():
+        raise CliError(f"{path}: no such file", EXIT_USAGE)
+    search = {"sampler": args.sampler, "trials": args.trials, "parallel": args.parallel, "seed": args.seed}
+    screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
+    with _client(args.server, _token(args)) as client:
+        try:
+            study = client.create_search(
+                args.name or f"search-{uuid.uuid4().hex[:8]}",
+                dataset=args.dataset,
+                space=path.read_text(),
+                search=search,
+                screening=screening,
+                policy={"auto": True},
+            )
+        except ApiError as exc:
+            raise CliError(f"{path}: {format_detail(exc.detail)}") from None
+        print(f"study {study.id} ({study.name}): searching {args.trials} trials of {path.name}")
+        if args.wait:
+            s = _wait(client, study.id)
+            print(f"best val_loss {s.best_value} with {s.best_params}")
+    return EXIT_OK
+
+
+def _wait(client: Client, study_id: int) -> SearchOut:
+    """The search's progress once every trial is told (printed to stderr as it changes)."""
+    last = None
+    while True:
+        s = client.study(study_id).search
+        if s is None:  # the study was made by create_search, so it has one
+            raise CliError(f"study {study_id} is not a search study")
+        line = f"asked {s.asked}/{s.trials}, told {s.told}, best {s.best_value}"
+        if line != last:
+            print(line, file=sys.stderr)
+            last = line
+        if s.told >= s.trials:
+            return s
+        time.sleep(POLL_S)

@@ -1,0 +1,79 @@
+"""POST /studies with a search space (issue 29): validation paths, progress, no submitted candidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from archscreen.api.app import create_app
+from archscreen.settings import Settings
+from archscreen.store import Database
+from tests.api.test_api import token_for
+
+
+@pytest.fixture
+def client(database_url: str, migrated: Database, tmp_path: Path) -> TestClient:
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    settings.ensure_dirs()
+    with TestClient(create_app(settings)) as c:
+        yield c  # type: ignore[misc]
+
+
+@pytest.fixture
+def auth(migrated: Database) -> dict[str, str]:
+    return token_for(migrated, "acme")
+
+
+SPACE_TEXT = (Path(__file__).parents[2] / "examples/spaces/mlp_space.yaml").read_text()
+URL = "/api/v1/studies"
+
+
+def _post(client: TestClient, auth: dict[str, str], **body: object):  # type: ignore[no-untyped-def]
+    return client.post(URL, json={"name": "search", "dataset": "digits", **body}, headers=auth)
+
+
+def test_bad_space_and_search_are_422_naming_the_path(client: TestClient, auth: dict[str, str]) -> None:
+    bad_count = SPACE_TEXT.replace("{int: [1, 4], name: depth}", "{int: [4, 1], name: depth}")
+    r = _post(client, auth, space=bad_count, search={"trials": 4})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["path"].startswith("body.space.layers[1].repeat.count")
+    r = _post(client, auth, space={"layers": ["flatten"], "head": "classifier"})
+    assert r.status_code == 422 and r.json()["detail"][0]["path"].startswith("body.space")
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 0})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "trials"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 4, "sampler": "grid"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "sampler"]
+    r = _post(client, auth, search={"trials": 4})  # a search needs a space
+    assert r.status_code == 422
+    assert client.get(URL, headers=auth).json()["count"] == 0
+
+
+def test_search_study_shows_progress_and_takes_no_candidates(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 4, "parallel": 2, "seed": 1})
+    assert r.status_code == 201, r.text
+    study = client.get(f"{URL}/{r.json()['id']}", headers=auth).json()
+    assert study["search"] == {
+        "sampler": "tpe",
+        "trials": 4,
+        "parallel": 2,
+        "asked": 0,  # no worker runs here
+        "told": 0,
+        "best_value": None,
+        "best_params": None,
+    }
+    spec = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "classifier"}
+    r = client.post(f"{URL}/{study['id']}/candidates", json={"spec": spec}, headers=auth)
+    assert r.status_code == 409
+    plain = _post(client, auth, name="plain").json()
+    assert plain["search"] is None
+
+
+def test_openapi_documents_space_and_search(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"space", "search"} <= set(schemas["StudyCreate"]["properties"])
+    assert set(schemas["SearchConfig"]["properties"]) == {"sampler", "trials", "parallel", "seed"}
+    assert "search" in schemas["StudyOut"]["properties"]

@@ -1,0 +1,54 @@
+"""`archscreen search`: a search study through the API, a real worker and the typed client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from archscreen.client import Client
+from tests.services import RunningService, service_backend
+
+SPACE = Path(__file__).parents[2] / "examples/spaces/mlp_space.yaml"
+
+
+@pytest.fixture(params=["sqlite+filesystem"])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningService]:
+    yield from service_backend(request, tmp_path)
+
+
+def test_a_missing_space_file_is_one_line_and_a_usage_exit(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "archscreen", "search", str(tmp_path / "nope.yaml"), "--dataset", "digits"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "nope.yaml: no such file" in out.stderr
+
+
+@pytest.mark.slow
+def test_search_command_searches_and_promotes(service: RunningService) -> None:
+    service.start_api()
+    service.start_worker(concurrency=1)
+    service.wait_ready()
+    args = ["--server", service.url, "--token", service.token]  # type: ignore[attr-defined]
+    common = ["search", str(SPACE), "--dataset", "digits", "--max-epochs", "1", "--seed", "0", *args]
+    bad = service.cli(*common, "--trials", "0", check=False)
+    assert bad.returncode != 0 and "search.trials" in bad.stderr  # type: ignore[attr-defined]
+    out = service.cli(*common, "--trials", "3", "--parallel", "1", "--name", "cli-search", "--wait")
+    assert "best val_loss" in out.stdout, out  # type: ignore[attr-defined]
+    with Client(service.url, service.token) as c:  # type: ignore[attr-defined]
+        study = c.study_by_name("cli-search")
+        assert study is not None
+        assert study.search is not None and study.search.asked == study.search.told == 3
+        assert study.search.best_params and study.search.best_value is not None
+        deadline = time.monotonic() + 30
+        while not c.study(study.id).auto_promoted:
+            assert time.monotonic() < deadline, service.logs()
+            time.sleep(0.5)

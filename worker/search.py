@@ -1,0 +1,295 @@
+"""The driver of a search study (issue 29): Optuna asks, the existing screening jobs train, the
+results are told back. No long-lived loop: :func:`search_step` is one idempotent pass, run by the
+named Celery task :data:`STEP_TASK` (sent when the study is created and when each of its screening
+jobs ends; a worker's main process runs it, no job process) and by the maintenance pass as backstop.
+
+One pass, under the study's step lock (a compare-and-set on ``studies.search_step_at``, so two
+workers never ask at once and ``trials`` is never overshot):
+
+1. a trial Optuna holds that archscreen has no link for (a crash between ask and commit) is linked
+   now, from its stored params (``point_from_params``), or recorded with the state Optuna has;
+2. every linked trial whose candidate's screening runs have all ended is told: the mean best
+   ``val_loss`` of its succeeded runs (minimised) as COMPLETE, else FAIL;
+3. new trials are asked until ``parallel`` screen at once or ``trials`` were asked; each point
+   becomes a candidate (its params stored on it) with its screening jobs, or, refused before it
+   trains (``PointRefused``), is told PRUNED (see ``core/spec/space.py`` for why not FAIL).
+
+When every trial is told, the usual automatic promotion runs (``policy.auto``).
+
+Optuna's tables live in the service's database server but apart from archscreen's (Optuna also has
+a table named ``studies`` and its own ``alembic_version``): on PostgreSQL in the schema
+:data:`OPTUNA_SCHEMA` of the same database; on SQLite, which has no schemas, in a file beside the
+database (``<name>-optuna.db``). Alembic's checks therefore never see them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from archscreen.settings import Settings
+from archscreen.store import Database
+from archscreen.store import search as search_store
+from archscreen.store import studies as study_store
+from archscreen.store.records import StudyRecord
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger("archscreen.worker")
+
+STEP_TASK = "archscreen.search_step"
+OPTUNA_SCHEMA = "archscreen_optuna"
+# A step that holds the lock longer than this is taken to have died (a step is database work and
+# one spec validation per new trial: well under a second).
+STEP_HOLD_S = 60.0
+
+
+@functools.lru_cache(maxsize=8)
+def optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage for the service's database (one per process and URL: it creates its
+    engine and tables once). ``skip_compatibility_check``: Optuna's version check reads the
+    ``alembic_version`` of its own schema/file, which it stamps at creation."""
+    import optuna
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "archscreen.db")
+        optuna_url = url.set(database=str(path.with_name(f"{path.stem}-optuna.db")))
+        return optuna.storages.RDBStorage(optuna_url.render_as_string(hide_password=False))
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
+    engine.dispose()
+    return optuna.storages.RDBStorage(
+        url.render_as_string(hide_password=False),
+        engine_kwargs={"connect_args": {"options": f"-csearch_path={OPTUNA_SCHEMA}"}},
+    )
+
+
+def optuna_study(settings: Settings, study: StudyRecord, asked: int = 0) -> optuna.Study:
+    """The study's Optuna study (named ``archscreen-<id>``). The sampler is rebuilt per step: a
+    seeded one is seeded with ``seed + asked`` so that consecutive steps do not draw the same
+    random points."""
+    import optuna
+
+    assert study.search is not None
+    seed = None if study.search.seed is None else study.search.seed + asked
+    sampler: optuna.samplers.BaseSampler = (
+        optuna.samplers.RandomSampler(seed=seed)
+        if study.search.sampler == "random"
+        else optuna.samplers.TPESampler(seed=seed)
+    )
+    return optuna.create_study(
+        storage=optuna_storage(settings.resolved_database_url),
+        study_name=f"archscreen-{study.id}",
+        sampler=sampler,
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
+    """One idempotent pass of the study's search (see the module docstring); returns the ids of
+    the candidates it created. A step already running for the study makes this one a no-op."""
+    with db.session() as s:
+        study = study_store.study_by_id(s, study_id)
+        if study is None or study.search is None or study.space is None:
+            return []
+        if not search_store.claim_step(s, study_id, STEP_HOLD_S):
+            return []
+    try:
+        created = _step(db, settings, study)
+    finally:
+        with db.session() as s:
+            search_store.release_step(s, study_id)
+    with db.session() as s:
+        done = search_store.search_done(s, study_id, study.search)
+    if done:
+        from archscreen.worker.promotion import after_screening_finished
+
+        after_screening_finished(db, settings, study_id)
+    return created
+
+
+def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
+    from optuna.trial import TrialState
+
+    from archscreen.core.spec.space import parse_space
+
+    assert study.search is not None and study.space is not None
+    space = parse_space(study.space)
+    info = _dataset_info(db, study)
+    ostudy = optuna_study(settings, study)
+    trials = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
+    with db.session() as s:
+        links = search_store.links_of(s, study.id)
+    created: list[int] = []
+    for number, trial in sorted(trials.items()):  # 1. asked, never linked
+        if number in links:
+            told = links[number].told
+            if told is not None and trial.state == TrialState.RUNNING:  # crashed before its tell
+                _tell(ostudy, number, TrialState.PRUNED if told == "pruned" else None, links[number].value)
+            continue
+        if trial.state == TrialState.RUNNING:
+            created += _link(db, settings, study, ostudy, number, space, info, trial.params)
+        else:
+            with db.session() as s:
+                search_store.link_trial(s, study.id, number, told=trial.state.name.lower())
+    _tell_finished(db, study, ostudy)
+    with db.session() as s:
+        links = search_store.links_of(s, study.id)
+    asked = len(ostudy.get_trials(deepcopy=False))
+    running = sum(1 for link in links.values() if link.told is None)
+    while asked < study.search.trials and running < study.search.parallel:
+        ostudy = optuna_study(settings, study, asked)
+        new_trial = ostudy.ask()
+        asked += 1
+        new = _link(db, settings, study, ostudy, new_trial.number, space, info, None, new_trial)
+        created += new
+        running += len(new)
+    _tell_finished(db, study, ostudy)  # a repeated point whose candidate had already ended
+    return created
+
+
+def _link(
+    db: Database,
+    settings: Settings,
+    study: StudyRecord,
+    ostudy: optuna.Study,
+    number: int,
+    space: Any,
+    info: Any,
+    params: dict[str, Any] | None,
+    trial: optuna.Trial | None = None,
+) -> list[int]:
+    """Make trial ``number``'s point a candidate with its screening jobs (or tell it PRUNED if the
+    point is refused), linked in one transaction; returns the new candidate's id, if one was made."""
+    from optuna.trial import TrialState
+
+    from archscreen.core.spec import SpecError, spec_hash
+    from archscreen.core.spec.space import PointRefused, point_from_params, sample_point
+    from archscreen.worker.queue import enqueue
+
+    try:
+        point = (
+            sample_point(space, trial, info)
+            if trial is not None
+            else point_from_params(space, params or {}, info)
+        )
+    except (PointRefused, SpecError) as refusal:
+        with db.session() as s:
+            linked = search_store.link_trial(s, study.id, number, told="pruned", refused=str(refusal))
+        if linked:
+            ostudy.tell(number, state=TrialState.PRUNED)
+        log.info("study %s: trial %s refused before training: %s", study.id, number, refusal)
+        return []
+    with db.session() as s:
+        cand, made, jobs = study_store.add_candidate(
+            s,
+            study,
+            name=f"trial-{number}",
+            spec=point.document,
+            spec_hash=spec_hash(point.spec),
+            num_params=point.report.num_params,
+            summary=[r.model_dump(mode="json") for r in point.report.rows],
+            max_attempts=settings.max_attempts,
+            params=point.params,
+        )
+        if not search_store.link_trial(s, study.id, number, candidate_id=cand.id):
+            s.rollback()  # another step linked this trial first: keep its candidate, not ours
+            return []
+        new_jobs = [(j.id, j.kind) for j in jobs]
+    enqueue(db, settings, new_jobs)
+    return [cand.id] if made else []
+
+
+def _tell_finished(db: Database, study: StudyRecord, ostudy: optuna.Study) -> None:
+    """Tell Optuna every linked trial whose candidate's screening runs have all ended."""
+    from optuna.trial import TrialState
+
+    from archscreen.store import FINAL_STATES
+
+    with db.session() as s:
+        links = [link for link in search_store.links_of(s, study.id).values() if link.told is None]
+        runs = study_store.jobs_of(
+            s, [link.candidate_id for link in links if link.candidate_id], kind="screen"
+        )
+    by_number = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
+    for link in links:
+        jobs = runs.get(link.candidate_id or -1, [])
+        if not jobs or any(j.state not in FINAL_STATES for j in jobs):
+            continue
+        losses = [
+            float(j.result["val_loss"])
+            for j in jobs
+            if j.state == "succeeded" and j.result and _finite(j.result.get("val_loss"))
+        ]
+        value = sum(losses) / len(losses) if losses else None
+        trial = by_number.get(link.number)
+        if trial is not None and trial.state == TrialState.RUNNING:
+            _tell(ostudy, link.number, None, value)
+        with db.session() as s:
+            search_store.mark_told(s, study.id, link.number, "fail" if value is None else "complete", value)
+
+
+def _tell(ostudy: optuna.Study, number: int, state: Any, value: float | None) -> None:
+    """Tell a trial: ``state`` PRUNED, else its value (COMPLETE) or, without one, FAIL."""
+    from optuna.trial import TrialState
+
+    if state is not None:
+        ostudy.tell(number, state=state)
+    elif value is None:
+        ostudy.tell(number, state=TrialState.FAIL)
+    else:
+        ostudy.tell(number, value)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _dataset_info(db: Database, study: StudyRecord) -> Any:
+    """The study's DatasetInfo, as the API found it when the study was created."""
+    from archscreen.api.routes.datasets import dataset_info
+
+    with db.session() as s:
+        return dataset_info(s, study.tenant_id, study.dataset)
+
+
+def request_step(settings: Settings, study: StudyRecord) -> bool:
+    """Send the study's :data:`STEP_TASK` if it is a search study (after its creation, after each
+    of its screening jobs). False if not sent; the maintenance pass steps it anyway."""
+    if study.search is None:
+        return False
+    from archscreen.worker.queue import celery_for
+
+    try:
+        celery_for(settings).send_task(STEP_TASK, args=[study.id], queue=settings.queue)
+    except Exception as exc:  # broker down: the maintenance pass steps every unfinished search
+        log.warning("study %s: search step not sent (%s); the maintenance pass will run it", study.id, exc)
+        return False
+    return True
+
+
+def step_after_job(db: Database, settings: Settings, job_id: int) -> bool:
+    """After a screening job's process is done with it: send its study's step if it is a search
+    study (a requeued or lost job sends one too; the step is idempotent)."""
+    from archscreen.store.models import Job
+
+    try:
+        with db.session() as s:
+            job = s.get(Job, job_id)
+            study = None if job is None else study_store.study_by_id(s, job.study_id)
+    except Exception:  # the maintenance pass steps every unfinished search
+        log.exception("job %s: could not read its study; the maintenance pass steps it", job_id)
+        return False
+    return study is not None and request_step(settings, study)
