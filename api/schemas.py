@@ -18,8 +18,7 @@ from pydantic import (
 
 # a study's config models live in archscreen.config (store/ and worker/ read them too)
 from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, SearchConfig, default_tuner
-from archscreen.core.names import TunerName
-from archscreen.store.models import DatasetFormat, JobState
+from archscreen.core.names import DatasetFormat, JobState, TunerName
 
 T = TypeVar("T")
 

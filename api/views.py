@@ -21,8 +21,7 @@ from archscreen.api.schemas import (
     SearchOut,
     StudyOut,
 )
-from archscreen.core.names import RESULT_METRIC_NAMES
-from archscreen.store import ACTIVE_STATES, FINAL_STATES
+from archscreen.core.names import ACTIVE_STATES, FINAL_STATES, RESULT_METRIC_NAMES
 from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
 from archscreen.store.ranking import RankRow, candidate_state, estimate_of, preferred_lr

@@ -99,6 +99,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.set_defaults(func=cmd_grid)
 
+    _add_tune_parser(sub)
+
+    p = sub.add_parser("datasets", help="list the built-in datasets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets)
+
+    _add_other_commands(sub)
+    return parser
+
+
+def _add_other_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    """The commands defined in their own modules: import, the service's, the remote ones (submit,
+    status, promote, predict, search, ...) and the CI gate. Imported here, not at the top, so that
+    the local commands start without loading the client's dependencies."""
+    from archscreen.ci_gate import add_ci_command
+    from archscreen.import_cli import add_import_command
+    from archscreen.predict_cli import add_predict_commands
+    from archscreen.promote_cli import add_promote_commands
+    from archscreen.remote_cli import add_remote_commands
+    from archscreen.search_cli import add_search_command
+    from archscreen.service_cli import add_service_commands
+
+    add_import_command(sub)
+    add_service_commands(sub)
+    add_remote_commands(sub)
+    add_promote_commands(sub)
+    add_predict_commands(sub)
+    add_search_command(sub)
+    add_ci_command(sub)
+
+
+def _add_tune_parser(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser(
         "tune",
         help="train a candidate with an online learning-rate tuner and recommend its rate",
@@ -133,31 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-exact", action="store_true", help="turn every documented guard off")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint file; resumes if it exists")
     p.set_defaults(func=cmd_tune)
-
-    p = sub.add_parser("datasets", help="list the built-in datasets")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_datasets)
-
-    from archscreen.import_cli import add_import_command
-
-    add_import_command(sub)
-
-    from archscreen.service_cli import add_service_commands
-
-    add_service_commands(sub)
-
-    from archscreen.remote_cli import add_remote_commands
-
-    add_remote_commands(sub)
-    from archscreen.predict_cli import add_predict_commands
-    from archscreen.promote_cli import add_promote_commands
-
-    add_promote_commands(sub)
-    add_predict_commands(sub)
-    from archscreen.search_cli import add_search_command
-
-    add_search_command(sub)
-    return parser
 
 
 def _version() -> str:

@@ -4,12 +4,14 @@
 
     with Client("http://127.0.0.1:8000", token) as c:
         study = c.create_study("widths", dataset="mnist1d", screening={"max_epochs": 10})
-        c.add_candidates(study["id"], [{"spec": open("mlp.yaml").read()}])
-        c.wait(study["id"])
-        print(c.ranking(study["id"]))
+        c.add_candidates(study.id, [{"spec": open("mlp.yaml").read()}])
+        c.wait(study.id)
+        print(c.ranking(study.id).rows)
 
-Every method returns the JSON body (dicts as documented at ``/docs``); an HTTP
-error raises :class:`ApiError` with the status and the server's ``detail``.
+Every method returns the response as the API's own pydantic model (:mod:`archscreen.api.schemas`,
+documented at ``/docs``: ``study.id``, ``row.state``); an HTTP error raises :class:`ApiError` with
+the status and the server's ``detail``. The schemas need pydantic only: importing this module loads
+neither FastAPI, SQLAlchemy, Celery nor torch (tests/archscreen/test_client_imports.py).
 """
 
 from __future__ import annotations
@@ -17,16 +19,40 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
-# The store's FINAL_STATES (archscreen.store.models): the client does not import the store and
-# SQLAlchemy with it; tests/archscreen/test_vocabularies.py checks the two agree.
-FINAL = frozenset({"succeeded", "failed", "cancelled", "diverged"})
+from archscreen.api.schemas import (
+    CancelOut,
+    CandidateDetail,
+    CandidateOut,
+    CandidateRow,
+    DatasetOut,
+    JobOut,
+    LeaderboardOut,
+    Page,
+    RankingOut,
+    StudyOut,
+    StudySummary,
+)
+from archscreen.core.names import FINAL_STATES
+
+# A job (or candidate) in one of these states will not change any more.
+FINAL = frozenset(FINAL_STATES)
 IDEMPOTENT_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
 RETRY_STATUSES = {502, 503, 504}
 MAX_RETRY_WAIT_S = 10.0
+M = TypeVar("M", bound=BaseModel)
+
+
+class DownloadedModel(BaseModel):
+    """A model file :meth:`Client.download_model` saved: where, its size and its checked sha256."""
+
+    path: str
+    bytes: int
+    sha256: str
 
 
 def _retry_after(r: httpx.Response, default: float) -> float:
@@ -73,7 +99,16 @@ class Client:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON body of one request (untyped; the methods below parse it into the API's models)."""
         return self._body(self._send(method, path, **kwargs))
+
+    def _get(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate(self.request(method, path, **kwargs))
+
+    def _first(self, model: type[M], path: str, params: dict[str, Any]) -> M | None:
+        """The first item of a filtered list, or None."""
+        data = self.request("GET", path, params=params)["data"]
+        return model.model_validate(data[0]) if data else None
 
     def _body(self, r: httpx.Response) -> Any:
         """The JSON body of a 2xx response, or :class:`ApiError`."""
@@ -121,13 +156,13 @@ class Client:
         dataset: str,
         screening: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> StudyOut:
         body: dict[str, Any] = {"name": name, "dataset": dataset}
         if screening is not None:
             body["screening"] = screening
         if policy is not None:
             body["policy"] = policy
-        return self.request("POST", "/api/v1/studies", json=body)
+        return self._get(StudyOut, "POST", "/api/v1/studies", json=body)
 
     def create_search(
         self,
@@ -138,41 +173,44 @@ class Client:
         search: dict[str, Any],
         screening: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """A search study: Optuna asks ``search['trials']`` points of ``space`` (docs/service.md)."""
+    ) -> StudyOut:
+        """A search study: Optuna asks ``search['trials']`` points of ``space`` (docs/service.md);
+        its progress is the returned study's ``search``."""
         body: dict[str, Any] = {"name": name, "dataset": dataset, "space": space, "search": search}
         body.update({k: v for k, v in (("screening", screening), ("policy", policy)) if v is not None})
-        return self.request("POST", "/api/v1/studies", json=body)
+        return self._get(StudyOut, "POST", "/api/v1/studies", json=body)
 
-    def study(self, study_id: int) -> dict[str, Any]:
-        return self.request("GET", f"/api/v1/studies/{study_id}")
+    def study(self, study_id: int) -> StudyOut:
+        return self._get(StudyOut, "GET", f"/api/v1/studies/{study_id}")
 
-    def study_by_name(self, name: str) -> dict[str, Any] | None:
-        page = self.request("GET", "/api/v1/studies", params={"name": name})
-        return page["data"][0] if page["data"] else None
+    def study_by_name(self, name: str) -> StudyOut | None:
+        return self._first(StudyOut, "/api/v1/studies", {"name": name})
 
-    def studies(self, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        return self.request("GET", "/api/v1/studies", params={"limit": limit, "offset": offset})
+    def studies(self, *, limit: int = 50, offset: int = 0) -> Page[StudyOut]:
+        params = {"limit": limit, "offset": offset}
+        return self._get(Page[StudyOut], "GET", "/api/v1/studies", params=params)
 
     # ---------------------------------------------------------------- candidates
 
     def add_candidates(
         self, study_id: int, candidates: list[dict[str, Any]], *, idempotency_key: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[CandidateOut]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         page = self.request(
             "POST", f"/api/v1/studies/{study_id}/candidates", json=candidates, headers=headers
         )
-        return page["data"]
+        return [CandidateOut.model_validate(x) for x in page["data"]]
 
-    def candidates(self, study_id: int) -> list[dict[str, Any]]:
-        return list(self._paged(f"/api/v1/studies/{study_id}/candidates"))
+    def candidates(self, study_id: int) -> list[CandidateOut]:
+        return [CandidateOut.model_validate(x) for x in self._paged(f"/api/v1/studies/{study_id}/candidates")]
 
-    def candidate(self, candidate_id: int, *, since: int = 0) -> dict[str, Any]:
-        return self.request("GET", f"/api/v1/candidates/{candidate_id}", params={"since": since})
+    def candidate(self, candidate_id: int, *, since: int = 0) -> CandidateDetail:
+        return self._get(
+            CandidateDetail, "GET", f"/api/v1/candidates/{candidate_id}", params={"since": since}
+        )
 
-    def cancel_candidate(self, candidate_id: int) -> dict[str, Any]:
-        return self.request("POST", f"/api/v1/candidates/{candidate_id}/cancel")
+    def cancel_candidate(self, candidate_id: int) -> CancelOut:
+        return self._get(CancelOut, "POST", f"/api/v1/candidates/{candidate_id}/cancel")
 
     def _paged(self, path: str, page_size: int = 200) -> Iterator[dict[str, Any]]:
         offset = 0
@@ -185,19 +223,19 @@ class Client:
 
     # ---------------------------------------------------------------- waiting
 
-    def summary(self, study_id: int) -> dict[str, Any]:
+    def summary(self, study_id: int) -> StudySummary:
         """Everything a dashboard shows for a study in one request: candidates with their progress
         and score, the ranking, tuning jobs."""
-        return self.request("GET", f"/api/v1/studies/{study_id}/summary")
+        return self._get(StudySummary, "GET", f"/api/v1/studies/{study_id}/summary")
 
-    def summary_if_changed(self, study_id: int, etag: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    def summary_if_changed(self, study_id: int, etag: str | None) -> tuple[StudySummary | None, str | None]:
         """``(summary, etag)``, or ``(None, etag)`` when the study has not changed since ``etag``
         (the server answers ``304`` after one indexed read)."""
         headers = {"If-None-Match": etag} if etag else {}
         r = self._send("GET", f"/api/v1/studies/{study_id}/summary", headers=headers)
         if r.status_code == 304:
             return None, etag
-        return self._body(r), r.headers.get("ETag")
+        return StudySummary.model_validate(self._body(r)), r.headers.get("ETag")
 
     def wait(
         self,
@@ -205,8 +243,8 @@ class Client:
         *,
         timeout: float | None = None,
         poll_s: float = 1.0,
-        on_update: Callable[[list[dict[str, Any]]], None] | None = None,
-    ) -> list[dict[str, Any]]:
+        on_update: Callable[[list[CandidateRow]], None] | None = None,
+    ) -> list[CandidateRow]:
         """Poll until every candidate's screening has ended; returns the candidates.
 
         One request a poll: the study's ``/summary`` with ``If-None-Match``, so an unchanged study
@@ -219,10 +257,10 @@ class Client:
         while True:
             summary, etag = self.summary_if_changed(study_id, etag)
             if summary is not None:
-                cands: list[dict[str, Any]] = summary["candidates"]
+                cands = summary.candidates
                 if on_update is not None:
                     on_update(cands)
-                if cands and all(c["state"] in FINAL for c in cands):
+                if cands and all(c.state in FINAL for c in cands):
                     return cands
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"study {study_id} still running after {timeout} s")
@@ -230,11 +268,11 @@ class Client:
 
     # ---------------------------------------------------------------- ranking and tuning
 
-    def ranking(self, study_id: int, *, metric: str = "val_loss", k: int | None = None) -> dict[str, Any]:
+    def ranking(self, study_id: int, *, metric: str = "val_loss", k: int | None = None) -> RankingOut:
         params: dict[str, Any] = {"metric": metric}
         if k is not None:
             params["k"] = k
-        return self.request("GET", f"/api/v1/studies/{study_id}/ranking", params=params)
+        return self._get(RankingOut, "GET", f"/api/v1/studies/{study_id}/ranking", params=params)
 
     def promote(
         self,
@@ -244,7 +282,7 @@ class Client:
         candidate_ids: list[int] | None = None,
         tuner: str | None = None,
         starts: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JobOut]:
         """Tuning jobs for the top-k or the given candidates: ``starts`` per candidate (default: the
         study's policy), each from its own rate on the Switch posterior; returns every promoted
         candidate's jobs (existing ones too). The leaderboard answers with each one's best start."""
@@ -257,24 +295,25 @@ class Client:
             body["tuner"] = tuner
         if starts is not None:
             body["starts"] = starts
-        return self.request("POST", f"/api/v1/studies/{study_id}/promote", json=body)["data"]
+        data = self.request("POST", f"/api/v1/studies/{study_id}/promote", json=body)["data"]
+        return [JobOut.model_validate(x) for x in data]
 
-    def tuning_jobs(self, study_id: int) -> list[dict[str, Any]]:
-        return list(self._paged(f"/api/v1/studies/{study_id}/tuning-jobs"))
+    def tuning_jobs(self, study_id: int) -> list[JobOut]:
+        return [JobOut.model_validate(x) for x in self._paged(f"/api/v1/studies/{study_id}/tuning-jobs")]
 
-    def tuning_job(self, job_id: int, *, since: int = 0) -> dict[str, Any]:
-        return self.request("GET", f"/api/v1/tuning-jobs/{job_id}", params={"since": since})
+    def tuning_job(self, job_id: int, *, since: int = 0) -> JobOut:
+        return self._get(JobOut, "GET", f"/api/v1/tuning-jobs/{job_id}", params={"since": since})
 
-    def leaderboard(self, study_id: int) -> dict[str, Any]:
-        return self.request("GET", f"/api/v1/studies/{study_id}/leaderboard")
+    def leaderboard(self, study_id: int) -> LeaderboardOut:
+        return self._get(LeaderboardOut, "GET", f"/api/v1/studies/{study_id}/leaderboard")
 
     def download_model(
         self, job_id: int, dest: str | Path, *, on_progress: Callable[[int, int | None], None] | None = None
-    ) -> dict[str, Any]:
+    ) -> DownloadedModel:
         """Save a succeeded tuning job's model file at ``dest`` (streamed, then checked against the
         server's sha256 and moved into place: ``dest`` is never left half-written).
 
-        Returns ``{"path", "bytes", "sha256"}``; ``on_progress(received, total)`` after each chunk.
+        Returns where it went, its size and sha256; ``on_progress(received, total)`` after each chunk.
         A job that has not succeeded, or has no model, is an :class:`ApiError` (409).
         """
         import hashlib
@@ -305,7 +344,7 @@ class Client:
                 os.replace(part, dest)
             finally:
                 part.unlink(missing_ok=True)
-        return {"path": str(dest), "bytes": received, "sha256": digest.hexdigest()}
+        return DownloadedModel(path=str(dest), bytes=received, sha256=digest.hexdigest())
 
     # ---------------------------------------------------------------- datasets
 
@@ -317,7 +356,7 @@ class Client:
         label_column: str | None = None,
         options: dict[str, Any] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> DatasetOut:
         """Upload a dataset file (streamed in 1 MiB chunks); the same bytes again return the
         existing dataset. ``options``: a table's ``standardize``, ``categorical_columns`` (a list)
         and ``max_categories`` (the service's defaults for those left out).
@@ -347,18 +386,17 @@ class Client:
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(total)},
             timeout=httpx.Timeout(30.0, read=600.0),
         )
-        return self._body(r)
+        return DatasetOut.model_validate(self._body(r))
 
-    def dataset_by_content(self, sha256: str, *, label_column: str | None = None) -> dict[str, Any] | None:
+    def dataset_by_content(self, sha256: str, *, label_column: str | None = None) -> DatasetOut | None:
         params = {"sha256": sha256, **({"label_column": label_column} if label_column else {})}
-        page = self.request("GET", "/api/v1/datasets", params=params)
-        return page["data"][0] if page["data"] else None
+        return self._first(DatasetOut, "/api/v1/datasets", params)
 
-    def datasets(self) -> list[dict[str, Any]]:
-        return list(self._paged("/api/v1/datasets"))
+    def datasets(self) -> list[DatasetOut]:
+        return [DatasetOut.model_validate(x) for x in self._paged("/api/v1/datasets")]
 
-    def dataset(self, dataset_id: int) -> dict[str, Any]:
-        return self.request("GET", f"/api/v1/datasets/{dataset_id}")
+    def dataset(self, dataset_id: int) -> DatasetOut:
+        return self._get(DatasetOut, "GET", f"/api/v1/datasets/{dataset_id}")
 
     def delete_dataset(self, dataset_id: int) -> None:
         self.request("DELETE", f"/api/v1/datasets/{dataset_id}")
@@ -367,11 +405,11 @@ class Client:
         """Cancel every unfinished screening run and tuning job of the study; returns how many."""
         n = 0
         for c in self.candidates(study_id):
-            if c["state"] not in FINAL:
-                self.cancel_candidate(c["id"])
+            if c.state not in FINAL:
+                self.cancel_candidate(c.id)
                 n += 1
         for j in self.tuning_jobs(study_id):
-            if j["state"] not in FINAL:
-                self.request("POST", f"/api/v1/tuning-jobs/{j['id']}/cancel")
+            if j.state not in FINAL:
+                self.request("POST", f"/api/v1/tuning-jobs/{j.id}/cancel")
                 n += 1
         return n

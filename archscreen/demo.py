@@ -25,15 +25,15 @@ def submit_demo(url: str, token: str, name: str = "demo") -> int:
                 policy={"top_k": 2, "auto": True},
             )
         try:
-            added = c.add_candidates(study["id"], [{"spec": s} for s in (LOGREG, MLP, CNN)])
+            added = c.add_candidates(study.id, [{"spec": s} for s in (LOGREG, MLP, CNN)])
         except ApiError as exc:
             print(f"demo: {exc}", file=sys.stderr)
-            return int(study["id"])
-    names = ", ".join(a["name"] for a in added)
-    print(f"demo: study {study['id']} ({name!r}) screening {names} on mnist1d", flush=True)
+            return study.id
+    names = ", ".join(a.name for a in added)
+    print(f"demo: study {study.id} ({name!r}) screening {names} on mnist1d", flush=True)
     print(
         f"demo: follow it with  curl -H 'Authorization: Bearer {token}' "
-        f"{url}/api/v1/studies/{study['id']}/candidates",
+        f"{url}/api/v1/studies/{study.id}/candidates",
         flush=True,
     )
-    return int(study["id"])
+    return study.id

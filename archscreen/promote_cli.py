@@ -10,6 +10,7 @@ import argparse
 import re
 from typing import Any
 
+from archscreen.api.schemas import JobOut, StudyOut
 from archscreen.cli_common import EXIT_OK, CliError
 from archscreen.client import ApiError, Client
 from archscreen.core.names import TUNER_NAMES
@@ -50,11 +51,11 @@ def add_promote_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_promote)
 
 
-def candidate_ids(c: Client, study: dict[str, Any], wanted: list[str]) -> list[int]:
+def candidate_ids(c: Client, study: StudyOut, wanted: list[str]) -> list[int]:
     """Ids of the candidates named (by name or id); a readable error for one the study lacks."""
-    cands = c.candidates(study["id"])
-    by_name = {x["name"]: x["id"] for x in cands}
-    ids = {x["id"] for x in cands}
+    cands = c.candidates(study.id)
+    by_name = {x.name: x.id for x in cands}
+    ids = {x.id for x in cands}
     out = []
     for value in (v for w in wanted for v in w.split(",") if v):
         if value in by_name:
@@ -63,20 +64,20 @@ def candidate_ids(c: Client, study: dict[str, Any], wanted: list[str]) -> list[i
             out.append(int(value))
         else:
             shown = ", ".join(sorted(by_name)[:10]) or "none"
-            raise CliError(f"study {study['name']!r} has no candidate {value!r} (candidates: {shown})")
+            raise CliError(f"study {study.name!r} has no candidate {value!r} (candidates: {shown})")
     return out
 
 
-def promote(c: Client, study: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+def promote(c: Client, study: StudyOut, args: argparse.Namespace) -> list[JobOut]:
     """The study's promoted tuning jobs (new and existing) for ``args.top`` / ``args.candidates``."""
     if args.top is not None and not 1 <= args.top <= 100:
         raise CliError(f"--top must be from 1 to 100, got {args.top}")
-    top = None if args.candidates else (args.top or study["policy"].get("top_k") or 1)
+    top = None if args.candidates else (args.top or study.policy.top_k)
     ids = candidate_ids(c, study, args.candidates) if args.candidates else None
     try:
-        return c.promote(study["id"], top_k=top, candidate_ids=ids, tuner=args.tuner, starts=args.starts)
+        return c.promote(study.id, top_k=top, candidate_ids=ids, tuner=args.tuner, starts=args.starts)
     except ApiError as exc:
-        raise CliError(f"study {study['name']!r}: {exc}") from None
+        raise CliError(f"study {study.name!r}: {exc}") from None
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -87,8 +88,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
         if study is None:
             raise CliError(f"no study named {args.study!r}")
         jobs = promote(c, study, args)
-        names = {x["id"]: x["name"] for x in c.candidates(study["id"])}
+        names = {x.id: x.name for x in c.candidates(study.id)}
     for job in jobs:
-        print(f"{names.get(job['candidate_id'], '?')}: tuning job {job['id']} ({job['state']})")
-    print(f"then: archscreen status {study['name']}; archscreen export {study['name']}")
+        print(f"{names.get(job.candidate_id, '?')}: tuning job {job.id} ({job.state})")
+    print(f"then: archscreen status {study.name}; archscreen export {study.name}")
     return EXIT_OK

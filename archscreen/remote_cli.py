@@ -1,5 +1,5 @@
 """Commands that talk to a running service through :mod:`archscreen.client`: ``submit``, ``status``,
-``export``, ``ci``.
+``dataset``, ``plot``, ``export`` (the CI gate, ``ci``, is :mod:`archscreen.ci_gate`).
 
 ``--server`` (env ``ARCHSCREEN_SERVER``, default http://127.0.0.1:8000) and ``--token``
 (env ``ARCHSCREEN_TOKEN``; for a local ``archscreen up`` it is read from
@@ -11,24 +11,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
-from xml.etree import ElementTree as ET
+from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
+from archscreen.api.schemas import (
+    CandidateRow,
+    DatasetOut,
+    EstimateOut,
+    JobOut,
+    LeaderboardOut,
+)
 from archscreen.cli_common import EXIT_OK, CliError, add_model_options, model_from_args
-from archscreen.client import FINAL, ApiError, Client, format_detail
+from archscreen.client import FINAL, ApiError, Client, DownloadedModel, format_detail
 from archscreen.config import ScreeningConfig
-from archscreen.core.names import METRIC_NAMES, RANK_METRIC_NAMES
+from archscreen.core.names import RANK_METRIC_NAMES
 from archscreen.promote_cli import parse_promote, promote_command
 
 EXIT_RULE_FAILED, EXIT_ERROR = 1, 2
@@ -137,23 +140,6 @@ def add_remote_commands(sub: Any) -> None:
     _server_args(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser(
-        "ci",
-        help="CI gate: screen the candidates of a config file, fail the build on a regression",
-        description="Submit the candidates (and baseline) of CONFIG, wait, write JUnit XML and a Markdown "
-        "summary. Exit 0: every candidate passes the rule; 1: a candidate fails it; 2: error "
-        "(bad config, server unreachable, a job failed, timeout).",
-    )
-    p.add_argument("config", help="CI config file (YAML); see docs/ci.md")
-    p.add_argument("--local", action="store_true", help="start an embedded service for this run")
-    p.add_argument("--junit", metavar="PATH", help="write a JUnit XML report here")
-    p.add_argument(
-        "--summary", metavar="PATH", help="write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)"
-    )
-    p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: config timeout_s)")
-    _server_args(p)
-    p.set_defaults(func=cmd_ci)
-
 
 def _token(args: argparse.Namespace) -> str:
     if args.token:
@@ -236,26 +222,24 @@ class ProgressReporter:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, cands: list[dict[str, Any]]) -> None:
+    def update(self, cands: list[CandidateRow]) -> None:
         """Show the candidates of a study's summary (each row carries its progress)."""
         if not self.enabled:
             return
         for c in cands:
-            running = c["progress"] if c["state"] == "running" else None
-            epoch = running["epoch"] if running else 0
-            total = running["max_epochs"] if running else 1
-            frac = 1.0 if c["state"] in FINAL else (running["fraction"] if running else 0.0)
+            running = c.progress if c.state == "running" else None
+            epoch = running.epoch if running else 0
+            total = running.max_epochs if running else 1
+            frac = 1.0 if c.state in FINAL else (running.fraction if running else 0.0)
             if self._progress is not None:
-                if c["id"] not in self._tasks:
-                    self._tasks[c["id"]] = self._progress.add_task(
-                        c["name"][:28], total=1.0, state=c["state"]
-                    )
-                self._progress.update(self._tasks[c["id"]], completed=frac, state=c["state"])
-            elif self._last.get(c["id"]) != (c["state"], epoch):
-                self._last[c["id"]] = (c["state"], epoch)
-                where = f" epoch {epoch}/{total}" if c["state"] == "running" else ""
+                if c.id not in self._tasks:
+                    self._tasks[c.id] = self._progress.add_task(c.name[:28], total=1.0, state=c.state)
+                self._progress.update(self._tasks[c.id], completed=frac, state=c.state)
+            elif self._last.get(c.id) != (c.state, epoch):
+                self._last[c.id] = (c.state, epoch)
+                where = f" epoch {epoch}/{total}" if c.state == "running" else ""
                 print(
-                    f"[{time.strftime('%H:%M:%S')}] {c['name']}: {c['state']}{where}",
+                    f"[{time.strftime('%H:%M:%S')}] {c.name}: {c.state}{where}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -284,9 +268,9 @@ def resolve_dataset(c: Client, value: str, label_column: str | None = None, *, q
     found = c.dataset_by_content(sha256_of(path), label_column=label_column)
     if found is not None:
         if not quiet:
-            print(f"{value}: already uploaded as {found['ref']}", file=sys.stderr)
-        return str(found["ref"])
-    return str(_upload(c, path, None, label_column, quiet=quiet)["ref"])
+            print(f"{value}: already uploaded as {found.ref}", file=sys.stderr)
+        return found.ref
+    return _upload(c, path, None, label_column, quiet=quiet).ref
 
 
 def _upload(
@@ -297,7 +281,7 @@ def _upload(
     *,
     quiet: bool,
     options: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> DatasetOut:
     from archscreen.store.datasets import name_from_file
 
     # the file name as a valid dataset name: "data (1).npz" → "data _1_.npz"
@@ -324,9 +308,16 @@ def _upload(
     except ApiError as exc:
         raise CliError(f"{path}: {exc}") from None
     if not quiet:
-        verb = "uploaded as" if ds.get("created") else "already uploaded as"
-        print(f"{path}: {verb} {ds['ref']} ({ds['task']}, input {ds['input_shape']})", file=sys.stderr)
+        verb = "uploaded as" if ds.created else "already uploaded as"
+        print(f"{path}: {verb} {ds.ref} ({ds.task}, input {ds.input_shape})", file=sys.stderr)
     return ds
+
+
+def _json(value: BaseModel | list[Any]) -> str:
+    """A client result as the API served it (indented JSON)."""
+    if isinstance(value, list):
+        return json.dumps([v.model_dump(mode="json") for v in value], indent=2)
+    return value.model_dump_json(indent=2)
 
 
 def _dataset_id(value: str) -> int:
@@ -372,7 +363,7 @@ def cmd_dataset_upload(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: no such file")
     with _client(args.server, _token(args)) as c:
         ds = _upload(c, path, args.name, args.label_column, quiet=args.json, options=_table_options(args))
-    print(json.dumps(ds, indent=2) if args.json else ds["ref"])
+    print(_json(ds) if args.json else ds.ref)
     return EXIT_OK
 
 
@@ -380,17 +371,17 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
     with _client(args.server, _token(args)) as c:
         rows = c.datasets()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(_json(rows))
         return EXIT_OK
     if not rows:
         print("no datasets (upload one with `archscreen dataset upload FILE`)")
         return EXIT_OK
     print(f"{'ref':<8} {'name':<24} {'task':<15} {'input':<12} {'train/val/test':>16} {'MB':>8}")
     for d in rows:
-        splits = "/".join(str(d["split_sizes"][k]) for k in ("train", "val", "test"))
+        splits = "/".join(str(d.split_sizes[k]) for k in ("train", "val", "test"))
         print(
-            f"{d['ref']:<8} {d['name'][:24]:<24} {d['task']:<15} {d['input_shape']!s:<12} "
-            f"{splits:>16} {d['size_bytes'] / 2**20:>8.1f}"
+            f"{d.ref:<8} {d.name[:24]:<24} {d.task:<15} {d.input_shape!s:<12} "
+            f"{splits:>16} {d.size_bytes / 2**20:>8.1f}"
         )
     return EXIT_OK
 
@@ -421,27 +412,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 study = c.create_study(args.study, dataset=dataset, screening=screening, policy=policy)
             except ApiError as exc:
                 raise CliError(str(exc)) from None
-        elif args.promote and not args.wait and not study["policy"].get("auto"):
+        elif args.promote and not args.wait and not study.policy.auto:
             raise CliError(
                 f"study {args.study!r} exists and does not promote itself: add --wait, or run "
                 f"`{promote_command(args.study, args.promote)}` once screening ends"
             )
         try:
-            added = c.add_candidates(study["id"], [{"spec": s} for s in specs])
+            added = c.add_candidates(study.id, [{"spec": s} for s in specs])
         except ApiError as exc:
             raise CliError(str(exc)) from None
         if args.json:
-            print(json.dumps(added, indent=2))
+            print(_json(added))
         else:
             for a in added:
-                print(
-                    f"{a['name']}: candidate {a['id']} ({'new' if a['created'] else 'already in the study'})"
-                )
+                print(f"{a.name}: candidate {a.id} ({'new' if a.created else 'already in the study'})")
         if args.wait:
             with ProgressReporter(not args.json) as rep:
-                c.wait(study["id"], on_update=rep.update)
-            _print_ranking(c, study["id"])
-            if args.promote and not study["policy"].get("auto"):
+                c.wait(study.id, on_update=rep.update)
+            _print_ranking(c, study.id)
+            if args.promote and not study.policy.auto:
                 from archscreen.promote_cli import promote
 
                 promote(
@@ -450,27 +439,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def format_estimate(est: dict[str, Any] | None) -> str:
+def format_estimate(est: EstimateOut | None) -> str:
     """``95.1% [93.8, 96.0]`` (accuracy, in percent like the dashboard), ``1.234 [1.2, 1.31]`` (bits
     per character, MSE), or ``-`` without an estimate: the value, then its interval."""
     if not est:
         return "-"
-    if est.get("metric") == "val_accuracy":
-        return f"{100 * est['value']:.1f}% [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"
-    return f"{est['value']:.4g} [{est['low']:.4g}, {est['high']:.4g}]"
+    if est.metric == "val_accuracy":
+        return f"{100 * est.value:.1f}% [{100 * est.low:.1f}, {100 * est.high:.1f}]"
+    return f"{est.value:.4g} [{est.low:.4g}, {est.high:.4g}]"
 
 
 def _print_ranking(c: Client, study_id: int, metric: str = "val_loss") -> None:
     r = c.ranking(study_id, metric=metric)
-    print(f"rank  {'candidate':<28} {r['metric']:>10}  {'estimate [interval]':<24}  preferred lr")
-    for row in r["data"]:
-        tie = " (tied)" if row["tied_with"] else ""
-        lr = f"{row['preferred_lr']:.3g}" if row["preferred_lr"] else "-"
-        est = format_estimate(row.get("estimate"))
-        print(f"{row['rank']:>4}  {row['name'][:28]:<28} {row['score']:>10.4f}  {est:<24}  {lr}{tie}")
-    for row in r["unranked"]:
-        est = format_estimate(row.get("estimate"))
-        print(f"   -  {row['name'][:28]:<28} {row['state']:>10}  {est}")
+    print(f"rank  {'candidate':<28} {r.metric:>10}  {'estimate [interval]':<24}  preferred lr")
+    for row in r.data:
+        tie = " (tied)" if row.tied_with else ""
+        lr = f"{row.preferred_lr:.3g}" if row.preferred_lr else "-"
+        est = format_estimate(row.estimate)
+        print(f"{row.rank:>4}  {row.name[:28]:<28} {row.score:>10.4f}  {est:<24}  {lr}{tie}")
+    for row in r.unranked:
+        est = format_estimate(row.estimate)
+        print(f"   -  {row.name[:28]:<28} {row.state:>10}  {est}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -480,27 +469,26 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise CliError(f"no study named {args.study!r}")
         if args.json:
             out = {
-                "study": study,
-                "ranking": c.ranking(study["id"], metric=args.metric),
-                "leaderboard": c.leaderboard(study["id"]),
+                "study": study.model_dump(mode="json"),
+                "ranking": c.ranking(study.id, metric=args.metric).model_dump(mode="json"),
+                "leaderboard": c.leaderboard(study.id).model_dump(mode="json"),
             }
             print(json.dumps(out, indent=2))
             return EXIT_OK
-        states = ", ".join(f"{n} {s}" for s, n in sorted(study["jobs_by_state"].items())) or "no jobs"
-        head = f"study {study['id']} {study['name']!r} on {study['dataset']}"
-        print(f"{head}: {study['candidates']} candidates; {states}")
-        _print_ranking(c, study["id"], args.metric)
-        board = c.leaderboard(study["id"])
-        tuned = [r for r in board["data"] if r["tuning_state"]]
+        states = ", ".join(f"{n} {s}" for s, n in sorted(study.jobs_by_state.items())) or "no jobs"
+        head = f"study {study.id} {study.name!r} on {study.dataset}"
+        print(f"{head}: {study.candidates} candidates; {states}")
+        _print_ranking(c, study.id, args.metric)
+        board = c.leaderboard(study.id)
+        tuned = [r for r in board.data if r.tuning_state]
         for r in tuned:
-            lr = f"{r['recommended_lr']:.3g}" if r["recommended_lr"] else "-"
-            start = f" (start {r['tuning_start']}, best by validation)" if r.get("tuning_start") else ""
-            state, score = r["tuning_state"], r["tuned_score"]
-            print(f"tuned {r['name']}: {state}, score {score}, recommended lr {lr}{start}")
-        if board["best"]:
-            b = board["best"]
-            lr = b["recommended_lr"] or b["preferred_lr"]
-            print(f"best: {b['name']} (learning rate {lr:.3g})" if lr else f"best: {b['name']}")
+            lr = f"{r.recommended_lr:.3g}" if r.recommended_lr else "-"
+            start = f" (start {r.tuning_start}, best by validation)" if r.tuning_start else ""
+            print(f"tuned {r.name}: {r.tuning_state}, score {r.tuned_score}, recommended lr {lr}{start}")
+        if board.best:
+            b = board.best
+            best_lr = b.recommended_lr or b.preferred_lr
+            print(f"best: {b.name} (learning rate {best_lr:.3g})" if best_lr else f"best: {b.name}")
     return EXIT_OK
 
 
@@ -511,7 +499,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         study = c.study(int(args.study)) if args.study.isdigit() else c.study_by_name(args.study)
         if study is None:
             raise CliError(f"no study named {args.study!r}")
-        out = plot_study(c, study["id"], Path(args.output or f"{study['name']}.png"))
+        out = plot_study(c, study.id, Path(args.output or f"{study.name}.png"))
     print(out)
     return EXIT_OK
 
@@ -519,16 +507,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ export
 
 
-def best_tuning_job(board: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
+def best_tuning_job(board: LeaderboardOut, jobs: list[JobOut]) -> JobOut | None:
     """The study's tuned answer: the job the leaderboard's ``best`` row names (the server's rule:
     each candidate's best start by validation, then the best candidate on the study's metric),
     looked up in ``jobs`` (``/tuning-jobs``); None while no tuning job has succeeded with a score.
     Not recomputed here, so the export and the leaderboard cannot disagree."""
-    best = board.get("best") or {}
-    job_id = best.get("tuning_job_id")
-    if best.get("tuned_score") is None or job_id is None:
+    best = board.best
+    if best is None or best.tuned_score is None or best.tuning_job_id is None:
         return None
-    return next((j for j in jobs if j["id"] == job_id and j["state"] == "succeeded"), None)
+    return next((j for j in jobs if j.id == best.tuning_job_id and j.state == "succeeded"), None)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -536,51 +523,50 @@ def cmd_export(args: argparse.Namespace) -> int:
         study = c.study(int(args.study)) if args.study.isdigit() else c.study_by_name(args.study)
         if study is None:
             raise CliError(f"no study named {args.study!r}")
-        metric = study["policy"].get("metric") or "val_loss"
-        jobs = c.tuning_jobs(study["id"])
-        board = c.leaderboard(study["id"]) if args.job is None else {}
+        metric = study.policy.metric or "val_loss"
+        jobs = c.tuning_jobs(study.id)
         if args.job is not None:
-            job = next((j for j in jobs if j["id"] == args.job), None)
+            job = next((j for j in jobs if j.id == args.job), None)
             if job is None:
-                raise CliError(f"study {study['name']!r} has no tuning job {args.job}")
+                raise CliError(f"study {study.name!r} has no tuning job {args.job}")
         else:
-            job = best_tuning_job(board, jobs)
+            job = best_tuning_job(c.leaderboard(study.id), jobs)
             if job is None:
-                states = ", ".join(sorted({j["state"] for j in jobs}))
+                states = ", ".join(sorted({j.state for j in jobs}))
                 raise CliError(
-                    f"study {study['name']!r}: no tuning job has succeeded yet"
+                    f"study {study.name!r}: no tuning job has succeeded yet"
                     + (
-                        f" (tuning jobs: {states}; `archscreen status {study['name']}`)"
+                        f" (tuning jobs: {states}; `archscreen status {study.name}`)"
                         if jobs
-                        else f" (none promoted: run `{promote_command(study['name'])}`)"
+                        else f" (none promoted: run `{promote_command(study.name)}`)"
                     )
                 )
-        names = {x["id"]: x["name"] for x in c.candidates(study["id"])}
-        dest = Path(args.output or f"{study['name']}.pt")
+        names = {x.id: x.name for x in c.candidates(study.id)}
+        dest = Path(args.output or f"{study.name}.pt")
         try:
-            got = _download(c, job["id"], dest)
+            got = _download(c, job.id, dest)
         except ApiError as exc:
-            raise CliError(f"tuning job {job['id']}: {format_detail(exc.detail)}") from None
+            raise CliError(f"tuning job {job.id}: {format_detail(exc.detail)}") from None
         except httpx.HTTPError as exc:
-            raise CliError(f"tuning job {job['id']}: download failed: {type(exc).__name__}") from None
+            raise CliError(f"tuning job {job.id}: download failed: {type(exc).__name__}") from None
         except OSError as exc:
             raise CliError(f"{dest}: cannot write: {exc.strerror or exc}") from None
-    result = job.get("result") or {}
+    result = job.result or {}
     score = result.get(metric)
     lr = result.get("recommended_lr")
     print(
-        f"study {study['name']!r}: tuning job {job['id']} ({names.get(job['candidate_id'], '?')}, "
+        f"study {study.name!r}: tuning job {job.id} ({names.get(job.candidate_id, '?')}, "
         f"{result.get('tuner', '?')}"
         + (f", {metric} {score:.4g}" if isinstance(score, int | float) else "")
         + (f", lr {lr:.3g}" if isinstance(lr, int | float) else "")
-        + f"): {got['bytes']:,} bytes",
+        + f"): {got.bytes:,} bytes",
         file=sys.stderr,
     )
-    print(got["path"])
+    print(got.path)
     return EXIT_OK
 
 
-def _download(c: Client, job_id: int, dest: Path) -> dict[str, Any]:
+def _download(c: Client, job_id: int, dest: Path) -> DownloadedModel:
     """The model file, with a progress bar on a terminal once it turns out to be large."""
     if not sys.stderr.isatty():
         return c.download_model(job_id, dest)
@@ -595,332 +581,3 @@ def _download(c: Client, job_id: int, dest: Path) -> dict[str, Any]:
             bar.update(task, completed=received, total=total, visible=(total or received) > 4 * 2**20)
 
         return c.download_model(job_id, dest, on_progress=show)
-
-
-# ------------------------------------------------------------------------------ ci
-
-
-class CiConfig:
-    """The CI gate's config file (YAML), validated with one-line errors."""
-
-    KEYS: ClassVar[set[str]] = {
-        "study",
-        "dataset",
-        "label_column",
-        "screening",
-        "candidates",
-        "baseline",
-        "baseline_score",
-        "metric",
-        "rule",
-        "timeout_s",
-        "server",
-    }
-
-    def __init__(self, path: Path) -> None:
-        if not path.is_file():
-            raise CliError(f"{path}: no such config file", EXIT_ERROR)
-        doc = _load_yaml(path, EXIT_ERROR)
-        if not isinstance(doc, dict):
-            raise CliError(f"{path}: expected a mapping", EXIT_ERROR)
-        unknown = set(doc) - self.KEYS
-        if unknown:
-            raise CliError(
-                f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(self.KEYS)}", EXIT_ERROR
-            )
-
-        def need(key: str, kind: type | tuple[type, ...]) -> Any:
-            if key not in doc:
-                raise CliError(f"{path}: missing required key {key!r}", EXIT_ERROR)
-            if not isinstance(doc[key], kind):
-                raise CliError(f"{path}: {key!r} has the wrong type", EXIT_ERROR)
-            return doc[key]
-
-        base = path.parent
-        self.study = str(doc.get("study", path.stem))
-        self.dataset = str(need("dataset", str))
-        self.label_column = doc.get("label_column")
-        if _is_dataset_file(self.dataset):  # a local data file, relative to the config
-            self.dataset = str(base / self.dataset)
-        self.screening = _ci_screening(path, doc.get("screening") or {})
-        self.candidates = [base / str(p) for p in need("candidates", list)]
-        if not self.candidates:
-            raise CliError(f"{path}: 'candidates' is empty", EXIT_ERROR)
-        self.baseline = base / str(doc["baseline"]) if doc.get("baseline") else None
-        self.baseline_score = doc.get("baseline_score")
-        self.metric = str(doc.get("metric", "val_loss"))
-        if self.metric not in METRIC_NAMES:
-            raise CliError(f"{path}: metric must be one of {', '.join(METRIC_NAMES)}", EXIT_ERROR)
-        self.rule = doc.get("rule") or {}
-        if not isinstance(self.rule, dict) or set(self.rule) - {"max_regression", "top_k"} or not self.rule:
-            raise CliError(
-                f"{path}: 'rule' needs max_regression (a number) and/or top_k (an integer)", EXIT_ERROR
-            )
-        if "max_regression" in self.rule and self.baseline is None and self.baseline_score is None:
-            raise CliError(
-                f"{path}: rule max_regression needs 'baseline' (a spec) or 'baseline_score'", EXIT_ERROR
-            )
-
-        def number(key: str, value: Any, *, low: float, integer: bool = False) -> float:
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= low
-            if not ok or (integer and not isinstance(value, int)):
-                kind = "an integer" if integer else "a number"
-                raise CliError(f"{path}: {key} must be {kind} >= {low}, got {value!r}", EXIT_ERROR)
-            return float(value)
-
-        if "max_regression" in self.rule:
-            number("rule.max_regression", self.rule["max_regression"], low=0)
-        if "top_k" in self.rule:
-            number("rule.top_k", self.rule["top_k"], low=1, integer=True)
-        if self.baseline_score is not None:
-            number("baseline_score", self.baseline_score, low=float("-inf"))
-        self.timeout_s = number("timeout_s", doc.get("timeout_s", 1800), low=1)
-        self.server = doc.get("server")
-        for p in [*self.candidates, *([self.baseline] if self.baseline else [])]:
-            if not p.is_file():
-                raise CliError(f"{path}: spec file {p} does not exist", EXIT_ERROR)
-
-
-def _ci_screening(path: Path, screening: Any) -> dict[str, Any]:
-    """The config's ``screening:`` mapping, checked against :class:`ScreeningConfig` here (one line
-    naming the key, before any study is made); only the keys it gives are sent, so the rest are
-    the service's defaults, the same model's."""
-    from pydantic import ValidationError
-
-    if not isinstance(screening, dict):
-        raise CliError(f"{path}: 'screening' must be a mapping of ScreeningConfig fields", EXIT_ERROR)
-    try:
-        ScreeningConfig.model_validate(screening)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(["screening", *map(str, err["loc"])])
-        raise CliError(
-            f"{path}: {where}: {str(err['msg']).removeprefix('Value error, ')}", EXIT_ERROR
-        ) from None
-    return dict(screening)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def local_service(data_dir: Path | None, workers: int = 2) -> Iterator[tuple[str, str]]:
-    tmp = None
-    if data_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="archscreen-ci-")
-        data_dir = Path(tmp.name)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("ARCHSCREEN_DATABASE_URL", "ARCHSCREEN_BROKER_URL")
-    }
-    log = open(data_dir / "up.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "archscreen",
-            "up",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise CliError(
-                    f"the local service did not start: {(data_dir / 'up.log').read_text()[-500:]}", EXIT_ERROR
-                )
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise CliError("the local service was not ready after 120 s", EXIT_ERROR)
-            time.sleep(0.3)
-        yield url, (data_dir / "api-token").read_text().strip()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        if tmp is not None:
-            tmp.cleanup()
-
-
-class Verdict:
-    def __init__(self, name: str, cid: int, state: str, score: float | None, rank: int | None) -> None:
-        self.name, self.cid, self.state, self.score, self.rank = name, cid, state, score, rank
-        self.failure: str | None = None
-        self.error: str | None = None
-
-
-def _judge(
-    cfg: CiConfig, ranking: dict[str, Any], baseline_id: int | None, cand_ids: dict[int, str]
-) -> tuple[list[Verdict], float | None]:
-    higher = ranking["higher_is_better"]
-    rows = {r["candidate_id"]: r for r in [*ranking["data"], *ranking["unranked"]]}
-    base_score: float | None = None
-    if baseline_id is not None:
-        row = rows.get(baseline_id)
-        if row is None or row["score"] is None:
-            raise CliError(
-                f"the baseline did not finish screening ({row['state'] if row else 'missing'})", EXIT_ERROR
-            )
-        base_score = float(row["score"])
-    elif cfg.baseline_score is not None:
-        base_score = float(cfg.baseline_score)
-    # candidates' rank among the candidates only (the baseline is a reference, not a competitor)
-    order = [r["candidate_id"] for r in ranking["data"] if r["candidate_id"] in cand_ids]
-    verdicts: list[Verdict] = []
-    for cid, name in cand_ids.items():
-        row = rows.get(cid, {"state": "missing", "score": None})
-        v = Verdict(name, cid, row["state"], row["score"], order.index(cid) + 1 if cid in order else None)
-        if row["state"] != "succeeded" or row["score"] is None:
-            v.error = f"screening ended {row['state']}"
-        else:
-            if "max_regression" in cfg.rule and base_score is not None:
-                worse_by = (base_score - v.score) if higher else (v.score - base_score)  # type: ignore[operator]
-                if worse_by > float(cfg.rule["max_regression"]):
-                    v.failure = (
-                        f"{cfg.metric} {v.score:.4f} is worse than the baseline's {base_score:.4f} by "
-                        f"{worse_by:.4f} (allowed {cfg.rule['max_regression']})"
-                    )
-            if "top_k" in cfg.rule and (v.rank is None or v.rank > int(cfg.rule["top_k"])):
-                v.failure = (
-                    v.failure + "; " if v.failure else ""
-                ) + f"rank {v.rank} is outside the top {cfg.rule['top_k']}"
-        verdicts.append(v)
-    return verdicts, base_score
-
-
-def write_junit(path: Path, study: str, verdicts: list[Verdict], seconds: float) -> None:
-    suite = ET.Element(
-        "testsuite",
-        name=f"archscreen:{study}",
-        tests=str(len(verdicts)),
-        failures=str(sum(v.failure is not None for v in verdicts)),
-        errors=str(sum(v.error is not None for v in verdicts)),
-        time=f"{seconds:.1f}",
-    )
-    for v in verdicts:
-        case = ET.SubElement(suite, "testcase", classname=f"archscreen.{study}", name=v.name, time="0")
-        if v.error:
-            ET.SubElement(case, "error", message=v.error).text = v.error
-        elif v.failure:
-            ET.SubElement(case, "failure", message=v.failure).text = v.failure
-        else:
-            ET.SubElement(case, "system-out").text = f"score {v.score}, rank {v.rank}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-
-
-def markdown_summary(
-    cfg: CiConfig, verdicts: list[Verdict], base_score: float | None, ranking: dict[str, Any]
-) -> str:
-    ok = all(v.failure is None and v.error is None for v in verdicts)
-    lines = [f"### archscreen: {'✅ all candidates pass' if ok else '❌ a candidate fails the rule'}", ""]
-    rule = ", ".join(f"{k} = {v}" for k, v in cfg.rule.items())
-    base = f"{base_score:.4f}" if base_score is not None else "n/a"
-    lines += [f"Dataset `{cfg.dataset}`, metric `{cfg.metric}`, rule: {rule}, baseline score {base}.", ""]
-    lines += ["| candidate | result | score | rank | preferred lr | note |", "|---|---|---:|---:|---:|---|"]
-    prefs = {r["candidate_id"]: r["preferred_lr"] for r in ranking["data"]}
-    for v in verdicts:
-        result = "error" if v.error else ("fail" if v.failure else "pass")
-        score = f"{v.score:.4f}" if v.score is not None else "-"
-        lr = f"{prefs[v.cid]:.3g}" if prefs.get(v.cid) else "-"
-        lines.append(
-            f"| {v.name} | {result} | {score} | {v.rank or '-'} | {lr} | {v.error or v.failure or ''} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def cmd_ci(args: argparse.Namespace) -> int:
-    cfg = CiConfig(Path(args.config))
-    specs = [_read_spec(str(p)) for p in cfg.candidates]
-    baseline_spec = _read_spec(str(cfg.baseline)) if cfg.baseline else None
-    timeout = args.timeout or cfg.timeout_s
-    t0 = time.monotonic()
-    if args.local:
-        ctx: Any = local_service(Path(args.data_dir) if args.data_dir else None)
-    else:
-        ctx = nullcontext((cfg.server or args.server, None))
-    with ctx as (url, local_token):
-        token = local_token or _token(args)
-        with _client(url, token) as c:
-            return _run_ci(c, cfg, args, specs, baseline_spec, timeout, t0)
-
-
-def _run_ci(
-    c: Client,
-    cfg: CiConfig,
-    args: argparse.Namespace,
-    specs: list[dict[str, Any]],
-    baseline_spec: dict[str, Any] | None,
-    timeout: float,
-    t0: float,
-) -> int:
-    name = f"{cfg.study}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    try:
-        dataset = resolve_dataset(c, cfg.dataset, cfg.label_column, quiet=False)
-        study = c.create_study(name, dataset=dataset, screening=cfg.screening or None)
-    except ApiError as exc:
-        raise CliError(f"the service refused the study: {exc}", EXIT_ERROR) from None
-    print(f"archscreen ci: study {study['id']} ({name}) at {c.base_url}", file=sys.stderr, flush=True)
-    try:
-        body = [{"spec": s} for s in specs] + (
-            [{"spec": baseline_spec, "name": "baseline"}] if baseline_spec else []
-        )
-        try:
-            added = c.add_candidates(study["id"], body, idempotency_key=name)
-        except ApiError as exc:
-            raise CliError(f"invalid candidate: {exc}", EXIT_ERROR) from None
-        cand_ids = {a["id"]: a["name"] for a in added[: len(specs)]}
-        baseline_id = added[len(specs)]["id"] if baseline_spec else None
-        if baseline_id in cand_ids:
-            raise CliError("a candidate is identical to the baseline spec", EXIT_ERROR)
-        with ProgressReporter() as rep:
-            c.wait(
-                study["id"],
-                timeout=timeout - (time.monotonic() - t0),
-                poll_s=1.0,
-                on_update=rep.update,
-            )
-    except (TimeoutError, KeyboardInterrupt) as exc:
-        n = c.cancel_study(study["id"])
-        why = "timed out" if isinstance(exc, TimeoutError) else "interrupted"
-        raise CliError(f"{why}; cancelled {n} unfinished job(s) of study {study['id']}", EXIT_ERROR) from None
-    ranking = c.ranking(study["id"], metric=cfg.metric)
-    verdicts, base_score = _judge(cfg, ranking, baseline_id, cand_ids)
-    if args.junit:
-        write_junit(Path(args.junit), name, verdicts, time.monotonic() - t0)
-    summary = markdown_summary(cfg, verdicts, base_score, ranking)
-    if args.summary:
-        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.summary, "a") as f:
-            f.write(summary)
-    for v in verdicts:
-        status = "ERROR" if v.error else ("FAIL" if v.failure else "PASS")
-        print(f"{status}  {v.name}: {v.error or v.failure or f'{cfg.metric} {v.score:.4f}, rank {v.rank}'}")
-    if any(v.error for v in verdicts):
-        return EXIT_ERROR
-    return EXIT_RULE_FAILED if any(v.failure for v in verdicts) else EXIT_OK

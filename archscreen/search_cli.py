@@ -11,8 +11,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from archscreen.api.schemas import SearchOut
 from archscreen.cli_common import EXIT_OK, EXIT_USAGE, CliError
-from archscreen.client import ApiError, format_detail
+from archscreen.client import ApiError, Client, format_detail
 from archscreen.config import SearchConfig
 
 POLL_S = 2.0
@@ -56,23 +57,24 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
         except ApiError as exc:
             raise CliError(f"{path}: {format_detail(exc.detail)}") from None
-        print(f"study {study['id']} ({study['name']}): searching {args.trials} trials of {path.name}")
+        print(f"study {study.id} ({study.name}): searching {args.trials} trials of {path.name}")
         if args.wait:
-            study = _wait(client, study["id"])
-            s = study["search"]
-            print(f"best val_loss {s['best_value']} with {s['best_params']}")
+            s = _wait(client, study.id)
+            print(f"best val_loss {s.best_value} with {s.best_params}")
     return EXIT_OK
 
 
-def _wait(client: Any, study_id: int) -> dict[str, Any]:
+def _wait(client: Client, study_id: int) -> SearchOut:
+    """The search's progress once every trial is told (printed to stderr as it changes)."""
     last = None
     while True:
-        study = client.study(study_id)
-        s = study["search"]
-        line = f"asked {s['asked']}/{s['trials']}, told {s['told']}, best {s['best_value']}"
+        s = client.study(study_id).search
+        if s is None:  # the study was made by create_search, so it has one
+            raise CliError(f"study {study_id} is not a search study")
+        line = f"asked {s.asked}/{s.trials}, told {s.told}, best {s.best_value}"
         if line != last:
             print(line, file=sys.stderr)
             last = line
-        if s["told"] >= s["trials"]:
-            return dict(study)
+        if s.told >= s.trials:
+            return s
         time.sleep(POLL_S)

@@ -126,6 +126,18 @@ def add_service_commands(sub: Any) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_api)
 
+    _add_worker_parser(sub)
+
+    p = sub.add_parser("migrate", help="apply database migrations (Alembic) up to the code's schema")
+    _data_dir_arg(p)
+    p.add_argument("--revision", default="head", help="target revision (default head)")
+    p.add_argument("--downgrade", metavar="REV", help="downgrade to REV instead (e.g. base)")
+    p.set_defaults(func=cmd_migrate)
+
+    _add_token_parsers(sub)
+
+
+def _add_worker_parser(sub: Any) -> None:
     p = sub.add_parser(
         "worker",
         help="run Celery worker processes that train queued jobs",
@@ -160,12 +172,8 @@ def add_service_commands(sub: Any) -> None:
     p.add_argument("--pinned-gpu", help=argparse.SUPPRESS)  # set by the --gpus supervisor for its children
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("migrate", help="apply database migrations (Alembic) up to the code's schema")
-    _data_dir_arg(p)
-    p.add_argument("--revision", default="head", help="target revision (default head)")
-    p.add_argument("--downgrade", metavar="REV", help="downgrade to REV instead (e.g. base)")
-    p.set_defaults(func=cmd_migrate)
 
+def _add_token_parsers(sub: Any) -> None:
     p = sub.add_parser("token", help="manage API tokens")
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True, parser_class=type(p))
     t = tsub.add_parser("create", help="create a token for a tenant (printed on the last line)")

@@ -58,6 +58,7 @@ from _common import machine_line
 from fidelity import adam_lrs, best_of_both, spec_for, test_score, truth_for
 from fidelity_suites import BUDGETS, FULL_SUITES, SGD_LRS
 
+from archscreen.api.schemas import CandidateRow, JobOut
 from archscreen.client import FINAL, Client
 from archscreen.core.screening import FixedRateScreener
 from archscreen.core.training.loop import TrainConfig
@@ -147,16 +148,12 @@ def running_service(workers: int, data_dir: Path) -> Iterator[Client]:
         log.close()
 
 
-def wait_for_tuning(
-    client: Client, study_id: int, expected_candidates: int, timeout: float
-) -> list[dict[str, Any]]:
+def wait_for_tuning(client: Client, study_id: int, expected_candidates: int, timeout: float) -> list[JobOut]:
     """Poll until the study's tuning jobs exist for ``expected_candidates`` candidates and all ended."""
     deadline = time.monotonic() + timeout
     while True:
         jobs = client.tuning_jobs(study_id)
-        if len({j["candidate_id"] for j in jobs}) >= expected_candidates and all(
-            j["state"] in FINAL for j in jobs
-        ):
+        if len({j.candidate_id for j in jobs}) >= expected_candidates and all(j.state in FINAL for j in jobs):
             return jobs
         if time.monotonic() > deadline:
             raise TimeoutError(f"study {study_id}: tuning jobs still running after {timeout:.0f} s")
@@ -174,30 +171,30 @@ def run_dataset(
         policy={"top_k": k_max, "auto": True, "starts": starts},
     )
     cands = client.add_candidates(
-        study["id"],
+        study.id,
         [{"spec": spec_for(a, body), "name": a} for a, body in suite(dataset).items()],
         idempotency_key=f"pipeline-{key}",
     )
-    names = {c["id"]: c["name"] for c in cands}
+    names = {c.id: c.name for c in cands}
     bar = tqdm(total=len(cands), desc=f"{dataset}: screening", unit="cand", file=sys.stderr, leave=False)
 
-    def progress(rows: list[dict[str, Any]]) -> None:
-        bar.n = sum(r["state"] in FINAL for r in rows)
+    def progress(rows: list[CandidateRow]) -> None:
+        bar.n = sum(r.state in FINAL for r in rows)
         bar.refresh()
 
-    client.wait(study["id"], poll_s=2.0, on_update=progress)
+    client.wait(study.id, poll_s=2.0, on_update=progress)
     bar.close()
-    ranking = client.ranking(study["id"])
-    expected = min(k_max, len(ranking["data"]))
-    jobs = wait_for_tuning(client, study["id"], expected, timeout=3600)
+    ranking = client.ranking(study.id)
+    expected = min(k_max, len(ranking.data))
+    jobs = wait_for_tuning(client, study.id, expected, timeout=3600)
     screening = {}
     for cid, name in names.items():
         detail = client.candidate(cid)
         screening[name] = {
-            "steps": sum((r.get("result") or {}).get("steps", 0) for r in detail["runs"]),
-            "metrics": detail["metrics"],
-            "preferred_lr": detail["preferred_lr"],
-            "state": detail["state"],
+            "steps": sum((r.result or {}).get("steps", 0) for r in detail.runs),
+            "metrics": detail.metrics,
+            "preferred_lr": detail.preferred_lr,
+            "state": detail.state,
         }
     return {
         "kind": "study",
@@ -207,17 +204,17 @@ def run_dataset(
         "budget": study_config(dataset, seeds),
         "k_max": k_max,
         "starts": starts,
-        "ranking": [names[r["candidate_id"]] for r in ranking["data"]],
+        "ranking": [names[r.candidate_id] for r in ranking.data],
         "screening": screening,
         "tuning": [
             {
-                "arch": names[j["candidate_id"]],
-                "job_id": j["id"],
-                "start": j.get("start"),
-                "init_lr": j.get("init_lr"),
-                "state": j["state"],
-                "error": j["error"],
-                "result": {k: v for k, v in (j["result"] or {}).items() if k not in ("curves", "trajectory")},
+                "arch": names[j.candidate_id],
+                "job_id": j.id,
+                "start": j.start,
+                "init_lr": j.init_lr,
+                "state": j.state,
+                "error": j.error,
+                "result": {k: v for k, v in (j.result or {}).items() if k not in ("curves", "trajectory")},
             }
             for j in jobs
         ],

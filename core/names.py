@@ -1,4 +1,5 @@
-"""The names the layers above core/ share: tuners and ranking metrics, each defined once here.
+"""The names the layers above core/ share: tuners, ranking metrics, result metrics and job states,
+each defined once here.
 
 No imports beyond ``typing`` and :mod:`archscreen.core.defaults` (standard library only): the
 API, the CLI's argument parser and the store read these without loading torch. Each name is a
@@ -7,7 +8,8 @@ of its values (for ``argparse`` choices and membership tests), the tuple derived
 
 Adding a tuner: its name goes in :data:`TunerName`, its class in
 :data:`archscreen.core.tuning.TUNERS` (a test checks the two agree); the API's schemas, the CLI's
-``--tuner`` choices and the benchmarks follow from these.
+``--tuner`` choices and the benchmarks follow from these. Job states are the store's column values,
+defined here (not in store/models.py) so that the Python client reads them without SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ from typing import Literal, get_args
 from archscreen.core.defaults import SCREENING
 
 __all__ = [
+    "ACTIVE_STATES",
+    "DATASET_FORMATS",
     "DEFAULT_SCREENING_BASE",
     "DEFAULT_TUNER_BY_BASE",
     "ESTIMATE_METRIC_BY_TASK",
+    "FINAL_STATES",
     "HIGHER_IS_BETTER",
+    "JOB_STATES",
     "METRIC_NAMES",
     "RANK_METRIC_NAMES",
     "RESULT_METRIC_NAMES",
     "TUNER_NAMES",
+    "DatasetFormat",
+    "JobState",
     "Metric",
     "RankMetric",
     "TunerName",
@@ -106,3 +114,15 @@ def higher_is_better(metric: RankMetric, task: str | None = None) -> bool:
     if metric == "estimate":
         return ESTIMATE_METRIC_BY_TASK.get(task or "classification", ("", True))[1]
     return HIGHER_IS_BETTER[metric]
+
+
+# A job's state (store/models.py's column; the API's schemas use this type, its OpenAPI enum).
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
+ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
+FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged")
+
+# An uploaded dataset's file format (store/models.py's column, the API's upload and listing
+# schemas): here so that the client's schemas read it without SQLAlchemy.
+DatasetFormat = Literal["npz", "parquet", "csv", "image_zip", "image_parquet"]
+DATASET_FORMATS: tuple[DatasetFormat, ...] = get_args(DatasetFormat)

@@ -7,18 +7,15 @@ ORM models are exported for the migrations, the tests and the remaining rows (te
 datasets, workers).
 """
 
+from archscreen.core.names import ACTIVE_STATES, FINAL_STATES, JOB_STATES, JobState
 from archscreen.store.db import Database, SchemaOutOfDate, utcnow
 from archscreen.store.models import (
-    ACTIVE_STATES,
-    FINAL_STATES,
-    JOB_STATES,
     ApiToken,
     Base,
     Candidate,
     EpochMetric,
     IdempotencyKey,
     Job,
-    JobState,
     Study,
     Tenant,
     WorkerSeen,

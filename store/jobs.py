@@ -19,9 +19,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from archscreen.core.names import FINAL_STATES, JobState
 from archscreen.store.db import utcnow
 from archscreen.store.jsonsafe import jsonable
-from archscreen.store.models import FINAL_STATES, EpochMetric, Job, JobKind, JobState, Study, WorkerSeen
+from archscreen.store.models import EpochMetric, Job, JobKind, Study, WorkerSeen
 from archscreen.store.records import JobRecord
 
 

@@ -27,13 +27,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-# A job's state: defined here once; the API's schemas use this type (its OpenAPI enum).
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
-JOB_STATES: tuple[JobState, ...] = get_args(JobState)
-ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
-FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged")
+# A job's state and a dataset's format are defined in core/names.py, so that the client reads
+# them without SQLAlchemy (FINAL_STATES re-exported for store/ranking.py, DatasetFormat for
+# store/datasets.py, which import them from here).
+from archscreen.core.names import FINAL_STATES as FINAL_STATES
+from archscreen.core.names import DatasetFormat as DatasetFormat
+from archscreen.core.names import JobState
+
 JobKind = Literal["screen", "tune"]
-DatasetFormat = Literal["npz", "parquet", "csv", "image_zip", "image_parquet"]
 JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 
 # Stable constraint names so Alembic migrations (and their downgrades) can refer to them.

@@ -10,7 +10,8 @@ from typing import cast
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
-from archscreen.store.models import ACTIVE_STATES, Candidate, Job, Study, Tenant
+from archscreen.core.names import ACTIVE_STATES
+from archscreen.store.models import Candidate, Job, Study, Tenant
 
 
 def lock_tenant(s: Session, tenant_id: int) -> None:

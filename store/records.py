@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import Row
 
 from archscreen.config import PromotionPolicy, ScreeningConfig, SearchConfig
-from archscreen.store.models import Candidate, EpochMetric, Job, JobKind, JobState, Study
+from archscreen.core.names import JobState
+from archscreen.store.models import Candidate, EpochMetric, Job, JobKind, Study
 
 __all__ = ["CandidateBrief", "CandidateRecord", "EpochRecord", "JobRecord", "StudyRecord", "columns_of"]
 

@@ -88,12 +88,7 @@ def decide(
     rate would train the same run. A candidate with no succeeded run raises ``ValueError`` (a
     manual promotion names it) or, with ``skip_unpromotable`` (automatic promotion), is left out.
     """
-    from archscreen.core.tuning import (
-        get_tuner,
-        initial_lr_from_screen,
-        posterior_fits_tuner,
-        posterior_starts,
-    )
+    from archscreen.core.tuning import get_tuner, posterior_fits_tuner
 
     n = study.policy.starts if starts is None else starts
     if not 1 <= n <= len(START_QUANTILES):
@@ -102,22 +97,8 @@ def decide(
     same_scale = posterior_fits_tuner(study.screening.base, tuner_impl)
     out: dict[int, dict[int, dict[str, Any]]] = {}
     for cid, cand_runs in runs.items():
-        ok = [j for j in cand_runs if j.state == "succeeded" and j.result is not None]
         try:
-            if not ok:
-                raise ValueError(f"candidate {cid} has no successful screening run to start tuning from")
-            results = []
-            for j in ok:
-                assert j.result is not None
-                lr_range = j.result.get("lr_range")
-                results.append((j.result, tuple(lr_range) if lr_range else None))
-            if n == 1 or not same_scale:
-                mean = statistics.geometric_mean([initial_lr_from_screen(r, rng) for r, rng in results])
-            else:
-                rates = [
-                    statistics.geometric_mean([posterior_starts(r, (q,), rng)[0] for r, rng in results])
-                    for q in START_QUANTILES[:n]
-                ]
+            rates = _start_rates(cid, cand_runs, n, same_scale=same_scale)
         except ValueError:
             if skip_unpromotable:  # automatic promotion: promote the others rather than none
                 continue
@@ -126,21 +107,50 @@ def decide(
             default = tuner_impl.default_init_lr()
             out[cid] = {0: {"tuner": tuner, "init_lr": default, "init_lr_source": "tuner_default"}}
         elif n == 1:
-            out[cid] = {0: {"tuner": tuner, "init_lr": mean}}
+            out[cid] = {0: {"tuner": tuner, "init_lr": rates[0]}}
         else:
-            jobs: dict[int, dict[str, Any]] = {}
-            for seed, (q, lr) in enumerate(zip(START_QUANTILES, rates, strict=False)):
-                if any(math.isclose(lr, c["init_lr"], rel_tol=1e-9) for c in jobs.values()):
-                    continue
-                jobs[seed] = {
-                    "tuner": tuner,
-                    "init_lr": lr,
-                    "start": start_label(q),
-                    "start_quantile": q,
-                    "train_seed": 0,
-                }
-            out[cid] = jobs
+            out[cid] = _quantile_start_jobs(tuner, rates)
     return out
+
+
+def _start_rates(cid: int, cand_runs: Sequence[JobRecord], n: int, *, same_scale: bool) -> list[float]:
+    """The starting rates of :func:`decide` for one candidate: one (the posterior's preferred rate)
+    when ``n == 1`` or the scales differ (then it only proves a start exists), else one per
+    quantile of :data:`START_QUANTILES`; each the geometric mean over the succeeded runs.
+    ``ValueError`` when the candidate has no succeeded run (or its posterior is unusable)."""
+    from archscreen.core.tuning import initial_lr_from_screen, posterior_starts
+
+    ok = [j for j in cand_runs if j.state == "succeeded" and j.result is not None]
+    if not ok:
+        raise ValueError(f"candidate {cid} has no successful screening run to start tuning from")
+    results = []
+    for j in ok:
+        assert j.result is not None
+        lr_range = j.result.get("lr_range")
+        results.append((j.result, tuple(lr_range) if lr_range else None))
+    if n == 1 or not same_scale:
+        return [statistics.geometric_mean([initial_lr_from_screen(r, rng) for r, rng in results])]
+    return [
+        statistics.geometric_mean([posterior_starts(r, (q,), rng)[0] for r, rng in results])
+        for q in START_QUANTILES[:n]
+    ]
+
+
+def _quantile_start_jobs(tuner: TunerName, rates: Sequence[float]) -> dict[int, dict[str, Any]]:
+    """One job config per quantile start, keyed by the start's index; a start on an earlier
+    start's rate is left out."""
+    jobs: dict[int, dict[str, Any]] = {}
+    for seed, (q, lr) in enumerate(zip(START_QUANTILES, rates, strict=False)):
+        if any(math.isclose(lr, c["init_lr"], rel_tol=1e-9) for c in jobs.values()):
+            continue
+        jobs[seed] = {
+            "tuner": tuner,
+            "init_lr": lr,
+            "start": start_label(q),
+            "start_quantile": q,
+            "train_seed": 0,
+        }
+    return jobs
 
 
 def promote(

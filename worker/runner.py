@@ -18,8 +18,9 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archscreen.settings import Settings
 from archscreen.store import Database
@@ -27,6 +28,10 @@ from archscreen.store import jobs as job_store
 from archscreen.store import studies as study_store
 from archscreen.store.jsonsafe import jsonable as _jsonable
 from archscreen.store.records import StudyRecord
+
+if TYPE_CHECKING:
+    from archscreen.core.training.loop import Progress
+    from archscreen.worker.gpu_share import GpuShare
 
 log = logging.getLogger("archscreen.worker")
 
@@ -169,29 +174,8 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         reason = None if isinstance(exc, ShutdownRequested) else f"{exc.strerror}; the job will be retried"
         return _requeue(db, settings, job_id, owner, kind, reason)
     except BaseException as exc:
-        from celery.exceptions import SoftTimeLimitExceeded
-
         lease.stop()
-        if isinstance(exc, SoftTimeLimitExceeded):
-            state, result, error = (
-                "failed",
-                None,
-                f"time limit: the job ran over {settings.job_soft_time_limit_s} s",
-            )
-        elif _is_cuda_oom(exc):
-            # expected when K jobs share a GPU (worker/gpu_share.py): the job that does not fit its
-            # share fails with a reason the user can act on; its neighbours train on
-            from archscreen.worker.gpu_share import oom_message
-
-            state, result, error = "failed", None, oom_message(settings)
-            log.warning("job %s failed: %s (%s)", job_id, error, one_line_reason(exc))
-        elif isinstance(exc, Exception):
-            # the traceback (server paths) goes to the log and the job's artifacts; the API serves one line
-            log.exception("job %s failed", job_id)
-            state, result, error = "failed", None, one_line_reason(exc)
-            _write_traceback(settings, job_id)
-        else:  # KeyboardInterrupt/SystemExit: the worker is going away; the reaper requeues the job
-            raise
+        state, result, error = _failure(settings, job_id, exc)
     finally:
         lease.stop()
     if lease.lost.is_set():
@@ -210,6 +194,30 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         except Exception:  # the job's result stands; the maintenance sweep retries the promotion
             log.exception("study %s: auto-promotion failed; will retry", study.id)
     return state
+
+
+def _failure(settings: Settings, job_id: int, exc: BaseException) -> tuple[str, None, str]:
+    """The final state of a job whose run raised ``exc`` (called in its ``except`` block, so the
+    traceback is the current one); re-raises KeyboardInterrupt/SystemExit: the worker is going away
+    and the reaper requeues the job."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "failed", None, f"time limit: the job ran over {settings.job_soft_time_limit_s} s"
+    if _is_cuda_oom(exc):
+        # expected when K jobs share a GPU (worker/gpu_share.py): the job that does not fit its
+        # share fails with a reason the user can act on; its neighbours train on
+        from archscreen.worker.gpu_share import oom_message
+
+        error = oom_message(settings)
+        log.warning("job %s failed: %s (%s)", job_id, error, one_line_reason(exc))
+        return "failed", None, error
+    if isinstance(exc, Exception):
+        # the traceback (server paths) goes to the log and the job's artifacts; the API serves one line
+        log.exception("job %s failed", job_id)
+        _write_traceback(settings, job_id)
+        return "failed", None, one_line_reason(exc)
+    raise exc
 
 
 def _requeue(db: Database, settings: Settings, job_id: int, owner: str, kind: str, reason: str | None) -> str:
@@ -291,7 +299,6 @@ def _run(
 
     from archscreen.core.screening import resolve_device
     from archscreen.core.training import loop
-    from archscreen.core.training.loop import Progress, TrainingCancelled
     from archscreen.worker.datasets import local_dataset
 
     if settings.torch_threads:
@@ -309,6 +316,53 @@ def _run(
     dataset = local_dataset(db, settings, dataset)  # ds_<id>: the uploaded file, cached locally
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
+    step_hook, callback = _job_hooks(db, settings, job_id, owner, lease)
+    model: job_store.ModelArtifact | None = None
+    if kind == "screen":
+        if settings.cuda_graphs:  # opt-in (core/training/graphs.py); on the CPU a logged no-op
+            from archscreen.core.training.graphs import with_cuda_graphs
+
+            screener = with_cuda_graphs(screener, device)
+        out = screener.screen(
+            spec, dataset, config, callback=callback, step_hook=step_hook, checkpoint_path=ckpt
+        ).to_dict()
+        out["lr_range"] = list(screener.settings(out["task"])[:2])
+    elif kind == "tune":
+        from archscreen.core.data import load_dataset
+        from archscreen.core.tuning import get_tuner
+        from archscreen.worker.artifacts import dataset_preprocessing, export_model
+
+        tuner = get_tuner(job_config["tuner"])
+        out = tuner.tune(
+            spec,
+            dataset,
+            job_config.get("init_lr"),
+            config,
+            train_seed,
+            callback,
+            step_hook=step_hook,
+            checkpoint_path=ckpt,
+        ).to_dict()
+        if out["stopped_because"] not in ("cancelled", "diverged"):
+            info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
+            prep = dataset_preprocessing(dataset)  # a table's or images': the model takes raw input
+            model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id, prep)
+    else:
+        raise ValueError(f"unknown job kind {kind!r}")
+    out = _stored_result(settings, kind, out, device, share, screener)
+    stopped = out.get("stopped_because")
+    state = {"cancelled": "cancelled", "diverged": "diverged"}.get(str(stopped), "succeeded")
+    error = "training diverged (non-finite loss)" if state == "diverged" else None
+    return state, out, error, model
+
+
+def _job_hooks(
+    db: Database, settings: Settings, job_id: int, owner: str, lease: Lease
+) -> tuple[Callable[[int, int], None], Callable[[Progress], None]]:
+    """The training loop's ``step_hook`` (stops for a lost lease, a cancel or a shutdown) and
+    epoch ``callback`` (writes the epoch, as the lease owner only)."""
+    from archscreen.core.training.loop import TrainingCancelled
+
     # set when an epoch ended after a shutdown request: its checkpoint is written after the
     # callback, so the job stops at the next step
     boundary = threading.Event()
@@ -348,46 +402,20 @@ def _run(
         if SHUTDOWN.requested:
             boundary.set()
 
-    model: job_store.ModelArtifact | None = None
-    if kind == "screen":
-        if settings.cuda_graphs:  # opt-in (core/training/graphs.py); on the CPU a logged no-op
-            from archscreen.core.training.graphs import with_cuda_graphs
+    return step_hook, callback
 
-            screener = with_cuda_graphs(screener, device)
-        out = screener.screen(
-            spec, dataset, config, callback=callback, step_hook=step_hook, checkpoint_path=ckpt
-        ).to_dict()
-        out["lr_range"] = list(screener.settings(out["task"])[:2])
-    elif kind == "tune":
-        from archscreen.core.data import load_dataset
-        from archscreen.core.tuning import get_tuner
-        from archscreen.worker.artifacts import dataset_preprocessing, export_model
 
-        tuner = get_tuner(job_config["tuner"])
-        out = tuner.tune(
-            spec,
-            dataset,
-            job_config.get("init_lr"),
-            config,
-            train_seed,
-            callback,
-            step_hook=step_hook,
-            checkpoint_path=ckpt,
-        ).to_dict()
-        if out["stopped_because"] not in ("cancelled", "diverged"):
-            info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
-            prep = dataset_preprocessing(dataset)  # a table's or images': the model takes raw input
-            model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id, prep)
-    else:
-        raise ValueError(f"unknown job kind {kind!r}")
+def _stored_result(
+    settings: Settings, kind: str, out: dict[str, Any], device: str, share: GpuShare | None, screener: Any
+) -> dict[str, Any]:
+    """The run's result as the job stores it: curves dropped (stored per epoch), where it ran."""
+    import torch
+
     out.pop("curves", None)  # stored per epoch in epoch_metrics
     out["device"] = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(0)})"
     if share is not None:
         out["gpu_share"] = share.as_dict()
     if settings.cuda_graphs and kind == "screen":
         out["cuda_graphs"] = getattr(screener, "cuda_graphs", None)
-    out = _jsonable(out)
-    stopped = out.get("stopped_because")
-    state = {"cancelled": "cancelled", "diverged": "diverged"}.get(str(stopped), "succeeded")
-    error = "training diverged (non-finite loss)" if state == "diverged" else None
-    return state, out, error, model
+    stored: dict[str, Any] = _jsonable(out)
+    return stored

@@ -57,20 +57,20 @@ from archscreen.api.upload_stream import (
     receive_raw,
 )
 from archscreen.api.validation import check_file
+from archscreen.core.names import DATASET_FORMATS, DatasetFormat
 from archscreen.core.table_options import DEFAULT_MAX_CATEGORIES, MAX_CATEGORIES_LIMIT, TableOptions
 from archscreen.settings import Settings
 from archscreen.store import Tenant
 from archscreen.store import datasets as dataset_store
 from archscreen.store.blobs import BlobStore, blob_store
 from archscreen.store.datasets import DatasetRecord
-from archscreen.store.models import DatasetFormat
 
 log = logging.getLogger("archscreen.api")
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such dataset."}
 }
-FORMATS: tuple[DatasetFormat, ...] = ("npz", "parquet", "csv", "image_zip", "image_parquet")
+FORMATS: tuple[DatasetFormat, ...] = DATASET_FORMATS
 NO_LABEL_FORMATS = ("npz", "image_zip")  # targets inside the file: y_* arrays, class folders
 FORMAT_HINT = (
     "give format (npz, parquet, csv, image_zip or image_parquet), or a name ending in a suffix of those"

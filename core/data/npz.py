@@ -127,37 +127,9 @@ class NpzDataset(Dataset):
 
     # --------------------------------------------------------------- validation
     def _validate(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], DatasetInfo]:
-        for split in ("val", "test"):
-            has_x, has_y = f"x_{split}" in arrays, f"y_{split}" in arrays
-            if has_x != has_y:
-                given, absent = (f"x_{split}", f"y_{split}") if has_x else (f"y_{split}", f"x_{split}")
-                raise self._fail(f"{given} given without {absent}")
-        for key, a in arrays.items():
-            allowed = "biuf"
-            if a.dtype.kind not in allowed:
-                raise self._fail(f"{key} has non-numeric dtype {a.dtype} (need integer, bool or float)")
-            if a.ndim == 0:
-                raise self._fail(f"{key} is a scalar; expected an array with a leading sample axis")
-            if a.size == 0:
-                raise self._fail(f"{key} is empty (shape {a.shape})")
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                raise self._fail(f"{key} contains NaN or inf")
-        present = [s for s in SPLITS if f"x_{s}" in arrays]
-        for s in present:
-            nx, ny = len(arrays[f"x_{s}"]), len(arrays[f"y_{s}"])
-            if nx != ny:
-                raise self._fail(f"x_{s} has {nx} samples but y_{s} has {ny}")
+        present = self._check_arrays(arrays)
         xt, yt = arrays["x_train"], arrays["y_train"]
         x_int, y_int = xt.dtype.kind in "biu", yt.dtype.kind in "biu"
-        for s in present[1:]:
-            for v, ref in (("x", xt), ("y", yt)):
-                a = arrays[f"{v}_{s}"]
-                if a.shape[1:] != ref.shape[1:]:
-                    raise self._fail(
-                        f"{v}_{s} has per-sample shape {a.shape[1:]} but {v}_train has {ref.shape[1:]}"
-                    )
-                if (a.dtype.kind in "biu") != (ref.dtype.kind in "biu"):
-                    raise self._fail(f"{v}_{s} dtype {a.dtype} is not the same kind as {v}_train {ref.dtype}")
 
         task: Task
         num_classes = target_dim = vocab_size = None
@@ -211,6 +183,41 @@ class NpzDataset(Dataset):
             vocab_size=vocab_size,
         )
         return out, info
+
+    def _check_arrays(self, arrays: dict[str, np.ndarray]) -> list[str]:
+        """The per-array rules (numeric, non-empty, finite, x/y given in pairs of equal length, each
+        split shaped like train); returns the splits present."""
+        for split in ("val", "test"):
+            has_x, has_y = f"x_{split}" in arrays, f"y_{split}" in arrays
+            if has_x != has_y:
+                given, absent = (f"x_{split}", f"y_{split}") if has_x else (f"y_{split}", f"x_{split}")
+                raise self._fail(f"{given} given without {absent}")
+        for key, a in arrays.items():
+            allowed = "biuf"
+            if a.dtype.kind not in allowed:
+                raise self._fail(f"{key} has non-numeric dtype {a.dtype} (need integer, bool or float)")
+            if a.ndim == 0:
+                raise self._fail(f"{key} is a scalar; expected an array with a leading sample axis")
+            if a.size == 0:
+                raise self._fail(f"{key} is empty (shape {a.shape})")
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise self._fail(f"{key} contains NaN or inf")
+        present = [s for s in SPLITS if f"x_{s}" in arrays]
+        for s in present:
+            nx, ny = len(arrays[f"x_{s}"]), len(arrays[f"y_{s}"])
+            if nx != ny:
+                raise self._fail(f"x_{s} has {nx} samples but y_{s} has {ny}")
+        xt, yt = arrays["x_train"], arrays["y_train"]
+        for s in present[1:]:
+            for v, ref in (("x", xt), ("y", yt)):
+                a = arrays[f"{v}_{s}"]
+                if a.shape[1:] != ref.shape[1:]:
+                    raise self._fail(
+                        f"{v}_{s} has per-sample shape {a.shape[1:]} but {v}_train has {ref.shape[1:]}"
+                    )
+                if (a.dtype.kind in "biu") != (ref.dtype.kind in "biu"):
+                    raise self._fail(f"{v}_{s} dtype {a.dtype} is not the same kind as {v}_train {ref.dtype}")
+        return present
 
     def _class_count(self, labels: dict[str, np.ndarray]) -> int:
         """K of labels that must be the contiguous ids 0..K-1 (split name → its ``y``)."""

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from archscreen.ci_gate import local_service
 from archscreen.client import Client
-from archscreen.remote_cli import local_service
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -101,14 +101,14 @@ def test_study_page_follows_training_live_and_promotes(service: tuple[str, str],
             screening={"max_epochs": 6, "patience": 6, "batch_size": 64, "base": "sgd"},
             policy={"top_k": 2, "tuner": "fd2", "auto": False, "starts": 1},  # one tuning job each
         )
-        c.add_candidates(study["id"], [{"spec": s} for s in SPECS])
+        c.add_candidates(study.id, [{"spec": s} for s in SPECS])
     page, errors = new_page(browser)
     page.goto(url + "/")
     page.fill("#token", token)
     page.click("button[type=submit]")
-    expect(page.locator(f"#studies tr[data-study='{study['id']}']")).to_be_visible()
+    expect(page.locator(f"#studies tr[data-study='{study.id}']")).to_be_visible()
     shot(page, "studies")
-    page.click(f"#studies a[href='#/studies/{study['id']}']")
+    page.click(f"#studies a[href='#/studies/{study.id}']")
     rows = page.locator("#candidates tbody tr")
     expect(rows).to_have_count(3)
     first_states = rows.evaluate_all("rs => rs.map(r => r.dataset.state)")
@@ -121,7 +121,7 @@ def test_study_page_follows_training_live_and_promotes(service: tuple[str, str],
     expect(page.locator("#live")).to_have_text("live")
 
     with Client(url, token) as c:
-        epochs = sum(len(c.candidate(x["id"])["runs"][0]["curves"]) for x in c.candidates(study["id"]))
+        epochs = sum(len(c.candidate(x.id).runs[0].curves) for x in c.candidates(study.id))
     # the curves chart plots every stored epoch of every candidate; the posterior has one bar per copy
     expect(page.locator("svg[data-chart='val_loss'] circle.pt")).to_have_count(epochs)
     expect(page.locator("svg[data-chart='val_accuracy'] circle.pt")).to_have_count(epochs)
@@ -132,19 +132,19 @@ def test_study_page_follows_training_live_and_promotes(service: tuple[str, str],
     expect(page.locator("#ranking tbody tr")).to_have_count(3)
     # each candidate's estimate: a band on its validation-accuracy curve, its value in the ranking
     with Client(url, token) as c:
-        ids = {x["name"]: x["id"] for x in c.candidates(study["id"])}
-        estimates = {name: c.candidate(cid)["estimate"] for name, cid in ids.items()}
-    assert all(e is not None and e["metric"] == "val_accuracy" for e in estimates.values()), estimates
+        ids = {x.name: x.id for x in c.candidates(study.id)}
+        estimates = {name: c.candidate(cid).estimate for name, cid in ids.items()}
+    assert all(e is not None and e.metric == "val_accuracy" for e in estimates.values()), estimates
     for name, e in estimates.items():
         band = page.locator(f"svg[data-chart='val_accuracy'] rect.est-band[data-series='{name}']")
         expect(band).to_have_count(1)
-        assert float(band.get_attribute("data-low") or "nan") == pytest.approx(e["low"])
-        assert float(band.get_attribute("data-high") or "nan") == pytest.approx(e["high"])
+        assert float(band.get_attribute("data-low") or "nan") == pytest.approx(e.low)
+        assert float(band.get_attribute("data-high") or "nan") == pytest.approx(e.high)
     cells = page.locator("#ranking td.est")
     expect(cells).to_have_count(3)
     assert all(t.startswith("est. ") and "[" in t for t in cells.all_inner_texts())
     shown = sorted(float(v) for v in cells.evaluate_all("cs => cs.map(c => c.dataset.estimate)"))
-    assert shown == pytest.approx(sorted(e["value"] for e in estimates.values()))
+    assert shown == pytest.approx(sorted(e.value for e in estimates.values()))
     shot(page, "study")
 
     page.fill("#top-k", "2")
@@ -180,7 +180,7 @@ def test_study_page_follows_training_live_and_promotes(service: tuple[str, str],
     page.goto(url + "/")
     page.fill("#token", token)
     page.click("button[type=submit]")
-    page.click(f"#studies a[href='#/studies/{study['id']}']")
+    page.click(f"#studies a[href='#/studies/{study.id}']")
     bands = page.locator("svg[data-chart='val_accuracy'] rect.est-band")
     expect(bands).to_have_count(2)
     assert sorted(bands.evaluate_all("bs => bs.map(b => b.dataset.series)")) == ["cnn", "mlp"]
@@ -216,14 +216,14 @@ def test_datasets_page_lists_uploads_and_the_studies_using_them(
     page.goto(url + "/")
     page.fill("#token", token)
     page.click("button[type=submit]")
-    link = page.locator(f"#studies tr[data-study='{study['id']}'] a[data-dataset-ref='{ref}']")
+    link = page.locator(f"#studies tr[data-study='{study.id}'] a[data-dataset-ref='{ref}']")
     expect(link).to_be_visible()
     link.click()
     row = page.locator(f"#datasets tr[data-dataset='{ds.json()['id']}']")
     expect(row).to_contain_text("team.npz")
     expect(row).to_contain_text("4 classes")
     expect(row).to_contain_text("[5]")
-    expect(row.locator(f"a[href='#/studies/{study['id']}']")).to_have_text("on-team-data")
+    expect(row.locator(f"a[href='#/studies/{study.id}']")).to_have_text("on-team-data")
     shot(page, "datasets")
     assert errors == []
     page.close()

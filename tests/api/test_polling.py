@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from archscreen.api.app import create_app
 from archscreen.api.routes import summary as summary_route
+from archscreen.api.schemas import CandidateRow
 from archscreen.settings import Settings
 from archscreen.store import Database, Job
 from archscreen.store import jobs as job_store
@@ -195,12 +196,12 @@ def test_client_wait_and_cli_progress_poll_only_the_etagged_summary(env, capsys)
     updates: list[list[str]] = []
     with ProgressReporter(enabled=True) as rep:
 
-        def on_update(rows: list[dict]) -> None:
-            updates.append([row["state"] for row in rows])
+        def on_update(rows: list[CandidateRow]) -> None:
+            updates.append([row.state for row in rows])
             rep.update(rows)
 
         done = c.wait(sid, timeout=30, poll_s=0.01, on_update=on_update)
-    assert [(d["id"], d["state"]) for d in done] == [(cid, "succeeded")]
+    assert [(d.id, d.state) for d in done] == [(cid, "succeeded")]
     assert updates == [["queued"], ["succeeded"]]  # called when something changed, not every poll
     summary = f"/api/v1/studies/{sid}/summary"
     assert [(path, status) for path, _, status in seen] == [

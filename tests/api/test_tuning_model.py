@@ -65,36 +65,33 @@ def test_a_succeeded_tuning_job_hands_over_a_model_that_reproduces_its_metrics(
             screening=SCREENING,
             policy={"top_k": 1, "auto": True, "starts": 1},
         )
-        cand = c.add_candidates(study["id"], [{"spec": MLP}])[0]
+        cand = c.add_candidates(study.id, [{"spec": MLP}])[0]
         jobs = wait_for(
-            lambda: (js := c.tuning_jobs(study["id"])) and js[0]["state"] in FINAL and js,
+            lambda: (js := c.tuning_jobs(study.id)) and js[0].state in FINAL and js,
             120,
             "the auto-promoted tuning job",
             service,
         )
-        done = c.tuning_job(jobs[0]["id"])
-        assert done["state"] == "succeeded", done["error"]
+        done = c.tuning_job(jobs[0].id)
+        assert done.state == "succeeded", done.error
         job = done
-        screen_job_id = c.candidate(cand["id"])["runs"][0]["id"]
-        result = done["result"]
-        assert done["model"] is not None and done["model"]["bytes"] > 0
+        screen_job_id = c.candidate(cand.id).runs[0].id
+        result = done.result
+        assert done.model is not None and done.model.bytes > 0
 
-        got = c.download_model(job["id"], tmp_path / "best.pt")
-        assert got["sha256"] == done["model"]["sha256"] == sha256_of(tmp_path / "best.pt")
-        assert got["bytes"] == done["model"]["bytes"] == (tmp_path / "best.pt").stat().st_size
+        got = c.download_model(job.id, tmp_path / "best.pt")
+        assert got.sha256 == done.model.sha256 == sha256_of(tmp_path / "best.pt")
+        assert got.bytes == done.model.bytes == (tmp_path / "best.pt").stat().st_size
 
         # the raw response: a file, named, with its digest
         r = httpx.get(
-            f"{service.url}/api/v1/tuning-jobs/{job['id']}/model",
+            f"{service.url}/api/v1/tuning-jobs/{job.id}/model",
             headers={"Authorization": f"Bearer {service.token}"},
         )
         assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+        assert r.headers["content-disposition"] == f'attachment; filename="model-e2e-tuning-job-{job.id}.pt"'
         assert (
-            r.headers["content-disposition"] == f'attachment; filename="model-e2e-tuning-job-{job["id"]}.pt"'
-        )
-        assert (
-            r.headers["x-content-sha256"] == got["sha256"]
-            and r.content == (tmp_path / "best.pt").read_bytes()
+            r.headers["x-content-sha256"] == got.sha256 and r.content == (tmp_path / "best.pt").read_bytes()
         )
 
         # 404s are JSON and name the job: unknown, a screening run, another tenant's, no token
@@ -109,17 +106,17 @@ def test_a_succeeded_tuning_job_hands_over_a_model_that_reproduces_its_metrics(
             other = create_token(s, "someone-else")
         db.dispose()
         r = httpx.get(
-            f"{service.url}/api/v1/tuning-jobs/{job['id']}/model",
+            f"{service.url}/api/v1/tuning-jobs/{job.id}/model",
             headers={"Authorization": f"Bearer {other}"},
         )
         assert r.status_code == 404 and "not found" in r.json()["detail"]
-        assert httpx.get(f"{service.url}/api/v1/tuning-jobs/{job['id']}/model").status_code == 401
+        assert httpx.get(f"{service.url}/api/v1/tuning-jobs/{job.id}/model").status_code == 401
 
     # the file: plain data only, and the network it describes reproduces the job's figures
     f = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert f["format"] == 1 and f["job_id"] == job["id"] and f["tuner"] == result["tuner"] != ""
+    assert f["format"] == 1 and f["job_id"] == job.id and f["tuner"] == result["tuner"] != ""
     assert f["lr"] == pytest.approx(result["recommended_lr"], rel=1e-12)
-    assert spec_hash(parse_spec(f["spec"])) == cand["spec_hash"]
+    assert spec_hash(parse_spec(f["spec"])) == cand.spec_hash
     assert f["metrics"]["best_epoch"] == result["best_epoch"] and f["dataset"]["name"] == "mnist1d"
     model = build_plain_model(f["spec"], DatasetInfo(**f["dataset"]))
     model.load_state_dict(f["state_dict"], strict=True)

@@ -77,7 +77,7 @@ def test_gate_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
         "rule: {top_k: 1.5}\ntimeout_s: soon\n"
     )
     r = run_ci(str(bad_numbers), "--local")
-    assert r.returncode == 2 and "rule.top_k must be an integer" in r.stderr
+    assert r.returncode == 2 and "rule.top_k: Input should be a valid integer" in r.stderr
     down = run_ci(
         str(CI / "archscreen-ci.yaml"), "--server", f"http://127.0.0.1:{free_port()}", "--token", "as_x"
     )
@@ -105,40 +105,64 @@ def test_gate_timeout_cancels_what_it_started_on_a_shared_server(tmp_path: Path)
         r = run_ci(str(config), "--server", svc.url, "--token", svc.token, "--timeout", "8")
         assert r.returncode == 2 and "timed out; cancelled 2 unfinished job(s)" in r.stderr, r.stderr
         with Client(svc.url, svc.token) as c:
-            study = c.studies()["data"][0]
+            study = c.studies().data[0]
             deadline = time.monotonic() + 60
-            while any(x["state"] not in FINAL for x in c.candidates(study["id"])):
+            while any(x.state not in FINAL for x in c.candidates(study.id)):
                 assert time.monotonic() < deadline, svc.logs()
                 time.sleep(0.5)
-            assert {x["state"] for x in c.candidates(study["id"])} == {"cancelled"}
+            assert {x.state for x in c.candidates(study.id)} == {"cancelled"}
     finally:
         svc.stop()
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("rule: {top_k: 0}\n", "rule.top_k: Input should be greater than or equal to 1"),
+        ("rule: {top_k: true}\n", "rule.top_k: Input should be a valid integer"),
+        ("rule: {}\n", "rule: needs max_regression (a number) and/or top_k (an integer)"),
+        ("rule: {max_regression: 0.1}\n", "rule max_regression needs 'baseline' (a spec) or"),
+        ("rule: {top_k: 1}\nmetric: loss\n", "metric: Input should be 'val_loss'"),
+        ("rule: {top_k: 1}\ntimeout_s: soon\n", "timeout_s: Input should be a valid number"),
+        ("rule: {top_k: 1}\nscreening: {max_epochs: 0}\n", "screening.max_epochs: Input should be greater"),
+        ("rule: {top_k: 1}\nbaseline_scor: 1\n", "baseline_scor: Extra inputs are not permitted"),
+        ("", "missing required key 'rule'"),
+    ],
+)
+def test_a_bad_config_is_one_line_naming_the_field(tmp_path: Path, extra: str, message: str) -> None:
+    from archscreen.ci_gate import load_ci_config
+    from archscreen.cli_common import CliError
+
+    config = tmp_path / "ci.yaml"
+    config.write_text(f"dataset: mnist1d\ncandidates: [{CI / 'candidate-cnn.yaml'}]\n{extra}")
+    with pytest.raises(CliError) as err:
+        load_ci_config(config)
+    assert err.value.code == 2 and message in str(err.value)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{config}: ")
+
+
 def test_gate_judges_by_balanced_accuracy(tmp_path: Path) -> None:
     """The class-balanced metrics are gate metrics: higher is better, judged against the baseline."""
+    from archscreen.api.schemas import RankingOut, RankRowOut
+    from archscreen.ci_gate import _judge, load_ci_config
     from archscreen.cli_common import CliError
-    from archscreen.remote_cli import CiConfig, _judge
 
     config = tmp_path / "gate.yaml"
     config.write_text(
         f"dataset: mnist1d\ncandidates: [{CI / 'candidate-cnn.yaml'}, {CI / 'candidate-logreg.yaml'}]\n"
         "metric: val_balanced_accuracy\nbaseline_score: 0.75\nrule: {max_regression: 0.1}\n"
     )
-    cfg = CiConfig(config)
+    cfg = load_ci_config(config)
     assert cfg.metric == "val_balanced_accuracy"
     # /ranking?metric=val_balanced_accuracy's answer: a majority-class guesser scores 0.5
-    ranking = {
-        "higher_is_better": True,
-        "data": [
-            {"candidate_id": 1, "state": "succeeded", "score": 0.8},
-            {"candidate_id": 2, "state": "succeeded", "score": 0.5},
-        ],
-        "unranked": [],
-    }
+    rows = [
+        RankRowOut.model_construct(candidate_id=1, state="succeeded", score=0.8),
+        RankRowOut.model_construct(candidate_id=2, state="succeeded", score=0.5),
+    ]
+    ranking = RankingOut.model_construct(higher_is_better=True, data=rows, unranked=[])
     verdicts, _ = _judge(cfg, ranking, None, {1: "candidate-cnn", 2: "candidate-logreg"})
     assert [v.failure is None for v in verdicts] == [True, False]
     assert "val_balanced_accuracy 0.5000 is worse than the baseline's 0.7500" in (verdicts[1].failure or "")
     config.write_text(config.read_text().replace("val_balanced_accuracy", "balanced_accuracy"))
     with pytest.raises(CliError, match="val_macro_f1"):
-        CiConfig(config)
+        load_ci_config(config)

@@ -46,9 +46,9 @@ def test_search_command_searches_and_promotes(service: RunningService) -> None:
     with Client(service.url, service.token) as c:  # type: ignore[attr-defined]
         study = c.study_by_name("cli-search")
         assert study is not None
-        assert study["search"]["asked"] == study["search"]["told"] == 3
-        assert study["search"]["best_params"] and study["search"]["best_value"] is not None
+        assert study.search is not None and study.search.asked == study.search.told == 3
+        assert study.search.best_params and study.search.best_value is not None
         deadline = time.monotonic() + 30
-        while not c.study(study["id"])["auto_promoted"]:
+        while not c.study(study.id).auto_promoted:
             assert time.monotonic() < deadline, service.logs()
             time.sleep(0.5)

@@ -69,15 +69,15 @@ def test_a_raw_table_becomes_a_model_that_takes_raw_rows(tmp_path: Path) -> None
         svc.start_worker(concurrency=2)
         with Client(svc.url, svc.token) as c:
             study = c.study_by_name("team")
-            assert study is not None and study["policy"]["auto"] and study["policy"]["top_k"] == 1
-            ds = c.dataset(int(study["dataset"].removeprefix("ds_")))
+            assert study is not None and study.policy.auto and study.policy.top_k == 1
+            ds = c.dataset(int(study.dataset.removeprefix("ds_")))
             deadline = time.monotonic() + 240
-            while not ((jobs := c.tuning_jobs(study["id"])) and all(j["state"] in FINAL for j in jobs)):
+            while not ((jobs := c.tuning_jobs(study.id)) and all(j.state in FINAL for j in jobs)):
                 assert time.monotonic() < deadline, svc.logs()
                 time.sleep(0.5)
-        assert {j["state"] for j in jobs} == {"succeeded"}, svc.logs()
-        assert ds["dropped_rows_missing_label"] == 1
-        assert [c["kind"] for c in ds["preprocessing"]["columns"]] == ["numeric", "categorical"]
+        assert {j.state for j in jobs} == {"succeeded"}, svc.logs()
+        assert ds.dropped_rows_missing_label == 1 and ds.preprocessing is not None
+        assert [c.kind for c in ds.preprocessing.columns] == ["numeric", "categorical"]
 
         # promoting again keeps the jobs the auto-promotion made
         p = cli(svc, "promote", "team", "--top", "1")
@@ -92,7 +92,7 @@ def test_a_raw_table_becomes_a_model_that_takes_raw_rows(tmp_path: Path) -> None
         reported = re.search(r"accuracy ([0-9.]+) on (\d+) labelled rows", p.stderr)
         assert reported is not None, p.stderr
         assert float(reported.group(1)) == pytest.approx(f["metrics"]["test_accuracy"], abs=1e-4)
-        assert int(reported.group(2)) == ds["split_sizes"]["test"]
+        assert int(reported.group(2)) == ds.split_sizes["test"]
         rows = list(csv.DictReader(preds.open()))
         assert {r["prediction"] for r in rows} <= {"sick", "well"} and len(rows) >= int(reported.group(2))
 

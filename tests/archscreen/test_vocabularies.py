@@ -1,6 +1,6 @@
 """Tuner names, ranking metrics and job states are defined once; every other layer derives them.
 
-core/names.py: tuner names and metrics; store/models.py: job states. These tests fail when a
+core/names.py: tuner names, metrics and job states (store/models.py's column type). These tests fail when a
 layer keeps a list of its own that drifts from the definition.
 """
 
@@ -16,7 +16,10 @@ from archscreen.api.app import create_app
 from archscreen.cli import build_parser
 from archscreen.client import FINAL
 from archscreen.core.names import (
+    ACTIVE_STATES,
+    FINAL_STATES,
     HIGHER_IS_BETTER,
+    JOB_STATES,
     METRIC_NAMES,
     RANK_METRIC_NAMES,
     RESULT_METRIC_NAMES,
@@ -24,7 +27,6 @@ from archscreen.core.names import (
 )
 from archscreen.settings import Settings
 from archscreen.store import ranking as ranking_store
-from archscreen.store.models import ACTIVE_STATES, FINAL_STATES, JOB_STATES
 
 
 @pytest.fixture(scope="module")

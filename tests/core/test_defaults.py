@@ -103,21 +103,21 @@ def test_submit_sends_only_the_flags_given_and_has_every_option() -> None:
 
 
 def test_ci_gate_checks_its_screening_against_the_model(tmp_path: Path) -> None:
+    from archscreen.ci_gate import load_ci_config
     from archscreen.cli_common import CliError
-    from archscreen.remote_cli import CiConfig
 
     spec = EXAMPLES / "ci" / "candidate-cnn.yaml"
     base = f"dataset: mnist1d\ncandidates: [{spec}]\nrule: {{top_k: 1}}\n"
     plain = tmp_path / "plain.yaml"
     plain.write_text(base)
-    assert CiConfig(plain).screening == {}  # nothing sent: the service's defaults, the model's
+    assert load_ci_config(plain).screening == {}  # nothing sent: the service's defaults, the model's
     switched = tmp_path / "switched.yaml"
     switched.write_text(base + "screening: {stop_rule: plateau, recentre_after: 10}\n")
-    assert CiConfig(switched).screening == {"stop_rule": "plateau", "recentre_after": 10}
+    assert load_ci_config(switched).screening == {"stop_rule": "plateau", "recentre_after": 10}
     bad = tmp_path / "bad.yaml"
     bad.write_text(base + "screening: {max_epochs: 0}\n")
     with pytest.raises(CliError, match=r"screening\.max_epochs: Input should be greater"):
-        CiConfig(bad)
+        load_ci_config(bad)
 
 
 def test_demo_uses_the_service_defaults() -> None:

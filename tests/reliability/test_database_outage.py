@@ -92,7 +92,7 @@ def test_typed_client_rides_out_a_short_outage_on_idempotent_requests(
         restore.start()
         try:
             t0 = time.monotonic()
-            names = [s["name"] for s in client.studies()["data"]]  # GET: retried until the database is back
+            names = [s.name for s in client.studies().data]  # GET: retried until the database is back
             waited = time.monotonic() - t0
         finally:
             restore.join()
