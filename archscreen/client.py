@@ -367,7 +367,11 @@ class Client:
         if label_column:
             params["label_column"] = label_column
         for key, value in (options or {}).items():
-            params[key] = str(value).lower() if isinstance(value, bool) else value
+            if isinstance(value, bool):
+                value = str(value).lower()
+            elif isinstance(value, list | tuple):
+                value = ",".join(value)  # the API takes a comma-separated list
+            params[key] = value
 
         def chunks() -> Iterator[bytes]:
             sent = 0

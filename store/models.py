@@ -127,8 +127,8 @@ class Study(Base):
     # Bumped on every change under the study (jobs, metrics): cheap ETags for pollers.
     version: Mapped[int] = mapped_column(Integer, default=0)
     # A search study (issue 29): its space document and SearchConfig JSON; NULL for a candidate list.
-    space: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    search: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    space: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    search: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     # Held (compare-and-set) while one search step asks and tells: two steps never ask at once.
     search_step_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
@@ -146,7 +146,7 @@ class Candidate(Base):
     summary: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     # A search trial's parameters (the point it was built from); NULL for a submitted spec.
-    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="candidate", order_by="Job.id")
 

@@ -113,7 +113,13 @@ def search_done(s: Session, study_id: int, search: SearchConfig) -> bool:
 def studies_searching(s: Session) -> list[int]:
     """Search studies with trials left to ask or tell: the maintenance pass steps each."""
     rows = s.execute(select(Study.id, Study.search).where(Study.search.is_not(None))).all()
-    return [sid for sid, search in rows if not search_done(s, sid, SearchConfig.model_validate(search))]
+    # search is JSON(none_as_null=True): a plain study's is SQL NULL; the guard covers rows written
+    # as JSON null before that
+    return [
+        sid
+        for sid, search in rows
+        if search is not None and not search_done(s, sid, SearchConfig.model_validate(search))
+    ]
 
 
 def progress_of(s: Session, study_ids: list[int]) -> Mapping[int, SearchProgress]:

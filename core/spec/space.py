@@ -335,6 +335,8 @@ def load_space_document(source: str | Path | Mapping[str, Any]) -> Any:
             source = source.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError.single("spec", f"cannot read {str(source)!r}: {exc}") from None
+    if not isinstance(source, str):
+        return source  # already loaded (e.g. YAML text "31" was a number): parse_space refuses it
     return load_spec_text(source)
 
 

@@ -47,6 +47,9 @@ def test_bad_space_and_search_are_422_naming_the_path(client: TestClient, auth: 
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "sampler"]
     r = _post(client, auth, search={"trials": 4})  # a search needs a space
     assert r.status_code == 422
+    for scalar_text in ("31", "[1, 2]", "null"):  # YAML text that is no mapping (schemathesis: a 500)
+        r = _post(client, auth, space=scalar_text, search={"trials": 4})
+        assert r.status_code == 422 and r.json()["detail"][0]["path"].startswith("body.space"), r.text
     assert client.get(URL, headers=auth).json()["count"] == 0
 
 
