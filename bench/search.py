@@ -1,0 +1,722 @@
+"""Architecture search at equal compute: archscreen's search against what users run instead (issue 29).
+
+For each cell (a dataset and a search space from ``examples/spaces/``) and each sampler seed, four
+methods get the same budgets of training CPU-seconds, ``B``, ``3B`` and ``9B``, where ``B`` is the
+CPU-seconds of the first 20 trials of a one-run-each Alrao screening of the space (TPE, seed 0,
+the default screening budget): the price of screening 20 hand-written candidates today.
+
+* ``archscreen``: what the service does: Optuna TPE samples points of the space; each point is
+  screened ONCE by Alrao (the default screener and budget, ``core/defaults.py``); successive
+  halving across the runs (``core/asha.py``: η=3, r=1, the extrapolated key, continuing runs from
+  their checkpoints); when the budget is nearly spent, the leader is trained to the full cap and
+  finite-difference tuned (``fd2-adam`` from the Switch posterior's starts, the promotion default).
+  Delivered: the tuned model with the best validation loss.
+* ``optuna-hyperband``: Optuna's ``TPESampler`` + ``HyperbandPruner`` (min 1, max the cap, η=3)
+  over the space × Adam's learning rate (log-uniform over Alrao's own range, 1e-4..0.1): each
+  trial trains with Adam at its rate under the same budget, reporting the validation loss every
+  epoch. Delivered: the COMPLETE trial with the best validation loss (Optuna's ``best_trial``).
+* ``random``: Optuna's ``RandomSampler`` over the space × the rate, one full run each.
+* ``archscreen-adam``: the ``archscreen`` pipeline with one Adam run at 1e-3 in place of Alrao
+  (the same scheduler, tuning from 1e-3): what Alrao itself buys.
+
+The score delivered is the test accuracy of the final model, the one the user takes home, read
+at each budget: for the two Optuna methods from one run to 9B (the best COMPLETE trial among
+those ended within the budget); for the two archscreen pipelines, whose end (train the leader,
+tune) depends on the budget, by forking the search when ``spent + the finish's estimated cost``
+reaches the budget: the fork finishes (its CPU counts toward that budget) while the main search
+goes on to the next budget. A fork is what a search given that budget alone would do (the
+search before it is budget-agnostic: ASHA is asynchronous and the sampler sees the same
+history), so each budget is run once. CPU-seconds are the bench process's CPU time (user + sys,
+``time.process_time``, one torch thread) around training and evaluation; the samplers' own time
+is recorded apart (``sampler_s``).
+
+Deliberate simplifications, each named in docs/search.md beside the figures:
+
+* the archscreen pipeline promotes the top 1 (the service's ``policy.top_k`` default) and the
+  leader is trained straight to the cap (the scheduler's ``complete_leader`` goes rung by rung;
+  the same epochs);
+* the trials run one at a time per process (the service runs ``parallel`` at once: ASHA's
+  promotions then differ; one at a time is the equal-compute comparison);
+* a trial paused by ASHA is told to Optuna as PRUNED at its first pause (TPE learns from its
+  intermediate values at once); a later promotion is not told again.
+
+Resumable: every (cell, method, seed) result is a line of ``bench/results/search.jsonl``. The
+report (tables in docs/search.md between markers, ``docs/img/search.png``) and the last line,
+``search_vs_optuna: X``, the delivered-score difference at budget B in points (archscreen minus
+Optuna + Hyperband, mean over the cells and seeds run), come from it.
+
+    python bench/search.py --jobs 2                     # every cell, 3 seeds, B, 3B, 9B
+    python bench/search.py --cells digits-mlp --seeds 3
+    python bench/search.py --report-only
+    python bench/search.py --quick                      # a CI check: tiny budget, one cell
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results" / "search.jsonl"
+METHODS = ("archscreen", "optuna-hyperband", "random", "archscreen-adam")
+CALIBRATION_TRIALS = 20
+ADAM_LR_RANGE = (1e-4, 0.1)  # Alrao-Adam's default range (core/screening.py): both search the same rates
+ARCHSCREEN_FIXED_LR = 1e-3
+ETA, MIN_EPOCHS = 3, 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    dataset: str  # a built-in name, or "breast-cancer" (converted as an upload converts it)
+    space: str  # a file under examples/spaces/
+    max_budget: int = 9  # the largest multiple of B run (cut where the 2-core box cannot afford 9B)
+
+
+CELLS = {
+    c.name: c
+    for c in (
+        Cell("digits-mlp", "digits", "mlp_space.yaml"),
+        Cell("table-mlp", "breast-cancer", "mlp_space.yaml"),
+        Cell("digits-cnn", "digits", "cnn_space.yaml", max_budget=3),
+        Cell("mnist1d-mlp", "mnist1d", "mlp_space.yaml", max_budget=3),
+    )
+}
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def breast_cancer_npz(cache_dir: Path) -> Path:
+    """scikit-learn's breast-cancer table as a team uploads it (raw Parquet, string label),
+    converted by the upload's own code with its default preprocessing (issue 28)."""
+    out = cache_dir / "breast-cancer.npz"
+    if out.exists():
+        return out
+    from table_preprocessing import breast_cancer_parquet
+
+    from archscreen.core.data.check import inspect
+    from archscreen.core.table_options import TableOptions
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = breast_cancer_parquet(Path(tmp) / "bc.parquet")
+        part = cache_dir / "breast-cancer.npz.part"
+        inspect(table, "parquet", label_column="diagnosis", out=part, max_bytes=2**30, options=TableOptions())
+        part.replace(out)
+    return out
+
+
+@dataclass
+class Problem:
+    """One cell's data, the dataset's facts for point validation, and the space."""
+
+    data: Any
+    info: Any
+    space: Any
+    task: str
+
+
+def load_problem(cell: Cell) -> Problem:
+    from archscreen.core.data import get_dataset, load_dataset
+    from archscreen.core.spec.space import parse_space
+
+    name = cell.dataset
+    if name == "breast-cancer":
+        name = str(breast_cancer_npz(ROOT / "bench" / "results" / "data"))
+    dataset = get_dataset(name)
+    info = dataset.info()
+    return Problem(
+        load_dataset(name), info, parse_space(ROOT / "examples" / "spaces" / cell.space), info.task
+    )
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and the CPU-seconds it took in this process."""
+    c0 = time.process_time()
+    out = fn()
+    return out, time.process_time() - c0
+
+
+def budget_config(seed: int, max_epochs: int | None = None) -> Any:
+    """The default screening budget (core/defaults.py), with the run's seed."""
+    from archscreen.core.screening import screening_run
+
+    _, config = screening_run({}, seed=seed)
+    if max_epochs is not None:
+        from dataclasses import replace
+
+        config = replace(config, max_epochs=max_epochs)
+    return config
+
+
+def test_score(result: Any) -> float:
+    return float(result.test_accuracy) if result.test_accuracy is not None else math.nan
+
+
+def ask_point(study: Any, problem: Problem, with_lr: bool) -> tuple[Any, Any, float | None]:
+    """Ask until a point fits the dataset (refused points are told PRUNED, as the service does)."""
+    import optuna
+
+    from archscreen.core.spec.space import PointRefused, sample_point
+
+    while True:
+        trial = study.ask()
+        try:
+            point = sample_point(problem.space, trial, problem.info)
+        except PointRefused:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        lr = trial.suggest_float("lr", *ADAM_LR_RANGE, log=True) if with_lr else None
+        return trial, point, lr
+
+
+# ------------------------------------------------------------------------- Optuna's own methods
+
+
+def optuna_search(problem: Problem, seed: int, max_cpu: float, pruned: bool, max_epochs: int | None) -> dict:
+    """TPE + Hyperband (``pruned``) or random search over the space × Adam's rate, one trial at a
+    time until ``max_cpu`` CPU-seconds of training are spent. The trace has one entry per trial."""
+    import optuna
+
+    from archscreen.core.screening import FixedRateScreener
+    from archscreen.core.training.loop import TrainingCancelled
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = budget_config(seed, max_epochs)
+    if pruned:
+        sampler: Any = optuna.samplers.TPESampler(seed=seed)
+        pruner: Any = optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=config.max_epochs, reduction_factor=ETA
+        )
+    else:
+        sampler, pruner = optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    spent, sampler_s, trace = 0.0, 0.0, []
+    while spent < max_cpu:
+        (trial, point, lr), s = timed(lambda: ask_point(study, problem, with_lr=True))
+        sampler_s += s
+
+        def report(p: Any, trial: Any = trial) -> None:
+            trial.report(float(p.record.val_loss), p.epoch)
+            if trial.should_prune():
+                raise TrainingCancelled
+
+        screener = FixedRateScreener(lr=lr, optimizer="adam")
+        result, cpu = timed(lambda: screener.screen(point.document, problem.data, config, callback=report))
+        spent += cpu
+        complete = result.stopped_because != "cancelled" and math.isfinite(result.val_loss)
+        state = optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED
+        study.tell(trial, float(result.val_loss) if complete else None, state=state)
+        trace.append(
+            {
+                "cpu": spent,
+                "complete": complete,
+                "val_loss": float(result.val_loss),
+                "test": test_score(result),
+                "epochs": result.epochs,
+                "lr": lr,
+                "params": point.params,
+            }
+        )
+    return {"trace": trace, "spent": spent, "sampler_s": sampler_s}
+
+
+def delivered_from_trace(trace: list[dict], budget: float) -> dict | None:
+    """What the user takes home at ``budget``: the COMPLETE trial with the lowest validation loss
+    among those ended within it (Optuna's ``best_trial`` at that moment)."""
+    done = [t for t in trace if t["complete"] and t["cpu"] <= budget and math.isfinite(t["val_loss"])]
+    if not done:
+        return None
+    best = min(done, key=lambda t: t["val_loss"])
+    return {
+        "test": best["test"],
+        "val_loss": best["val_loss"],
+        "lr": best["lr"],
+        "params": best["params"],
+        "spent": max([t["cpu"] for t in trace if t["cpu"] <= budget], default=0.0),
+        "trials": sum(1 for t in trace if t["cpu"] <= budget),
+    }
+
+
+# ------------------------------------------------------------------- archscreen's search (ASHA)
+
+
+@dataclass
+class RunInfo:
+    trial: Any
+    point: Any
+    result: Any = None
+    cpu: float = 0.0
+    told: bool = False
+
+
+@dataclass
+class Pipeline:
+    """archscreen's search: TPE asks, one screening run per point, ASHA across the runs."""
+
+    problem: Problem
+    seed: int
+    alrao: bool
+    workdir: Path
+    max_epochs: int | None = None
+    runs: dict[str, RunInfo] = field(default_factory=dict)
+    spent: float = 0.0
+    sampler_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        import optuna
+
+        from archscreen.core.asha import AshaScheduler
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.config = budget_config(self.seed, self.max_epochs)
+        self.study = optuna.create_study(
+            direction="minimize", sampler=optuna.samplers.TPESampler(seed=self.seed)
+        )
+        self.asha = AshaScheduler(
+            max_epochs=self.config.max_epochs, min_epochs=MIN_EPOCHS, reduction_factor=ETA
+        )
+
+    def screener(self) -> Any:
+        from archscreen.core.screening import FixedRateScreener, screening_run
+
+        if self.alrao:
+            return screening_run({}, seed=self.seed)[0]
+        return FixedRateScreener(lr=ARCHSCREEN_FIXED_LR, optimizer="adam")
+
+    def train(self, run_id: str, epochs: int, ckpt_dir: Path) -> tuple[Any, float]:
+        """Continue ``run_id`` from its checkpoint to ``epochs`` epochs (the loop resumes exactly)."""
+        from dataclasses import replace
+
+        info = self.runs[run_id]
+        config = replace(self.config, max_epochs=epochs)
+        screener = self.screener()
+        ckpt = ckpt_dir / f"{run_id}.pt"
+        return timed(
+            lambda: screener.screen(info.point.document, self.problem.data, config, checkpoint_path=ckpt)
+        )
+
+    def step(self) -> None:
+        """One scheduler decision: a promotion, or a new trial's first rung."""
+        import optuna
+
+        from archscreen.core.asha import rung_value
+
+        job = self.asha.get_job()
+        if job is None:
+            (trial, point, _), s = timed(lambda: ask_point(self.study, self.problem, with_lr=False))
+            self.sampler_s += s
+            self.runs[str(trial.number)] = RunInfo(trial, point)
+            self.asha.add_runs([str(trial.number)])
+            return
+        result, cpu = self.train(job.run_id, job.epochs, self.workdir)
+        info = self.runs[job.run_id]
+        info.result, info.cpu = result, info.cpu + cpu
+        self.spent += cpu
+        value = rung_value(result.curves, job.epochs, self.problem.task, max_epochs=self.config.max_epochs)
+        self.asha.report(job.run_id, value)
+        if not info.told:
+            status = self.asha.status(job.run_id)
+            v = value if math.isfinite(value) else None
+            if status == "completed" and v is not None:
+                self.study.tell(info.trial, v)
+                info.told = True
+            elif status in ("paused", "completed"):
+                if v is not None:
+                    info.trial.report(v, job.epochs)
+                self.study.tell(info.trial, state=optuna.trial.TrialState.PRUNED)
+                info.told = True
+
+    def leader(self) -> str | None:
+        reported = [r for r in self.asha.ranking() if self.runs[r].result is not None]
+        return reported[0] if reported else None
+
+    def starts(self, result: Any) -> list[float]:
+        from archscreen.core.tuning import posterior_starts
+
+        return posterior_starts(result) if self.alrao else [ARCHSCREEN_FIXED_LR]
+
+    def finish_cost(self) -> float:
+        """The estimated CPU of :meth:`finish` now: the leader to the cap, then each tuning start
+        for the cap, at the leader's CPU per epoch so far."""
+        lead = self.leader()
+        if lead is None:
+            return 0.0
+        info = self.runs[lead]
+        per_epoch = info.cpu / max(info.result.epochs, 1)
+        starts = len(self.starts(info.result)) if self.alrao else 1
+        return per_epoch * ((self.config.max_epochs - info.result.epochs) + self.config.max_epochs * starts)
+
+    def finish(self, budget: float) -> dict:
+        """A fork: the leader trained to the cap (from a copy of the checkpoints), tuned, delivered.
+        The main search is left as it was."""
+        from archscreen.core.tuning import get_tuner
+
+        lead = self.leader()
+        assert lead is not None
+        fork = self.workdir / "fork"
+        fork.mkdir(exist_ok=True)
+        if (self.workdir / f"{lead}.pt").exists():
+            shutil.copy2(self.workdir / f"{lead}.pt", fork / f"{lead}.pt")
+        result, cpu = self.train(lead, self.config.max_epochs, fork)
+        shutil.rmtree(fork, ignore_errors=True)
+        tuner = get_tuner("fd2-adam")
+        tuned = []
+        for lr in self.starts(result):
+            out, c = timed(
+                lambda lr=lr: tuner.tune(self.runs[lead].point.document, self.problem.data, lr, self.config)
+            )
+            cpu += c
+            tuned.append(out)
+        best = min(tuned, key=lambda r: r.val_loss if math.isfinite(r.val_loss) else math.inf)
+        return {
+            "test": test_score(best),
+            "val_loss": float(best.val_loss),
+            "lr": best.recommended_lr,
+            "params": self.runs[lead].point.params,
+            "spent": self.spent + cpu,
+            "finish_cpu": cpu,
+            "trials": len(self.runs),
+            "screen_test": test_score(result),
+            "starts": len(tuned),
+            "rungs": _rung_counts(self.asha),
+        }
+
+
+def _rung_counts(asha: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in asha.state_dict()["runs"]:
+        e = str(asha.epochs_of(run["id"]))
+        counts[e] = counts.get(e, 0) + 1
+    return counts
+
+
+def archscreen_search(
+    problem: Problem, seed: int, budgets: list[float], alrao: bool, max_epochs: int | None
+) -> dict:
+    """Run the pipeline to the largest budget, forking a finish at each budget on the way."""
+    out: dict[str, Any] = {"delivered": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = Pipeline(problem, seed, alrao, Path(tmp), max_epochs)
+        pending = sorted(budgets)
+        while pending:
+            if pipe.leader() is not None and pipe.spent + pipe.finish_cost() >= pending[0]:
+                b = pending.pop(0)
+                out["delivered"][f"{b:.3f}"] = pipe.finish(b)
+                continue
+            pipe.step()
+        out["spent"], out["sampler_s"] = pipe.spent, pipe.sampler_s
+    return out
+
+
+# ------------------------------------------------------------------------------ orchestration
+
+
+def calibrate(cell: Cell, max_epochs: int | None, trials: int) -> dict:
+    """``B``: CPU-seconds of the first ``trials`` points of TPE (seed 0), one full Alrao screening
+    each (the default budget): today's one-run-each screening of the space."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    problem = load_problem(cell)
+    config = budget_config(0, max_epochs)
+    from archscreen.core.screening import screening_run
+
+    screener = screening_run({}, seed=0)[0]
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
+    spent, tests = 0.0, []
+    for _ in range(trials):
+        trial, point, _ = ask_point(study, problem, with_lr=False)
+        result, cpu = timed(lambda: screener.screen(point.document, problem.data, config))
+        spent += cpu
+        tests.append(test_score(result))
+        study.tell(trial, float(result.val_loss) if math.isfinite(result.val_loss) else math.inf)
+    return {"B": spent, "trials": trials, "best_test": max(tests)}
+
+
+def run_task(
+    cell_name: str, method: str, seed: int, budget_b: float, mults: list[int], max_epochs: int | None
+) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    problem = load_problem(CELLS[cell_name])
+    budgets = [budget_b * m for m in mults]
+    t0 = time.perf_counter()
+    if method in ("optuna-hyperband", "random"):
+        raw = optuna_search(
+            problem, seed, max(budgets), pruned=method == "optuna-hyperband", max_epochs=max_epochs
+        )
+        delivered = {f"{b:.3f}": delivered_from_trace(raw["trace"], b) for b in budgets}
+        extra = {"trace": raw["trace"], "spent": raw["spent"], "sampler_s": raw["sampler_s"]}
+    else:
+        raw = archscreen_search(problem, seed, budgets, alrao=method == "archscreen", max_epochs=max_epochs)
+        delivered, extra = raw["delivered"], {"spent": raw["spent"], "sampler_s": raw["sampler_s"]}
+    rows = {str(m): delivered[f"{b:.3f}"] for m, b in zip(mults, budgets, strict=True)}
+    return {
+        "kind": "run",
+        "cell": cell_name,
+        "method": method,
+        "seed": seed,
+        "B": budget_b,
+        "mults": mults,
+        "delivered": rows,
+        "wall_s": time.perf_counter() - t0,
+        **extra,
+    }
+
+
+def load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill: the task runs again
+            continue
+    return rows
+
+
+def append(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def calibration_for(cell: Cell, rows: list[dict], path: Path, max_epochs: int | None, trials: int) -> float:
+    for r in rows:
+        if r.get("kind") == "calibration" and r["cell"] == cell.name:
+            return float(r["B"])
+    import torch
+
+    torch.set_num_threads(1)
+    cal = calibrate(cell, max_epochs, trials)
+    row = {"kind": "calibration", "cell": cell.name, **cal}
+    append(path, row)
+    rows.append(row)
+    print(
+        f"[{cell.name}] B = {cal['B']:.1f} CPU-s ({trials} trials, best test {cal['best_test']:.4f})",
+        flush=True,
+    )
+    return float(cal["B"])
+
+
+def plan(cells: list[Cell], methods: list[str], seeds: int, rows: list[dict]) -> list[tuple[str, str, int]]:
+    """Tasks not yet in the results, cells first (so a cut run has whole cells), then seeds."""
+    done = {(r["cell"], r["method"], r["seed"]) for r in rows if r.get("kind") == "run"}
+    return [
+        (c.name, m, s) for c in cells for s in range(seeds) for m in methods if (c.name, m, s) not in done
+    ]
+
+
+def run_all(args: argparse.Namespace) -> None:
+    path = Path(args.results)
+    rows = load_rows(path)
+    cells = [CELLS[c] for c in args.cells]
+    budgets = {
+        c.name: calibration_for(c, rows, path, args.max_epochs, args.calibration_trials) for c in cells
+    }
+    tasks = plan(cells, list(args.methods), args.seeds, rows)
+    print(f"{len(tasks)} tasks to run", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {
+            pool.submit(
+                run_task,
+                cell,
+                method,
+                seed,
+                budgets[cell],
+                [m for m in args.mults if m <= CELLS[cell].max_budget] or [1],
+                args.max_epochs,
+            ): (cell, method, seed)
+            for cell, method, seed in tasks
+        }
+        for fut in as_completed(futures):
+            cell, method, seed = futures[fut]
+            try:
+                row = fut.result()
+            except Exception as exc:  # a task's failure is reported and the others go on
+                print(f"[{cell}] {method} seed {seed}: FAILED {exc!r}", flush=True)
+                continue
+            append(path, row)
+            shown = " ".join(
+                f"{m}B={(d or {}).get('test', math.nan):.4f}" for m, d in row["delivered"].items()
+            )
+            print(f"[{cell}] {method} seed {seed}: {shown} ({row['wall_s']:.0f} s wall)", flush=True)
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def summarise(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """(cell, method, budget multiple) → delivered test mean, spread (sd), CPU spent, seeds."""
+    acc: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        if r.get("kind") != "run":
+            continue
+        for mult, d in r["delivered"].items():
+            acc.setdefault((r["cell"], r["method"], mult), []).append(
+                d or {"test": math.nan, "spent": math.nan}
+            )
+    out = {}
+    for key, ds in acc.items():
+        tests = [d["test"] for d in ds]
+        finite = [t for t in tests if math.isfinite(t)]
+        out[key] = {
+            "mean": statistics.fmean(finite) if finite else math.nan,
+            "sd": statistics.stdev(finite) if len(finite) > 1 else 0.0,
+            "spent": statistics.fmean([d["spent"] for d in ds]),
+            "n": len(ds),
+            "missing": len(ds) - len(finite),
+        }
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    cal = {r["cell"]: r for r in rows if r.get("kind") == "calibration"}
+    summ = summarise(rows)
+    lines = [
+        "| cell | B (CPU-s) | budget | " + " | ".join(METHODS) + " | archscreen − Optuna+HB (pp) |",
+        "|---|---|---|" + "---|" * len(METHODS) + "---|",
+    ]
+    for cell in CELLS:
+        mults = sorted({k[2] for k in summ if k[0] == cell}, key=int)
+        for mult in mults:
+            cells = []
+            for m in METHODS:
+                s = summ.get((cell, m, mult))
+                cells.append(
+                    "—"
+                    if s is None
+                    else f"{100 * s['mean']:.2f} ± {100 * s['sd']:.2f} ({s['spent']:.0f} s, n={s['n']})"
+                )
+            diff = _diff(summ, cell, mult)
+            lines.append(f"| {cell} | {cal[cell]['B']:.0f} | {mult}B | " + " | ".join(cells) + f" | {diff} |")
+    return "\n".join(lines)
+
+
+def _diff(summ: dict, cell: str, mult: str) -> str:
+    a, b = summ.get((cell, "archscreen", mult)), summ.get((cell, "optuna-hyperband", mult))
+    if a is None or b is None or not (math.isfinite(a["mean"]) and math.isfinite(b["mean"])):
+        return "—"
+    return f"{100 * (a['mean'] - b['mean']):+.2f}"
+
+
+def headline(rows: list[dict]) -> float:
+    """archscreen minus Optuna + Hyperband at budget B, in points, over the (cell, seed) pairs run by both."""
+    by = {(r["cell"], r["method"], r["seed"]): r for r in rows if r.get("kind") == "run"}
+    diffs = []
+    for (cell, method, seed), r in by.items():
+        other = by.get((cell, "optuna-hyperband", seed))
+        if method != "archscreen" or other is None:
+            continue
+        a, b = r["delivered"].get("1"), other["delivered"].get("1")
+        if a and b and math.isfinite(a["test"]) and math.isfinite(b["test"]):
+            diffs.append(100 * (a["test"] - b["test"]))
+    return statistics.fmean(diffs) if diffs else math.nan
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = summarise(rows)
+    cells = [c for c in CELLS if any(k[0] == c for k in summ)]
+    if not cells:
+        return
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.6), squeeze=False)
+    for ax, cell in zip(axes[0], cells, strict=True):
+        for m in METHODS:
+            pts = sorted((int(k[2]), v) for k, v in summ.items() if k[0] == cell and k[1] == m)
+            if pts:
+                xs = [v["spent"] for _, v in pts]
+                ax.errorbar(
+                    xs,
+                    [100 * v["mean"] for _, v in pts],
+                    yerr=[100 * v["sd"] for _, v in pts],
+                    marker="o",
+                    capsize=3,
+                    label=m,
+                )
+        ax.set_xscale("log")
+        ax.set_title(cell)
+        ax.set_xlabel("training CPU-seconds (mean spent)")
+        ax.set_ylabel("delivered test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+START, END = "<!-- bench/search.py:start -->", "<!-- bench/search.py:end -->"
+
+
+def write_docs(rows: list[dict], doc: Path, image: Path) -> None:
+    table = markdown(rows)
+    block = f"{START}\n\n{table}\n\n![delivered test accuracy against CPU-seconds](img/{image.name})\n\n{END}"
+    text = doc.read_text() if doc.exists() else ""
+    if START in text and END in text:
+        text = text.split(START)[0] + block + text.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)
+    plot(rows, image)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", type=int, default=3, help="sampler seeds 0..N-1 (default 3)")
+    p.add_argument("--mults", type=int, nargs="+", default=[1, 3, 9], help="budgets as multiples of B")
+    p.add_argument("--jobs", type=int, default=2, help="processes (one torch thread each)")
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--max-epochs", type=int, default=None, help="override the screening cap (--quick only)")
+    p.add_argument("--calibration-trials", type=int, default=CALIBRATION_TRIALS)
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--docs", action="store_true", help="write the tables into docs/search.md and the plot")
+    p.add_argument(
+        "--quick", action="store_true", help="CI check: digits-mlp, 3-epoch cap, B of 3 trials, 1 seed"
+    )
+    args = p.parse_args()
+    if args.quick:
+        args.cells, args.seeds, args.mults, args.max_epochs, args.calibration_trials = (
+            ["digits-mlp"],
+            1,
+            [1, 3],
+            3,
+            3,
+        )
+        if args.results == str(RESULTS):
+            args.results = str(Path(tempfile.mkdtemp()) / "search-quick.jsonl")
+    if not args.report_only:
+        run_all(args)
+    rows = load_rows(Path(args.results))
+    print(markdown(rows))
+    if args.docs:
+        write_docs(rows, ROOT / "docs" / "search.md", ROOT / "docs" / "img" / "search.png")
+    print(f"search_vs_optuna: {headline(rows):+.2f}")
+
+
+if __name__ == "__main__":
+    main()
