@@ -54,6 +54,7 @@ Optuna + Hyperband, mean over the cells and seeds run), come from it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shutil
@@ -218,7 +219,9 @@ def optuna_search(problem: Problem, seed: int, max_cpu: float, pruned: bool, max
                 raise TrainingCancelled
 
         screener = FixedRateScreener(lr=lr, optimizer="adam")
-        result, cpu = timed(lambda: screener.screen(point.document, problem.data, config, callback=report))
+        result, cpu = timed(
+            functools.partial(screener.screen, point.document, problem.data, config, callback=report)
+        )
         spent += cpu
         complete = result.stopped_because != "cancelled" and math.isfinite(result.val_loss)
         state = optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED
@@ -443,7 +446,7 @@ def calibrate(cell: Cell, max_epochs: int | None, trials: int) -> dict:
     spent, tests = 0.0, []
     for _ in range(trials):
         trial, point, _ = ask_point(study, problem, with_lr=False)
-        result, cpu = timed(lambda: screener.screen(point.document, problem.data, config))
+        result, cpu = timed(functools.partial(screener.screen, point.document, problem.data, config))
         spent += cpu
         tests.append(test_score(result))
         study.tell(trial, float(result.val_loss) if math.isfinite(result.val_loss) else math.inf)
