@@ -114,7 +114,7 @@ def breast_cancer_npz(cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         table = breast_cancer_parquet(Path(tmp) / "bc.parquet")
-        part = cache_dir / "breast-cancer.npz.part"
+        part = cache_dir / "breast-cancer.part.npz"
         inspect(table, "parquet", label_column="diagnosis", out=part, max_bytes=2**30, options=TableOptions())
         part.replace(out)
     return out
