@@ -503,22 +503,11 @@ def append(path: Path, row: dict) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-def calibration_for(cell: Cell, rows: list[dict], path: Path, max_epochs: int | None, trials: int) -> float:
-    for r in rows:
-        if r.get("kind") == "calibration" and r["cell"] == cell.name:
-            return float(r["B"])
+def calibrate_task(cell_name: str, max_epochs: int | None, trials: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    cal = calibrate(cell, max_epochs, trials)
-    row = {"kind": "calibration", "cell": cell.name, **cal}
-    append(path, row)
-    rows.append(row)
-    print(
-        f"[{cell.name}] B = {cal['B']:.1f} CPU-s ({trials} trials, best test {cal['best_test']:.4f})",
-        flush=True,
-    )
-    return float(cal["B"])
+    return {"kind": "calibration", "cell": cell_name, **calibrate(CELLS[cell_name], max_epochs, trials)}
 
 
 def plan(cells: list[Cell], methods: list[str], seeds: int, rows: list[dict]) -> list[tuple[str, str, int]]:
@@ -529,40 +518,61 @@ def plan(cells: list[Cell], methods: list[str], seeds: int, rows: list[dict]) ->
     ]
 
 
+def _report_row(row: dict) -> None:
+    if row["kind"] == "calibration":
+        print(f"[{row['cell']}] B = {row['B']:.1f} CPU-s ({row['trials']} trials)", flush=True)
+        return
+    shown = " ".join(f"{m}B={(d or {}).get('test', math.nan):.4f}" for m, d in row["delivered"].items())
+    print(
+        f"[{row['cell']}] {row['method']} seed {row['seed']}: {shown} ({row['wall_s']:.0f} s wall)",
+        flush=True,
+    )
+
+
 def run_all(args: argparse.Namespace) -> None:
+    """Calibrations and tasks on ``--jobs`` processes, in the order of :func:`plan`; a cell's tasks
+    wait for its ``B``, while the other cells' work goes on."""
     path = Path(args.results)
     rows = load_rows(path)
     cells = [CELLS[c] for c in args.cells]
-    budgets = {
-        c.name: calibration_for(c, rows, path, args.max_epochs, args.calibration_trials) for c in cells
-    }
+    budgets = {r["cell"]: float(r["B"]) for r in rows if r.get("kind") == "calibration"}
+    to_calibrate = [c.name for c in cells if c.name not in budgets]
     tasks = plan(cells, list(args.methods), args.seeds, rows)
-    print(f"{len(tasks)} tasks to run", flush=True)
+    print(f"{len(to_calibrate)} calibrations, {len(tasks)} tasks to run", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {
-            pool.submit(
-                run_task,
-                cell,
-                method,
-                seed,
-                budgets[cell],
-                [m for m in args.mults if m <= CELLS[cell].max_budget] or [1],
-                args.max_epochs,
-            ): (cell, method, seed)
-            for cell, method, seed in tasks
-        }
-        for fut in as_completed(futures):
-            cell, method, seed = futures[fut]
+        running: dict[Any, Any] = {}
+        while tasks or to_calibrate or running:
+            while len(running) < args.jobs:
+                ready = [t for t in tasks if t[0] in budgets]
+                if ready and (
+                    not to_calibrate or args.cells.index(ready[0][0]) <= args.cells.index(to_calibrate[0])
+                ):
+                    cell, method, seed = ready[0]
+                    tasks.remove(ready[0])
+                    mults = [m for m in args.mults if m <= CELLS[cell].max_budget] or [1]
+                    fut = pool.submit(run_task, cell, method, seed, budgets[cell], mults, args.max_epochs)
+                    running[fut] = (cell, method, seed)
+                elif to_calibrate:
+                    cell = to_calibrate.pop(0)
+                    running[pool.submit(calibrate_task, cell, args.max_epochs, args.calibration_trials)] = (
+                        cell,
+                    )
+                else:
+                    break
+            if not running:  # a cell whose calibration failed: its tasks cannot run
+                print(f"not run (no B): {tasks}", flush=True)
+                break
+            fut = next(as_completed(running))
+            what = running.pop(fut)
             try:
                 row = fut.result()
             except Exception as exc:  # a task's failure is reported and the others go on
-                print(f"[{cell}] {method} seed {seed}: FAILED {exc!r}", flush=True)
+                print(f"{what}: FAILED {exc!r}", flush=True)
                 continue
             append(path, row)
-            shown = " ".join(
-                f"{m}B={(d or {}).get('test', math.nan):.4f}" for m, d in row["delivered"].items()
-            )
-            print(f"[{cell}] {method} seed {seed}: {shown} ({row['wall_s']:.0f} s wall)", flush=True)
+            if row["kind"] == "calibration":
+                budgets[row["cell"]] = float(row["B"])
+            _report_row(row)
 
 
 # ------------------------------------------------------------------------------------- report
