@@ -511,11 +511,15 @@ def calibrate_task(cell_name: str, max_epochs: int | None, trials: int) -> dict:
 
 
 def plan(cells: list[Cell], methods: list[str], seeds: int, rows: list[dict]) -> list[tuple[str, str, int]]:
-    """Tasks not yet in the results, cells first (so a cut run has whole cells), then seeds."""
+    """Tasks not yet in the results. The headline pair (archscreen, Optuna + Hyperband) of every
+    cell comes first, then the other methods cell by cell: a run cut by time has the comparison
+    the issue asks for on every cell before the ablations."""
     done = {(r["cell"], r["method"], r["seed"]) for r in rows if r.get("kind") == "run"}
-    return [
-        (c.name, m, s) for c in cells for s in range(seeds) for m in methods if (c.name, m, s) not in done
-    ]
+    first = [m for m in methods if m in ("archscreen", "optuna-hyperband")]
+    rest = [m for m in methods if m not in first]
+    order = [(c, s, m) for c in cells for s in range(seeds) for m in first]
+    order += [(c, s, m) for c in cells for s in range(seeds) for m in rest]
+    return [(c.name, m, s) for c, s, m in order if (c.name, m, s) not in done]
 
 
 def _report_row(row: dict) -> None:
@@ -527,6 +531,11 @@ def _report_row(row: dict) -> None:
         f"[{row['cell']}] {row['method']} seed {row['seed']}: {shown} ({row['wall_s']:.0f} s wall)",
         flush=True,
     )
+
+
+def _needed_before(tasks: list[tuple[str, str, int]], ready: tuple[str, str, int], cell: str) -> bool:
+    """Whether a task of ``cell`` (waiting for its calibration) comes before ``ready`` in the plan."""
+    return next((i for i, t in enumerate(tasks) if t[0] == cell), len(tasks)) < tasks.index(ready)
 
 
 def run_all(args: argparse.Namespace) -> None:
