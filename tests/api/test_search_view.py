@@ -3,6 +3,7 @@ fANOVA importances and the Pareto front, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
 from archscreen.store.models import Job
 from tests.api.test_api import token_for
+from tests.worker.procs import BACKENDS, backend_deployment, wait_for
 
 SPACE_TEXT = (Path(__file__).parents[2] / "examples/spaces/mlp_space.yaml").read_text()
 URL = "/api/v1/studies"
@@ -165,3 +167,57 @@ def test_two_objectives_pareto_importances_compute_and_cache(
     again = client.get(f"{URL}/{study_id}/search", headers={**auth, "If-None-Match": etag})
     assert again.status_code == 200 and again.headers["ETag"] != etag
     assert again.json()["importances"] == view["importances"] and search_view.importance_fits == fits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_search_study_view(backend: str, tmp_path: Path) -> None:
+    """A 4-trial search of the MLP space on digits, screened by a real worker process: the view
+    agrees with Optuna's own study, the jobs' times and Optuna's own fANOVA evaluator."""
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    from archscreen.api.search_view import load_optuna_study
+
+    with backend_deployment(backend, tmp_path) as d, TestClient(create_app(d.settings)) as client:
+        d.start_worker(concurrency=2)
+        auth = token_for(d.db, "acme")
+        study_id = _search_study(client, auth)
+
+        def told() -> bool:
+            view = client.get(f"{URL}/{study_id}/search", headers=auth).json()
+            return view["count"] == 4 and all(t["told_at"] for t in view["trials"])
+
+        wait_for(told, 240, "the 4 trials to be told", d.logs)
+        view = client.get(f"{URL}/{study_id}/search", headers=auth).json()
+        with d.db.session() as s:
+            study = study_store.study_by_id(s, study_id)
+            assert study is not None
+            links = search_store.links_of(s, study_id)
+            jobs = study_store.jobs_of(s, [link.candidate_id for link in links.values() if link.candidate_id])
+        ostudy = load_optuna_study(d.settings, study)
+        assert ostudy is not None
+        by_number = {t.number: t for t in ostudy.trials}
+        seen: set[int] = set()
+        for t in view["trials"]:
+            ot = by_number[t["number"]]
+            assert t["state"] == ot.state.name and t["params"] == ot.params
+            assert t["values"] == (ot.values if ot.state.name == "COMPLETE" else None)
+            cid = links[t["number"]].candidate_id
+            assert t["candidate_id"] == cid
+            if cid is not None:
+                wall = sum((j.finished_at - j.started_at).total_seconds() for j in jobs[cid])  # type: ignore[operator]
+                assert t["compute_s"] == pytest.approx(0.0 if cid in seen else wall) and wall > 0
+                seen.add(cid)
+        complete = [t for t in view["trials"] if t["state"] == "COMPLETE"]
+        assert len(complete) == 4, view["trials"]  # tiny MLPs on digits: every trial trains
+        curve = view["best_so_far"]
+        assert len(curve) == 4 and curve[-1]["value"] == min(t["values"][0] for t in complete)
+        assert all(
+            a["value"] >= b["value"] and a["compute_s"] <= b["compute_s"]
+            for a, b in itertools.pairwise(curve)
+        )
+        assert curve[-1]["compute_s"] == pytest.approx(view["compute_total_s"])
+        expected = get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=0))
+        assert view["importances"] is not None, view["importances_reason"]
+        assert view["importances"][0]["values"] == pytest.approx(expected) and expected
+        assert view["pareto_front"] is None and view["directions"] == ["minimize"]
