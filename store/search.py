@@ -154,4 +154,4 @@ def refusals_of(s: Session, study_id: int) -> dict[int, str]:
             SearchTrial.study_id == study_id, SearchTrial.refused.is_not(None)
         )
     )
-    return {r[0]: r[1] for r in rows}
+    return {r[0]: str(r[1]) for r in rows}
