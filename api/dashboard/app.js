@@ -81,7 +81,7 @@ function niceTicks(lo, hi, n = 5) {
   return ticks;
 }
 
-// series: [{name, color, points: [[x, y], ...]}]; options: {logY, xLabel, yLabel, hline: {y, label},
+// series: [{name, color, points: [[x, y], ...], step?}] (step: a staircase); options: {logY, xLabel, yLabel, hline: {y, label},
 // bands: [{name, color, x0, x1, low, high, value}] (estimate intervals, shaded; linear charts only)}
 function lineChart(series, { logY = false, xLabel = "", yLabel = "", hline = null, id = "", bands = [] } = {}) {
   const W = 560, H = 250, L = 56, R = 12, T = 10, B = 34;
@@ -132,7 +132,9 @@ function lineChart(series, { logY = false, xLabel = "", yLabel = "", hline = nul
   for (const s of series) {
     const ok = s.points.filter((p) => Number.isFinite(p[1]) && (!logY || p[1] > 0));
     if (!ok.length) continue;
-    const d = ok.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
+    // step: hold each value until the next point (a best-so-far curve changes only at points)
+    const d = ok.map((p, i) => (i && s.step ? `L${sx(p[0]).toFixed(1)},${sy(ok[i - 1][1]).toFixed(1)}` : "") +
+      `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
     out += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.8"/>`;
     if (ok.length <= 400) {
       for (const p of ok) {
@@ -575,7 +577,7 @@ function trialsChart(view) {
 
 function bestSoFarChart(view) {
   if (!view.best_so_far.length) return emptyChart("best_so_far", "no trial has completed yet");
-  const series = [{ name: `best ${view.objectives[0]}`, color: COLORS[2], points: view.best_so_far.map((p) => [p.compute_s, p.value]) }];
+  const series = [{ name: `best ${view.objectives[0]}`, color: COLORS[2], step: true, points: view.best_so_far.map((p) => [p.compute_s, p.value]) }];
   return lineChart(series, { id: "best_so_far", xLabel: "cumulative compute (s)", yLabel: `best ${view.objectives[0]}` });
 }
 

@@ -56,9 +56,10 @@ def _wait_told(url: str, token: str, study_id: int, trials: int) -> dict[str, An
 
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        view = _get(url, token, f"/studies/{study_id}/search")
+        with Client(url, token) as c:  # the typed client's method for the route
+            view = c.search_view(study_id).model_dump(mode="json")
         if view["count"] == trials and all(t["told_at"] for t in view["trials"]):
-            return view  # type: ignore[no-any-return]
+            return view
         time.sleep(1)
     raise AssertionError(f"search study {study_id} did not tell {trials} trials in 240 s: {view}")
 
