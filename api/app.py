@@ -20,7 +20,7 @@ from archscreen.api import errors
 from archscreen.api.deps import TokenCache
 from archscreen.api.etag import ReadCache
 from archscreen.api.guards import RequestGuards
-from archscreen.api.routes import candidates, datasets, health, ranking, studies, summary
+from archscreen.api.routes import candidates, datasets, health, ranking, search, studies, summary
 from archscreen.api.schemas import ErrorResponse, TooLargeResponse
 from archscreen.settings import Settings
 from archscreen.store import Database
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     api.include_router(candidates.router)
     api.include_router(ranking.router)
     api.include_router(summary.router)
+    api.include_router(search.router)
     app.include_router(api)
     app.include_router(health.router)
     _mount_dashboard(app)

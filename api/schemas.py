@@ -544,3 +544,63 @@ class DatasetOut(BaseModel):
     )
     created_at: UtcDatetime
     created: bool = Field(False, description="True when this request created the dataset.")
+
+
+# ---------------------------------------------------------------------------- search view
+
+TrialStateName = Literal["RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL"]
+
+
+class SearchTrialOut(BaseModel):
+    """One Optuna trial of a search study, with what archscreen made of it."""
+
+    number: int
+    state: TrialStateName = Field(description="Optuna's trial state (see the route for one exception).")
+    values: list[float] | None = Field(description="The objective values told (COMPLETE only).")
+    params: dict[str, Any]
+    candidate_id: int | None = Field(description="The candidate the point became (null: refused).")
+    refused: str | None = Field(description="Why the point was refused before it trained.")
+    started_at: UtcDatetime | None
+    told_at: UtcDatetime | None = Field(description="When the trial was told (Optuna's completion).")
+    compute_s: float | None = Field(
+        description="Compute this trial spent: seconds of its candidate's screening jobs (the first "
+        "trial of a candidate carries its cost; a repeated point costs 0)."
+    )
+
+
+class BestSoFarPoint(BaseModel):
+    number: int = Field(description="The trial whose telling this point follows.")
+    compute_s: float = Field(description="Cumulative compute of every trial told so far.")
+    value: float = Field(description="The best first-objective value told so far.")
+
+
+class ImportancesOut(BaseModel):
+    objective: int = Field(description="The objective's index in ``directions``.")
+    values: dict[str, float] = Field(
+        description="fANOVA importance per parameter (sums to 1), largest first."
+    )
+
+
+class SearchViewOut(BaseModel):
+    """What a search study's dashboard plots: trials, best-so-far vs compute, importances, Pareto front."""
+
+    study_id: int
+    sampler: str
+    planned_trials: int
+    directions: list[Literal["minimize", "maximize"]]
+    objectives: list[str] = Field(description="The objectives' names, in the order of each trial's values.")
+    compute_measure: str = Field(description="What ``compute_s`` measures.")
+    trials: list[SearchTrialOut]
+    count: int
+    compute_total_s: float
+    best_so_far: list[BestSoFarPoint] = Field(
+        description="After each told trial (by told time): cumulative compute and the best value."
+    )
+    importances: list[ImportancesOut] | None = Field(
+        description="Optuna's fANOVA importances (seed 0), one entry per objective; null with a reason."
+    )
+    importances_reason: str | None
+    min_complete_for_importances: int
+    pareto_front: list[int] | None = Field(
+        description="Trial numbers on the Pareto front (Optuna's best_trials); null for one objective."
+    )

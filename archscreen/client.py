@@ -34,6 +34,7 @@ from archscreen.api.schemas import (
     LeaderboardOut,
     Page,
     RankingOut,
+    SearchViewOut,
     StudyOut,
     StudySummary,
 )
@@ -273,6 +274,11 @@ class Client:
         if k is not None:
             params["k"] = k
         return self._get(RankingOut, "GET", f"/api/v1/studies/{study_id}/ranking", params=params)
+
+    def search_view(self, study_id: int) -> SearchViewOut:
+        """A search study's trials, best-so-far curve against compute, fANOVA importances and
+        Pareto front (``GET /studies/{id}/search``; a 409 ``ApiError`` for a study without a search)."""
+        return self._get(SearchViewOut, "GET", f"/api/v1/studies/{study_id}/search")
 
     def promote(
         self,

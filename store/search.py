@@ -145,3 +145,13 @@ def progress_of(s: Session, study_ids: list[int]) -> Mapping[int, SearchProgress
 def search_over(s: Session, study: StudyRecord) -> bool:
     """Not a search study, or every trial told: what the automatic promotion waits for."""
     return study.search is None or search_done(s, study.id, study.search)
+
+
+def refusals_of(s: Session, study_id: int) -> dict[int, str]:
+    """Trial number -> why its point was refused before it trained (the search view shows it)."""
+    rows = s.execute(
+        select(SearchTrial.number, SearchTrial.refused).where(
+            SearchTrial.study_id == study_id, SearchTrial.refused.is_not(None)
+        )
+    )
+    return {r[0]: str(r[1]) for r in rows}

@@ -81,7 +81,7 @@ function niceTicks(lo, hi, n = 5) {
   return ticks;
 }
 
-// series: [{name, color, points: [[x, y], ...]}]; options: {logY, xLabel, yLabel, hline: {y, label},
+// series: [{name, color, points: [[x, y], ...], step?}] (step: a staircase); options: {logY, xLabel, yLabel, hline: {y, label},
 // bands: [{name, color, x0, x1, low, high, value}] (estimate intervals, shaded; linear charts only)}
 function lineChart(series, { logY = false, xLabel = "", yLabel = "", hline = null, id = "", bands = [] } = {}) {
   const W = 560, H = 250, L = 56, R = 12, T = 10, B = 34;
@@ -132,7 +132,9 @@ function lineChart(series, { logY = false, xLabel = "", yLabel = "", hline = nul
   for (const s of series) {
     const ok = s.points.filter((p) => Number.isFinite(p[1]) && (!logY || p[1] > 0));
     if (!ok.length) continue;
-    const d = ok.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
+    // step: hold each value until the next point (a best-so-far curve changes only at points)
+    const d = ok.map((p, i) => (i && s.step ? `L${sx(p[0]).toFixed(1)},${sy(ok[i - 1][1]).toFixed(1)}` : "") +
+      `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
     out += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.8"/>`;
     if (ok.length <= 400) {
       for (const p of ok) {
@@ -301,6 +303,8 @@ function estimateBands(details, field) {
 async function renderStudy(studyId, summary, state) {
   const s = summary.study;
   const details = await candidateDetails(summary);
+  const ranking = await rankingFor(studyId, summary, state);  // the metric chosen in the hash
+  const [search, metricPicker] = [await searchView(studyId, s), await metricSelect(ranking)];
   const active = (st) => st === "queued" || st === "running";
   const rows = summary.candidates.map((c) => `
     <tr data-candidate="${c.id}" data-state="${c.state}">
@@ -318,7 +322,7 @@ async function renderStudy(studyId, summary, state) {
       <td class="num">${fmtLr(j.init_lr ?? (j.result && j.result.init_lr))}</td><td class="num">${fmtLr(j.result && j.result.recommended_lr)}</td>
       <td class="num">${fmt(j.result && j.result[summary.ranking.metric])}</td></tr>`;
   }).join("");
-  const ranked = summary.ranking.data.map((r) => `<tr><td class="num">${r.rank}</td><td>${esc(r.name)}</td>
+  const ranked = ranking.data.map((r) => `<tr><td class="num">${r.rank}</td><td>${esc(r.name)}</td>
       <td class="num">${fmt(r.score)}</td><td class="num est" data-estimate="${r.estimate ? r.estimate.value : ""}">${fmtEst(r.estimate)}</td>
       <td>${r.tied_with.length ? "tied" : ""}</td><td class="num">${fmtLr(r.preferred_lr)}</td>
       <td class="num">${fmt(r.tuned_score)}</td><td class="num">${fmtLr(r.recommended_lr)}</td></tr>`).join("");
@@ -335,6 +339,7 @@ async function renderStudy(studyId, summary, state) {
   app.innerHTML = `
     <div class="row"><h1>${esc(s.name)}</h1><span class="muted">study ${s.id} · ${datasetLabel(s.dataset)} · ${s.candidates} candidates</span></div>
     <div class="card row" id="study-progress">${counts} <span class="spacer"></span> ${progressBar(summary.progress, summary.progress.fraction >= 1 ? "succeeded" : "running")}</div>
+    ${search}
     <h2>Candidates</h2>
     <table id="candidates"><thead><tr><th>candidate</th><th>state</th><th>progress</th><th class="num">rank</th>
       <th class="num">${esc(summary.ranking.metric)}</th><th class="num">preferred lr</th><th class="num">params</th><th></th></tr></thead>
@@ -348,7 +353,8 @@ async function renderStudy(studyId, summary, state) {
         <div class="row"><label for="posterior-for" class="muted">candidate</label>
           <select id="posterior-for">${withPosterior.map((d) => `<option value="${d.id}" ${d.id === state.posteriorFor ? "selected" : ""}>${esc(d.name)}</option>`).join("")}</select></div>
         ${barChart(bars, { id: "posterior", xLabel: "learning rate of the output copy", yLabel: "posterior weight" })}</div>
-      <div class="card"><h2>Ranking (${esc(summary.ranking.metric)}, ${summary.ranking.higher_is_better ? "higher" : "lower"} is better)</h2>
+      <div class="card"><h2>Ranking (${esc(ranking.metric)}, ${ranking.higher_is_better ? "higher" : "lower"} is better)</h2>
+        <div class="row">${metricPicker}</div>
         <table id="ranking"><thead><tr><th class="num">#</th><th>candidate</th><th class="num">score</th><th class="num" title="extrapolated best-rate score [the fit's own uncertainty band, not a calibrated interval]">estimate</th><th></th><th class="num">preferred lr</th>
           <th class="num">tuned</th><th class="num">recommended lr</th></tr></thead><tbody>${ranked || '<tr><td colspan="8" class="muted">no candidate has finished yet</td></tr>'}</tbody></table>
         <div class="row" style="margin-top:10px"><label for="top-k" class="muted">promote the top</label>
@@ -361,6 +367,7 @@ async function renderStudy(studyId, summary, state) {
     ${tuneRows ? `<table id="tuning-jobs"><thead><tr><th>job</th><th>candidate</th><th>state</th><th>progress</th><th class="num">initial lr</th>
       <th class="num">recommended lr</th><th class="num">${esc(summary.ranking.metric)}</th></tr></thead><tbody>${tuneRows}</tbody></table>`
       : `<p class="muted" id="no-tuning">No tuning jobs yet${s.policy.auto ? ` (the top ${s.policy.top_k} are promoted automatically when screening ends)` : ""}.</p>`}`;
+  onMetricChange(studyId, summary, state);
   document.getElementById("posterior-for")?.addEventListener("change", (ev) => {
     state.posteriorFor = Number(ev.target.value);
     renderStudy(studyId, summary, state);
@@ -386,7 +393,7 @@ async function renderStudy(studyId, summary, state) {
 async function studyPage(studyId) {
   const controller = new AbortController();
   pageController = controller;
-  const state = { posteriorFor: null, rendering: false, pending: null };
+  const state = { posteriorFor: null, rendering: false, pending: null, metric: hashParams().get("metric") };
   const show = async (summary) => {
     if (controller.signal.aborted) return;
     if (state.rendering) { state.pending = summary; return; }
@@ -492,6 +499,175 @@ async function tuningJobPage(id) {
     </div>`;
 }
 
+// ------------------------------------------------------------------ search studies (issue 29)
+// A search study's page adds four plots from GET /studies/{id}/search: the trials in the order
+// they were asked (pruned and failed ones marked on the axis), the best value so far against the
+// compute spent, Optuna's fANOVA importances, and the Pareto front when there are two objectives.
+
+function emptyChart(id, why) {
+  return `<p class="muted empty-chart" data-empty="${esc(id)}">${esc(why)}</p>`;
+}
+
+// points: [{x, y, cls, color, title, cross}] (cross: an × marker); options as lineChart's, plus
+// line: [[x, y], ...] drawn under the points (the Pareto front's staircase)
+function scatterChart(points, { id = "", xLabel = "", yLabel = "", line = null } = {}) {
+  const W = 560, H = 250, L = 56, R = 12, T = 10, B = 34;
+  const ok = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  let x0 = Math.min(...ok.map((p) => p.x)), x1 = Math.max(...ok.map((p) => p.x));
+  let y0 = Math.min(...ok.map((p) => p.y)), y1 = Math.max(...ok.map((p) => p.y));
+  if (x1 === x0) { x0 -= 1; x1 += 1; }
+  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+  const px = (x1 - x0) * 0.04, py = (y1 - y0) * 0.08; x0 -= px; x1 += px; y0 -= py; y1 += py;
+  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+  let out = `<svg class="chart" data-chart="${esc(id)}" viewBox="0 0 ${W} ${H}" preserveAspectRatio="none">`;
+  for (const t of niceTicks(y0, y1)) {
+    out += `<line class="grid" x1="${L}" x2="${W - R}" y1="${sy(t)}" y2="${sy(t)}"/>` +
+      `<text x="${L - 6}" y="${sy(t) + 4}" text-anchor="end">${+t.toPrecision(4)}</text>`;
+  }
+  for (const t of niceTicks(x0, x1, 6)) {
+    out += `<text x="${sx(t)}" y="${H - B + 16}" text-anchor="middle">${+t.toPrecision(6)}</text>`;
+  }
+  out += `<line class="axis" x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#c7ccd8"/>`;
+  out += `<text x="${(L + W - R) / 2}" y="${H - 4}" text-anchor="middle">${esc(xLabel)}</text>`;
+  out += `<text x="12" y="${(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 12 ${(T + H - B) / 2})">${esc(yLabel)}</text>`;
+  if (line && line.length > 1) {
+    const d = line.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
+    out += `<path d="${d}" fill="none" stroke="#1e8e4f" stroke-width="1.5" stroke-dasharray="5 3"/>`;
+  }
+  for (const p of ok) {
+    const cx = sx(p.x).toFixed(1), cy = sy(p.y).toFixed(1), tip = `<title>${esc(p.title)}</title>`;
+    out += p.cross
+      ? `<path class="${esc(p.cls)}" data-number="${p.number}" d="M${cx - 4},${cy - 4}L${+cx + 4},${+cy + 4}M${cx - 4},${+cy + 4}L${+cx + 4},${cy - 4}" stroke="${p.color}" stroke-width="2">${tip}</path>`
+      : `<circle class="${esc(p.cls)}" data-number="${p.number}" cx="${cx}" cy="${cy}" r="3.4" fill="${p.color}">${tip}</circle>`;
+  }
+  return out + "</svg>";
+}
+
+// bars: [{label, value}], horizontal, largest first (parameter importances sum to 1)
+function hbarChart(bars, { id = "", xLabel = "" } = {}) {
+  const W = 560, rowH = 22, L = 150, R = 40, T = 8, B = 30, H = T + B + rowH * bars.length;
+  const vmax = Math.max(...bars.map((b) => b.value), 1e-9);
+  let out = `<svg class="chart" data-chart="${esc(id)}" viewBox="0 0 ${W} ${H}" style="height:${H}px">`;
+  bars.forEach((b, i) => {
+    const y = T + i * rowH, w = (b.value / vmax) * (W - L - R);
+    out += `<text x="${L - 6}" y="${y + 15}" text-anchor="end">${esc(b.label)}</text>` +
+      `<rect class="imp-bar" data-param="${esc(b.label)}" data-value="${b.value}" x="${L}" y="${y + 4}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="#3459d6"><title>${esc(b.label)}: ${fmt(b.value, 3)}</title></rect>` +
+      `<text x="${(L + w + 4).toFixed(1)}" y="${y + 15}">${fmt(b.value, 2)}</text>`;
+  });
+  out += `<text x="${(L + W - R) / 2}" y="${H - 8}" text-anchor="middle">${esc(xLabel)}</text>`;
+  return out + "</svg>";
+}
+
+const TRIAL_COLORS = { COMPLETE: "#3459d6", PRUNED: "#b7791f", FAIL: "#c23b3b" };
+
+function trialsChart(view) {
+  const done = view.trials.filter((t) => t.state === "COMPLETE" && t.values);
+  if (!done.length) return emptyChart("trials", "no trial has completed yet");
+  const ys = done.map((t) => t.values[0]);
+  const floor = Math.min(...ys);  // pruned and failed trials have no value: marked on the lowest value's line
+  const pts = view.trials.filter((t) => TRIAL_COLORS[t.state]).map((t) => {
+    const complete = t.state === "COMPLETE" && t.values;
+    return { x: t.number, y: complete ? t.values[0] : floor, number: t.number, cross: !complete,
+             cls: complete ? "trial-pt" : "trial-mark", color: TRIAL_COLORS[t.state],
+             title: `trial ${t.number}: ${complete ? fmt(t.values[0]) : t.state.toLowerCase()}${t.refused ? ` (${t.refused})` : ""}` };
+  });
+  return scatterChart(pts, { id: "trials", xLabel: "trial (in the order asked)", yLabel: view.objectives[0] });
+}
+
+function bestSoFarChart(view) {
+  if (!view.best_so_far.length) return emptyChart("best_so_far", "no trial has completed yet");
+  const series = [{ name: `best ${view.objectives[0]}`, color: COLORS[2], step: true, points: view.best_so_far.map((p) => [p.compute_s, p.value]) }];
+  return lineChart(series, { id: "best_so_far", xLabel: "cumulative compute (s)", yLabel: `best ${view.objectives[0]}` });
+}
+
+function importanceCharts(view) {
+  if (!view.importances) return emptyChart("importances", view.importances_reason || "no importances");
+  return view.importances.map((imp) => {
+    const bars = Object.entries(imp.values).map(([label, value]) => ({ label, value }));
+    const title = view.importances.length > 1 ? `<h3 class="muted">for ${esc(view.objectives[imp.objective])}</h3>` : "";
+    return title + hbarChart(bars, { id: view.importances.length > 1 ? `importances-${imp.objective}` : "importances", xLabel: "fANOVA importance (sums to 1)" });
+  }).join("");
+}
+
+function paretoChart(view) {
+  if (view.directions.length !== 2) return emptyChart("pareto", "the Pareto front needs two objectives; this search has one");
+  const front = new Set(view.pareto_front || []);
+  const done = view.trials.filter((t) => t.state === "COMPLETE" && t.values && t.values.length === 2);
+  if (!done.length) return emptyChart("pareto", "no trial has completed yet");
+  const pts = done.map((t) => ({ x: t.values[0], y: t.values[1], number: t.number, cls: front.has(t.number) ? "pareto-pt" : "dominated-pt",
+    color: front.has(t.number) ? "#1e8e4f" : "#adb5bd", title: `trial ${t.number}: ${fmt(t.values[0])}, ${fmt(t.values[1])}` }));
+  const line = pts.filter((p) => front.has(p.number)).map((p) => [p.x, p.y]).sort((a, b) => a[0] - b[0]);
+  return scatterChart(pts, { id: "pareto", xLabel: view.objectives[0], yLabel: view.objectives[1], line });
+}
+
+function searchSection(view) {
+  if (view.error) return `<div class="message error" id="search-error">${esc(view.error)}</div>`;
+  const counts = ["COMPLETE", "PRUNED", "FAIL", "RUNNING"].map((st) => [st, view.trials.filter((t) => t.state === st).length]);
+  return `<h2 id="search-view">Search: ${view.count} of ${view.planned_trials} trials (${esc(view.sampler)})</h2>
+    <div class="legend">${counts.map(([st, n]) => `<span data-count="${st}"><i style="background:${TRIAL_COLORS[st] || "#6b7385"}"></i>${st.toLowerCase()} ${n}</span>`).join("")}
+      <span class="muted">compute: ${fmtSecs(view.compute_total_s)} (${esc(view.compute_measure)})</span></div>
+    <div class="grid2">
+      <div class="card"><h2>Trials over time: ${esc(view.objectives[0])} per trial (× pruned or failed)</h2>${trialsChart(view)}</div>
+      <div class="card"><h2>Best so far against compute</h2>${bestSoFarChart(view)}</div>
+    </div>
+    <div class="grid2">
+      <div class="card"><h2>Parameter importances (Optuna fANOVA)</h2>${importanceCharts(view)}</div>
+      <div class="card"><h2>Pareto front</h2>${paretoChart(view)}</div>
+    </div>`;
+}
+
+async function searchView(studyId, study) {
+  if (!study.search) return "";
+  try { return searchSection(await api(`/studies/${studyId}/search`)); } catch (e) {
+    if (e instanceof AuthError) throw e;
+    return searchSection({ error: `search view: ${e.message}` });
+  }
+}
+
+// ------------------------------------------------------------------ ranking metric (issue 28)
+// The ranking card orders by any metric GET /ranking offers (read from the API's own OpenAPI
+// document, so the list follows the server); the choice lives in the URL hash (?metric=...).
+
+let rankMetricsPromise = null;
+function rankMetrics() {
+  rankMetricsPromise = rankMetricsPromise || fetch("/openapi.json").then((r) => r.json()).then((o) => {
+    const p = o.paths[`${API}/studies/{study_id}/ranking`].get.parameters.find((x) => x.name === "metric");
+    return p.schema.enum;
+  }).catch(() => null);
+  return rankMetricsPromise;
+}
+
+function hashParams() {
+  const q = location.hash.split("?")[1] || "";
+  return new URLSearchParams(q);
+}
+
+async function rankingFor(studyId, summary, state) {
+  const m = state.metric || summary.ranking.metric;
+  if (m === summary.ranking.metric) return summary.ranking;
+  try { return await api(`/studies/${studyId}/ranking?metric=${encodeURIComponent(m)}`); } catch (e) {
+    if (e instanceof AuthError) throw e;
+    state.metric = null;  // a metric the server does not offer (an old link): the study's own
+    return summary.ranking;
+  }
+}
+
+async function metricSelect(ranking) {
+  const metrics = (await rankMetrics()) || [ranking.metric];
+  return `<label for="rank-metric" class="muted">rank by</label> <select id="rank-metric">${metrics.map((m) =>
+    `<option value="${esc(m)}" ${m === ranking.metric ? "selected" : ""}>${esc(m)}</option>`).join("")}</select>`;
+}
+
+function onMetricChange(studyId, summary, state) {
+  document.getElementById("rank-metric")?.addEventListener("change", (ev) => {
+    state.metric = ev.target.value;
+    // replaceState: no hashchange, so the page (and its live stream) is not rebuilt
+    history.replaceState(null, "", `#/studies/${studyId}?metric=${encodeURIComponent(state.metric)}`);
+    renderStudy(studyId, summary, state);
+  });
+}
+
 // ------------------------------------------------------------------ router
 
 async function route() {
@@ -501,7 +677,7 @@ async function route() {
   const h = location.hash.replace(/^#/, "") || "/";
   let m;
   try {
-    if ((m = h.match(/^\/studies\/(\d+)$/))) await studyPage(Number(m[1]));
+    if ((m = h.match(/^\/studies\/(\d+)(\?.*)?$/))) await studyPage(Number(m[1]));
     else if ((m = h.match(/^\/candidates\/(\d+)$/))) await candidatePage(Number(m[1]));
     else if ((m = h.match(/^\/tuning-jobs\/(\d+)$/))) await tuningJobPage(Number(m[1]));
     else if (h === "/datasets") await datasetsPage();

@@ -18,6 +18,7 @@ from archscreen.api.schemas import CandidateRow, RankingOut, StudySummary
 from archscreen.api.views import estimate_out, job_out, progress, rank_row_out, study_out
 from archscreen.store import Database
 from archscreen.store import ranking as ranking_store
+from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
 from archscreen.store.records import JobRecord, StudyRecord
 
@@ -68,7 +69,13 @@ def build_summary(s: Session, study: StudyRecord) -> StudySummary:
     for j in jobs:
         by_state[j.state] = by_state.get(j.state, 0) + 1
     return StudySummary(
-        study=study_out(study, candidates=len(cands), jobs_by_state=by_state),  # counted from the rows read
+        # counted from the rows read; a search study's progress too (the dashboard's search plots key on it)
+        study=study_out(
+            study,
+            candidates=len(cands),
+            jobs_by_state=by_state,
+            search=search_store.progress_of(s, [study.id])[study.id] if study.search is not None else None,
+        ),
         version=study.version,
         candidate_states=states,
         progress=progress([j for j in jobs if j.kind == "screen"]),
