@@ -243,6 +243,8 @@ BACKENDS = ["sqlite+filesystem", "postgresql+redis"]
 @contextlib.contextmanager
 def backend_deployment(backend: str, tmp: Path, **kw: Any) -> Iterator[Deployment]:
     """SQLite + the embedded broker, or a throwaway PostgreSQL database + Redis (as deployed)."""
+    if backend not in BACKENDS:  # a misspelt name must not silently run the other backend
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "sqlite+filesystem":
         with deployment(tmp, **kw) as d:
             yield d

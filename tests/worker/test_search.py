@@ -10,7 +10,7 @@ import yaml
 from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
 from archscreen.store.models import Candidate
-from tests.worker.procs import backend_deployment, deployment, wait_for
+from tests.worker.procs import BACKENDS, backend_deployment, deployment, wait_for
 
 SPACE = yaml.safe_load((Path(__file__).parents[2] / "examples/spaces/mlp_space.yaml").read_text())
 # tiny screenings: the test is about the search's bookkeeping, not the scores
@@ -47,7 +47,7 @@ def _candidates(d) -> list[Candidate]:  # type: ignore[no-untyped-def]
         return rows
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_search_step_twice_makes_no_second_candidate(backend: str, tmp_path: Path) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -94,7 +94,7 @@ def test_step_links_a_trial_asked_before_a_crash_and_respects_the_lock(tmp_path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_search_study_asks_tells_and_promotes(backend: str, tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
