@@ -7,7 +7,8 @@ carries the table's preprocessing (``f["preprocessing"]``, buffers of its input 
 then a Parquet or CSV table with the same columns as uploaded, raw (strings, gaps and all); the
 label and ``split`` columns are optional (``--split test`` keeps that split's rows). A model of an
 ``.npz`` or built-in dataset takes an ``.npz`` whose ``--x-key`` array (default ``x_test``) holds
-the features as the dataset did (its raw ``(N, C, H, W)`` 0..255 pixels for an image upload's model).
+the features as the dataset did (its raw ``(N, C, H, W)`` 0..255 pixels for an image upload's model);
+the labels beside it (``y_test``), when there, are scored like a table's label column.
 
 A model trained on an image upload (a zip of class folders, an image Parquet) carries its input
 normalisation (``ImageInput``), and DATA may be images: a folder or a ``.zip`` of ``FILE`` (no
@@ -120,14 +121,23 @@ def table_inputs(
     return encoded, labels
 
 
-def npz_inputs(path: Path, key: str) -> np.ndarray:
+def npz_inputs(path: Path, key: str, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ``key`` array, and the labels beside it (``y_test`` for ``x_test``) when the file has
+    them as the job scored them: 1-D class ids, or 1-D values for regression."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             if key not in npz.files:
                 raise CliError(f"{path}: no array {key!r} (arrays: {', '.join(npz.files)})")
-            return np.asarray(npz[key])
+            x = np.asarray(npz[key])
+            y_key = "y_" + key[2:] if key.startswith("x_") else None
+            y = np.asarray(npz[y_key]) if y_key in npz.files else None
     except (OSError, ValueError) as exc:
         raise CliError(f"{path}: cannot read: {' '.join(str(exc).split())[:200]}") from None
+    if y is None or y.ndim != 1 or len(y) != len(x) or task == "language_model":
+        return x, None
+    if task == "regression":
+        return x, y.astype(np.float64)
+    return x, (y.astype(np.int64) if y.dtype.kind in "biu" else None)
 
 
 def predict(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -250,7 +260,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, f = load_model(model_path)
     prep = f.get("preprocessing")
     task = f["dataset"]["task"]
-    labels = None
+    labels: np.ndarray | None = None
     if data.is_dir() or data.suffix.lower() == ".zip":
         predicted, labels = predict_images(model, f, model_path, data, args)
     else:
@@ -262,7 +272,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 )
             x, labels = table_inputs(data, prep, args.split)
         else:
-            x = npz_inputs(data, args.x_key)
+            x, labels = npz_inputs(data, args.x_key, task)
             if prep is None or prep.get("kind") == "image":
                 check_npz_shape(x, f, data, args.x_key)
         out = predict(model, x, args.batch_size)

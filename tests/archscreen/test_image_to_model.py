@@ -1,9 +1,10 @@
-"""A zip of PNG class folders (scikit-learn's digits, 8x8 upscaled to 16x16) from upload to a
-promoted, tuned, exported model through ``archscreen up`` (the embedded default: SQLite, the
-folder broker, real worker processes) and the CLI alone: ``dataset upload``, ``submit --promote
-top-1 --wait``, ``export``, ``predict DIR``. ``predict`` on the raw PNGs of the test split gives
-the job's reported test accuracy. (The test watches the tuning jobs through the client, as
-``archscreen status`` would show them to a user.)"""
+"""A zip of PNG class folders (scikit-learn's digits, 8x8, upscaled to 16x16 at upload) from
+upload to a promoted, tuned, exported model through ``archscreen up`` (the embedded default:
+SQLite, the folder broker, real worker processes) and the CLI alone: ``dataset upload
+--image-size 16``, ``submit --promote top-1 --wait``, ``export``, ``predict DIR``. ``predict`` on
+the raw 8x8 PNGs of the test split (resized as the upload resized them) gives the job's reported
+test accuracy. (The test watches the tuning jobs through the client, as ``archscreen status``
+would show them to a user.)"""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ PER_SPLIT = {"train": 16, "val": 6, "test": 6}  # images per class
 
 
 def digits_pngs(root: Path) -> Path:
-    """``SPLIT/CLASS/i.png`` for the ten digits, greyscale PNGs upscaled (nearest) to 16x16."""
+    """``SPLIT/CLASS/i.png`` for the ten digits, 8x8 greyscale PNGs."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -46,8 +47,7 @@ def digits_pngs(root: Path) -> Path:
             (root / split / str(label)).mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 pixels = (next(images) * 255 / 16).astype(np.uint8)
-                image = Image.fromarray(pixels).resize((16, 16), Image.Resampling.NEAREST)
-                image.save(root / split / str(label) / f"{i}.png")
+                Image.fromarray(pixels).save(root / split / str(label) / f"{i}.png")
     return root
 
 
@@ -108,7 +108,7 @@ def test_a_zip_of_png_class_folders_becomes_a_model_that_takes_the_pngs(tmp_path
         return p
 
     try:
-        ref = cli("dataset", "upload", str(archive)).stdout.strip().splitlines()[-1]
+        ref = cli("dataset", "upload", str(archive), "--image-size", "16").stdout.strip().splitlines()[-1]
         assert re.fullmatch(r"ds_\d+", ref), ref
         budget = ["--max-epochs", "3", "--batch-size", "32"]
         specs = [str(tmp_path / f"{n}.json") for n in SPECS]

@@ -108,6 +108,13 @@ def test_class_folders_and_their_zip_give_the_models_predictions_on_the_uploaded
         reported = re.search(r"accuracy ([0-9.]+) on (\d+) labelled rows", p.stderr)
         assert reported is not None and int(reported.group(2)) == len(x_val)
         assert float(reported.group(1)) == pytest.approx(float(np.mean(expected == y_val)), abs=1e-4)
+    # the same raw pixels as an .npz (x_val beside y_val): the same predictions and accuracy
+    np.savez(tmp_path / "raw.npz", x_val=x_val, y_val=y_val)
+    out = tmp_path / "npz.csv"
+    p = predict_cli(str(model_path), str(tmp_path / "raw.npz"), "--x-key", "x_val", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert [int(r["prediction"]) for r in csv.DictReader(out.open())] == expected.tolist()
+    assert f"accuracy {np.mean(expected == y_val):.4f} on {len(y_val)} labelled rows" in p.stderr
 
 
 def test_a_flat_folder_gives_predictions_only(
