@@ -9,6 +9,7 @@ import re
 import subprocess
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def unpack(members: dict[str, bytes], root: Path) -> Path:
 @pytest.fixture(scope="module")
 def exported(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, Path, dict[str, bytes], torch.nn.Module]:
+) -> tuple[Path, Path, dict[str, bytes], Any]:
     """An image upload's canonical file (12x12 after an upscale of the 8x8 digits: the upload
     resizes), a model trained a few steps on it, exported as the worker exports it."""
     tmp = tmp_path_factory.mktemp("img")
@@ -86,7 +87,7 @@ def exported(
 
 
 def test_class_folders_and_their_zip_give_the_models_predictions_on_the_uploaded_pixels(
-    exported: tuple[Path, Path, dict[str, bytes], torch.nn.Module], tmp_path: Path, predict_cli: Predict
+    exported: tuple[Path, Path, dict[str, bytes], Any], tmp_path: Path, predict_cli: Predict
 ) -> None:
     model_path, canonical, members, model = exported
     with np.load(canonical) as arrays:
@@ -118,7 +119,7 @@ def test_class_folders_and_their_zip_give_the_models_predictions_on_the_uploaded
 
 
 def test_a_flat_folder_gives_predictions_only(
-    exported: tuple[Path, Path, dict[str, bytes], torch.nn.Module], tmp_path: Path, predict_cli: Predict
+    exported: tuple[Path, Path, dict[str, bytes], Any], tmp_path: Path, predict_cli: Predict
 ) -> None:
     model_path, _, members, _ = exported
     flat = tmp_path / "flat"
@@ -137,7 +138,7 @@ def test_a_flat_folder_gives_predictions_only(
 
 
 def test_bad_image_inputs_are_one_line(
-    exported: tuple[Path, Path, dict[str, bytes], torch.nn.Module], tmp_path: Path, predict_cli: Predict
+    exported: tuple[Path, Path, dict[str, bytes], Any], tmp_path: Path, predict_cli: Predict
 ) -> None:
     model_path, canonical, members, _ = exported
     out = str(tmp_path / "p.csv")

@@ -4,6 +4,7 @@ the input normalisation is completed in the worker's cache (issue 28: old image 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def stored(db: Database, settings: Settings, canonical: Path, facts: dict[str, o
             s,
             tenant.id,
             name=canonical.name,
-            format=fmt,  # type: ignore[arg-type]
+            format=fmt,
             label_column="",
             sha256=sha,
             blob_sha256=sha,
@@ -45,7 +46,7 @@ def stored(db: Database, settings: Settings, canonical: Path, facts: dict[str, o
 
 
 @pytest.fixture
-def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+def db(tmp_path: Path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'archscreen.db'}")
     database.migrate()
     yield database

@@ -220,7 +220,7 @@ def test_an_image_dataset_uploaded_without_its_state_is_completed_as_a_new_uploa
     np.savez(
         tmp_path / "partial.npz",
         **arrays,
-        **{STATE_KEY: np.frombuffer(json.dumps(partial).encode(), np.uint8)},
+        **{STATE_KEY: np.frombuffer(json.dumps(partial).encode(), np.uint8)},  # type: ignore[arg-type]
     )
     complete_image_state(tmp_path / "partial.npz", tmp_path / "done.npz", classes)
     assert read_state(str(tmp_path / "done.npz")) == fresh
