@@ -365,7 +365,8 @@ class Client:
     ) -> DatasetOut:
         """Upload a dataset file (streamed in 1 MiB chunks); the same bytes again return the
         existing dataset. ``options``: a table's ``standardize``, ``categorical_columns`` (a list)
-        and ``max_categories`` (the service's defaults for those left out).
+        and ``max_categories``, images' ``image_size`` and ``image_mode`` (the service's defaults
+        for those left out).
         ``on_progress(sent, total)`` is called after each chunk."""
         path = Path(path)
         total = path.stat().st_size

@@ -7,7 +7,16 @@ carries the table's preprocessing (``f["preprocessing"]``, buffers of its input 
 then a Parquet or CSV table with the same columns as uploaded, raw (strings, gaps and all); the
 label and ``split`` columns are optional (``--split test`` keeps that split's rows). A model of an
 ``.npz`` or built-in dataset takes an ``.npz`` whose ``--x-key`` array (default ``x_test``) holds
-the features as the dataset did.
+the features as the dataset did (its raw ``(N, C, H, W)`` 0..255 pixels for an image upload's model);
+the labels beside it (``y_test``), when there, are scored like a table's label column.
+
+A model trained on an image upload (a zip of class folders, an image Parquet) carries its input
+normalisation (``ImageInput``), and DATA may be images: a folder or a ``.zip`` of ``FILE`` (no
+labels: predictions only), ``CLASS/FILE`` or ``SPLIT/CLASS/FILE`` (``--split test`` keeps the test
+folder). Each image is decoded as the upload decodes it (:mod:`archscreen.core.data.image_inputs`:
+Pillow, converted to the model's ``L``/``RGB``, resized to its input size), so the test folder of
+an uploaded zip reproduces the job's test accuracy. The CSV then starts with ``file`` (the path
+inside DATA) and, for class folders, ``label`` (the folder's name).
 
 The output CSV has one row per input row: ``prediction`` (the class name when the table's label
 was a string, else the class id; the predicted value for regression) and, for classification,
@@ -21,11 +30,14 @@ import argparse
 import csv
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from archscreen.cli_common import EXIT_OK, CliError
+
+if TYPE_CHECKING:
+    from archscreen.core.data.images import ImageMode
 
 TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
@@ -37,9 +49,15 @@ def add_predict_commands(sub: Any) -> None:
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     p.add_argument("model", help="the exported model file (archscreen export)")
-    p.add_argument("data", help="a .parquet/.csv table (raw, as uploaded) or an .npz")
+    p.add_argument(
+        "data", help="a .parquet/.csv table (raw, as uploaded), an .npz, or a folder or .zip of images"
+    )
     p.add_argument("-o", "--output", required=True, metavar="CSV", help="where to write the predictions")
-    p.add_argument("--split", choices=["train", "val", "test"], help="only the table's rows of this split")
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        help="only the table's rows (or the images' folder) of this split",
+    )
     p.add_argument("--x-key", default="x_test", help="an .npz's feature array (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.set_defaults(func=cmd_predict)
@@ -103,14 +121,23 @@ def table_inputs(
     return encoded, labels
 
 
-def npz_inputs(path: Path, key: str) -> np.ndarray:
+def npz_inputs(path: Path, key: str, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ``key`` array, and the labels beside it (``y_test`` for ``x_test``) when the file has
+    them as the job scored them: 1-D class ids, or 1-D values for regression."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             if key not in npz.files:
                 raise CliError(f"{path}: no array {key!r} (arrays: {', '.join(npz.files)})")
-            return np.asarray(npz[key])
+            x = np.asarray(npz[key])
+            y_key = "y_" + key[2:] if key.startswith("x_") else None
+            y = np.asarray(npz[y_key]) if y_key in npz.files else None
     except (OSError, ValueError) as exc:
         raise CliError(f"{path}: cannot read: {' '.join(str(exc).split())[:200]}") from None
+    if y is None or y.ndim != 1 or len(y) != len(x) or task == "language_model":
+        return x, None
+    if task == "regression":
+        return x, y.astype(np.float64)
+    return x, (y.astype(np.int64) if y.dtype.kind in "biu" else None)
 
 
 def predict(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -141,30 +168,116 @@ def write_predictions(dest: Path, out: np.ndarray, task: str, classes: list[str]
         return ids
 
 
+def image_model_input(f: dict[str, Any], model_path: Path) -> tuple[ImageMode, tuple[int, int]]:
+    """The Pillow mode and (H, W) an image upload's model takes; a one-line error for other models."""
+    prep = f.get("preprocessing")
+    if prep is None or prep.get("kind") != "image":
+        takes = "a .parquet/.csv table" if prep is not None else "an .npz of its inputs"
+        raise CliError(
+            f"{model_path}: this model was not trained on an image upload (a zip of class folders or an "
+            f"image Parquet), so it takes no image files; give it {takes}"
+        )
+    shape = list(f["dataset"]["input_shape"])
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise CliError(
+            f"{model_path}: the model takes inputs of shape {tuple(shape)}, not (1 or 3, H, W) images"
+        )
+    return ("L" if shape[0] == 1 else "RGB"), (int(shape[1]), int(shape[2]))
+
+
+def label_ids(names: list[str], classes: list[str] | None) -> np.ndarray:
+    """Class-folder names as the model's class ids (-1: not one of its classes). Without class
+    names in the file (integer labels), a folder named by a number is that id."""
+    if classes is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        return np.asarray([index.get(n, -1) for n in names], dtype=np.int64)
+    return np.asarray([int(n) if n.isdecimal() else -1 for n in names], dtype=np.int64)
+
+
+def predict_images(
+    model: Any, f: dict[str, Any], model_path: Path, data: Path, args: argparse.Namespace
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predict on a folder or zip of images and write the CSV as the batches come: the predicted
+    ids and the folder labels' ids (None for a flat folder)."""
+    from archscreen.core.data.base import DatasetError
+    from archscreen.core.data.image_inputs import image_batches, image_files
+
+    mode, size = image_model_input(f, model_path)
+    classes = f["preprocessing"].get("classes")
+    predicted: list[np.ndarray] = []
+    try:
+        files = image_files(data, args.split)
+        with Path(args.output).open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(
+                ["file"] + (["label"] if files.labels is not None else []) + ["prediction", "probability"]
+            )
+            for start, pixels in image_batches(files, mode, size, args.batch_size):
+                logp = predict(model, pixels, args.batch_size)
+                ids = logp.argmax(axis=1)
+                prob = np.exp(logp[np.arange(len(ids)), ids])
+                for k, (i, p) in enumerate(zip(ids.tolist(), prob.tolist(), strict=True)):
+                    at = start + k
+                    label = [files.labels[at]] if files.labels is not None else []
+                    writer.writerow([files.names[at], *label, classes[i] if classes else i, f"{p:.6f}"])
+                predicted.append(ids)
+    except DatasetError as exc:
+        Path(args.output).unlink(missing_ok=True)  # no half-written predictions
+        raise CliError(f"{data}: {exc}" if str(data) not in str(exc) else str(exc)) from None
+    labels = None if files.labels is None else label_ids(files.labels, classes)
+    return (np.concatenate(predicted) if predicted else np.zeros(0, np.int64)), labels
+
+
+def report_score(task: str, predicted: np.ndarray, labels: np.ndarray) -> None:
+    """The accuracy (or mean squared error) over the labelled rows, on stderr."""
+    known = labels >= 0 if task != "regression" else ~np.isnan(labels)
+    if task == "regression":
+        mse = float(np.mean((predicted[known, 0] - labels[known]) ** 2)) if known.any() else float("nan")
+        print(f"mse {mse:.6g} on {int(known.sum())} labelled rows", file=sys.stderr)
+        return
+    acc = float(np.mean(predicted[known] == labels[known])) if known.any() else float("nan")
+    print(f"accuracy {acc:.4f} on {int(known.sum())} labelled rows", file=sys.stderr)
+    if not known.all():
+        print(
+            f"{int((~known).sum())} rows with a label that is not one of the model's classes: not counted",
+            file=sys.stderr,
+        )
+
+
+def check_npz_shape(x: np.ndarray, f: dict[str, Any], data: Path, key: str) -> None:
+    """An ``.npz``'s samples must have the shape the model takes (e.g. its image channels)."""
+    shape = tuple(int(d) for d in f["dataset"]["input_shape"])
+    if f["dataset"]["task"] != "language_model" and tuple(x.shape[1:]) != shape:
+        raise CliError(f"{data}: {key} holds samples of shape {tuple(x.shape[1:])}; the model takes {shape}")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     model_path, data = Path(args.model), Path(args.data)
-    for p in (model_path, data):
-        if not p.is_file():
-            raise CliError(f"{p}: no such file")
+    if not model_path.is_file():
+        raise CliError(f"{model_path}: no such file")
+    if not data.exists():
+        raise CliError(f"{data}: no such file or folder")
     model, f = load_model(model_path)
     prep = f.get("preprocessing")
-    labels = None
-    if data.suffix.lower() in TABLE_SUFFIXES:
-        if prep is None or prep.get("kind") == "image":  # an image model takes an .npz of raw images
-            raise CliError(f"{model_path}: this model was not trained on a table; give an .npz of its inputs")
-        x, labels = table_inputs(data, prep, args.split)
-    else:
-        x = npz_inputs(data, args.x_key)
     task = f["dataset"]["task"]
-    out = predict(model, x, args.batch_size)
-    predicted = write_predictions(Path(args.output), out, task, (prep or {}).get("classes"))
-    if labels is not None:
-        known = labels >= 0 if task != "regression" else ~np.isnan(labels)
-        if task == "regression":
-            mse = float(np.mean((predicted[known, 0] - labels[known]) ** 2)) if known.any() else float("nan")
-            print(f"mse {mse:.6g} on {int(known.sum())} labelled rows", file=sys.stderr)
+    labels: np.ndarray | None = None
+    if data.is_dir() or data.suffix.lower() == ".zip":
+        predicted, labels = predict_images(model, f, model_path, data, args)
+    else:
+        if data.suffix.lower() in TABLE_SUFFIXES:
+            if prep is None or prep.get("kind") == "image":  # an image model takes images or an .npz
+                raise CliError(
+                    f"{model_path}: this model was not trained on a table; give an .npz of its inputs"
+                    + (", or a folder or .zip of images" if prep is not None else "")
+                )
+            x, labels = table_inputs(data, prep, args.split)
         else:
-            acc = float(np.mean(predicted[known] == labels[known])) if known.any() else float("nan")
-            print(f"accuracy {acc:.4f} on {int(known.sum())} labelled rows", file=sys.stderr)
+            x, labels = npz_inputs(data, args.x_key, task)
+            if prep is None or prep.get("kind") == "image":
+                check_npz_shape(x, f, data, args.x_key)
+        out = predict(model, x, args.batch_size)
+        predicted = write_predictions(Path(args.output), out, task, (prep or {}).get("classes"))
+    if labels is not None:
+        report_score(task, predicted, labels)
     print(args.output)
     return EXIT_OK

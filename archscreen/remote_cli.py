@@ -83,12 +83,15 @@ def _add_dataset_parsers(sub: Any) -> None:
     p = sub.add_parser("dataset", help="upload, list and delete your datasets on a running service")
     dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True, parser_class=type(p))
     d = dsub.add_parser(
-        "upload", help="upload a .npz, .parquet or .csv file (prints its ds_<id>; the same bytes are reused)"
+        "upload",
+        help="upload a .npz, .parquet, .csv or .zip (image class folders) file (prints its ds_<id>; the same "
+        "bytes are reused)",
     )
     d.add_argument("file", help="the dataset file")
     d.add_argument("--name", help="display name (default: the file name)")
     d.add_argument("--label-column", help="the label column of a .parquet/.csv table")
     _table_option_args(d)
+    _image_option_args(d)
     d.add_argument("--json", action="store_true", help="print the dataset as JSON")
     _server_args(d)
     d.set_defaults(func=cmd_dataset_upload)
@@ -352,9 +355,16 @@ def _table_option_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _image_option_args(p: argparse.ArgumentParser) -> None:
+    """An image upload's options (the upload's ``image_size``/``image_mode``); left out, the
+    service's defaults (the median size capped at 64, RGB if any image is in colour)."""
+    p.add_argument("--image-size", metavar="N|HxW", help="images: resize every image to this size")
+    p.add_argument("--image-mode", choices=["L", "RGB"], help="images: one channel (L) or three (RGB)")
+
+
 def _table_options(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("standardize", "categorical_columns", "max_categories")
-    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    keys = ("standardize", "categorical_columns", "max_categories", "image_size", "image_mode")
+    return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
 
 
 def cmd_dataset_upload(args: argparse.Namespace) -> int:

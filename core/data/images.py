@@ -109,10 +109,12 @@ def _open(data: bytes, where: str, limits: ImageLimits) -> object:
         raise DatasetError(f"{where}: not a readable image ({_one_line(exc)})") from None
 
 
-def _decode(
+def decode_image(
     data: bytes, where: str, limits: ImageLimits, mode: ImageMode, size: tuple[int, int]
 ) -> np.ndarray:
-    """``(C, H, W)`` uint8: decoded, converted to ``mode`` and resized to ``size`` (H, W)."""
+    """``(C, H, W)`` uint8: decoded, converted to ``mode`` and resized to ``size`` (H, W). The one
+    decoding path of an upload and of ``archscreen predict`` on image files
+    (:mod:`~archscreen.core.data.image_inputs`), so both give the same pixels."""
     from PIL import Image
 
     image = _open(data, where, limits)
@@ -352,7 +354,7 @@ def convert(
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
     for item, label, data in zip(items, ids, contents(), strict=True):
-        pixels = _decode(data, item.where, limits, chosen, (height, width))
+        pixels = decode_image(data, item.where, limits, chosen, (height, width))
         n = filled[item.split]
         x[item.split][n], y[item.split][n] = pixels, label
         filled[item.split] = n + 1
@@ -408,17 +410,66 @@ def parse_size(text: str) -> tuple[int, int]:
 IMAGE_STATE_KIND = "image"  # the preprocessing state's kind (a table's state has none)
 
 
-def image_state(facts: ImageFacts) -> dict[str, object]:
+def image_state(facts: ImageFacts, classes: list[str] | None = None) -> dict[str, object]:
     """The input normalisation stored in the canonical ``.npz`` (under ``preprocessing_json``, as
     a table's preprocessing is): pixels times ``scale``, minus the train ``mean``, divided by the
-    train ``std`` (1 for a constant channel), per channel."""
+    train ``std`` (1 for a constant channel), per channel. ``classes``: the class names in id order
+    (the folder names of a zip; None for integer labels), so that ``archscreen predict`` on class
+    folders can compare a folder's name with the prediction."""
     return {
         "kind": IMAGE_STATE_KIND,
         "version": 1,
         "scale": 1.0 / 255.0,
         "mean": list(facts.mean),
         "std": [s if s > 0 else 1.0 for s in facts.std],
+        "classes": classes,
     }
+
+
+def channel_stats(x: np.ndarray, chunk: int = 256) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of ``(N, C, H, W)`` uint8 pixels on the 0..1 scale, as
+    :func:`convert` computes them at upload (float64 sums, rounded to 6 digits); read ``chunk``
+    images at a time, so a memory-mapped or lazily read array is never converted whole."""
+    channels = x.shape[1]
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    for start in range(0, len(x), chunk):
+        part = np.asarray(x[start : start + chunk]).astype(np.float64) / 255.0
+        total += part.sum(axis=(0, 2, 3))
+        total_sq += (part**2).sum(axis=(0, 2, 3))
+    count = max(1, len(x) * x.shape[2] * x.shape[3])
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def complete_image_state(
+    src: str | os.PathLike[str], out: str | os.PathLike[str], classes: list[str] | None
+) -> None:
+    """Write a copy of the canonical image ``.npz`` ``src`` to ``out`` with a complete image state.
+
+    For image datasets uploaded before the state existed (their pixels trained on 0..255): the
+    per-channel stats are computed here from ``x_train``, the split they are computed from at upload
+    (before any val/test carving), so the dataset then trains normalised like a new upload, and its
+    exported model starts with the same :class:`ImageInput`. A state without ``classes`` (uploaded
+    before those were stored) keeps its stats and gains the ``classes`` given."""
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files if key != STATE_KEY}
+        old = json.loads(npz[STATE_KEY].tobytes().decode()) if STATE_KEY in npz.files else None
+    if old is None:
+        x = arrays["x_train"]
+        if x.ndim != 4 or x.dtype != np.uint8:
+            raise DatasetError(
+                f"x_train of shape {x.shape} ({x.dtype}): not the uint8 (N, C, H, W) of an image upload"
+            )
+        mean, std = channel_stats(x)
+        mode: ImageMode = "RGB" if x.shape[1] == 3 else "L"
+        state = image_state(ImageFacts(mode, x.shape[2], x.shape[3], mean, std), classes)
+    else:
+        state = {**old, "classes": classes}
+    blob = np.frombuffer(json.dumps(state).encode(), np.uint8)
+    with open(out, "wb") as f:  # a file object: np.savez adds no ".npz" suffix to it
+        np.savez(f, **arrays, **{STATE_KEY: blob})  # type: ignore[arg-type]
 
 
 def normalise_images(x: np.ndarray, state: dict[str, Any]) -> np.ndarray:
@@ -452,6 +503,6 @@ def write_image_npz(
         size=parse_size(size) if size else None,
         mode=mode,
     )
-    state = np.frombuffer(json.dumps(image_state(facts)).encode(), np.uint8)
+    state = np.frombuffer(json.dumps(image_state(facts, classes)).encode(), np.uint8)
     np.savez(out, **arrays, **{STATE_KEY: state})  # type: ignore[arg-type]
     return classes, asdict(facts)

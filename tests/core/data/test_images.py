@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from archscreen.core.data.base import DatasetError
 from archscreen.core.data.images import (
     ImageLimits,
+    complete_image_state,
     default_size,
     images_to_arrays,
     is_image_parquet,
@@ -20,6 +23,7 @@ from archscreen.core.data.images import (
     write_image_npz,
 )
 from archscreen.core.data.npz import NpzDataset
+from archscreen.core.data.preprocess import STATE_KEY, read_state
 
 LIMITS = ImageLimits(max_bytes=16 * 2**20)
 
@@ -174,3 +178,55 @@ def test_parquet_bad_image_row_is_named(tmp_path: Path) -> None:
     pq.write_table(pa.table({"img": [good, good, b"garbage"], "y": [0, 1, 1]}), src)
     with pytest.raises(DatasetError, match="row 2: not a readable image"):
         images_to_arrays(src, "image_parquet", LIMITS, label_column="y")
+
+
+def strip_state(src: Path, dest: Path) -> Path:
+    """The canonical file as uploads wrote it before the image state existed: pixels and labels only."""
+    with np.load(src) as npz:
+        np.savez(dest, **{k: npz[k] for k in npz.files if k != STATE_KEY})
+    return dest
+
+
+def test_an_image_dataset_uploaded_without_its_state_is_completed_as_a_new_upload(tmp_path: Path) -> None:
+    members = digits_members(per_class=7, split_level=True)
+    members["train/2/colour.png"] = png(np.full((10, 12, 3), (200, 30, 90), np.uint8))
+    new = tmp_path / "new.npz"
+    classes, facts = write_image_npz(write_zip(tmp_path / "d.zip", members), "image_zip", new, 1 << 26)
+    fresh = read_state(str(new))
+    assert fresh is not None and fresh["classes"] == classes == ["0", "1", "2"]
+    old = strip_state(new, tmp_path / "old.npz")
+    assert read_state(str(old)) is None
+    x_old = NpzDataset(old).load(0).x_train
+    assert float(x_old.max()) > 200  # trained on 0..255 before
+
+    completed = tmp_path / "completed-without-suffix"
+    complete_image_state(old, completed, classes)
+    state = read_state(str(completed))
+    assert state is not None and state["classes"] == classes and state["kind"] == "image"
+    # the stats of x_train as the upload computes them (RGB: three channels, from the train split)
+    assert len(state["mean"]) == 3 and state["mean"] == pytest.approx(facts["mean"], abs=2e-6)
+    assert state["std"] == pytest.approx(facts["std"], abs=2e-6) and state["scale"] == fresh["scale"]
+    x_new = NpzDataset(new).load(0).x_train
+    x_completed = NpzDataset(completed).load(0).x_train
+    assert torch.allclose(x_completed, x_new, atol=1e-4)  # trains normalised, as a new upload does
+    assert abs(float(x_completed.mean())) < 0.1
+    with np.load(old) as a, np.load(completed) as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)  # the data itself is unchanged
+
+    # a state without class names (uploads between the two changes) keeps its stats, gains the names
+    partial = {k: v for k, v in fresh.items() if k != "classes"}
+    with np.load(new) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != STATE_KEY}
+    np.savez(
+        tmp_path / "partial.npz",
+        **arrays,
+        **{STATE_KEY: np.frombuffer(json.dumps(partial).encode(), np.uint8)},  # type: ignore[arg-type]
+    )
+    complete_image_state(tmp_path / "partial.npz", tmp_path / "done.npz", classes)
+    assert read_state(str(tmp_path / "done.npz")) == fresh
+
+
+def test_completing_refuses_a_file_that_is_no_image_upload(tmp_path: Path) -> None:
+    np.savez(tmp_path / "flat.npz", x_train=np.zeros((4, 3), np.float32), y_train=np.zeros(4, np.int64))
+    with pytest.raises(DatasetError, match="not the uint8"):
+        complete_image_state(tmp_path / "flat.npz", tmp_path / "out.npz", None)
