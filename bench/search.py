@@ -91,8 +91,10 @@ CELLS = {
     for c in (
         Cell("digits-mlp", "digits", "mlp_space.yaml"),
         Cell("table-mlp", "breast-cancer", "mlp_space.yaml"),
-        Cell("digits-cnn", "digits", "cnn_space.yaml", max_budget=3),
-        Cell("mnist1d-mlp", "mnist1d", "mlp_space.yaml", max_budget=3),
+        # B only: the 2-core box shared with the other engineers' test suites could not afford 3B
+        # and 9B of these cells in the session (docs/search.md says so beside the table)
+        Cell("mnist1d-mlp", "mnist1d", "mlp_space.yaml", max_budget=1),
+        Cell("digits-cnn", "digits", "cnn_space.yaml", max_budget=1),
     )
 }
 
