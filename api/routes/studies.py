@@ -40,9 +40,10 @@ def create_study(
 ) -> StudyOut:
     """A study of submitted candidates, or a search study (``space`` + ``search``): Optuna then asks
     its trials, each screened as a candidate (worker/search.py)."""
-    from archscreen.api.routes.datasets import dataset_info
+    from archscreen.api.routes.datasets import dataset_info, train_rows_of
 
     dataset_info(session, tenant.id, body.dataset)  # a built-in name or one of this tenant's ds_<id>
+    train_rows = train_rows_of(session, tenant.id, body.dataset)  # max_epochs "auto" of an upload
     space = None if body.space is None else _checked_space(body.space, settings.max_spec_bytes)
     try:
         study = study_store.create_study(
@@ -54,6 +55,7 @@ def create_study(
             policy=body.policy,
             space=space,
             search=body.search if space is not None else None,
+            train_rows=train_rows,
         )
     except study_store.Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
