@@ -42,12 +42,12 @@ def breast_cancer_parquet(path: Path) -> Path:
 
 def screen(npz: Path, spec: dict[str, Any], seed: int) -> float:
     from archscreen.config import ScreeningConfig
-    from archscreen.core.data import get_dataset
+    from archscreen.core.data import load_dataset
     from archscreen.core.screening import AlraoScreener
     from archscreen.core.training.loop import TrainConfig
 
     # a study's defaults, max_epochs "auto" resolved for this upload as the service resolves it
-    train_rows = get_dataset(str(npz)).split_sizes()["train"]
+    train_rows = len(load_dataset(str(npz), seed=seed).x_train)
     sc = ScreeningConfig.model_validate({}).for_dataset(npz.name, train_rows)
     config = TrainConfig(max_epochs=sc.epoch_cap, patience=sc.patience, batch_size=sc.batch_size, seed=seed)
     result = AlraoScreener(base=sc.base).screen(spec, str(npz), config)
