@@ -85,6 +85,8 @@ class ScreeningConfig(BaseModel):
     handed to the :class:`~archscreen.core.screening.AlraoScreener` or
     :class:`~archscreen.core.training.loop.TrainConfig` field of the same name, except the study-level
     :attr:`STUDY_FIELDS`. Adding an option: its field here plus the core code that reads it.
+    ``max_epochs`` is ``"auto"`` until resolved for a dataset (:meth:`for_dataset`), which a study
+    does once, when it is made, and the local commands before they train.
     """
 
     model_config = REQUEST
@@ -249,7 +251,7 @@ class ScreeningConfig(BaseModel):
         """
         from archscreen.core.screening import screening_run
 
-        self.epoch_cap  # noqa: B018 (raises on an unresolved "auto")
+        _ = self.epoch_cap  # raises on an unresolved "auto"
 
         return screening_run(self.run_options(), seed=seed, device=device)
 

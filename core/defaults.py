@@ -88,17 +88,18 @@ UPLOADED_BUDGET = StepBudget(min_epochs=10, min_steps=2000, patience_epochs=5, p
 """The rule for a dataset with no measured cap (an upload): the budget study's ``steps-2k`` cap, at
 least 10 passes and at least 2,000 optimizer steps (:func:`~archscreen.core.budget.epoch_budget`).
 
-Why this rule: it is the only budget of the study stated in the dataset's own size, so it means
-the same compute on a 1,000-row and a 100,000-row upload (a fixed epoch count does not), and on
-the selection half it was within noise of the best (estimate error 4.83 % against the chosen
+Why this rule: it is the only budget of the study stated in the dataset's own size: enough steps
+on a small upload (2,000: 63 epochs of 1,000 rows at batch 32) and enough passes on a large one
+(10 epochs: 31,250 steps of 100,000 rows), where a fixed epoch count gives the large one 100× the
+small one's steps. On the selection half it was within noise of the best (estimate error 4.83 % against the chosen
 4.56 %, noise ±0.38; Spearman 0.976 against 0.982) at 1.93× today's CPU-seconds, because on those
 small sets 2,000 steps are more epochs than their caps (chartext 69 against 25). The other rule
 considered, the measured cap of the built-in dataset closest in steps per epoch, has no evidence
 behind it: the measured caps do not follow steps per epoch (chartext 29 steps an epoch, cap 25;
-digits 34, cap 60), and it would give a 100,000-row upload 25–60 epochs (about 80,000–190,000
-steps). Only the cap is taken from ``steps-2k``: the patience stays :attr:`ScreeningDefaults.
-patience` (10 epochs, the study's best patience at every cap; ``steps-2k``'s own patience was
-8–18 epochs on the built-ins)."""
+digits 34, cap 60), and it would give every large upload MNIST-1D's 30 epochs (the built-in with
+the most steps an epoch): 94,000 steps on 100,000 rows. Only the cap is taken from ``steps-2k``:
+the patience stays ``ScreeningDefaults.patience`` (10 epochs, the study's best patience at every
+cap; ``steps-2k``'s own patience was 8–18 epochs on the built-ins)."""
 
 NO_DATASET_MAX_EPOCHS = 30
 """``TrainConfig()``'s cap, where no dataset is known (core's own tests and scripts): MNIST-1D's
