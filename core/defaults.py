@@ -91,9 +91,10 @@ least 10 passes and at least 2,000 optimizer steps (:func:`~archscreen.core.budg
 Why this rule: it is the only budget of the study stated in the dataset's own size: enough steps
 on a small upload (2,000: 63 epochs of 1,000 rows at batch 32) and enough passes on a large one
 (10 epochs: 31,250 steps of 100,000 rows), where a fixed epoch count gives the large one 100× the
-small one's steps. On the selection half it was within noise of the best (estimate error 4.83 % against the chosen
-4.56 %, noise ±0.38; Spearman 0.976 against 0.982) at 1.93× today's CPU-seconds, because on those
-small sets 2,000 steps are more epochs than their caps (chartext 69 against 25). The other rule
+small one's steps. On the selection half it was within noise of the best (estimate error 4.83 %
+against the chosen 4.56 %, noise ±0.38; Spearman 0.976 against 0.982) at 1.93× today's
+CPU-seconds, because on those small sets 2,000 steps are more epochs than their caps (chartext 69
+against 25). The other rule
 considered, the measured cap of the built-in dataset closest in steps per epoch, has no evidence
 behind it: the measured caps do not follow steps per epoch (chartext 29 steps an epoch, cap 25;
 digits 34, cap 60), and it would give every large upload MNIST-1D's 30 epochs (the built-in with
