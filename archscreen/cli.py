@@ -286,18 +286,20 @@ def _device(args: argparse.Namespace) -> str:
     return device
 
 
-def _screening_run(args: argparse.Namespace) -> tuple[Any, Any]:
+def _screening_run(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
     """The screener and budget the flags describe: ``ScreeningConfig.run``, as the worker runs a
-    study's config. ``grid`` and ``tune`` have only the budget's flags; they use the budget."""
+    study's config, with ``--max-epochs auto`` (the default) resolved for the dataset as a study
+    resolves it. ``grid`` and ``tune`` have only the budget's flags; they use the budget."""
     from archscreen.config import ScreeningConfig
 
     config = model_from_args(ScreeningConfig, args, exclude=ScreeningConfig.STUDY_FIELDS)
     assert isinstance(config, ScreeningConfig)
+    config = config.for_dataset(args.dataset, len(data.x_train))
     return config.run(args.seed, _device(args))
 
 
-def _train_config(args: argparse.Namespace) -> Any:
-    return _screening_run(args)[1]
+def _train_config(args: argparse.Namespace, data: Any) -> Any:
+    return _screening_run(args, data)[1]
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -311,7 +313,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     _validate(args.spec, spec, data)
     if args.num_copies is not None and args.num_copies < 2:
         raise CliError("--num-copies (--copies) must be at least 2", EXIT_USAGE)
-    screener, config = _screening_run(args)
+    screener, config = _screening_run(args, data)
     try:
         screener.settings(data.info.task)
     except ValueError as exc:
@@ -370,7 +372,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
     _validate(args.spec, spec, data)
-    config = _train_config(args)
+    config = _train_config(args, data)
     total = len(args.lrs) * args.seeds
     with _progress(not args.json, total, f"grid {spec.name}") as bar:
         done = [0]
@@ -506,7 +508,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         init_lr = _init_lr_from_screen_file(args.from_screen, tuner)
     spec, data = _load_spec_and_data(args.spec, args.dataset, args.seed)
     _validate(args.spec, spec, data)
-    config = _train_config(args)
+    config = _train_config(args, data)
     with _progress(not args.json, config.max_epochs, f"tune {spec.name} ({args.tuner})") as bar:
 
         def on_epoch(p: Progress) -> None:

@@ -109,10 +109,33 @@ def _number(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def _number_or_word(kind: type, words: tuple[str, ...]) -> Callable[[str], Any]:
+    """A number, or one of ``words`` (``--max-epochs auto``)."""
+    number = _number(kind)
+
+    def parse(text: str) -> Any:
+        if text in words:
+            return text
+        try:
+            return number(text)
+        except argparse.ArgumentTypeError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what} or {'/'.join(words)}, got {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _argparse_kind(annotation: Any) -> dict[str, Any]:
-    """``type``/``choices``/``action`` for a field's annotation (``X | None`` reads as ``X``)."""
+    """``type``/``choices``/``action`` for a field's annotation (``X | None`` reads as ``X``; a
+    number or a ``Literal`` word, ``int | Literal["auto"]``, takes either)."""
     if get_origin(annotation) in (Union, types.UnionType):
-        annotation = next(a for a in get_args(annotation) if a is not type(None))
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        words = tuple(w for a in members if get_origin(a) is Literal for w in get_args(a))
+        numbers = [a for a in members if a in (int, float)]
+        if words and numbers:
+            return {"type": _number_or_word(numbers[0], words), "metavar": "|".join(["N", *words])}
+        annotation = members[0]
     if get_origin(annotation) is Literal:
         return {"choices": list(get_args(annotation))}
     if get_origin(annotation) is list:

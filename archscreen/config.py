@@ -15,9 +15,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from archscreen.core.defaults import SCREENING, Base, StopRule
+from archscreen.core.defaults import (
+    MEASURED_MAX_EPOCHS,
+    SCREENING,
+    UPLOADED_BUDGET,
+    Base,
+    StopRule,
+    resolve_max_epochs,
+)
 from archscreen.core.names import Metric, TunerName, default_tuner_for
 
 if TYPE_CHECKING:
@@ -28,6 +45,26 @@ __all__ = ["REQUEST", "Base", "PromotionPolicy", "ScreeningConfig", "default_tun
 
 # Every request model: unknown fields refused, and no inf/NaN (JSON's 1e999 parses as inf).
 REQUEST = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+_MAX_CAP = 10_000
+_CAP = TypeAdapter(Annotated[int, Field(ge=1, le=_MAX_CAP)])
+
+
+def _cap_or_auto(value: Any) -> int | Literal["auto"]:
+    """``"auto"`` or an epoch cap in 1..10,000. One validator rather than a union, so that an error
+    names the field alone (``screening.max_epochs``), not a union member (``...max_epochs.int``)."""
+    if value == "auto":
+        return "auto"
+    try:
+        return _CAP.validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise PydanticCustomError(err["type"], f"{err['msg']} (or 'auto')") from None
+
+
+def _measured_caps() -> str:
+    return ", ".join(f"{name} {cap}" for name, cap in MEASURED_MAX_EPOCHS.items())
 
 
 def default_tuner(base: Base) -> TunerName:
@@ -48,6 +85,8 @@ class ScreeningConfig(BaseModel):
     handed to the :class:`~archscreen.core.screening.AlraoScreener` or
     :class:`~archscreen.core.training.loop.TrainConfig` field of the same name, except the study-level
     :attr:`STUDY_FIELDS`. Adding an option: its field here plus the core code that reads it.
+    ``max_epochs`` is ``"auto"`` until resolved for a dataset (:meth:`for_dataset`), which a study
+    does once, when it is made, and the local commands before they train.
     """
 
     model_config = REQUEST
@@ -77,11 +116,23 @@ class ScreeningConfig(BaseModel):
     lr_min: float | None = Field(None, gt=0, description="Smallest rate; default by base and task.")
     lr_max: float | None = Field(None, gt=0, description="Largest rate; default by base and task.")
     num_copies: int | None = Field(None, ge=1, le=64, description="Output-layer copies; default by task.")
-    max_epochs: int = Field(
+    max_epochs: Annotated[
+        int | Literal["auto"],
+        PlainValidator(_cap_or_auto),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": _MAX_CAP},
+                    {"const": "auto", "type": "string"},
+                ]
+            }
+        ),
+    ] = Field(
         SCREENING.max_epochs,
-        ge=1,
-        le=10_000,
-        description="Epoch cap of each run; the default is the budget measured in docs/fidelity.md.",
+        description="Epoch cap of each run. auto (the default): the cap measured for the dataset in "
+        f"docs/fidelity.md ({_measured_caps()}); an uploaded dataset: at least "
+        f"{UPLOADED_BUDGET.min_epochs} passes and {UPLOADED_BUDGET.min_steps:,} optimizer steps at "
+        "batch_size. A study stores the resolved number, and reports it here.",
     )
     patience: int = Field(
         SCREENING.patience,
@@ -165,14 +216,42 @@ class ScreeningConfig(BaseModel):
             raise ValueError("seeds must be distinct")
         return self
 
+    def for_dataset(self, dataset: str, train_rows: int | None) -> ScreeningConfig:
+        """This config with ``max_epochs="auto"`` resolved for ``dataset`` (``train_rows`` training
+        rows: needed for a dataset with no measured cap): what a study stores and a run trains.
+        A number is kept as it is.
+
+        Raises:
+            ValueError: ``auto`` on a dataset with no measured cap and no ``train_rows``.
+        """
+        cap = resolve_max_epochs(self.max_epochs, dataset, train_rows, self.batch_size)
+        return self if cap == self.max_epochs else self.model_copy(update={"max_epochs": cap})
+
+    @property
+    def epoch_cap(self) -> int:
+        """``max_epochs`` as a number: a stored study's (resolved when it was created).
+
+        Raises:
+            ValueError: ``max_epochs`` is still ``"auto"`` (see :meth:`for_dataset`).
+        """
+        if self.max_epochs == "auto":
+            raise ValueError("max_epochs is 'auto': resolve it for the dataset first (for_dataset)")
+        return self.max_epochs
+
     def run_options(self) -> dict[str, Any]:
         """The options of one run (every field but :attr:`STUDY_FIELDS`), for
         :func:`archscreen.core.screening.screening_run`."""
         return self.model_dump(exclude=set(self.STUDY_FIELDS))
 
     def run(self, seed: int, device: str = "cpu") -> tuple[AlraoScreener, TrainConfig]:
-        """The screener and the budget of the run with ``seed`` on ``device`` (imports torch)."""
+        """The screener and the budget of the run with ``seed`` on ``device`` (imports torch).
+
+        Raises:
+            ValueError: ``max_epochs`` is still ``"auto"`` (resolve it first: :meth:`for_dataset`).
+        """
         from archscreen.core.screening import screening_run
+
+        _ = self.epoch_cap  # raises on an unresolved "auto"
 
         return screening_run(self.run_options(), seed=seed, device=device)
 

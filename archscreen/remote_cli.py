@@ -472,6 +472,16 @@ def _print_ranking(c: Client, study_id: int, metric: str = "val_loss") -> None:
         print(f"   -  {row.name[:28]:<28} {row.state:>10}  {est}")
 
 
+def _budget_line(sc: ScreeningConfig) -> str:
+    """The budget each run of the study has: the epoch cap as the study resolved and stored it
+    (``max_epochs="auto"`` is the dataset's measured cap, docs/fidelity.md)."""
+    rule = "" if sc.stop_rule == "patience" else f", stop rule {sc.stop_rule}"
+    return (
+        f"screening: alrao-{sc.base}, max_epochs {sc.max_epochs}, patience {sc.patience}{rule}, "
+        f"batch {sc.batch_size}, seeds {','.join(map(str, sc.seeds))}"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args.server, _token(args)) as c:
         study = c.study(int(args.study)) if args.study.isdigit() else c.study_by_name(args.study)
@@ -488,6 +498,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = ", ".join(f"{n} {s}" for s, n in sorted(study.jobs_by_state.items())) or "no jobs"
         head = f"study {study.id} {study.name!r} on {study.dataset}"
         print(f"{head}: {study.candidates} candidates; {states}")
+        print(_budget_line(study.screening))
         _print_ranking(c, study.id, args.metric)
         board = c.leaderboard(study.id)
         tuned = [r for r in board.data if r.tuning_state]

@@ -30,7 +30,12 @@ def add_search_command(sub: Any) -> None:
     p.add_argument("--parallel", type=int, default=defaults.parallel, help="trials screening at once")
     p.add_argument("--sampler", choices=["tpe", "random"], default=defaults.sampler)
     p.add_argument("--seed", type=int, default=None, help="the sampler's seed")
-    p.add_argument("--max-epochs", type=int, default=None, help="screening epochs per trial")
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="screening epochs per trial (default: the dataset's measured cap, the service's auto)",
+    )
     p.add_argument("--name", help="study name (default: search-<random>)")
     p.add_argument("--wait", action="store_true", help="wait until every trial is told, with progress")
     _server_args(p)

@@ -42,11 +42,14 @@ def breast_cancer_parquet(path: Path) -> Path:
 
 def screen(npz: Path, spec: dict[str, Any], seed: int) -> float:
     from archscreen.config import ScreeningConfig
+    from archscreen.core.data import load_dataset
     from archscreen.core.screening import AlraoScreener
     from archscreen.core.training.loop import TrainConfig
 
-    sc = ScreeningConfig.model_validate({})  # a study's defaults
-    config = TrainConfig(max_epochs=sc.max_epochs, patience=sc.patience, batch_size=sc.batch_size, seed=seed)
+    # a study's defaults, max_epochs "auto" resolved for this upload as the service resolves it
+    train_rows = len(load_dataset(str(npz), seed=seed).x_train)
+    sc = ScreeningConfig.model_validate({}).for_dataset(npz.name, train_rows)
+    config = TrainConfig(max_epochs=sc.epoch_cap, patience=sc.patience, batch_size=sc.batch_size, seed=seed)
     result = AlraoScreener(base=sc.base).screen(spec, str(npz), config)
     return float(result.val_accuracy or 0.0)
 

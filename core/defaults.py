@@ -4,23 +4,45 @@ Core's :class:`~archscreen.core.training.loop.TrainConfig` and
 :class:`~archscreen.core.screening.AlraoScreener` take their field defaults from :data:`SCREENING`,
 and so does the study's :class:`archscreen.config.ScreeningConfig`, from which the REST API's
 OpenAPI defaults and the CLI's flags (``screen``, ``grid``, ``tune``, ``submit``) and the CI gate's
-``screening:`` section are generated. ``tests/test_defaults.py`` fails when any of them drifts.
+``screening:`` section are generated. ``tests/core/test_defaults.py`` fails when any of them
+drifts.
 
-Imports nothing but the standard library (no torch, no pydantic), so the API, the client and the
-worker read it at no cost, and ``core/`` stays importable alone.
+The epoch cap is per dataset (:func:`default_max_epochs`): ``max_epochs`` defaults to ``"auto"``,
+which a study resolves, when it is created, to the cap measured for its dataset, and stores.
+
+Imports nothing but the standard library and :mod:`archscreen.core.budget` (no torch, no
+pydantic), so the API, the client and the worker read it at no cost, and ``core/`` stays
+importable alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
-__all__ = ["SCREENING", "Base", "ScreeningDefaults", "StopRule"]
+from archscreen.core.budget import StepBudget, epoch_budget
+
+__all__ = [
+    "MEASURED_MAX_EPOCHS",
+    "NO_DATASET_MAX_EPOCHS",
+    "SCREENING",
+    "UPLOADED_BUDGET",
+    "Base",
+    "MaxEpochs",
+    "ScreeningDefaults",
+    "StopRule",
+    "default_max_epochs",
+    "resolve_max_epochs",
+]
 
 Base = Literal["sgd", "adam"]
 """Alrao's base optimizer."""
 StopRule = Literal["patience", "plateau"]
 """When a run stops early: raw patience, or the curve-aware rule (``TrainConfig.stop_rule``)."""
+MaxEpochs = int | Literal["auto"]
+"""An epoch cap, or ``"auto"``: the dataset's measured cap (:func:`default_max_epochs`)."""
 
 
 @dataclass(frozen=True)
@@ -28,13 +50,12 @@ class ScreeningDefaults:
     """The default of each screening option (what a study, ``archscreen screen`` and
     ``TrainConfig()`` use when nothing is said).
 
-    The budget (``max_epochs``, ``patience``) is the one measured in ``docs/fidelity.md``: 30 epochs
-    and patience 10 (study I's MNIST-1D cap with twice its patience, the ``+patience`` check that
-    set the patience; issue 27's held-out table, row "what was measured"). The held-out budget sweep
-    (issue 27, item 2) changes these two values here and nowhere else.
+    The budget is the one the budget study chose (``docs/fidelity.md``, "The budget as a dimension
+    of study II", rule fixed before the runs): the dataset's epoch cap (``max_epochs="auto"``, see
+    :func:`default_max_epochs`), patience 10 epochs, raw patience (``stop_rule="patience"``).
     """
 
-    max_epochs: int = 30
+    max_epochs: MaxEpochs = "auto"
     patience: int = 10
     batch_size: int = 32  # the Alrao paper's
     base: Base = "adam"  # docs/fidelity.md, study I
@@ -52,3 +73,58 @@ class ScreeningDefaults:
 
 SCREENING = ScreeningDefaults()
 """The defaults themselves: read, never copied."""
+
+
+# ------------------------------------------------------------------------- the per-dataset cap
+
+MEASURED_MAX_EPOCHS: Mapping[str, int] = MappingProxyType(
+    {"digits": 60, "mnist1d": 30, "chartext": 25, "regression": 60}
+)
+"""The epoch cap of each built-in dataset: the one the budget study measured and chose (cap 1×,
+patience 10, raw patience; ``bench/fidelity_budget.py``). ``bench/fidelity_suites.py``'s study
+budgets read their caps from here."""
+
+UPLOADED_BUDGET = StepBudget(min_epochs=10, min_steps=2000, patience_epochs=5, patience_steps=500)
+"""The rule for a dataset with no measured cap (an upload): the budget study's ``steps-2k`` cap, at
+least 10 passes and at least 2,000 optimizer steps (:func:`~archscreen.core.budget.epoch_budget`).
+
+Why this rule: it is the only budget of the study stated in the dataset's own size: enough steps
+on a small upload (2,000: 63 epochs of 1,000 rows at batch 32) and enough passes on a large one
+(10 epochs: 31,250 steps of 100,000 rows), where a fixed epoch count gives the large one 100× the
+small one's steps. On the selection half it was within noise of the best (estimate error 4.83 %
+against the chosen 4.56 %, noise ±0.38; Spearman 0.976 against 0.982) at 1.93× today's
+CPU-seconds, because on those small sets 2,000 steps are more epochs than their caps (chartext 69
+against 25). The other rule
+considered, the measured cap of the built-in dataset closest in steps per epoch, has no evidence
+behind it: the measured caps do not follow steps per epoch (chartext 29 steps an epoch, cap 25;
+digits 34, cap 60), and it would give every large upload MNIST-1D's 30 epochs (the built-in with
+the most steps an epoch): 94,000 steps on 100,000 rows. Only the cap is taken from ``steps-2k``:
+the patience stays ``ScreeningDefaults.patience`` (10 epochs, the study's best patience at every
+cap; ``steps-2k``'s own patience was 8–18 epochs on the built-ins)."""
+
+NO_DATASET_MAX_EPOCHS = 30
+"""``TrainConfig()``'s cap, where no dataset is known (core's own tests and scripts): MNIST-1D's
+measured cap. Every product entry point resolves ``"auto"`` for its dataset instead."""
+
+
+def default_max_epochs(dataset: str, train_rows: int | None, batch_size: int) -> int:
+    """The epoch cap ``"auto"`` stands for on ``dataset``: its measured cap when it is a built-in
+    (:data:`MEASURED_MAX_EPOCHS`), else :data:`UPLOADED_BUDGET`'s cap for ``train_rows`` training
+    rows at ``batch_size``.
+
+    Raises:
+        ValueError: a dataset with no measured cap and no (positive) ``train_rows``.
+    """
+    if dataset in MEASURED_MAX_EPOCHS:
+        return MEASURED_MAX_EPOCHS[dataset]
+    if train_rows is None or train_rows < 1:
+        raise ValueError(f"dataset {dataset!r} has no measured epoch cap; its training rows are needed")
+    return epoch_budget(train_rows, batch_size, UPLOADED_BUDGET).max_epochs
+
+
+def resolve_max_epochs(max_epochs: MaxEpochs, dataset: str, train_rows: int | None, batch_size: int) -> int:
+    """``max_epochs`` itself when it is a number (``--max-epochs N`` overrides), else the dataset's
+    default cap (:func:`default_max_epochs`)."""
+    if max_epochs == "auto":
+        return default_max_epochs(dataset, train_rows, batch_size)
+    return int(max_epochs)

@@ -382,7 +382,7 @@ def promote(
                 candidate_id=cid,
                 seed=seed,
                 max_attempts=max_attempts,
-                max_epochs=study.screening.max_epochs,
+                max_epochs=study.screening.epoch_cap,
                 config=config,
             )
             for seed, config in sorted(configs[cid].items())

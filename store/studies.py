@@ -53,15 +53,26 @@ def create_study(
     policy: PromotionPolicy | Mapping[str, Any],
     space: dict[str, Any] | None = None,
     search: SearchConfig | Mapping[str, Any] | None = None,
+    train_rows: int | None = None,
 ) -> StudyRecord:
     """A new study; its config is stored as the validated models' JSON (a mapping is validated here
     first, so what a reader re-hydrates always validates). A search study has ``space`` (the
-    document, already checked by ``parse_space``) and ``search``."""
+    document, already checked by ``parse_space``) and ``search``.
+
+    ``screening.max_epochs="auto"`` is resolved here, once, for ``dataset``
+    (:meth:`ScreeningConfig.for_dataset`; ``train_rows``: the training rows of an uploaded dataset,
+    which has no measured cap): the study stores, runs and reports a number, so what ran stays
+    what the API shows even if the defaults change later.
+
+    Raises:
+        ValueError: ``auto`` on a dataset with no measured cap and no ``train_rows``.
+    """
+    resolved = ScreeningConfig.model_validate(screening).for_dataset(dataset, train_rows)
     study = Study(
         tenant_id=tenant_id,
         name=name,
         dataset=dataset,
-        screening=ScreeningConfig.model_validate(screening).model_dump(mode="json"),
+        screening=resolved.model_dump(mode="json"),
         policy=PromotionPolicy.model_validate(policy).model_dump(mode="json"),
         space=space,
         search=None if search is None else SearchConfig.model_validate(search).model_dump(mode="json"),
@@ -174,7 +185,7 @@ def add_candidate(
             candidate_id=cand.id,
             seed=int(seed),
             max_attempts=max_attempts,
-            max_epochs=study.screening.max_epochs,
+            max_epochs=study.screening.epoch_cap,
             config={},
         )
         for seed in study.screening.seeds

@@ -630,3 +630,14 @@ def dataset_info(session: Any, tenant_id: int, name: str) -> Any:
         target_dim=f.get("target_dim"),
         vocab_size=f.get("vocab_size"),
     )
+
+
+def train_rows_of(session: Any, tenant_id: int, name: str) -> int | None:
+    """The training rows of this tenant's uploaded dataset ``ds_<id>`` (None for a built-in, whose
+    epoch cap was measured): what a study's ``max_epochs="auto"`` is resolved with
+    (:func:`archscreen.core.defaults.default_max_epochs`). Call after :func:`dataset_info`."""
+    dataset_id = dataset_store.parse_ref(name)
+    if dataset_id is None:
+        return None
+    record = dataset_store.get(session, tenant_id, dataset_id)
+    return None if record is None else int(record.facts["split_sizes"]["train"])

@@ -40,9 +40,13 @@ def create_study(
 ) -> StudyOut:
     """A study of submitted candidates, or a search study (``space`` + ``search``): Optuna then asks
     its trials, each screened as a candidate (worker/search.py)."""
-    from archscreen.api.routes.datasets import dataset_info
+    from archscreen.api.routes.datasets import dataset_info, train_rows_of
 
     dataset_info(session, tenant.id, body.dataset)  # a built-in name or one of this tenant's ds_<id>
+    try:  # max_epochs "auto": the dataset's measured cap, or the upload's step rule (core/defaults.py)
+        screening = body.screening.for_dataset(body.dataset, train_rows_of(session, tenant.id, body.dataset))
+    except ValueError as exc:  # an upload with no training rows to scale by
+        raise ApiValidationError([item(["body", "screening", "max_epochs"], str(exc))]) from None
     space = None if body.space is None else _checked_space(body.space, settings.max_spec_bytes)
     try:
         study = study_store.create_study(
@@ -50,7 +54,7 @@ def create_study(
             tenant.id,
             name=body.name,
             dataset=body.dataset,
-            screening=body.screening,
+            screening=screening,
             policy=body.policy,
             space=space,
             search=body.search if space is not None else None,

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from archscreen.core.data.base import DatasetSplits
-from archscreen.core.defaults import SCREENING
+from archscreen.core.defaults import NO_DATASET_MAX_EPOCHS, SCREENING
 from archscreen.core.training.metrics import class_scores, confusion_counts
 from archscreen.core.training.state import (
     CHECKPOINT_FORMAT,
@@ -66,7 +66,9 @@ class TrainConfig:
     """Budget and loop settings shared by every screener.
 
     Args:
-        max_epochs: upper bound on epochs.
+        max_epochs: upper bound on epochs. The default is for no dataset in particular
+            (``NO_DATASET_MAX_EPOCHS``); a study's ``"auto"`` is its dataset's measured cap
+            (:func:`archscreen.core.defaults.default_max_epochs`).
         patience: epochs without a lower validation loss before stopping
             (the Alrao paper uses 20 on CIFAR-10).
         batch_size: training minibatch size (paper: 32).
@@ -90,7 +92,7 @@ class TrainConfig:
     """
 
     # the screening defaults, defined once (core/defaults.py)
-    max_epochs: int = SCREENING.max_epochs
+    max_epochs: int = NO_DATASET_MAX_EPOCHS  # a study resolves "auto" for its dataset
     patience: int = SCREENING.patience
     batch_size: int = SCREENING.batch_size
     wall_clock_s: float | None = None

@@ -144,6 +144,40 @@ def test_candidates_are_idempotent(client: TestClient, auth: dict[str, str]) -> 
     assert study_now["candidates"] == 3 and study_now["jobs_by_state"] == {"queued": 6}
 
 
+def test_a_study_stores_and_shows_the_measured_cap_of_its_dataset(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """max_epochs "auto" (the default) is resolved when the study is made: the API shows the cap
+    that runs, the dataset's measured one (docs/fidelity.md), and its jobs carry it."""
+    caps = {"digits": 60, "mnist1d": 30, "chartext": 25, "regression": 60}
+    for dataset, cap in caps.items():
+        body = {"name": f"cap-{dataset}", "dataset": dataset}
+        made = client.post("/api/v1/studies", json=body, headers=auth).json()
+        assert made["screening"]["max_epochs"] == cap, dataset
+        read = client.get(f"/api/v1/studies/{made['id']}", headers=auth).json()
+        assert read["screening"]["max_epochs"] == cap, dataset
+    auto = new_study(client, auth, name="auto", screening={"max_epochs": "auto"})
+    assert auto["screening"]["max_epochs"] == 30
+    fixed = client.post(
+        "/api/v1/studies",
+        json={"name": "n", "dataset": "digits", "screening": {"max_epochs": 7}},
+        headers=auth,
+    ).json()
+    assert fixed["screening"]["max_epochs"] == 7  # a number overrides
+    digits = client.get("/api/v1/studies?name=cap-digits", headers=auth).json()["data"][0]
+    cid = client.post(f"/api/v1/studies/{digits['id']}/candidates", json={"spec": MLP}, headers=auth).json()
+    d = client.get(f"/api/v1/candidates/{cid['data'][0]['id']}", headers=auth).json()
+    assert d["progress"]["max_epochs"] == 60
+    for bad in ("often", 0, 2.5, None):
+        r = client.post(
+            "/api/v1/studies",
+            json={"name": "b", "dataset": "digits", "screening": {"max_epochs": bad}},
+            headers=auth,
+        )
+        assert r.status_code == 422, bad
+        assert [d["path"] for d in r.json()["detail"]] == ["body.screening.max_epochs"], bad
+
+
 def test_candidate_detail_and_cancel(client: TestClient, auth: dict[str, str]) -> None:
     study = new_study(client, auth, screening={"max_epochs": 7})
     cid = client.post(f"/api/v1/studies/{study['id']}/candidates", json={"spec": MLP}, headers=auth).json()

@@ -163,6 +163,17 @@ def test_studies_name_their_tenants_dataset(client: TestClient, migrated: Databa
     ds = upload(client, npz_bytes(), name="mine.npz").json()
     r = client.post("/api/v1/studies", json={"name": "s", "dataset": ds["ref"]})
     assert r.status_code == 201, r.text
+    # no measured cap: max_epochs "auto" is at least 10 passes and 2,000 steps of its training rows
+    steps = -(-ds["split_sizes"]["train"] // 32)
+    assert r.json()["screening"]["max_epochs"] == max(10, -(-2000 // steps))
+    big = client.post(
+        "/api/v1/studies", json={"name": "b", "dataset": ds["ref"], "screening": {"batch_size": 256}}
+    )
+    assert big.json()["screening"]["max_epochs"] == 2000  # one step an epoch at batch 256
+    fixed = client.post(
+        "/api/v1/studies", json={"name": "f", "dataset": ds["ref"], "screening": {"max_epochs": 4}}
+    )
+    assert fixed.json()["screening"]["max_epochs"] == 4
     study = r.json()["id"]
     ok = client.post(f"/api/v1/studies/{study}/candidates", json={"spec": MLP})
     assert ok.status_code == 201, ok.text

@@ -51,7 +51,14 @@ def test_dataset_commands_and_submit_with_a_local_file(tmp_path: Path, examples_
         assert sub.returncode == 0, sub.stderr
         assert f"already uploaded as {ref}" in sub.stderr, "the same bytes are found by sha256, not re-sent"
         status = cli(svc, "status", "own", "--json")
-        assert json.loads(status.stdout)["study"]["dataset"] == ref
+        study = json.loads(status.stdout)["study"]
+        assert study["dataset"] == ref
+        # max_epochs "auto" resolved for the upload (no measured cap): >= 10 passes and 2,000 steps
+        train = json.loads(again.stdout)["split_sizes"]["train"]
+        cap = max(10, -(-2000 // -(-train // 32)))
+        assert study["screening"]["max_epochs"] == cap
+        shown = cli(svc, "status", "own")
+        assert shown.returncode == 0 and f"max_epochs {cap}, patience 10" in shown.stdout, shown.stdout
 
         used = cli(svc, "dataset", "rm", ref)
         assert (

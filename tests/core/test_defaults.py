@@ -17,7 +17,7 @@ import pytest
 from archscreen.cli import build_parser
 from archscreen.cli_common import model_from_args
 from archscreen.config import ScreeningConfig
-from archscreen.core.defaults import SCREENING
+from archscreen.core.defaults import MEASURED_MAX_EPOCHS, NO_DATASET_MAX_EPOCHS, SCREENING
 from archscreen.core.screening import AlraoScreener, screening_run, stop_rule_suffix
 from archscreen.core.training.loop import TrainConfig
 from tests.conftest import EXAMPLES
@@ -41,26 +41,59 @@ def test_every_option_has_one_core_field_and_its_default(name: str) -> None:
     assert (name in screener_names) != (name in train_names), name  # exactly one home
     assert (name in screener_names) == (name in ScreeningConfig.SCREENER_FIELDS), name
     model_default = ScreeningConfig.model_fields[name].default
-    assert model_default == _core_default(name), name
     if hasattr(SCREENING, name):
         assert model_default == getattr(SCREENING, name), name
+    if name == "max_epochs":  # "auto" in the model, resolved per dataset; core's is for no dataset
+        assert model_default == "auto" and _core_default(name) == NO_DATASET_MAX_EPOCHS
+        return
+    assert model_default == _core_default(name), name
 
 
-def test_the_default_run_is_cores_default_run_and_the_measured_budget() -> None:
-    screener, config = ScreeningConfig().run(seed=3)
-    assert screener == AlraoScreener() and config == TrainConfig(seed=3)
-    assert (config.max_epochs, config.patience) == (30, 10)  # docs/fidelity.md's measured budget
+# The budget the study chose (docs/fidelity.md, "The budget as a dimension of study II").
+CHOSEN_CAPS = {"digits": 60, "mnist1d": 30, "chartext": 25, "regression": 60}
+
+
+@pytest.mark.parametrize("dataset", sorted(CHOSEN_CAPS))
+def test_the_default_run_is_the_measured_budget_of_each_dataset(dataset: str) -> None:
+    screener, config = ScreeningConfig().for_dataset(dataset, None).run(seed=3)
+    assert screener == AlraoScreener() and config == TrainConfig(seed=3, max_epochs=CHOSEN_CAPS[dataset])
+    assert (config.patience, config.stop_rule) == (10, "patience")
     assert screener.name == "alrao-adam" and stop_rule_suffix(config) == ""
+    assert ScreeningConfig(max_epochs=7).for_dataset(dataset, None).max_epochs == 7  # a number overrides
+
+
+def test_auto_is_resolved_before_a_run_and_an_upload_gets_the_step_rule() -> None:
+    assert dict(MEASURED_MAX_EPOCHS) == CHOSEN_CAPS
+    assert MEASURED_MAX_EPOCHS["mnist1d"] == NO_DATASET_MAX_EPOCHS  # as core/defaults.py says
+    with pytest.raises(ValueError, match="auto"):
+        ScreeningConfig().run(seed=0)
+    with pytest.raises(ValueError, match="training rows"):
+        ScreeningConfig().for_dataset("ds_4", None)
+    # at least 10 passes and 2,000 steps: 1,077 rows at batch 32 are 34 steps an epoch -> 59 epochs
+    assert ScreeningConfig().for_dataset("ds_4", 1077).max_epochs == 59
+    assert ScreeningConfig(batch_size=64).for_dataset("ds_4", 1077).max_epochs == 118  # 17 steps an epoch
+    assert ScreeningConfig().for_dataset("ds_4", 100_000).max_epochs == 10  # 3,125 steps an epoch
+    assert ScreeningConfig().for_dataset("ds_4", 40).max_epochs == 1000  # 2 steps an epoch
+    assert ScreeningConfig(max_epochs=12).for_dataset("ds_4", None).max_epochs == 12
+
+
+def test_the_study_budgets_of_the_benches_are_the_measured_caps() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from fidelity_suites import BUDGETS
+
+    assert {ds: b["max_epochs"] for ds, b in BUDGETS.items()} == CHOSEN_CAPS
 
 
 def test_switches_reach_the_run_and_its_name() -> None:
     cfg = ScreeningConfig(recentre_after=10, body_lr_min=1e-3, stop_rule="plateau", plateau_min_steps=0)
-    screener, config = cfg.run(seed=0)
+    screener, config = cfg.for_dataset("mnist1d", None).run(seed=0)
     assert (screener.recentre_after, screener.recentre_width, screener.body_lr_min) == (10, 1.0, 1e-3)
     assert (config.stop_rule, config.plateau_min_steps) == ("plateau", 0)
     assert screener.name == "alrao-adam+body[0.001..]+recentre@10w1"
     assert stop_rule_suffix(config) == "+plateau(min_steps=0)"
-    assert ScreeningConfig(switch_theta=0.9999).run(seed=0)[0].name == "alrao-adam+theta0.9999"
+    assert ScreeningConfig(switch_theta=0.9999, max_epochs=5).run(seed=0)[0].name == "alrao-adam+theta0.9999"
     with pytest.raises(ValueError, match="unknown screening option"):
         screening_run({"max_epoch": 3})
 
@@ -73,7 +106,13 @@ def test_openapi_defaults_are_the_models(tmp_path: Path) -> None:
     props = app.openapi()["components"]["schemas"]["ScreeningConfig"]["properties"]
     for name in RUN_FIELDS:
         assert props[name].get("default") == ScreeningConfig.model_fields[name].default, name
-    assert props["max_epochs"]["default"] == SCREENING.max_epochs
+    assert props["max_epochs"]["default"] == SCREENING.max_epochs == "auto"
+    caps = ", ".join(f"{ds} {cap}" for ds, cap in CHOSEN_CAPS.items())
+    assert (
+        caps in props["max_epochs"]["description"]
+        and "2,000 optimizer steps" in props["max_epochs"]["description"]
+    )
+    assert {"type": "integer", "minimum": 1, "maximum": 10_000} in props["max_epochs"]["anyOf"]
 
 
 def _parsed(*argv: str) -> argparse.Namespace:
@@ -90,6 +129,45 @@ def test_local_cli_flags_default_to_the_model(command: str) -> None:
             assert getattr(args, name) == ScreeningConfig.model_fields[name].default, name
         else:  # plain runs have no screener options
             assert not hasattr(args, name), name
+
+
+def test_max_epochs_flag_takes_a_number_or_auto() -> None:
+    args = _parsed("screen", str(EXAMPLES / "mlp.yaml"), "--dataset", "digits")
+    assert args.max_epochs == "auto" and "--max-epochs N|auto" in build_parser().format_help() + _help(
+        "screen"
+    )
+    assert _parsed("screen", "a.yaml", "--dataset", "digits", "--max-epochs", "7").max_epochs == 7
+    assert _parsed("screen", "a.yaml", "--dataset", "digits", "--max-epochs", "auto").max_epochs == "auto"
+    assert _parsed("submit", "a.yaml", "--study", "s", "--max-epochs", "auto").max_epochs == "auto"
+
+
+@pytest.mark.parametrize("command", ["screen", "grid", "tune"])
+def test_local_commands_resolve_auto_for_their_dataset(command: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    from archscreen.cli import _train_config
+    from archscreen.core.data import load_dataset
+
+    extra = ["--lrs", "0.1"] if command == "grid" else []
+    spec = str(EXAMPLES / "mlp.yaml")
+    for dataset in ("digits", "chartext"):
+        args = _parsed(command, spec, "--dataset", dataset, *extra)
+        assert _train_config(args, load_dataset(dataset, seed=0)).max_epochs == CHOSEN_CAPS[dataset]
+    args = _parsed(command, spec, "--dataset", "digits", "--max-epochs", "3", *extra)
+    assert _train_config(args, load_dataset("digits", seed=0)).max_epochs == 3
+    npz = tmp_path / "mine.npz"  # no measured cap: the step rule on its training rows
+    rng = np.random.default_rng(0)
+    np.savez(npz, x_train=rng.normal(size=(500, 4)).astype(np.float32), y_train=rng.integers(0, 2, 500))
+    data = load_dataset(str(npz), seed=0)
+    args = _parsed(command, spec, "--dataset", str(npz), *extra)
+    steps = -(-len(data.x_train) // 32)
+    assert _train_config(args, data).max_epochs == max(10, -(-2000 // steps))
+
+
+def _help(command: str) -> str:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command].format_help()
 
 
 def test_submit_sends_only_the_flags_given_and_has_every_option() -> None:
