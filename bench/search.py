@@ -385,7 +385,9 @@ class Pipeline:
         tuned = []
         for lr in self.starts(result):
             out, c = timed(
-                lambda lr=lr: tuner.tune(self.runs[lead].point.document, self.problem.data, lr, self.config)
+                functools.partial(
+                    tuner.tune, self.runs[lead].point.document, self.problem.data, lr, self.config
+                )
             )
             cpu += c
             tuned.append(out)
