@@ -44,6 +44,18 @@ def create_study(
 
     dataset_info(session, tenant.id, body.dataset)  # a built-in name or one of this tenant's ds_<id>
     space = None if body.space is None else _checked_space(body.space, settings.max_spec_bytes)
+    if space is not None and body.search is not None:
+        asha = body.search.asha
+        if asha.enabled and asha.min_epochs > body.screening.max_epochs:
+            raise ApiValidationError(
+                [
+                    item(
+                        ["body", "search", "asha", "min_epochs"],
+                        f"min_epochs {asha.min_epochs} exceeds screening.max_epochs "
+                        f"{body.screening.max_epochs}: the first rung must fit the budget",
+                    )
+                ]
+            )
     try:
         study = study_store.create_study(
             session,
