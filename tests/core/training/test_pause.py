@@ -24,7 +24,9 @@ def _screen(pause_at: int | None, ckpt: Path | None) -> Any:
 
 
 def _curve(result: Any) -> list[tuple[Any, ...]]:
-    return [(r["epoch"], r["train_loss"], r["val_loss"], r["val_accuracy"], r["steps"]) for r in result.curves]
+    return [
+        (r["epoch"], r["train_loss"], r["val_loss"], r["val_accuracy"], r["steps"]) for r in result.curves
+    ]
 
 
 def test_a_run_paused_at_1_and_3_continues_to_the_uninterrupted_9_epoch_run(tmp_path: Path) -> None:
@@ -45,7 +47,9 @@ def test_a_run_paused_at_1_and_3_continues_to_the_uninterrupted_9_epoch_run(tmp_
 
 def test_a_rule_that_fires_before_the_rung_stops_the_run_as_usual(tmp_path: Path) -> None:
     screener, config = screening_run({**OPTIONS, "max_epochs": 3}, seed=5)
-    res = screener.screen(SPEC, "digits", dataclasses.replace(config, pause_at=3), checkpoint_path=tmp_path / "c")
+    res = screener.screen(
+        SPEC, "digits", dataclasses.replace(config, pause_at=3), checkpoint_path=tmp_path / "c"
+    )
     assert res.stopped_because != "paused"  # a pause at the cap is the cap: the run is finished
     assert res.epochs <= 3
 
