@@ -17,7 +17,14 @@ from pydantic import (
 )
 
 # a study's config models live in archscreen.config (store/ and worker/ read them too)
-from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, SearchConfig, default_tuner
+from archscreen.config import (
+    REQUEST,
+    AshaConfig,
+    PromotionPolicy,
+    ScreeningConfig,
+    SearchConfig,
+    default_tuner,
+)
 from archscreen.core.names import DatasetFormat, JobState, TunerName
 
 T = TypeVar("T")
@@ -151,6 +158,7 @@ class SearchOut(BaseModel):
     told: int
     best_value: float | None
     best_params: dict[str, Any] | None
+    asha: AshaConfig = Field(description="Successive halving across the trials (on by default).")
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -480,6 +488,11 @@ class CandidateRow(BaseModel):
     preferred_lr: float | None
     estimate: EstimateField = None
     error: str | None
+    rung_epochs: int | None = Field(
+        None,
+        description="ASHA (a search study): the epochs of the rung the candidate's runs reached; null "
+        "without ASHA.",
+    )
 
 
 class StudySummary(BaseModel):

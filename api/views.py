@@ -62,6 +62,7 @@ def study_out(
             told=search.told,
             best_value=search.best_value,
             best_params=search.best_params,
+            asha=study.search.asha,
         ),
     )
 
