@@ -118,7 +118,7 @@ def asha_step(
             continue
         _promote(db, settings, study, ostudy, asha, job)
     if asha.done:
-        _finish(db, study, asha)
+        _finish(db, settings, study, asha)
     _tell(db, study, ostudy, asha)
     return created
 
@@ -220,15 +220,26 @@ def _promote(
         search_store.save_asha_state(s, study.id, asha.state_dict())
 
 
-def _finish(db: Database, study: StudyRecord, asha: AshaScheduler) -> None:
-    """The search is over: the runs never promoted stop for good (their paused jobs too)."""
+def _finish(db: Database, settings: Settings, study: StudyRecord, asha: AshaScheduler) -> None:
+    """The search is over: the runs never promoted stop for good (their paused jobs too). Their
+    checkpoints go as a succeeded run's do (``delete_checkpoint_on_success``): nothing resumes a
+    stopped run; its result (the rung's best epoch) stays in the database."""
     stopped = asha.finish()
     jobs = _screen_jobs(db, [int(r) for r in stopped])
+    ids = [j.id for r in stopped for j in jobs.get(int(r), []) if j.state == "paused"]
     with db.session() as s:
-        job_store.stop_paused(s, [j.id for r in stopped for j in jobs.get(int(r), [])])
+        job_store.stop_paused(s, ids)
         search_store.save_asha_state(s, study.id, asha.state_dict())
     if stopped:
         log.info("study %s: ASHA stopped runs %s", study.id, stopped)
+    if settings.delete_checkpoint_on_success:
+        from archscreen.worker.runner import job_dir
+
+        for job_id in ids:
+            try:
+                (job_dir(settings, job_id) / "checkpoint.pt").unlink(missing_ok=True)
+            except OSError:  # the stop stands; the file stays
+                log.exception("job %s: could not delete the stopped run's checkpoint", job_id)
 
 
 def _tell(db: Database, study: StudyRecord, ostudy: optuna.Study, asha: AshaScheduler) -> None:

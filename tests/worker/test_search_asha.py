@@ -161,6 +161,7 @@ def test_asha_search_pauses_promotes_stops_and_survives_a_kill(backend: str, tmp
         trials = optuna_study(d.settings, study).trials
         trained = _epochs_trained(d, study_id)
         curves = {j.id: [e for e, _ in d.curves(j.id)] for j in jobs}
+        stopped_ckpts = [(d.job_dir(j.id) / "checkpoint.pt").exists() for j in jobs if j.state == "stopped"]
 
     # nothing lost, nothing doubled: one run per distinct point, each trained exactly to its rung
     assert len(trials) == TRIALS and sorted(links) == list(range(TRIALS))
@@ -177,6 +178,7 @@ def test_asha_search_pauses_promotes_stops_and_survives_a_kill(backend: str, tmp
         assert j.epoch == rung_epochs  # patience 50: no run stops on its own
         assert (j.result or {}).get("asha", {}).get("epochs") == rung_epochs
     assert {j.state for j in jobs} == {"succeeded", "stopped"}  # paused -> stopped at the end
+    assert stopped_ckpts and not any(stopped_ckpts)  # a stopped run's checkpoint goes, as a finished one's
     # each run's epochs are one unbroken curve (continued from its checkpoint at every rung)
     assert all(curves[j.id] == list(range(1, j.epoch + 1)) for j in jobs)
     assert trained == sum(j.epoch for j in jobs) < TRIALS * SCREENING["max_epochs"]
