@@ -112,6 +112,13 @@ def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
             return []
     try:
         created = _step(db, settings, study)
+        if study.search.asha.enabled:
+            from archscreen.worker.search_asha import arrivals_pending
+
+            for _ in range(3):  # runs that paused meanwhile: their own steps found the lock taken
+                if not arrivals_pending(db, study):
+                    break
+                created += _step(db, settings, study)
     finally:
         with db.session() as s:
             search_store.release_step(s, study_id)

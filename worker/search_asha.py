@@ -123,6 +123,16 @@ def asha_step(
     return created
 
 
+def arrivals_pending(db: Database, study: StudyRecord) -> bool:
+    """Whether a run the scheduler has out has all its jobs stopped (a report to take): a job that
+    paused while a step held the lock had its own step refused, so the holder steps once more."""
+    with db.session() as s:
+        asha = scheduler_of(s, study)
+    out = [rid for rid in _runs(asha) if asha.status(rid) == "running"]
+    jobs = _screen_jobs(db, [int(r) for r in out]) if out else {}
+    return any(_rung_value(jobs.get(int(r), []), asha.epochs_of(r))[0] for r in out)
+
+
 def _runs(asha: AshaScheduler) -> list[str]:
     return [r["id"] for r in asha.state_dict()["runs"]]
 
