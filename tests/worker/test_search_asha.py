@@ -226,3 +226,75 @@ def test_asha_search_trains_fewer_epochs_than_one_full_run_each(tmp_path: Path) 
     print("asha_service_figure:", json.dumps(figure))
     if os.environ.get(FIGURE_ENV):
         Path(os.environ[FIGURE_ENV]).write_text(json.dumps(figure) + "\n")
+
+
+def _finish_rung(d: Deployment, job_id: int, value: float, *, final: bool) -> None:
+    """What a job process does at the end of its rung, without training: claim, then pause (or
+    finish, at the top rung) with the rung's value as its result."""
+    from archscreen.store import jobs as job_store
+
+    with d.db.session() as s:
+        job = job_store.claim(s, job_id, "test-owner", 60)
+        assert job is not None
+        epochs = job.config["target_epochs"]
+        result = {"val_loss": value, "asha": {"epochs": epochs, "key": "val-loss", "value": value}}
+        if final:
+            assert job_store.finish(s, job_id, "test-owner", "succeeded", result=result)
+        else:
+            assert job_store.pause(s, job_id, "test-owner", result=result)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_step_promotes_once_however_often_it_runs_and_stops_the_rest(
+    backend: str, tmp_path: Path
+) -> None:
+    """The decisions alone (no worker: the test plays the job processes), each step repeated:
+    3 trials, η = 3, rungs 1 and 3; the best at rung 1 is promoted once, the others stopped."""
+    from optuna.trial import TrialState
+
+    from archscreen.worker.search import optuna_study, search_step
+
+    with backend_deployment(backend, tmp_path) as d:
+        with d.db.session() as s:
+            study = study_store.create_study(
+                s,
+                d.tenant_id,
+                name="steps",
+                dataset="digits",
+                screening={**SCREENING, "max_epochs": 3},
+                policy={"top_k": 1, "auto": False},
+                space=SPACE,
+                search={"trials": 3, "parallel": 3, "seed": 5},
+            )
+        assert len(search_step(d.db, d.settings, study.id)) == 3
+        assert search_step(d.db, d.settings, study.id) == []  # again: nothing more
+        jobs = _jobs(d, study.id)
+        assert [(j.state, j.config) for j in jobs] == [("queued", {"target_epochs": 1})] * 3
+        for j, value in zip(jobs, (0.3, 0.1, 0.2), strict=True):
+            _finish_rung(d, j.id, value, final=False)
+        for _ in range(3):  # a repeated step promotes nothing twice
+            assert search_step(d.db, d.settings, study.id) == []
+        after = {j.id: j for j in _jobs(d, study.id)}
+        best = jobs[1].id
+        assert [(i, a.state, a.config["target_epochs"]) for i, a in after.items()] == [
+            (jobs[0].id, "paused", 1),
+            (best, "queued", 3),
+            (jobs[2].id, "paused", 1),
+        ]
+        assert after[best].attempts == 0
+        _finish_rung(d, best, 0.05, final=True)
+        search_step(d.db, d.settings, study.id)
+        search_step(d.db, d.settings, study.id)
+        states = {j.id: j.state for j in _jobs(d, study.id)}
+        assert states == {jobs[0].id: "stopped", best: "succeeded", jobs[2].id: "stopped"}
+        trials = optuna_study(d.settings, study).trials
+        with d.db.session() as s:
+            links = search_store.links_of(s, study.id)
+            assert search_store.search_done(s, study.id, study.search)  # type: ignore[arg-type]
+    by_job = {links[t.number].candidate_id: t for t in trials}
+    cand = {j.id: j.candidate_id for j in jobs}
+    assert by_job[cand[best]].state == TrialState.COMPLETE and by_job[cand[best]].value == pytest.approx(0.05)
+    assert by_job[cand[best]].intermediate_values == {1: 0.1, 3: 0.05}
+    for other, value in ((jobs[0].id, 0.3), (jobs[2].id, 0.2)):
+        assert by_job[cand[other]].state == TrialState.PRUNED
+        assert by_job[cand[other]].intermediate_values == {1: value}
