@@ -17,7 +17,14 @@ from pydantic import (
 )
 
 # a study's config models live in archscreen.config (store/ and worker/ read them too)
-from archscreen.config import REQUEST, PromotionPolicy, ScreeningConfig, SearchConfig, default_tuner
+from archscreen.config import (
+    REQUEST,
+    AshaConfig,
+    PromotionPolicy,
+    ScreeningConfig,
+    SearchConfig,
+    default_tuner,
+)
 from archscreen.core.names import DatasetFormat, JobState, TunerName
 
 T = TypeVar("T")
@@ -151,6 +158,7 @@ class SearchOut(BaseModel):
     told: int
     best_value: float | None
     best_params: dict[str, Any] | None
+    asha: AshaConfig = Field(description="Successive halving across the trials (on by default).")
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -250,6 +258,11 @@ class JobOut(BaseModel):
         "index, its training seed the same for every start); null for a screening run or a single start.",
     )
     init_lr: float | None = Field(None, description="A tuning job's starting rate (null: a screening run).")
+    target_epochs: int | None = Field(
+        None,
+        description="ASHA (a search study's screening run): the epochs of the rung it trains to, or trained "
+        "to when paused or stopped (progress.epoch: the epochs it has); null without ASHA.",
+    )
 
 
 class CandidateOut(BaseModel):
@@ -258,7 +271,17 @@ class CandidateOut(BaseModel):
     name: str
     spec_hash: str
     num_params: int
-    state: JobState
+    state: JobState = Field(
+        description="From its screening runs: running, queued, paused (ASHA: at its rung, waiting for a "
+        "promotion), failed, diverged, cancelled, stopped (ASHA: never promoted when the search ended), "
+        "else succeeded."
+    )
+    rung_epochs: int | None = Field(
+        None,
+        description="ASHA (a search study): the epochs of the rung the candidate's screening runs reached "
+        "(the screening's max_epochs once at the top rung); null without ASHA. Ranked rows are ordered by it "
+        "first, then by score: a run stopped at a low rung never outranks a completed one.",
+    )
     created: bool = Field(False, description="True when this request created the candidate.")
     created_at: UtcDatetime
 
@@ -358,6 +381,12 @@ class RankRowOut(BaseModel):
         "weighted geometric mean or the tuner's default).",
     )
     tuning_jobs: int = Field(0, description="Tuning jobs of the candidate (one per start).")
+    rung_epochs: int | None = Field(
+        None,
+        description="ASHA (a search study): the epochs of the rung the candidate's screening runs reached "
+        "(the screening's max_epochs once at the top rung); null without ASHA. Ranked rows are ordered by it "
+        "first, then by score: a run stopped at a low rung never outranks a completed one.",
+    )
     estimate: EstimateField = None
 
 
@@ -459,6 +488,11 @@ class CandidateRow(BaseModel):
     preferred_lr: float | None
     estimate: EstimateField = None
     error: str | None
+    rung_epochs: int | None = Field(
+        None,
+        description="ASHA (a search study): the epochs of the rung the candidate's runs reached; null "
+        "without ASHA.",
+    )
 
 
 class StudySummary(BaseModel):

@@ -24,7 +24,14 @@ from archscreen.api.schemas import (
 from archscreen.core.names import ACTIVE_STATES, FINAL_STATES, RESULT_METRIC_NAMES
 from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
-from archscreen.store.ranking import RankRow, candidate_state, estimate_of, preferred_lr
+from archscreen.store.ranking import (
+    SCORED_STATES,
+    RankRow,
+    candidate_state,
+    estimate_of,
+    preferred_lr,
+    rung_epochs,
+)
 from archscreen.store.records import CandidateRecord, EpochRecord, JobRecord, StudyRecord
 
 
@@ -55,6 +62,7 @@ def study_out(
             told=search.told,
             best_value=search.best_value,
             best_params=search.best_params,
+            asha=study.search.asha,
         ),
     )
 
@@ -130,6 +138,7 @@ def job_out(job: JobRecord, metrics: Sequence[EpochRecord], *, with_result: bool
         ),
         start=job.config.get("start") if job.kind == "tune" else None,
         init_lr=job.config.get("init_lr") if job.kind == "tune" else None,
+        target_epochs=job.config.get("target_epochs") if job.kind == "screen" else None,
     )
 
 
@@ -141,6 +150,7 @@ def candidate_out(cand: CandidateRecord, jobs: Sequence[JobRecord], *, created: 
         spec_hash=cand.spec_hash,
         num_params=cand.num_params,
         state=candidate_state(jobs),
+        rung_epochs=rung_epochs(jobs),
         created=created,
         created_at=cand.created_at,
     )
@@ -167,7 +177,7 @@ def _mean(values: list[Any]) -> float | None:
 def candidate_detail(s: Session, cand: CandidateRecord, since_epoch: int = 0) -> CandidateDetail:
     runs = study_store.jobs_of(s, [cand.id], kind="screen")[cand.id]
     metrics = study_store.metrics_of(s, [j.id for j in runs], since_epoch)
-    ok = [j.result for j in runs if j.state == "succeeded" and j.result]
+    ok = [j.result for j in runs if j.state in SCORED_STATES and j.result]
     first = ok[0] if ok else next((j.result for j in runs if j.result), None)
     posterior = first.get("switch_posterior") if first else None
     errors = [f"seed {j.seed}: {j.error}" for j in runs if j.error]

@@ -6,7 +6,8 @@ models, ``store/`` keeps their JSON and re-hydrates it into them (see
 fields, with no second set of defaults. (Not :mod:`archscreen.settings`, which configures a
 process, not a study.)
 
-Imports only pydantic, :mod:`archscreen.core.names` and :mod:`archscreen.core.defaults` (no torch,
+Imports only pydantic, :mod:`archscreen.core.names`, :mod:`archscreen.core.defaults` and the
+defaults of :mod:`archscreen.core.asha` (pure Python; no torch,
 no SQL), so ``api/``, ``store/`` and ``worker/`` can all import it and ``core/`` need not know it;
 :meth:`ScreeningConfig.run` imports core's screening code when it is called.
 """
@@ -23,10 +24,12 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from archscreen.core.asha import DEFAULT_MIN_EPOCHS, DEFAULT_REDUCTION_FACTOR
 from archscreen.core.defaults import (
     MEASURED_MAX_EPOCHS,
     SCREENING,
@@ -286,9 +289,34 @@ class PromotionPolicy(BaseModel):
     )
 
 
+class AshaConfig(BaseModel):
+    """Successive halving across a search study's trials (ASHA, ``core/asha.py``; docs/search.md).
+
+    On (the default), each trial's screening run trains to its rung (``min_epochs``·η^i epochs, the
+    last rung the screening's ``max_epochs``), is paused there with its checkpoint, and continues
+    only if the scheduler promotes it; the runs never promoted are stopped when the search ends.
+    Off: one full run each, as a study of submitted candidates. ``min_epochs`` must not exceed the
+    screening's ``max_epochs`` (checked against the study's, 422 naming ``search.asha.min_epochs``).
+    """
+
+    model_config = REQUEST
+
+    enabled: bool = Field(True, description="Successive halving on; false: one full run per trial.")
+    reduction_factor: int = Field(
+        DEFAULT_REDUCTION_FACTOR,
+        ge=1,
+        le=27,
+        description="η: each rung keeps the best 1/η of the runs that reached it (1: every run goes on).",
+    )
+    min_epochs: int = Field(
+        DEFAULT_MIN_EPOCHS, ge=1, le=100_000, description="r: the first rung's epochs (at most max_epochs)."
+    )
+
+
 class SearchConfig(BaseModel):
-    """How a search study's Optuna study runs (issue 29): its sampler, how many trials in all, and
-    how many screen at once. Grid, NSGA-II and a compute budget are not offered yet."""
+    """How a search study's Optuna study runs (issue 29): its sampler, how many trials in all, how
+    many screen at once, and whether ASHA stops the poor ones early. Grid, NSGA-II and a compute
+    budget are not offered yet."""
 
     model_config = REQUEST
 
@@ -296,3 +324,14 @@ class SearchConfig(BaseModel):
     trials: int = Field(20, ge=1, le=500, description="Trials asked in all; then the usual promotion runs.")
     parallel: int = Field(2, ge=1, le=16, description="Trials screening at once.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="The sampler's seed (None: random).")
+    asha: AshaConfig = Field(
+        default_factory=AshaConfig,  # type: ignore[arg-type]
+        description="Successive halving across trials (ASHA): on by default; `false` or "
+        "`{enabled: false}`: one full run per trial.",
+    )
+
+    @field_validator("asha", mode="before")
+    @classmethod
+    def _asha_switch(cls, value: Any) -> Any:
+        """``asha: true/false`` is short for ``{enabled: true/false}`` with the default η and r."""
+        return {"enabled": value} if isinstance(value, bool) else value

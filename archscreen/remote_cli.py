@@ -241,6 +241,8 @@ class ProgressReporter:
             elif self._last.get(c.id) != (c.state, epoch):
                 self._last[c.id] = (c.state, epoch)
                 where = f" epoch {epoch}/{total}" if c.state == "running" else ""
+                if c.state in ("paused", "stopped") and c.rung_epochs is not None:
+                    where = f" at {c.rung_epochs} epochs (ASHA)"
                 print(
                     f"[{time.strftime('%H:%M:%S')}] {c.name}: {c.state}{where}",
                     file=sys.stderr,
@@ -466,10 +468,18 @@ def _print_ranking(c: Client, study_id: int, metric: str = "val_loss") -> None:
         tie = " (tied)" if row.tied_with else ""
         lr = f"{row.preferred_lr:.3g}" if row.preferred_lr else "-"
         est = format_estimate(row.estimate)
-        print(f"{row.rank:>4}  {row.name[:28]:<28} {row.score:>10.4f}  {est:<24}  {lr}{tie}")
+        print(f"{row.rank:>4}  {row.name[:28]:<28} {row.score:>10.4f}  {est:<24}  {lr}{tie}{_rung(row)}")
     for row in r.unranked:
         est = format_estimate(row.estimate)
-        print(f"   -  {row.name[:28]:<28} {row.state:>10}  {est}")
+        print(f"   -  {row.name[:28]:<28} {row.state:>10}  {est}{_rung(row)}")
+
+
+def _rung(row: Any) -> str:
+    """ASHA (a search study): the rung a candidate's runs reached, e.g. ``  [stopped at 3 epochs]``."""
+    if row.rung_epochs is None:
+        return ""
+    where = {"paused": "paused at", "stopped": "stopped at"}.get(row.state, "trained")
+    return f"  [{where} {row.rung_epochs} epochs]"
 
 
 def _budget_line(sc: ScreeningConfig) -> str:

@@ -36,6 +36,11 @@ def add_search_command(sub: Any) -> None:
         default=None,
         help="screening epochs per trial (default: the dataset's measured cap, the service's auto)",
     )
+    p.add_argument(
+        "--no-asha", action="store_true", help="one full run per trial (default: ASHA stops poor ones early)"
+    )
+    p.add_argument("--reduction-factor", type=int, default=None, help="ASHA's η (default 3)")
+    p.add_argument("--min-epochs", type=int, default=None, help="ASHA's first rung in epochs (default 1)")
     p.add_argument("--name", help="study name (default: search-<random>)")
     p.add_argument("--wait", action="store_true", help="wait until every trial is told, with progress")
     _server_args(p)
@@ -48,7 +53,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     path = Path(args.space)
     if not path.is_file():
         raise CliError(f"{path}: no such file", EXIT_USAGE)
-    search = {"sampler": args.sampler, "trials": args.trials, "parallel": args.parallel, "seed": args.seed}
+    search: dict[str, Any] = {
+        "sampler": args.sampler,
+        "trials": args.trials,
+        "parallel": args.parallel,
+        "seed": args.seed,
+    }
+    asha = {"reduction_factor": args.reduction_factor, "min_epochs": args.min_epochs}
+    search["asha"] = {"enabled": not args.no_asha, **{k: v for k, v in asha.items() if v is not None}}
     screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
     with _client(args.server, _token(args)) as client:
         try:

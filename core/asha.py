@@ -154,6 +154,15 @@ class AshaScheduler:
             self._rung[rid] = -1
             self._values[rid] = []
 
+    def start(self, run_id: str) -> Job:
+        """Start a queued run at rung 0 now, whatever :meth:`get_job` would pick: for a caller that
+        creates a run's work in the same transaction that adds it (the service's search step), so
+        no run waits queued in a stored state. Raises ValueError if the run is not queued."""
+        if self._status.get(run_id) != "queued":
+            raise ValueError(f"run {run_id!r} is not queued (status {self._status.get(run_id)!r})")
+        self._status[run_id], self._rung[run_id] = "running", 0
+        return Job(run_id, 0, self.rungs[0], promoted=False)
+
     def close(self) -> None:
         """No run will be added any more (the sampler's trials or the budget are spent)."""
         self.closed = True

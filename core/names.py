@@ -31,6 +31,7 @@ __all__ = [
     "RANK_METRIC_NAMES",
     "RESULT_METRIC_NAMES",
     "TUNER_NAMES",
+    "WAITING_STATES",
     "DatasetFormat",
     "JobState",
     "Metric",
@@ -117,10 +118,15 @@ def higher_is_better(metric: RankMetric, task: str | None = None) -> bool:
 
 
 # A job's state (store/models.py's column; the API's schemas use this type, its OpenAPI enum).
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
+# ``paused`` and ``stopped`` are a search study's screening runs under ASHA (worker/search.py): a
+# run trained to its rung and waits, its checkpoint kept, for the scheduler to promote it
+# (``paused``: neither active nor final, it holds no worker), or was left behind when the search
+# ended (``stopped``: final; its result is its last rung's).
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged", "paused", "stopped"]
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
-FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged")
+FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled", "diverged", "stopped")
+WAITING_STATES: tuple[JobState, ...] = ("paused",)  # neither active nor final
 
 # An uploaded dataset's file format (store/models.py's column, the API's upload and listing
 # schemas): here so that the client's schemas read it without SQLAlchemy.

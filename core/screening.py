@@ -340,7 +340,8 @@ class AlraoScreener(Screener):
 
 
 # What a run's seed and device are is the caller's (a job's seed, the worker's device), not an option.
-_RUN_ONLY = frozenset({"seed", "device"})
+# pause_at: an ASHA rung the service sets per job (worker/runner.py), no screening option.
+_RUN_ONLY = frozenset({"seed", "device", "pause_at"})
 
 
 def screening_run(

@@ -178,12 +178,68 @@ def finish(
     return True
 
 
-def request_cancel(s: Session, job_id: int) -> JobState:
-    """Cancel a job: a queued one ends at once, a running one at its next step. Returns the new state."""
+def pause(s: Session, job_id: int, owner: str, *, result: dict[str, Any]) -> bool:
+    """running → paused by the lease owner: a search study's screening run reached its ASHA rung
+    (``result`` is the run's result there). Its checkpoint stays; the search step promotes it
+    (:func:`resume_paused`) or stops it (:func:`stop_paused`). False if the lease was lost."""
+    now = utcnow()
+    if not _update_owned(
+        s,
+        job_id,
+        owner,
+        state="paused",
+        result=result,
+        updated_at=now,
+        lease_owner=None,
+        lease_expires_at=None,
+    ):
+        return False
+    study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
+    assert study_id is not None
+    bump_study(s, study_id)
+    return True
+
+
+def set_target(s: Session, job_ids: list[int], target_epochs: int) -> list[int]:
+    """A promotion's jobs: record the rung's epochs in each job's ``config["target_epochs"]`` and put
+    the paused ones back in the queue (``attempts`` from zero: each rung is a new delivery, not a
+    retry; ``enqueued_at`` cleared, so the sweep sends them if the caller's send fails). A job that
+    already ended (its trainer stopped on its own, or it failed) keeps its state: the promotion
+    costs nothing. Returns the ids queued again."""
+    now = utcnow()
+    queued: list[int] = []
+    for job in s.scalars(select(Job).where(Job.id.in_(job_ids))).all():
+        job.config = {**(job.config or {}), "target_epochs": int(target_epochs)}
+        job.updated_at = now
+        if job.state == "paused":
+            job.state, job.attempts, job.enqueued_at, job.finished_at = "queued", 0, None, None
+            queued.append(job.id)
+        bump_study(s, job.study_id)
+    return queued
+
+
+def stop_paused(s: Session, job_ids: list[int]) -> None:
+    """paused → stopped (final): the search ended and ASHA never promoted these runs."""
+    if not job_ids:
+        return
     now = utcnow()
     s.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == "queued")
+        .where(Job.id.in_(job_ids), Job.state == "paused")
+        .values(state="stopped", finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    for study_id in set(s.scalars(select(Job.study_id).where(Job.id.in_(job_ids))).all()):
+        bump_study(s, study_id)
+
+
+def request_cancel(s: Session, job_id: int) -> JobState:
+    """Cancel a job: a queued or paused one ends at once, a running one at its next step. Returns
+    the new state. (A cancelled ASHA run is never resumed: a promotion finds it ended.)"""
+    now = utcnow()
+    s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(("queued", "paused")))
         .values(state="cancelled", cancel_requested=True, finished_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )

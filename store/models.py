@@ -2,7 +2,8 @@
 
 One ``jobs`` table holds both screening runs (``kind='screen'``, one per
 candidate and seed) and tuning jobs (``kind='tune'``): they share one life
-cycle (queued → running → succeeded | failed | cancelled | diverged), one
+cycle (queued → running → succeeded | failed | cancelled | diverged; a search study's screening
+run under ASHA also running → paused → queued (promoted) | stopped), one
 lease/heartbeat protocol and one reaper.
 """
 
@@ -131,6 +132,9 @@ class Study(Base):
     search: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     # Held (compare-and-set) while one search step asks and tells: two steps never ask at once.
     search_step_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # A search study's ASHA scheduler state (core/asha.py's state_dict), read and written by the
+    # search step under its lock; NULL before the first step, or with ASHA off.
+    asha: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class Candidate(Base):

@@ -55,6 +55,9 @@ class RankRow:
     tuning_jobs: int = 0
     # {value, low, high, method, metric, seeds} over the succeeded seeds (estimate_of), or None
     estimate: dict[str, Any] | None = None
+    # ASHA: the epochs of the rung the candidate's runs reached (None: a full run each); ranked rows
+    # are ordered by it first (rank's docstring)
+    rung_epochs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # not dataclasses.asdict: its deep copy was half of /summary's time with many ties
@@ -63,13 +66,35 @@ class RankRow:
         return out
 
 
+# Screening runs whose result is a score: finished ones, and those ASHA stopped at a rung (their
+# result is the rung's: the best epoch so far, the weights the loop kept).
+SCORED_STATES: tuple[JobState, ...] = ("succeeded", "stopped")
+
+
 def candidate_state(jobs: Sequence[JobRecord]) -> JobState:
     """One state for a candidate from its screening runs (one per seed)."""
     states = {j.state for j in jobs}
     if not states:
         return "queued"
-    order: tuple[JobState, ...] = ("running", "queued", "failed", "diverged", "cancelled")
+    order: tuple[JobState, ...] = (
+        "running",
+        "queued",
+        "paused",
+        "failed",
+        "diverged",
+        "cancelled",
+        "stopped",
+    )
     return next((state for state in order if state in states), "succeeded")
+
+
+def rung_epochs(jobs: Sequence[JobRecord]) -> int | None:
+    """The epochs of the ASHA rung a search candidate's screening runs were last sent to (the least
+    over its seeds), or None: no ASHA (a full run each). A run that reached the top rung has the
+    screening's ``max_epochs``."""
+    targets = [j.config.get("target_epochs") for j in jobs if j.kind == "screen"]
+    ints = [int(t) for t in targets if isinstance(t, int) and not isinstance(t, bool)]
+    return min(ints) if ints and len(ints) == len(targets) else None
 
 
 def _score(result: dict[str, Any] | None, metric: str) -> float | None:
@@ -122,7 +147,7 @@ def preferred_lr(runs: Iterable[JobRecord]) -> float | None:
     """
     lrs = []
     for j in runs:
-        v = (j.result or {}).get("preferred_lr") if j.state == "succeeded" else None
+        v = (j.result or {}).get("preferred_lr") if j.state in SCORED_STATES else None
         if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and math.isfinite(v):
             lrs.append(float(v))
     return statistics.geometric_mean(lrs) if lrs else None
@@ -137,7 +162,7 @@ def _seed_estimates(runs: Iterable[JobRecord]) -> list[dict[str, Any]]:
     the estimate existed, or a run without a finite curve point, have none)."""
     out = []
     for j in runs:
-        e = (j.result or {}).get("estimate") if j.state == "succeeded" else None
+        e = (j.result or {}).get("estimate") if j.state in SCORED_STATES else None
         if isinstance(e, dict) and all(_finite(e.get(k)) for k in ("value", "low", "high")):
             out.append(e)
     return out
@@ -207,6 +232,14 @@ def rank(
     direction by the study's task) and ties candidates whose estimate intervals ``[low, high]``
     overlap; ``score_std`` is then the spread of the seeds' estimates. Every row carries its
     ``estimate`` whatever the metric.
+
+    A search study under ASHA (``worker/search.py``) has runs of different lengths: those that
+    reached the top rung (``succeeded``) and those stopped at a lower rung (``stopped``, scored by
+    their result at that rung). A run stopped after 1 epoch is not comparable with a full run, so
+    ranked rows are ordered by the rung's epochs they reached (more first), then by score: every
+    completed run ranks above every stopped one, and stopped runs rank among their rung. Without
+    ASHA every row has ``rung_epochs`` None and the order is the score's alone. Paused runs (the
+    search is still going) are unranked, like running ones.
     """
     higher = metric_higher_is_better(metric, jobs)
     by_estimate = metric == "estimate"
@@ -226,7 +259,9 @@ def rank(
             scores = [float(e["value"]) for e in _seed_estimates(runs)]
         else:
             scores = [
-                v for v in (_score(j.result, metric) for j in runs if j.state == "succeeded") if v is not None
+                v
+                for v in (_score(j.result, metric) for j in runs if j.state in SCORED_STATES)
+                if v is not None
             ]
         row.estimate = estimate_of(runs)
         row.preferred_lr = preferred_lr(runs)
@@ -241,7 +276,8 @@ def rank(
             if best is not None and best.result:
                 row.tuned_score = _score(best.result, metric)
                 row.recommended_lr = best.result.get("recommended_lr")
-        if row.state == "succeeded" and scores:
+        row.rung_epochs = rung_epochs(runs)
+        if row.state in SCORED_STATES and scores:
             row.score = statistics.fmean(scores)
             row.score_std = statistics.stdev(scores) if len(scores) > 1 else None
             row.seeds = len(scores)
@@ -249,7 +285,13 @@ def rank(
         else:
             row.seeds = len(scores)
             unranked.append(row)
-    ranked.sort(key=lambda r: (-(r.score or 0.0) if higher else (r.score or 0.0), r.candidate_id))
+    ranked.sort(
+        key=lambda r: (
+            -(r.rung_epochs if r.rung_epochs is not None else math.inf),
+            -(r.score or 0.0) if higher else (r.score or 0.0),
+            r.candidate_id,
+        )
+    )
     for i, r in enumerate(ranked):
         r.rank = i + 1
     _mark_ties(ranked, by_estimate=by_estimate)
@@ -303,7 +345,7 @@ def _mark_ties(ranked: list[RankRow], *, by_estimate: bool = False) -> None:
                 gap = abs(a.score - b.score)
                 if gap > reach and gap > 1e-12 * max(abs(a.score), abs(b.score), 1.0):
                     break
-                if _tied(a, b, by_estimate):
+                if a.rung_epochs == b.rung_epochs and _tied(a, b, by_estimate):  # same rung only
                     near.append(b)
                 j += step
         # in ranking order, as before

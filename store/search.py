@@ -155,3 +155,15 @@ def refusals_of(s: Session, study_id: int) -> dict[int, str]:
         )
     )
     return {r[0]: str(r[1]) for r in rows}
+
+
+def asha_state(s: Session, study_id: int) -> dict[str, Any] | None:
+    """The study's ASHA scheduler state (``core/asha.py``'s ``state_dict``), or None before its
+    first search step. Read under the step lock: the step is its only writer."""
+    return s.scalar(select(Study.asha).where(Study.id == study_id))
+
+
+def save_asha_state(s: Session, study_id: int, state: Mapping[str, Any]) -> None:
+    """Write the scheduler state in the caller's transaction (with the job changes it decided)."""
+    s.execute(update(Study).where(Study.id == study_id).values(asha=dict(state)))
+    bump_study(s, study_id)

@@ -9,7 +9,9 @@ resumes from its last checkpoint when the reaper requeues it after a worker died
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import os
 import re
 import shutil
@@ -182,6 +184,8 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         log.warning("job %s: lease lost to another worker; result discarded", job_id)
         return "lost"
     with db.session() as s:
+        if state == "paused":  # an ASHA rung: the checkpoint stays, the search step decides
+            return "paused" if result and job_store.pause(s, job_id, owner, result=result) else "lost"
         if not job_store.finish(s, job_id, owner, state, result=result, error=error, model=model):
             return "lost"
     if state == "succeeded":
@@ -323,10 +327,15 @@ def _run(
             from archscreen.core.training.graphs import with_cuda_graphs
 
             screener = with_cuda_graphs(screener, device)
+        target = job_config.get("target_epochs")  # a search study's ASHA rung (worker/search.py)
+        if isinstance(target, int) and target < config.max_epochs:
+            config = dataclasses.replace(config, pause_at=target)
         out = screener.screen(
             spec, dataset, config, callback=callback, step_hook=step_hook, checkpoint_path=ckpt
         ).to_dict()
         out["lr_range"] = list(screener.settings(out["task"])[:2])
+        if isinstance(target, int):
+            out["asha"] = _rung_report(out, target, config.max_epochs)
     elif kind == "tune":
         from archscreen.core.data import load_dataset
         from archscreen.core.tuning import get_tuner
@@ -351,9 +360,22 @@ def _run(
         raise ValueError(f"unknown job kind {kind!r}")
     out = _stored_result(settings, kind, out, device, share, screener)
     stopped = out.get("stopped_because")
-    state = {"cancelled": "cancelled", "diverged": "diverged"}.get(str(stopped), "succeeded")
+    state = {"cancelled": "cancelled", "diverged": "diverged", "paused": "paused"}.get(
+        str(stopped), "succeeded"
+    )
     error = "training diverged (non-finite loss)" if state == "diverged" else None
     return state, out, error, model
+
+
+def _rung_report(out: dict[str, Any], target: int, max_epochs: int) -> dict[str, Any]:
+    """What the search step reports to ASHA for this run (``result["asha"]``): the rung's epochs and
+    the run's ranking value there (:func:`archscreen.core.asha.rung_value`, the scheduler's default
+    key), computed here, where the run's full curve is at hand (the stored result drops it). A run
+    that stopped before the rung (patience, divergence) is read at its end."""
+    from archscreen.core.asha import DEFAULT_RANKING_KEY, rung_value
+
+    value = rung_value(out["curves"], target, out["task"], key=DEFAULT_RANKING_KEY, max_epochs=max_epochs)
+    return {"epochs": target, "key": DEFAULT_RANKING_KEY, "value": value if math.isfinite(value) else None}
 
 
 def _job_hooks(

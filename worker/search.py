@@ -14,6 +14,10 @@ workers never ask at once and ``trials`` is never overshot):
    becomes a candidate (its params stored on it) with its screening jobs, or, refused before it
    trains (``PointRefused``), is told PRUNED (see ``core/spec/space.py`` for why not FAIL).
 
+With ``search.asha`` on (the default), steps 2 and 3 are successive halving's instead
+(``worker/search_asha.py``): a trial's run trains rung by rung, paused between rungs, and new
+trials are asked only when the scheduler has nothing to promote.
+
 When every trial is told, the usual automatic promotion runs (``policy.auto``).
 
 Optuna's tables live in the service's database server but apart from archscreen's (Optuna also has
@@ -108,6 +112,13 @@ def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
             return []
     try:
         created = _step(db, settings, study)
+        if study.search.asha.enabled:
+            from archscreen.worker.search_asha import arrivals_pending
+
+            for _ in range(3):  # runs that paused meanwhile: their own steps found the lock taken
+                if not arrivals_pending(db, study):
+                    break
+                created += _step(db, settings, study)
     finally:
         with db.session() as s:
             search_store.release_step(s, study_id)
@@ -144,16 +155,25 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
         else:
             with db.session() as s:
                 search_store.link_trial(s, study.id, number, told=trial.state.name.lower())
+
+    def ask(asked: int) -> list[int]:
+        """Ask one new trial (the sampler seeded for the ``asked``-th) and link it."""
+        fresh = optuna_study(settings, study, asked)
+        new_trial = fresh.ask()
+        return _link(db, settings, study, fresh, new_trial.number, space, info, None, new_trial)
+
+    if study.search.asha.enabled:  # successive halving decides which runs train on
+        from archscreen.worker.search_asha import asha_step
+
+        return created + asha_step(db, settings, study, ostudy, ask)
     _tell_finished(db, study, ostudy)
     with db.session() as s:
         links = search_store.links_of(s, study.id)
     asked = len(ostudy.get_trials(deepcopy=False))
     running = sum(1 for link in links.values() if link.told is None)
     while asked < study.search.trials and running < study.search.parallel:
-        ostudy = optuna_study(settings, study, asked)
-        new_trial = ostudy.ask()
+        new = ask(asked)
         asked += 1
-        new = _link(db, settings, study, ostudy, new_trial.number, space, info, None, new_trial)
         created += new
         running += len(new)
     _tell_finished(db, study, ostudy)  # a repeated point whose candidate had already ended
@@ -207,6 +227,10 @@ def _link(
         if not search_store.link_trial(s, study.id, number, candidate_id=cand.id):
             s.rollback()  # another step linked this trial first: keep its candidate, not ours
             return []
+        if made and study.search is not None and study.search.asha.enabled:
+            from archscreen.worker.search_asha import on_new_run
+
+            on_new_run(s, study, cand.id, [j.id for j in jobs])  # its start at rung 0, same commit
         new_jobs = [(j.id, j.kind) for j in jobs]
     enqueue(db, settings, new_jobs)
     return [cand.id] if made else []

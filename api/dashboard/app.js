@@ -39,8 +39,14 @@ function fmtSecs(s) {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 function badge(state) { return `<span class="badge ${esc(state)}" data-state="${esc(state)}">${esc(state)}</span>`; }
+// ASHA (a search study): where a paused or stopped run is, next to its state badge
+function rungNote(c) {
+  if (c.rung_epochs === null || c.rung_epochs === undefined) return "";
+  const where = c.state === "paused" ? "paused at" : c.state === "stopped" ? "stopped at" : "rung";
+  return ` <span class="rung" data-rung-epochs="${c.rung_epochs}">${where} ${c.rung_epochs} ep</span>`;
+}
 function progressBar(p, state) {
-  const done = ["succeeded", "failed", "cancelled", "diverged"].includes(state);
+  const done = ["succeeded", "failed", "cancelled", "diverged", "stopped"].includes(state);
   const pct = Math.round(100 * (done ? 1 : p.fraction));
   const eta = state === "running" && p.eta_s !== null ? `, ETA ${fmtSecs(p.eta_s)}` : "";
   return `<span class="pbar ${done ? "done" : ""}" data-fraction="${p.fraction}"><span style="width:${pct}%"></span></span>` +
@@ -308,7 +314,7 @@ async function renderStudy(studyId, summary, state) {
   const active = (st) => st === "queued" || st === "running";
   const rows = summary.candidates.map((c) => `
     <tr data-candidate="${c.id}" data-state="${c.state}">
-      <td><a href="#/candidates/${c.id}">${esc(c.name)}</a></td><td>${badge(c.state)}</td>
+      <td><a href="#/candidates/${c.id}">${esc(c.name)}</a></td><td>${badge(c.state)}${rungNote(c)}</td>
       <td>${progressBar(c.progress, c.state)}</td>
       <td class="num">${c.rank ?? "–"}</td><td class="num">${fmt(c.score)}${c.score_std ? ` ± ${fmt(c.score_std, 3)}` : ""}</td>
       <td class="num">${fmtLr(c.preferred_lr)}</td><td class="num">${c.num_params.toLocaleString()}</td>

@@ -48,6 +48,19 @@ def create_study(
     except ValueError as exc:  # an upload with no training rows to scale by
         raise ApiValidationError([item(["body", "screening", "max_epochs"], str(exc))]) from None
     space = None if body.space is None else _checked_space(body.space, settings.max_spec_bytes)
+    if space is not None and body.search is not None:
+        asha = body.search.asha
+        cap = screening.epoch_cap  # resolved above ("auto": the dataset's cap)
+        if asha.enabled and asha.min_epochs > cap:
+            raise ApiValidationError(
+                [
+                    item(
+                        ["body", "search", "asha", "min_epochs"],
+                        f"min_epochs {asha.min_epochs} exceeds screening.max_epochs "
+                        f"{cap}: the first rung must fit the budget",
+                    )
+                ]
+            )
     try:
         study = study_store.create_study(
             session,

@@ -55,6 +55,7 @@ def build_summary(s: Session, study: StudyRecord) -> StudySummary:
                 preferred_lr=r.preferred_lr,
                 estimate=estimate_out(r.estimate),
                 error=errors[0] if errors else None,
+                rung_epochs=r.rung_epochs,
             )
         )
     ranking = RankingOut(

@@ -89,6 +89,12 @@ class TrainConfig:
             floor scales with the dataset: small datasets need more epochs for the same
             steps), and never after ``max_epochs`` (the cap).
         plateau_ema, plateau_tol, plateau_min_steps, plateau_min_epochs: see ``stop_rule``.
+        pause_at: optional epoch at which :func:`train` returns (``stopped_because="paused"``)
+            without finishing the run: ASHA's rung (a search study's screening run, trained
+            rung by rung). No stop rule reads it and the checkpoint is not marked finished, so a
+            later call with a higher ``pause_at`` (or none) continues from the checkpoint exactly
+            as the uninterrupted run would have gone on; ``max_epochs`` stays the budget's cap
+            (the epoch cap, the estimate's horizon). A run whose rule fires first stops as usual.
     """
 
     # the screening defaults, defined once (core/defaults.py)
@@ -105,6 +111,7 @@ class TrainConfig:
     plateau_tol: float = SCREENING.plateau_tol
     plateau_min_steps: int = SCREENING.plateau_min_steps
     plateau_min_epochs: int = SCREENING.plateau_min_epochs
+    pause_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.stop_rule not in ("patience", "plateau"):
@@ -123,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.wall_clock_s is not None and self.wall_clock_s <= 0:
             raise ValueError(f"wall_clock_s must be > 0, got {self.wall_clock_s}")
+        if self.pause_at is not None and self.pause_at < 1:
+            raise ValueError(f"pause_at must be >= 1, got {self.pause_at}")
 
 
 @dataclass(frozen=True)
@@ -488,7 +497,8 @@ def train(
     rules = stop_rules(config)
     clock = _Clock(state.elapsed)
     stopped = state.stopped_because
-    while stopped is None and state.epoch < config.max_epochs:
+    pause_at = config.pause_at if config.pause_at is not None else config.max_epochs
+    while stopped is None and state.epoch < min(config.max_epochs, pause_at):
         epoch_t0 = time.perf_counter()
         loss_sum = _train_epoch(state, run)
         if loss_sum is None:
@@ -502,6 +512,8 @@ def train(
         state.stopped_because = stopped
         if ckpt is not None:
             _atomic_save(state.state_dict(), ckpt)
+    if stopped is None and state.epoch < config.max_epochs:
+        stopped = "paused"  # at pause_at: the checkpoint says not finished (stopped_because None)
     return _result(state, run, stopped or "max_epochs", clock)
 
 

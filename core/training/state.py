@@ -32,7 +32,9 @@ from torch import nn
 if TYPE_CHECKING:
     from archscreen.core.training.loop import TrainConfig
 
-StopReason = Literal["patience", "plateau", "max_epochs", "wall_clock", "diverged", "cancelled"]
+# ``paused``: the run reached ``TrainConfig.pause_at`` (an ASHA rung) with no rule fired; never
+# stored in a checkpoint's ``stopped_because``, so the run resumes from it as if never stopped.
+StopReason = Literal["patience", "plateau", "max_epochs", "wall_clock", "diverged", "cancelled", "paused"]
 
 #: The checkpoint format this code writes; it reads this one and every older one.
 CHECKPOINT_FORMAT = 2

@@ -227,3 +227,39 @@ def test_datasets_page_lists_uploads_and_the_studies_using_them(
     shot(page, "datasets")
     assert errors == []
     page.close()
+
+
+def test_an_asha_search_shows_stopped_runs_and_their_rung(service: tuple[str, str], browser: Browser) -> None:
+    """3 trials, η = 3, rungs 1 and 3 epochs: the best after 1 epoch goes on to 3 (succeeded), the
+    other two are stopped at 1 epoch; the candidate table says so (badge and rung)."""
+    url, token = service
+    space = (ROOT / "examples/spaces/mlp_space.yaml").read_text()
+    with Client(url, token) as c:
+        study = c.create_search(
+            "browser-asha",
+            dataset="digits",
+            space=space,
+            search={"trials": 3, "parallel": 1, "seed": 2, "asha": {"reduction_factor": 3}},
+            screening={
+                "max_epochs": 3,
+                "patience": 50,
+                "batch_size": 64,
+                "base": "sgd",
+                "max_steps_per_epoch": 5,
+            },
+            policy={"auto": False},
+        )
+    page, errors = new_page(browser)
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.click(f"#studies a[href='#/studies/{study.id}']")
+    stopped = page.locator("#candidates tbody tr[data-state='stopped']")
+    expect(stopped).to_have_count(2, timeout=240_000)
+    expect(page.locator("#candidates tbody tr[data-state='succeeded']")).to_have_count(1)
+    expect(stopped.first.locator(".badge.stopped")).to_have_text("stopped")
+    expect(stopped.first.locator(".rung")).to_have_text("stopped at 1 ep")
+    done = page.locator("#candidates tbody tr[data-state='succeeded'] .rung")
+    expect(done).to_have_attribute("data-rung-epochs", "3")
+    shot(page, "asha-search")
+    assert not errors, errors

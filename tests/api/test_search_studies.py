@@ -67,6 +67,7 @@ def test_search_study_shows_progress_and_takes_no_candidates(
         "told": 0,
         "best_value": None,
         "best_params": None,
+        "asha": {"enabled": True, "reduction_factor": 3, "min_epochs": 1},  # on by default
     }
     spec = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "classifier"}
     r = client.post(f"{URL}/{study['id']}/candidates", json={"spec": spec}, headers=auth)
@@ -78,5 +79,35 @@ def test_search_study_shows_progress_and_takes_no_candidates(
 def test_openapi_documents_space_and_search(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert {"space", "search"} <= set(schemas["StudyCreate"]["properties"])
-    assert set(schemas["SearchConfig"]["properties"]) == {"sampler", "trials", "parallel", "seed"}
+    assert set(schemas["SearchConfig"]["properties"]) == {"sampler", "trials", "parallel", "seed", "asha"}
+    assert set(schemas["AshaConfig"]["properties"]) == {"enabled", "reduction_factor", "min_epochs"}
+    assert "rung_epochs" in schemas["CandidateOut"]["properties"]
+    assert "rung_epochs" in schemas["RankRowOut"]["properties"]
+    assert "target_epochs" in schemas["JobOut"]["properties"]
     assert "search" in schemas["StudyOut"]["properties"]
+
+
+def test_asha_settings_are_validated_naming_the_field(client: TestClient, auth: dict[str, str]) -> None:
+    screening = {"max_epochs": 9}
+    r = _post(client, auth, space=SPACE_TEXT, screening=screening, search={"asha": {"min_epochs": 10}})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["path"] == "body.search.asha.min_epochs"
+    assert "max_epochs 9" in r.json()["detail"][0]["msg"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"asha": {"reduction_factor": 0}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:4] == [
+        "body",
+        "search",
+        "asha",
+        "reduction_factor",
+    ]
+    r = _post(client, auth, space=SPACE_TEXT, search={"asha": {"eta": 3}})  # unknown key
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:4] == ["body", "search", "asha", "eta"]
+    assert client.get(URL, headers=auth).json()["count"] == 0
+    # off: no check against max_epochs (no rungs); `asha: false` is short for {enabled: false}
+    r = _post(client, auth, space=SPACE_TEXT, screening=screening, search={"asha": False})
+    assert r.status_code == 201, r.text
+    assert r.json()["search"]["asha"] == {"enabled": False, "reduction_factor": 3, "min_epochs": 1}
+    r = _post(
+        client, auth, name="r3", space=SPACE_TEXT, search={"asha": {"reduction_factor": 2, "min_epochs": 3}}
+    )
+    assert r.status_code == 201 and r.json()["search"]["asha"]["reduction_factor"] == 2

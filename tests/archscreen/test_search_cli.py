@@ -41,6 +41,9 @@ def test_search_command_searches_and_promotes(service: RunningService) -> None:
     common = ["search", str(SPACE), "--dataset", "digits", "--max-epochs", "1", "--seed", "0", *args]
     bad = service.cli(*common, "--trials", "0", check=False)
     assert bad.returncode != 0 and "search.trials" in bad.stderr  # type: ignore[attr-defined]
+    bad = service.cli(*common, "--trials", "3", "--min-epochs", "2", check=False)  # first rung > max_epochs 1
+    assert bad.returncode != 0 and "search.asha.min_epochs" in bad.stderr  # type: ignore[attr-defined]
+    assert len(bad.stderr.strip().splitlines()) == 1  # type: ignore[attr-defined]
     out = service.cli(*common, "--trials", "3", "--parallel", "1", "--name", "cli-search", "--wait")
     assert "best val_loss" in out.stdout, out  # type: ignore[attr-defined]
     with Client(service.url, service.token) as c:  # type: ignore[attr-defined]

@@ -229,3 +229,21 @@ def test_rung_value_by_extrapolation_is_minus_the_estimated_accuracy() -> None:
     assert rung_value(lm, 3, "language_model") == pytest.approx(1.8 / math.log(2))  # bits per char
     with pytest.raises(ValueError, match="key must be one of"):
         rung_value(curves, 2, "classification", key="test-loss")
+
+
+def test_start_runs_a_queued_run_at_rung_0_whatever_get_job_would_pick() -> None:
+    """The service adds a run and starts it in one transaction (worker/search_asha.py)."""
+    from archscreen.core.asha import AshaScheduler
+
+    asha = AshaScheduler(9, min_epochs=1, reduction_factor=3)
+    asha.add_runs(["a", "b", "c"])
+    for rid in ("a", "b", "c"):
+        asha.start(rid)
+    for rid, v in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
+        asha.report(rid, v)
+    asha.add_runs(["d"])
+    job = asha.start("d")  # get_job would promote "a" first
+    assert (job.run_id, job.rung, job.epochs, job.promoted) == ("d", 0, 1, False)
+    assert asha.status("d") == "running" and asha.get_job().run_id == "a"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="not queued"):
+        asha.start("d")

@@ -302,3 +302,42 @@ def test_queued_of_names_the_jobs_no_process_claimed(migrated: Database) -> None
     with migrated.session() as s:
         assert job_store.queued_of(s, [queued, claimed]) == [(queued, "screen")]
         assert job_store.queued_of(s, []) == []
+
+
+def test_an_asha_run_pauses_resumes_for_its_next_rung_and_stops(migrated: Database) -> None:
+    """paused: only by the lease owner, not final, not claimable; a promotion queues it again with
+    the next rung's epochs and fresh attempts; the end of the search stops it (final)."""
+    from archscreen.store import Job
+
+    sid = make_study(migrated)
+    a, b = add(migrated, sid, "a")[0], add(migrated, sid, "b")[0]
+    with migrated.session() as s:
+        assert job_store.set_target(s, [a, b], 1) == []  # queued: only the target is recorded
+        assert job_store.claim(s, a, "w1", 30) is not None
+        assert job_store.claim(s, b, "w1", 30) is not None
+        assert not job_store.pause(s, a, "w2", result={"asha": {"epochs": 1}})  # not the owner
+        assert job_store.pause(s, a, "w1", result={"asha": {"epochs": 1, "value": 0.5}})
+        assert job_store.pause(s, b, "w1", result={"asha": {"epochs": 1, "value": 0.7}})
+    with migrated.session() as s:
+        assert s.get(Job, a).state == "paused" and s.get(Job, a).lease_owner is None  # type: ignore[union-attr]
+        assert not job_store.claimable(s, a)
+        assert job_store.set_target(s, [a], 3) == [a]
+    with migrated.session() as s:
+        job = s.get(Job, a)
+        assert job is not None and (job.state, job.attempts, job.config["target_epochs"]) == ("queued", 0, 3)
+        assert job.enqueued_at is None and (a, "screen") in job_store.unsent(s)  # the sweep sends it
+        job_store.stop_paused(s, [a, b])  # a is queued again: only b stops
+    with migrated.session() as s:
+        assert (s.get(Job, a).state, s.get(Job, b).state) == ("queued", "stopped")  # type: ignore[union-attr]
+        assert s.get(Job, b).finished_at is not None  # type: ignore[union-attr]
+
+
+def test_cancel_ends_a_paused_run_at_once(migrated: Database) -> None:
+    sid = make_study(migrated)
+    a = add(migrated, sid, "a")[0]
+    with migrated.session() as s:
+        job_store.claim(s, a, "w1", 30)
+        job_store.pause(s, a, "w1", result={})
+    with migrated.session() as s:
+        assert job_store.request_cancel(s, a) == "cancelled"
+        assert job_store.set_target(s, [a], 3) == []  # a promotion finds it ended: nothing resumes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -117,4 +119,40 @@ def test_dataset_options_revision_downgrades_only_without_twins(database_url: st
     with db.session() as s:  # the row kept through both directions, with no options (pre-0005)
         kept = dataset_store.get(s, tenant.id, first.id)
     assert kept is not None and kept.options_key == ""
+    db.dispose()
+
+
+def test_asha_revision_keeps_older_searches_one_run_each_and_downgrades(database_url: str) -> None:
+    """0007_asha: a search study made before it keeps one full run per trial (asha off); the
+    downgrade strips the key the older SearchConfig refuses and drops the state column."""
+    import sqlalchemy as sa
+
+    db = Database(database_url)
+    db.migrate()
+    db.downgrade("0006")
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES (1, 't', CURRENT_TIMESTAMP)"))
+        for sid, search in ((1, '{"sampler": "tpe", "trials": 4, "parallel": 2, "seed": null}'), (2, None)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO studies (id, tenant_id, name, dataset, screening, policy, created_at,"
+                    " version, search)"
+                    " VALUES (:id, 1, :name, 'digits', '{}', '{}', CURRENT_TIMESTAMP, 0, :search)"
+                ),
+                {"id": sid, "name": f"s{sid}", "search": search},
+            )
+    db.migrate()
+    with db.engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT id, search FROM studies ORDER BY id")).all())
+    from archscreen.config import SearchConfig
+
+    old = rows[1] if isinstance(rows[1], dict) else json.loads(rows[1])
+    assert SearchConfig.model_validate(old).asha.enabled is False and rows[2] is None
+    assert "asha" in {c["name"] for c in inspect(db.engine).get_columns("studies")}
+    db.downgrade("0006")
+    with db.engine.connect() as conn:
+        back = conn.execute(sa.text("SELECT search FROM studies WHERE id = 1")).scalar_one()
+    assert "asha" not in (back if isinstance(back, dict) else json.loads(back))
+    assert "asha" not in {c["name"] for c in inspect(db.engine).get_columns("studies")}
+    db.migrate()
     db.dispose()

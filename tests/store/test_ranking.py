@@ -176,3 +176,39 @@ def test_class_balanced_metrics_pick_the_start_by_their_validation_side() -> Non
     # the screening result (SCREEN) was stored before the metric existed: not ranked, no error
     ranked, unranked = ranking.rank(CAND, [SCREEN, p50, p25], "val_macro_f1")
     assert ranked == [] and [u.candidate_id for u in unranked] == [1] and unranked[0].state == "succeeded"
+
+
+def _asha_run(cid: int, state: str, val_loss: float, rung: int | None) -> JobRecord:
+    from dataclasses import replace
+
+    j = job(100 + cid, "screen", state=state, result={"val_loss": val_loss, "val_accuracy": 0.5})
+    return replace(j, candidate_id=cid, config={} if rung is None else {"target_epochs": rung})
+
+
+def test_asha_runs_rank_by_rung_reached_then_score_and_tie_only_within_a_rung() -> None:
+    """A run stopped after 1 epoch with a low loss must not outrank a completed 9-epoch run."""
+    cands = [CandidateBrief(id=i, study_id=1, name=f"c{i}", num_params=1) for i in range(1, 6)]
+    jobs = [
+        _asha_run(1, "stopped", 0.10, 1),  # best loss, but stopped at rung 1
+        _asha_run(2, "succeeded", 0.90, 9),  # completed
+        _asha_run(3, "stopped", 0.50, 3),
+        _asha_run(4, "stopped", 0.40, 3),
+        _asha_run(5, "paused", 0.05, 1),  # the search is still going: unranked
+    ]
+    ranked, unranked = ranking.rank(cands, jobs, "val_loss")
+    assert [(r.candidate_id, r.rung_epochs) for r in ranked] == [(2, 9), (4, 3), (3, 3), (1, 1)]
+    assert [(r.candidate_id, r.state) for r in unranked] == [(5, "paused")]
+    assert all(r.tied_with == [] for r in ranked)  # 0.10 vs 0.90 etc.: different rungs never tie
+    # without ASHA (no target_epochs) the order is the score's alone, as before
+    plain = [_asha_run(1, "succeeded", 0.10, None), _asha_run(2, "succeeded", 0.90, None)]
+    ranked, _ = ranking.rank(cands[:2], plain, "val_loss")
+    assert [(r.candidate_id, r.rung_epochs) for r in ranked] == [(1, None), (2, None)]
+
+
+def test_candidate_state_names_paused_and_stopped() -> None:
+    assert ranking.candidate_state([_asha_run(1, "paused", 1.0, 1)]) == "paused"
+    assert ranking.candidate_state([_asha_run(1, "stopped", 1.0, 1)]) == "stopped"
+    assert (
+        ranking.candidate_state([_asha_run(1, "running", 1.0, 3), _asha_run(1, "paused", 1.0, 1)])
+        == "running"
+    )
