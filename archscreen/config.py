@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from archscreen.core.defaults import SCREENING, Base, StopRule
 from archscreen.core.names import Metric, TunerName, default_tuner_for
@@ -207,13 +207,54 @@ class PromotionPolicy(BaseModel):
     )
 
 
+Objective = Literal["val_loss", "params"]
+
+
 class SearchConfig(BaseModel):
-    """How a search study's Optuna study runs (issue 29): its sampler, how many trials in all, and
-    how many screen at once. Grid, NSGA-II and a compute budget are not offered yet."""
+    """How a search study's Optuna study runs (issue 29): its sampler, what it minimises, how many
+    trials in all, how many screen at once, and an optional CPU-seconds budget.
+
+    Samplers: ``tpe`` (default) and ``random``; ``grid`` (Optuna's GridSampler over
+    ``core.spec.space.grid_search_space``: every parameter discrete, and ``trials`` equal to the
+    grid's size, so the grid is visited once, checked where the space is known, the API's study
+    route); ``nsga2`` (NSGA-II, for two objectives). ``objectives``: ``["val_loss"]`` for one, and
+    ``["val_loss", "params"]`` (the screening score and the spec report's parameter count, both
+    minimised) for NSGA-II. Measured latency as an objective is not offered (a forward-latency
+    measurement in every job was not built).
+
+    ``budget_cpu_s``: no new trial is asked once the study's jobs have spent that many CPU-seconds
+    (``jobs.cpu_seconds``: the job process's user+system CPU time, also on a GPU worker, where it
+    is not GPU time); trials already screening finish, then the usual promotion runs.
+    """
 
     model_config = REQUEST
 
-    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPESampler or RandomSampler.")
+    sampler: Literal["tpe", "random", "grid", "nsga2"] = Field(
+        "tpe",
+        description="Optuna's TPESampler, RandomSampler, GridSampler (a discrete space; trials = its "
+        "size) or NSGAIISampler (two objectives).",
+    )
+    objectives: list[Objective] = Field(
+        default_factory=lambda: ["val_loss"],
+        validate_default=True,  # nsga2 without objectives is refused, naming this field
+        description='Minimised: ["val_loss"], or ["val_loss", "params"] (parameter count) with nsga2.',
+    )
     trials: int = Field(20, ge=1, le=500, description="Trials asked in all; then the usual promotion runs.")
     parallel: int = Field(2, ge=1, le=16, description="Trials screening at once.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="The sampler's seed (None: random).")
+    budget_cpu_s: float | None = Field(
+        None,
+        gt=0,
+        description="CPU-seconds the study's jobs may spend: no trial is asked past it (running ones "
+        "finish); None: no budget.",
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives_fit_the_sampler(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        sampler = info.data.get("sampler", "tpe")
+        if sampler == "nsga2" and value != ["val_loss", "params"]:
+            raise ValueError('nsga2 needs two objectives: ["val_loss", "params"]')
+        if sampler != "nsga2" and value != ["val_loss"]:
+            raise ValueError(f'sampler {sampler} takes one objective: ["val_loss"] (two need nsga2)')
+        return value

@@ -28,7 +28,13 @@ def add_search_command(sub: Any) -> None:
     p.add_argument("--dataset", required=True, help="a built-in dataset name or ds_<id>")
     p.add_argument("--trials", type=int, default=defaults.trials, help="trials in all (default %(default)s)")
     p.add_argument("--parallel", type=int, default=defaults.parallel, help="trials screening at once")
-    p.add_argument("--sampler", choices=["tpe", "random"], default=defaults.sampler)
+    p.add_argument("--sampler", choices=["tpe", "random", "grid", "nsga2"], default=defaults.sampler)
+    p.add_argument(
+        "--objectives",
+        default=None,
+        help="comma-separated, minimised: val_loss (default), or val_loss,params with --sampler nsga2",
+    )
+    p.add_argument("--budget", type=float, default=None, help="CPU-seconds the study may spend (no budget)")
     p.add_argument("--seed", type=int, default=None, help="the sampler's seed")
     p.add_argument("--max-epochs", type=int, default=None, help="screening epochs per trial")
     p.add_argument("--name", help="study name (default: search-<random>)")
@@ -43,7 +49,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     path = Path(args.space)
     if not path.is_file():
         raise CliError(f"{path}: no such file", EXIT_USAGE)
-    search = {"sampler": args.sampler, "trials": args.trials, "parallel": args.parallel, "seed": args.seed}
+    search: dict[str, Any] = {
+        "sampler": args.sampler,
+        "trials": args.trials,
+        "parallel": args.parallel,
+        "seed": args.seed,
+    }
+    if args.objectives:
+        search["objectives"] = [o.strip() for o in args.objectives.split(",")]
+    elif args.sampler == "nsga2":
+        search["objectives"] = ["val_loss", "params"]
+    if args.budget is not None:
+        search["budget_cpu_s"] = args.budget
     screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
     with _client(args.server, _token(args)) as client:
         try:

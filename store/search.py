@@ -100,6 +100,12 @@ def mark_told(s: Session, study_id: int, number: int, told: str, value: float | 
     bump_study(s, study_id)
 
 
+def num_params_of(s: Session, candidate_ids: list[int]) -> dict[int, int]:
+    """Each candidate's parameter count (its spec report's): NSGA-II's second objective."""
+    rows = s.execute(select(Candidate.id, Candidate.num_params).where(Candidate.id.in_(candidate_ids)))
+    return {cid: int(n) for cid, n in rows}
+
+
 def told_count(s: Session, study_id: int) -> int:
     q = select(func.count()).where(SearchTrial.study_id == study_id, SearchTrial.told.is_not(None))
     return int(s.scalar(q) or 0)

@@ -76,25 +76,44 @@ def optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
 
 
 def optuna_study(settings: Settings, study: StudyRecord, asked: int = 0) -> optuna.Study:
-    """The study's Optuna study (named ``archscreen-<id>``). The sampler is rebuilt per step: a
-    seeded one is seeded with ``seed + asked`` so that consecutive steps do not draw the same
-    random points."""
+    """The study's Optuna study (named ``archscreen-<id>``), minimising ``search.objectives`` (two
+    directions for NSGA-II). The sampler is rebuilt per step: a seeded one is seeded with
+    ``seed + asked`` so that consecutive steps do not draw the same random points."""
     import optuna
 
     assert study.search is not None
     seed = None if study.search.seed is None else study.search.seed + asked
-    sampler: optuna.samplers.BaseSampler = (
-        optuna.samplers.RandomSampler(seed=seed)
-        if study.search.sampler == "random"
-        else optuna.samplers.TPESampler(seed=seed)
-    )
     return optuna.create_study(
         storage=optuna_storage(settings.resolved_database_url),
         study_name=f"archscreen-{study.id}",
-        sampler=sampler,
-        direction="minimize",
+        sampler=_sampler(study, seed),
+        directions=["minimize"] * len(study.search.objectives),
         load_if_exists=True,
     )
+
+
+def _sampler(study: StudyRecord, seed: int | None) -> optuna.samplers.BaseSampler:
+    """``search.sampler`` as Optuna's sampler. Grid: ``GridSampler`` over the space's
+    ``grid_search_space`` (the API checked it is discrete and that ``trials`` is its size), seeded
+    with the study's own seed, never ``seed + asked``: the sampler shuffles its grid with its seed
+    and a trial's stored ``grid_id`` indexes that order, so every step must rebuild the same order.
+    Which grid points were visited lives in Optuna's storage, so a rebuilt sampler goes on where
+    the last one stopped."""
+    import optuna
+
+    assert study.search is not None
+    kind = study.search.sampler
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        from archscreen.core.spec.space import grid_search_space, parse_space
+
+        assert study.space is not None
+        grid = grid_search_space(parse_space(study.space))
+        return optuna.samplers.GridSampler(grid, seed=study.search.seed or 0)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
@@ -137,7 +156,8 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
         if number in links:
             told = links[number].told
             if told is not None and trial.state == TrialState.RUNNING:  # crashed before its tell
-                _tell(ostudy, number, TrialState.PRUNED if told == "pruned" else None, links[number].value)
+                state = TrialState.PRUNED if told == "pruned" else None
+                _tell(ostudy, number, state, _values(db, study, links[number]))
             continue
         if trial.state == TrialState.RUNNING:
             created += _link(db, settings, study, ostudy, number, space, info, trial.params)
@@ -236,21 +256,40 @@ def _tell_finished(db: Database, study: StudyRecord, ostudy: optuna.Study) -> No
         value = sum(losses) / len(losses) if losses else None
         trial = by_number.get(link.number)
         if trial is not None and trial.state == TrialState.RUNNING:
-            _tell(ostudy, link.number, None, value)
+            _tell(ostudy, link.number, None, _values(db, study, link, value))
         with db.session() as s:
             search_store.mark_told(s, study.id, link.number, "fail" if value is None else "complete", value)
 
 
-def _tell(ostudy: optuna.Study, number: int, state: Any, value: float | None) -> None:
-    """Tell a trial: ``state`` PRUNED, else its value (COMPLETE) or, without one, FAIL."""
+def _values(
+    db: Database, study: StudyRecord, link: search_store.TrialLink, value: float | None = None
+) -> list[float] | None:
+    """The trial's objective values in ``search.objectives`` order: the told ``val_loss`` (``value``,
+    else the link's), and for ``params`` its candidate's parameter count (the spec report's, stored
+    on the candidate). None: no score (told FAIL)."""
+    assert study.search is not None
+    loss = link.value if value is None else value
+    if loss is None:
+        return None
+    if study.search.objectives == ["val_loss"] or link.candidate_id is None:
+        return [loss]
+    with db.session() as s:
+        params = search_store.num_params_of(s, [link.candidate_id])
+    return [
+        loss if name == "val_loss" else float(params[link.candidate_id]) for name in study.search.objectives
+    ]
+
+
+def _tell(ostudy: optuna.Study, number: int, state: Any, values: list[float] | None) -> None:
+    """Tell a trial: ``state`` PRUNED, else its values (COMPLETE) or, without them, FAIL."""
     from optuna.trial import TrialState
 
     if state is not None:
         ostudy.tell(number, state=state)
-    elif value is None:
+    elif values is None:
         ostudy.tell(number, state=TrialState.FAIL)
     else:
-        ostudy.tell(number, value)
+        ostudy.tell(number, values)
 
 
 def _finite(v: Any) -> bool:

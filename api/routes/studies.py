@@ -44,6 +44,8 @@ def create_study(
 
     dataset_info(session, tenant.id, body.dataset)  # a built-in name or one of this tenant's ds_<id>
     space = None if body.space is None else _checked_space(body.space, settings.max_spec_bytes)
+    if space is not None and body.search is not None and body.search.sampler == "grid":
+        _check_grid(space, body.search.trials)
     try:
         study = study_store.create_study(
             session,
@@ -85,6 +87,30 @@ def _checked_space(raw: dict[str, Any] | str, max_bytes: int) -> dict[str, Any]:
             [item([*at, *([] if i.path == "spec" else loc_of(i.path))], i.message) for i in exc.issues]
         ) from None
     return dict(document)
+
+
+def _check_grid(document: dict[str, Any], trials: int) -> None:
+    """A grid search needs every parameter discrete and ``trials`` equal to the grid's size: Optuna's
+    GridSampler visits a random subset of a larger grid, and repeats points past its size (in
+    ask-and-tell it cannot stop the study). 422 naming ``body.search.sampler`` with the reason."""
+    from archscreen.core.spec import SpecError
+    from archscreen.core.spec.space import grid_size, parse_space
+
+    at: list[str | int] = ["body", "search", "sampler"]
+    try:
+        size = grid_size(parse_space(document))
+    except SpecError as exc:
+        reasons = "; ".join(f"{i.path}: {i.message}" for i in exc.issues[:5])
+        raise ApiValidationError([item(at, f"grid: {reasons}")]) from None
+    if size != trials:
+        fix = (
+            f"set trials to {size}"
+            if size <= 500
+            else "more than the 500 trials a study may ask: fix parameters (or use tpe or random)"
+        )
+        raise ApiValidationError(
+            [item(at, f"grid: the space's grid has {size:,} points and trials is {trials}; {fix}")]
+        )
 
 
 @router.get("", response_model=Page[StudyOut])

@@ -45,12 +45,38 @@ def test_bad_space_and_search_are_422_naming_the_path(client: TestClient, auth: 
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "trials"]
     r = _post(client, auth, space=SPACE_TEXT, search={"trials": 4, "sampler": "grid"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "sampler"]
+    assert "dropout_p' is continuous: a grid needs step" in r.json()["detail"][0]["msg"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 4, "sampler": "nsga2"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "objectives"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"objectives": ["val_loss", "params"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "objectives"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"budget_cpu_s": 0})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "budget_cpu_s"]
     r = _post(client, auth, search={"trials": 4})  # a search needs a space
     assert r.status_code == 422
     for scalar_text in ("31", "[1, 2]", "null"):  # YAML text that is no mapping (schemathesis: a 500)
         r = _post(client, auth, space=scalar_text, search={"trials": 4})
         assert r.status_code == 422 and r.json()["detail"][0]["path"].startswith("body.space"), r.text
     assert client.get(URL, headers=auth).json()["count"] == 0
+
+
+def test_grid_needs_trials_equal_to_its_size(client: TestClient, auth: dict[str, str]) -> None:
+    from tests.worker.test_search_samplers import GRID_SPACE
+
+    r = _post(client, auth, space=GRID_SPACE, search={"trials": 5, "sampler": "grid"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "sampler"]
+    assert "grid has 8 points and trials is 5; set trials to 8" in r.json()["detail"][0]["msg"]
+    r = _post(client, auth, space=GRID_SPACE, search={"trials": 8, "sampler": "grid"})
+    assert r.status_code == 201, r.text
+    assert r.json()["search"]["sampler"] == "grid"
+    r = _post(
+        client,
+        auth,
+        name="pareto",
+        space=SPACE_TEXT,
+        search={"trials": 4, "sampler": "nsga2", "objectives": ["val_loss", "params"]},
+    )
+    assert r.status_code == 201, r.text
 
 
 def test_search_study_shows_progress_and_takes_no_candidates(
@@ -78,5 +104,12 @@ def test_search_study_shows_progress_and_takes_no_candidates(
 def test_openapi_documents_space_and_search(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert {"space", "search"} <= set(schemas["StudyCreate"]["properties"])
-    assert set(schemas["SearchConfig"]["properties"]) == {"sampler", "trials", "parallel", "seed"}
+    assert set(schemas["SearchConfig"]["properties"]) == {
+        "sampler",
+        "objectives",
+        "trials",
+        "parallel",
+        "seed",
+        "budget_cpu_s",
+    }
     assert "search" in schemas["StudyOut"]["properties"]

@@ -1,0 +1,117 @@
+"""Search samplers (issue 29): grid visits every point of a discrete space once; NSGA-II tells two
+objectives (the screening's val_loss and the candidate's parameter count)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archscreen.store import search as search_store
+from archscreen.store import studies as study_store
+from tests.worker.procs import deployment, wait_for
+from tests.worker.test_search import SCREENING, SPACE, _candidates
+
+# a discrete space: depth 1-2, each layer its own width: a grid of 2 x 2 x 2 = 8 points (width[1]
+# exists in the grid even where depth is 1: those points give the same spec, one shared candidate)
+GRID_SPACE: dict[str, Any] = {
+    "name": "grid_space",
+    "space": {},
+    "layers": [
+        "flatten",
+        {
+            "repeat": {
+                "count": {"int": [1, 2], "name": "depth"},
+                "share": False,
+                "layers": [{"linear": {"out": {"choice": [16, 32], "name": "width"}}}, "relu"],
+            }
+        },
+    ],
+    "head": "classifier",
+}
+
+
+def _study(d, search: dict[str, Any], space: dict[str, Any]) -> int:  # type: ignore[no-untyped-def]
+    with d.db.session() as s:
+        return study_store.create_study(
+            s,
+            d.tenant_id,
+            name="search",
+            dataset="digits",
+            screening=SCREENING,
+            policy={"top_k": 1, "auto": False, "starts": 1},
+            space=space,
+            search=search,
+        ).id
+
+
+def test_grid_sampler_asks_every_grid_point_once(tmp_path: Path) -> None:
+    from archscreen.core.spec.space import grid_search_space, grid_size, parse_space
+    from archscreen.worker.search import optuna_study, search_step
+
+    grid = grid_search_space(parse_space(GRID_SPACE))
+    assert grid_size(parse_space(GRID_SPACE)) == 8
+    with deployment(tmp_path) as d:  # no worker: the step asks, the jobs stay queued
+        study_id = _study(d, {"sampler": "grid", "trials": 8, "parallel": 8, "seed": 0}, GRID_SPACE)
+        made = search_step(d.db, d.settings, study_id)
+        with d.db.session() as s:
+            study = study_store.study_by_id(s, study_id)
+        assert study is not None
+        trials = optuna_study(d.settings, study).trials
+        # each grid point asked once, none twice (GridSampler records the point's index)
+        assert sorted(t.system_attrs["grid_id"] for t in trials) == list(range(8))
+        suggested = sorted(tuple(t.params.get(k) for k in sorted(grid)) for t in trials)
+        every = itertools.product(*(grid[k] for k in sorted(grid)))
+        # a point of depth 1 does not suggest width[1]
+        expected = sorted(
+            tuple(
+                v if not (k == "width[1]" and p[0] == 1) else None
+                for k, v in zip(sorted(grid), p, strict=True)
+            )
+            for p in every
+        )
+        assert suggested == expected, suggested
+        # depth 1 ignores width[1]: 2 + 4 distinct specs, one candidate each
+        assert len(made) == 6 and len(_candidates(d)) == 6
+
+
+def test_grid_rejects_a_continuous_space() -> None:
+    from archscreen.core.spec import SpecError
+    from archscreen.core.spec.space import grid_size, parse_space
+
+    with pytest.raises(SpecError, match="continuous: a grid needs step"):
+        grid_size(parse_space(SPACE))  # dropout_p is a float range without step
+
+
+@pytest.mark.slow
+def test_nsga2_tells_val_loss_and_parameter_count(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from archscreen.worker.search import optuna_study, request_step
+
+    search = {"sampler": "nsga2", "objectives": ["val_loss", "params"], "trials": 3, "parallel": 3}
+    with deployment(tmp_path) as d:
+        d.start_worker(concurrency=1)
+        d.wait_worker_ready()
+        study_id = _study(d, {**search, "seed": 5}, SPACE)
+        with d.db.session() as s:
+            study = study_store.study_by_id(s, study_id)
+        assert study is not None and request_step(d.settings, study)
+
+        def all_told() -> bool:
+            with d.db.session() as s:
+                return search_store.told_count(s, study_id) == 3
+
+        wait_for(all_told, 240, "three NSGA-II trials told", d.logs)
+        ostudy = optuna_study(d.settings, study)
+        assert len(ostudy.directions) == 2
+        with d.db.session() as s:
+            links = search_store.links_of(s, study_id)
+        by_id = {c.id: c for c in _candidates(d)}
+        complete = [t for t in ostudy.trials if t.state == TrialState.COMPLETE]
+        assert complete  # tiny screenings of valid points succeed
+        for t in complete:
+            cand = by_id[links[t.number].candidate_id]  # type: ignore[index]
+            assert t.values == [pytest.approx(links[t.number].value), float(cand.num_params)]
