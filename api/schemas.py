@@ -151,6 +151,12 @@ class SearchOut(BaseModel):
     told: int
     best_value: float | None
     best_params: dict[str, Any] | None
+    objectives: list[str] = Field(default_factory=lambda: ["val_loss"], description="Minimised, in order.")
+    running: int = Field(0, description="Trials asked and not yet told (screening, or about to).")
+    pruned: int = Field(0, description="Trials told PRUNED: points refused before they trained.")
+    failed: int = Field(0, description="Trials told FAIL: every screening run of the point failed.")
+    budget_cpu_s: float | None = Field(None, description="The study's CPU-seconds budget (null: none).")
+    cpu_seconds: float = Field(0.0, description="CPU-seconds the study's jobs spent so far.")
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -250,6 +256,11 @@ class JobOut(BaseModel):
         "index, its training seed the same for every start); null for a screening run or a single start.",
     )
     init_lr: float | None = Field(None, description="A tuning job's starting rate (null: a screening run).")
+    cpu_seconds: float = Field(
+        0.0,
+        description="CPU time (user + system) the job's processes spent on it, over its attempts, as of "
+        "its last recorded epoch; on a GPU worker this is the host's CPU time, not GPU time.",
+    )
 
 
 class CandidateOut(BaseModel):
@@ -261,6 +272,7 @@ class CandidateOut(BaseModel):
     state: JobState
     created: bool = Field(False, description="True when this request created the candidate.")
     created_at: UtcDatetime
+    cpu_seconds: float = Field(0.0, description="CPU-seconds its jobs spent (the sum of their cpu_seconds).")
 
 
 class EstimateOut(BaseModel):
@@ -459,6 +471,7 @@ class CandidateRow(BaseModel):
     preferred_lr: float | None
     estimate: EstimateField = None
     error: str | None
+    cpu_seconds: float = 0.0
 
 
 class StudySummary(BaseModel):
@@ -471,6 +484,9 @@ class StudySummary(BaseModel):
     candidates: list[CandidateRow]
     ranking: RankingOut
     tuning_jobs: list[JobOut]
+    cpu_seconds: float = Field(
+        0.0, description="CPU-seconds all the study's jobs spent (screening and tuning)."
+    )
 
 
 # ---------------------------------------------------------------------------- datasets

@@ -55,6 +55,12 @@ def study_out(
             told=search.told,
             best_value=search.best_value,
             best_params=search.best_params,
+            objectives=list(study.search.objectives),
+            running=search.asked - search.told,
+            pruned=search.pruned,
+            failed=search.failed,
+            budget_cpu_s=study.search.budget_cpu_s,
+            cpu_seconds=search.cpu_seconds,
         ),
     )
 
@@ -130,6 +136,7 @@ def job_out(job: JobRecord, metrics: Sequence[EpochRecord], *, with_result: bool
         ),
         start=job.config.get("start") if job.kind == "tune" else None,
         init_lr=job.config.get("init_lr") if job.kind == "tune" else None,
+        cpu_seconds=job.cpu_seconds,
     )
 
 
@@ -143,6 +150,7 @@ def candidate_out(cand: CandidateRecord, jobs: Sequence[JobRecord], *, created: 
         state=candidate_state(jobs),
         created=created,
         created_at=cand.created_at,
+        cpu_seconds=sum(j.cpu_seconds for j in jobs),
     )
 
 

@@ -478,6 +478,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = ", ".join(f"{n} {s}" for s, n in sorted(study.jobs_by_state.items())) or "no jobs"
         head = f"study {study.id} {study.name!r} on {study.dataset}"
         print(f"{head}: {study.candidates} candidates; {states}")
+        if study.search is not None:
+            from archscreen.search_cli import best_line, progress_line
+
+            print(f"search ({study.search.sampler}, {' + '.join(study.search.objectives)}): ", end="")
+            print(progress_line(study.search))
+            print(best_line(study.search))
         _print_ranking(c, study.id, args.metric)
         board = c.leaderboard(study.id)
         tuned = [r for r in board.data if r.tuning_state]

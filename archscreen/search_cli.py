@@ -77,21 +77,43 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"study {study.id} ({study.name}): searching {args.trials} trials of {path.name}")
         if args.wait:
             s = _wait(client, study.id)
-            print(f"best val_loss {s.best_value} with {s.best_params}")
+            print(progress_line(s))
+            print(best_line(s))
     return EXIT_OK
 
 
+def progress_line(s: SearchOut) -> str:
+    """One line of a search's progress, as ``archscreen status`` and ``search --wait`` print it."""
+    budget = f" of {s.budget_cpu_s:g} budget" if s.budget_cpu_s is not None else ""
+    best = "none yet" if s.best_value is None else f"{s.best_value:.4g}"
+    return (
+        f"trials asked {s.asked}/{s.trials}, told {s.told}, running {s.running}, pruned {s.pruned}"
+        f"{f', failed {s.failed}' if s.failed else ''}; best val_loss {best}; "
+        f"CPU-seconds {s.cpu_seconds:.1f}{budget}"
+    )
+
+
+def best_line(s: SearchOut) -> str:
+    if s.best_value is None:
+        return "best: no trial has a score yet"
+    params = ", ".join(f"{k}={v}" for k, v in sorted((s.best_params or {}).items()))
+    return f"best: val_loss {s.best_value:.4g} with {params or 'no parameters'}"
+
+
 def _wait(client: Client, study_id: int) -> SearchOut:
-    """The search's progress once every trial is told (printed to stderr as it changes)."""
-    last = None
-    while True:
-        s = client.study(study_id).search
-        if s is None:  # the study was made by create_search, so it has one
-            raise CliError(f"study {study_id} is not a search study")
-        line = f"asked {s.asked}/{s.trials}, told {s.told}, best {s.best_value}"
-        if line != last:
-            print(line, file=sys.stderr)
-            last = line
-        if s.told >= s.trials:
-            return s
-        time.sleep(POLL_S)
+    """The search's progress once it is done (printed to stderr as it changes: counts and best at
+    once, the CPU-seconds at most every 10 s)."""
+    last: list[Any] = [None, 0.0]
+
+    def show(s: SearchOut) -> None:
+        key = (s.asked, s.told, s.running, s.pruned, s.failed, s.best_value)
+        if key != last[0] or time.monotonic() - last[1] > 10:
+            print(progress_line(s), file=sys.stderr, flush=True)
+            last[:] = [key, time.monotonic()]
+
+    try:
+        done = client.wait_search(study_id, poll_s=POLL_S, on_update=show)
+    except ValueError as exc:  # the study was made by create_search, so it has one
+        raise CliError(str(exc)) from None
+    assert done.search is not None
+    return done.search

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from archscreen.config import SearchConfig
 from archscreen.store.jobs import bump_study
-from archscreen.store.models import Candidate, SearchTrial, Study, _now
+from archscreen.store.models import Candidate, Job, SearchTrial, Study, _now
 from archscreen.store.records import StudyRecord
 
 
@@ -36,6 +36,9 @@ class SearchProgress:
     told: int
     best_value: float | None
     best_params: dict[str, Any] | None
+    pruned: int = 0
+    failed: int = 0
+    cpu_seconds: float = 0.0
 
 
 def claim_step(s: Session, study_id: int, hold_s: float) -> bool:
@@ -111,9 +114,28 @@ def told_count(s: Session, study_id: int) -> int:
     return int(s.scalar(q) or 0)
 
 
+def cpu_spent(s: Session, study_id: int) -> float:
+    """CPU-seconds the study's jobs have spent (``jobs.cpu_seconds``, as far as recorded)."""
+    return float(
+        s.scalar(select(func.coalesce(func.sum(Job.cpu_seconds), 0.0)).where(Job.study_id == study_id))
+    )
+
+
+def over_budget(s: Session, study_id: int, search: SearchConfig) -> bool:
+    """The study has spent its ``budget_cpu_s``: no new trial is asked."""
+    return search.budget_cpu_s is not None and cpu_spent(s, study_id) >= search.budget_cpu_s
+
+
 def search_done(s: Session, study_id: int, search: SearchConfig) -> bool:
-    """Every trial of the search was asked and told: the study may promote."""
-    return told_count(s, study_id) >= search.trials
+    """Every trial of the search was asked and told, or the budget is spent and every trial asked
+    was told (the running ones finished): the study may promote."""
+    told = told_count(s, study_id)
+    if told >= search.trials:
+        return True
+    if not over_budget(s, study_id, search):
+        return False
+    asked = int(s.scalar(select(func.count()).where(SearchTrial.study_id == study_id)) or 0)
+    return told >= asked
 
 
 def studies_searching(s: Session) -> list[int]:
@@ -129,7 +151,9 @@ def studies_searching(s: Session) -> list[int]:
 
 
 def progress_of(s: Session, study_ids: list[int]) -> Mapping[int, SearchProgress]:
-    """``asked``, ``told`` and the best told value (minimised val_loss) with its candidate's params."""
+    """``asked``, ``told`` (``pruned``, ``failed`` among them), the best told value (minimised
+    val_loss; with NSGA-II the least val_loss, not the Pareto front) with its candidate's params,
+    and the CPU-seconds spent."""
     out: dict[int, SearchProgress] = {}
     for sid in study_ids:
         rows = s.execute(
@@ -144,6 +168,9 @@ def progress_of(s: Session, study_ids: list[int]) -> Mapping[int, SearchProgress
             told=sum(1 for told, _, _ in rows if told is not None),
             best_value=best[0],
             best_params=best[1],
+            pruned=sum(1 for told, _, _ in rows if told == "pruned"),
+            failed=sum(1 for told, _, _ in rows if told == "fail"),
+            cpu_seconds=cpu_spent(s, sid),
         )
     return out
 

@@ -128,6 +128,22 @@ class Lease(threading.Thread):
         self._stop_event.set()
 
 
+class CpuClock:
+    """A job's CPU-seconds (``jobs.cpu_seconds``): what its earlier attempts recorded plus this
+    process's CPU time (user + system, every thread: ``time.process_time``) since the job was
+    claimed. A job runs alone in a fresh process (``worker_max_tasks_per_child=1``), so the
+    process's time is the job's: its data loading, training and evaluation, the lease thread's
+    beats. On a GPU worker this is still CPU time (the host side), not GPU time. An attempt killed
+    hard keeps what its last epoch recorded; the rest of that epoch is not counted."""
+
+    def __init__(self, before: float) -> None:
+        self.before = before
+        self.start = time.process_time()
+
+    def total(self) -> float:
+        return self.before + (time.process_time() - self.start)
+
+
 def screening_run(study: StudyRecord, seed: int, device: str) -> tuple[Any, Any]:
     """The study's screener and budget for the run with ``seed``: ``ScreeningConfig.run``, the one
     function the CLI and the benches call too (a tuning job trains under the same budget)."""
@@ -158,6 +174,7 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         assert study is not None and spec is not None
         kind, seed, job_config = job.kind, job.seed, dict(job.config)
         dataset = study.dataset
+    cpu = CpuClock(job.cpu_seconds)  # earlier attempts' CPU time, then this process's
     from archscreen.core.training.loop import DiskFull
 
     lease = Lease(db, job_id, owner, settings)
@@ -165,7 +182,7 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
     model: job_store.ModelArtifact | None = None  # a tuning job's model file, in the blob store
     try:
         state, result, error, model = _run(
-            db, settings, job_id, owner, kind, seed, job_config, spec, dataset, study, lease
+            db, settings, job_id, owner, kind, seed, job_config, spec, dataset, study, lease, cpu
         )
     except (ShutdownRequested, DiskFull) as exc:
         lease.stop()
@@ -182,7 +199,10 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         log.warning("job %s: lease lost to another worker; result discarded", job_id)
         return "lost"
     with db.session() as s:
-        if not job_store.finish(s, job_id, owner, state, result=result, error=error, model=model):
+        done = job_store.finish(
+            s, job_id, owner, state, result=result, error=error, model=model, cpu_seconds=cpu.total()
+        )
+        if not done:
             return "lost"
     if state == "succeeded":
         _apply_retention(settings, job_id, kind, model_stored=model is not None)
@@ -294,6 +314,7 @@ def _run(
     dataset: str,
     study: StudyRecord,
     lease: Lease,
+    cpu: CpuClock,
 ) -> tuple[str, dict[str, Any] | None, str | None, job_store.ModelArtifact | None]:
     import torch
 
@@ -316,7 +337,7 @@ def _run(
     dataset = local_dataset(db, settings, dataset)  # ds_<id>: the uploaded file, cached locally
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    step_hook, callback = _job_hooks(db, settings, job_id, owner, lease)
+    step_hook, callback = _job_hooks(db, settings, job_id, owner, lease, cpu)
     model: job_store.ModelArtifact | None = None
     if kind == "screen":
         if settings.cuda_graphs:  # opt-in (core/training/graphs.py); on the CPU a logged no-op
@@ -357,7 +378,7 @@ def _run(
 
 
 def _job_hooks(
-    db: Database, settings: Settings, job_id: int, owner: str, lease: Lease
+    db: Database, settings: Settings, job_id: int, owner: str, lease: Lease, cpu: CpuClock
 ) -> tuple[Callable[[int, int], None], Callable[[Progress], None]]:
     """The training loop's ``step_hook`` (stops for a lost lease, a cancel or a shutdown) and
     epoch ``callback`` (writes the epoch, as the lease owner only)."""
@@ -392,6 +413,7 @@ def _job_hooks(
                 val_accuracy=r.val_accuracy,
                 seconds=r.seconds,
                 extra=_jsonable(p.extra),
+                cpu_seconds=cpu.total(),
             )
         if not owned:
             lease.lost.set()

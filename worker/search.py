@@ -10,11 +10,14 @@ workers never ask at once and ``trials`` is never overshot):
    now, from its stored params (``point_from_params``), or recorded with the state Optuna has;
 2. every linked trial whose candidate's screening runs have all ended is told: the mean best
    ``val_loss`` of its succeeded runs (minimised) as COMPLETE, else FAIL;
-3. new trials are asked until ``parallel`` screen at once or ``trials`` were asked; each point
+3. new trials are asked until ``parallel`` screen at once or ``trials`` were asked, and none once
+   the study's jobs spent ``budget_cpu_s`` CPU-seconds (checked once per step: a trial asked just
+   under the budget still runs, so the budget may be overshot by up to ``parallel`` trials); each point
    becomes a candidate (its params stored on it) with its screening jobs, or, refused before it
    trains (``PointRefused``), is told PRUNED (see ``core/spec/space.py`` for why not FAIL).
 
-When every trial is told, the usual automatic promotion runs (``policy.auto``).
+When every trial is told (or the budget is spent and every asked trial is told), the usual
+automatic promotion runs (``policy.auto``).
 
 Optuna's tables live in the service's database server but apart from archscreen's (Optuna also has
 a table named ``studies`` and its own ``alembic_version``): on PostgreSQL in the schema
@@ -169,7 +172,9 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
         links = search_store.links_of(s, study.id)
     asked = len(ostudy.get_trials(deepcopy=False))
     running = sum(1 for link in links.values() if link.told is None)
-    while asked < study.search.trials and running < study.search.parallel:
+    with db.session() as s:  # budget spent: ask nothing more; the running trials finish
+        spent = search_store.over_budget(s, study.id, study.search)
+    while asked < study.search.trials and running < study.search.parallel and not spent:
         ostudy = optuna_study(settings, study, asked)
         new_trial = ostudy.ask()
         asked += 1

@@ -18,6 +18,7 @@ from archscreen.api.schemas import CandidateRow, RankingOut, StudySummary
 from archscreen.api.views import estimate_out, job_out, progress, rank_row_out, study_out
 from archscreen.store import Database
 from archscreen.store import ranking as ranking_store
+from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
 from archscreen.store.records import JobRecord, StudyRecord
 
@@ -54,6 +55,7 @@ def build_summary(s: Session, study: StudyRecord) -> StudySummary:
                 preferred_lr=r.preferred_lr,
                 estimate=estimate_out(r.estimate),
                 error=errors[0] if errors else None,
+                cpu_seconds=sum(j.cpu_seconds for j in screens[c.id]),
             )
         )
     ranking = RankingOut(
@@ -67,14 +69,17 @@ def build_summary(s: Session, study: StudyRecord) -> StudySummary:
     by_state: dict[str, int] = {}
     for j in jobs:
         by_state[j.state] = by_state.get(j.state, 0) + 1
+    search = search_store.progress_of(s, [study.id]).get(study.id) if study.search is not None else None
     return StudySummary(
-        study=study_out(study, candidates=len(cands), jobs_by_state=by_state),  # counted from the rows read
+        # counted from the rows read
+        study=study_out(study, candidates=len(cands), jobs_by_state=by_state, search=search),
         version=study.version,
         candidate_states=states,
         progress=progress([j for j in jobs if j.kind == "screen"]),
         candidates=out_rows,
         ranking=ranking,
         tuning_jobs=[job_out(j, [], with_result=True) for j in tunes],
+        cpu_seconds=sum(j.cpu_seconds for j in jobs),
     )
 
 

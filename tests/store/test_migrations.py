@@ -118,3 +118,15 @@ def test_dataset_options_revision_downgrades_only_without_twins(database_url: st
         kept = dataset_store.get(s, tenant.id, first.id)
     assert kept is not None and kept.options_key == ""
     db.dispose()
+
+
+def test_job_cpu_seconds_revision_downgrades_alone(database_url: str) -> None:
+    db = Database(database_url)
+    db.migrate()
+    assert "cpu_seconds" in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    db.downgrade("0006")
+    assert "cpu_seconds" not in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    assert "search_trials" in inspect(db.engine).get_table_names()  # 0006 stays
+    db.migrate()
+    assert "cpu_seconds" in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    db.dispose()

@@ -115,3 +115,39 @@ def test_nsga2_tells_val_loss_and_parameter_count(tmp_path: Path) -> None:
         for t in complete:
             cand = by_id[links[t.number].candidate_id]  # type: ignore[index]
             assert t.values == [pytest.approx(links[t.number].value), float(cand.num_params)]
+
+
+@pytest.mark.slow
+def test_budget_stops_asking_and_the_study_promotes(tmp_path: Path) -> None:
+    """A CPU-seconds budget smaller than one trial: the first trial (parallel 1) runs to its end,
+    nothing more is asked, and the usual promotion runs with 1 of 6 trials told."""
+    from archscreen.worker.search import request_step
+
+    search = {"sampler": "random", "trials": 6, "parallel": 1, "seed": 2, "budget_cpu_s": 0.01}
+    with deployment(tmp_path) as d:
+        d.start_worker(concurrency=1)
+        d.wait_worker_ready()
+        with d.db.session() as s:
+            study = study_store.create_study(
+                s,
+                d.tenant_id,
+                name="budget",
+                dataset="digits",
+                screening=SCREENING,
+                policy={"top_k": 1, "auto": True, "starts": 1},
+                space=SPACE,
+                search=search,
+            )
+        assert request_step(d.settings, study)
+
+        def promoted() -> bool:
+            with d.db.session() as s:
+                found = study_store.study_by_id(s, study.id)
+                return found is not None and found.auto_promoted_at is not None
+
+        wait_for(promoted, 240, "the budget to end the search and the study to promote", d.logs)
+        with d.db.session() as s:
+            progress = search_store.progress_of(s, [study.id])[study.id]
+            spent = search_store.cpu_spent(s, study.id)
+        assert progress.asked == progress.told and progress.told < 6
+        assert progress.cpu_seconds == spent and spent >= 0.01

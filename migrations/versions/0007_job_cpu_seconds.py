@@ -1,0 +1,29 @@
+"""jobs.cpu_seconds: the CPU time (user + system) the job's process spent on it (issue 29)
+
+A search study's budget (search.budget_cpu_s) is the sum over its jobs. Existing jobs get 0 (their
+CPU time was not measured).
+
+Revision ID: 0007_job_cpu_seconds
+Revises: 0006
+Create Date: 2026-12-06 21:40:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007_job_cpu_seconds"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("cpu_seconds", sa.Float(), nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("cpu_seconds")
