@@ -116,9 +116,8 @@ def told_count(s: Session, study_id: int) -> int:
 
 def cpu_spent(s: Session, study_id: int) -> float:
     """CPU-seconds the study's jobs have spent (``jobs.cpu_seconds``, as far as recorded)."""
-    return float(
-        s.scalar(select(func.coalesce(func.sum(Job.cpu_seconds), 0.0)).where(Job.study_id == study_id))
-    )
+    total = s.scalar(select(func.sum(Job.cpu_seconds)).where(Job.study_id == study_id))
+    return float(total or 0.0)
 
 
 def over_budget(s: Session, study_id: int, search: SearchConfig) -> bool:
