@@ -303,7 +303,7 @@ def _finite(v: Any) -> bool:
 
 def _dataset_info(db: Database, study: StudyRecord) -> Any:
     """The study's DatasetInfo, as the API found it when the study was created."""
-    from archscreen.api.routes.datasets import dataset_info
+    from archscreen.store.datasets import dataset_info
 
     with db.session() as s:
         return dataset_info(s, study.tenant_id, study.dataset)
