@@ -7,7 +7,11 @@ One pass, under the study's step lock (a compare-and-set on ``studies.search_ste
 workers never ask at once and ``trials`` is never overshot):
 
 1. a trial Optuna holds that archscreen has no link for (a crash between ask and commit) is linked
-   now, from its stored params (``point_from_params``), or recorded with the state Optuna has;
+   now, or recorded with the state Optuna has if it is no longer RUNNING. Sampling is
+   define-by-run, so a step killed right after ``ask()`` leaves a trial with no params (or some):
+   the trial is reopened as a live ``optuna.trial.Trial`` and the point sampled on it, where a
+   param already suggested keeps its stored value and the rest are drawn by the sampler now (a
+   FrozenTrial's params alone would build a default point the sampler never proposed);
 2. every linked trial whose candidate's screening runs have all ended is told: the mean best
    ``val_loss`` of its succeeded runs (minimised) as COMPLETE, else FAIL;
 3. new trials are asked until ``parallel`` screen at once or ``trials`` were asked, and none once
@@ -30,6 +34,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +55,10 @@ log = logging.getLogger("archscreen.worker")
 
 STEP_TASK = "archscreen.search_step"
 OPTUNA_SCHEMA = "archscreen_optuna"
-# A step that holds the lock longer than this is taken to have died (a step is database work and
-# one spec validation per new trial: well under a second).
-STEP_HOLD_S = 60.0
+# Tests only: the process whose step creates this file first (writing the trial number there) stops
+# between Optuna's ask and archscreen's link of that trial, as a process killed there would
+# (tests/reliability/test_search_kill.py kills it there with SIGKILL).
+PAUSE_AFTER_ASK_ENV = "ARCHSCREEN_TEST_PAUSE_AFTER_ASK"
 
 
 @functools.lru_cache(maxsize=8)
@@ -126,7 +133,7 @@ def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
         study = study_store.study_by_id(s, study_id)
         if study is None or study.search is None or study.space is None:
             return []
-        if not search_store.claim_step(s, study_id, STEP_HOLD_S):
+        if not search_store.claim_step(s, study_id, settings.search_step_hold_s):
             return []
     try:
         created = _step(db, settings, study)
@@ -143,6 +150,7 @@ def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
 
 
 def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
+    import optuna
     from optuna.trial import TrialState
 
     from archscreen.core.spec.space import parse_space
@@ -162,8 +170,9 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
                 state = TrialState.PRUNED if told == "pruned" else None
                 _tell(ostudy, number, state, _values(db, study, links[number]))
             continue
-        if trial.state == TrialState.RUNNING:
-            created += _link(db, settings, study, ostudy, number, space, info, trial.params)
+        if trial.state == TrialState.RUNNING:  # sampled now, as a live trial (see the docstring)
+            live = optuna.trial.Trial(ostudy, trial._trial_id)
+            created += _link(db, settings, study, ostudy, number, space, info, None, live)
         else:
             with db.session() as s:
                 search_store.link_trial(s, study.id, number, told=trial.state.name.lower())
@@ -177,6 +186,7 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
     while asked < study.search.trials and running < study.search.parallel and not spent:
         ostudy = optuna_study(settings, study, asked)
         new_trial = ostudy.ask()
+        _pause_after_ask(new_trial.number)
         asked += 1
         new = _link(db, settings, study, ostudy, new_trial.number, space, info, None, new_trial)
         created += new
@@ -295,6 +305,21 @@ def _tell(ostudy: optuna.Study, number: int, state: Any, values: list[float] | N
         ostudy.tell(number, state=TrialState.FAIL)
     else:
         ostudy.tell(number, values)
+
+
+def _pause_after_ask(number: int) -> None:
+    """The :data:`PAUSE_AFTER_ASK_ENV` test hook (a no-op unless that variable names a file)."""
+    marker = os.environ.get(PAUSE_AFTER_ASK_ENV)
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(number).encode())
+    os.close(fd)
+    log.warning("test hook %s: the step stops after asking trial %s", PAUSE_AFTER_ASK_ENV, number)
+    threading.Event().wait()
 
 
 def _finite(v: Any) -> bool:
