@@ -32,7 +32,8 @@ def add_search_command(sub: Any) -> None:
     p.add_argument(
         "--objectives",
         default=None,
-        help="comma-separated, minimised: val_loss (default), or val_loss,params with --sampler nsga2",
+        help="comma-separated, minimised: val_loss (default); with --sampler nsga2 val_loss,params (default) "
+        "or val_loss,latency",
     )
     p.add_argument("--budget", type=float, default=None, help="CPU-seconds the study may spend (no budget)")
     p.add_argument("--seed", type=int, default=None, help="the sampler's seed")

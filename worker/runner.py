@@ -348,6 +348,8 @@ def _run(
             spec, dataset, config, callback=callback, step_hook=step_hook, checkpoint_path=ckpt
         ).to_dict()
         out["lr_range"] = list(screener.settings(out["task"])[:2])
+        if study.search is not None and "latency" in study.search.objectives:
+            out["latency_ms"] = _latency_ms(spec, dataset, config, device, out)
     elif kind == "tune":
         from archscreen.core.data import load_dataset
         from archscreen.core.tuning import get_tuner
@@ -375,6 +377,21 @@ def _run(
     state = {"cancelled": "cancelled", "diverged": "diverged"}.get(str(stopped), "succeeded")
     error = "training diverged (non-finite loss)" if state == "diverged" else None
     return state, out, error, model
+
+
+def _latency_ms(
+    spec: dict[str, Any], dataset: Any, config: Any, device: str, out: dict[str, Any]
+) -> float | None:
+    """A search trial's measured forward latency (NSGA-II's ``latency`` objective,
+    ``core/latency.py``), on this job's device after its training; None for a cancelled or
+    diverged run. Its CPU time counts in the job's ``cpu_seconds`` (the study's compute)."""
+    if out.get("stopped_because") in ("cancelled", "diverged"):
+        return None
+    from archscreen.core.data import load_dataset
+    from archscreen.core.latency import forward_latency_ms
+
+    info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
+    return forward_latency_ms(spec, info, device=device)
 
 
 def _job_hooks(

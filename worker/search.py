@@ -269,30 +269,39 @@ def _tell_finished(db: Database, study: StudyRecord, ostudy: optuna.Study) -> No
             if j.state == "succeeded" and j.result and _finite(j.result.get("val_loss"))
         ]
         value = sum(losses) / len(losses) if losses else None
+        values = _values(db, study, link, value)
         trial = by_number.get(link.number)
         if trial is not None and trial.state == TrialState.RUNNING:
-            _tell(ostudy, link.number, None, _values(db, study, link, value))
+            _tell(ostudy, link.number, None, values)
         with db.session() as s:
-            search_store.mark_told(s, study.id, link.number, "fail" if value is None else "complete", value)
+            search_store.mark_told(s, study.id, link.number, "fail" if values is None else "complete", value)
 
 
 def _values(
     db: Database, study: StudyRecord, link: search_store.TrialLink, value: float | None = None
 ) -> list[float] | None:
     """The trial's objective values in ``search.objectives`` order: the told ``val_loss`` (``value``,
-    else the link's), and for ``params`` its candidate's parameter count (the spec report's, stored
-    on the candidate). None: no score (told FAIL)."""
+    else the link's); ``params``: its candidate's parameter count (the spec report's, stored on the
+    candidate); ``latency``: the mean ``latency_ms`` its succeeded screening runs measured. None (told
+    FAIL): no score, or no latency measured."""
     assert study.search is not None
     loss = link.value if value is None else value
     if loss is None:
         return None
     if study.search.objectives == ["val_loss"] or link.candidate_id is None:
         return [loss]
+    cid = link.candidate_id
     with db.session() as s:
-        params = search_store.num_params_of(s, [link.candidate_id])
-    return [
-        loss if name == "val_loss" else float(params[link.candidate_id]) for name in study.search.objectives
+        params = search_store.num_params_of(s, [cid])
+        runs = study_store.jobs_of(s, [cid], kind="screen")[cid]
+    latencies = [
+        float(j.result["latency_ms"])
+        for j in runs
+        if j.state == "succeeded" and j.result and _finite(j.result.get("latency_ms"))
     ]
+    extra = {"params": float(params[cid]), "latency": sum(latencies) / len(latencies) if latencies else None}
+    values = [loss if name == "val_loss" else extra[name] for name in study.search.objectives]
+    return None if any(v is None for v in values) else [float(v) for v in values if v is not None]
 
 
 def _tell(ostudy: optuna.Study, number: int, state: Any, values: list[float] | None) -> None:

@@ -77,6 +77,22 @@ def test_grid_needs_trials_equal_to_its_size(client: TestClient, auth: dict[str,
         search={"trials": 4, "sampler": "nsga2", "objectives": ["val_loss", "params"]},
     )
     assert r.status_code == 201, r.text
+    r = _post(
+        client,
+        auth,
+        name="fast",
+        space=SPACE_TEXT,
+        search={"trials": 4, "sampler": "nsga2", "objectives": ["val_loss", "latency"]},
+    )
+    assert r.status_code == 201 and r.json()["search"]["objectives"] == ["val_loss", "latency"], r.text
+    r = _post(
+        client,
+        auth,
+        name="x",
+        space=SPACE_TEXT,
+        search={"sampler": "nsga2", "objectives": ["params", "val_loss"]},
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "objectives"]
 
 
 def test_search_study_shows_progress_and_takes_no_candidates(
@@ -93,6 +109,12 @@ def test_search_study_shows_progress_and_takes_no_candidates(
         "told": 0,
         "best_value": None,
         "best_params": None,
+        "objectives": ["val_loss"],
+        "running": 0,
+        "pruned": 0,
+        "failed": 0,
+        "budget_cpu_s": None,
+        "cpu_seconds": 0.0,
     }
     spec = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "classifier"}
     r = client.post(f"{URL}/{study['id']}/candidates", json={"spec": spec}, headers=auth)

@@ -86,12 +86,16 @@ def test_grid_rejects_a_continuous_space() -> None:
 
 
 @pytest.mark.slow
-def test_nsga2_tells_val_loss_and_parameter_count(tmp_path: Path) -> None:
+@pytest.mark.parametrize("second", ["params", "latency"])
+def test_nsga2_tells_val_loss_and_a_second_objective(tmp_path: Path, second: str) -> None:
+    """NSGA-II tells two values: val_loss and the parameter count (the candidate's) or the forward
+    latency each screening run measured on the worker (``result.latency_ms``)."""
     from optuna.trial import TrialState
 
+    from archscreen.store.models import Job
     from archscreen.worker.search import optuna_study, request_step
 
-    search = {"sampler": "nsga2", "objectives": ["val_loss", "params"], "trials": 3, "parallel": 3}
+    search = {"sampler": "nsga2", "objectives": ["val_loss", second], "trials": 3, "parallel": 3}
     with deployment(tmp_path) as d:
         d.start_worker(concurrency=1)
         d.wait_worker_ready()
@@ -109,12 +113,16 @@ def test_nsga2_tells_val_loss_and_parameter_count(tmp_path: Path) -> None:
         assert len(ostudy.directions) == 2
         with d.db.session() as s:
             links = search_store.links_of(s, study_id)
+            results = {j.candidate_id: j.result for j in s.query(Job).filter(Job.kind == "screen")}
         by_id = {c.id: c for c in _candidates(d)}
         complete = [t for t in ostudy.trials if t.state == TrialState.COMPLETE]
         assert complete  # tiny screenings of valid points succeed
         for t in complete:
-            cand = by_id[links[t.number].candidate_id]  # type: ignore[index]
-            assert t.values == [pytest.approx(links[t.number].value), float(cand.num_params)]
+            cid = links[t.number].candidate_id
+            assert cid is not None
+            expected = float(by_id[cid].num_params) if second == "params" else results[cid]["latency_ms"]
+            assert expected > 0
+            assert t.values == [pytest.approx(links[t.number].value), pytest.approx(expected)]
 
 
 @pytest.mark.slow
