@@ -11,7 +11,8 @@ workers never ask at once and ``trials`` is never overshot):
    define-by-run, so a step killed right after ``ask()`` leaves a trial with no params (or some):
    the trial is reopened as a live ``optuna.trial.Trial`` and the point sampled on it, where a
    param already suggested keeps its stored value and the rest are drawn by the sampler now (a
-   FrozenTrial's params alone would build a default point the sampler never proposed);
+   FrozenTrial's params alone are refused as incomplete, and the trial would be told PRUNED: a
+   trial spent on no point);
 2. every linked trial whose candidate's screening runs have all ended is told: the mean best
    ``val_loss`` of its succeeded runs (minimised) as COMPLETE, else FAIL;
 3. new trials are asked until ``parallel`` screen at once or ``trials`` were asked, and none once
