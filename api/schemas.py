@@ -157,6 +157,7 @@ class SearchOut(BaseModel):
     failed: int = Field(0, description="Trials told FAIL: every screening run of the point failed.")
     budget_cpu_s: float | None = Field(None, description="The study's CPU-seconds budget (null: none).")
     cpu_seconds: float = Field(0.0, description="CPU-seconds the study's jobs spent so far.")
+    stopped: bool = Field(False, description="Stopped by its owner (POST …/search/stop): no trial is asked.")
 
 
 # ---------------------------------------------------------------------------- candidates

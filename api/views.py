@@ -61,6 +61,7 @@ def study_out(
             failed=search.failed,
             budget_cpu_s=study.search.budget_cpu_s,
             cpu_seconds=search.cpu_seconds,
+            stopped=search.stopped,
         ),
     )
 

@@ -481,8 +481,15 @@ class Client:
     def delete_dataset(self, dataset_id: int) -> None:
         self.request("DELETE", f"/api/v1/datasets/{dataset_id}")
 
+    def stop_search(self, study_id: int) -> StudyOut:
+        """Stop a search study's search: no trial is asked from now on (running ones go on)."""
+        return self._get(StudyOut, "POST", f"/api/v1/studies/{study_id}/search/stop")
+
     def cancel_study(self, study_id: int) -> int:
-        """Cancel every unfinished screening run and tuning job of the study; returns how many."""
+        """Cancel every unfinished screening run and tuning job of the study; returns how many. A
+        search study's search is stopped first, so that no new trial replaces a cancelled one."""
+        if self.study(study_id).search is not None:
+            self.stop_search(study_id)
         n = 0
         for c in self.candidates(study_id):
             if c.state not in FINAL:

@@ -131,6 +131,8 @@ class Study(Base):
     search: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     # Held (compare-and-set) while one search step asks and tells: two steps never ask at once.
     search_step_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # a search stopped by its owner (POST /studies/{id}/search/stop): no trial is asked after it
+    search_stopped_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Candidate(Base):

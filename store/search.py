@@ -39,6 +39,7 @@ class SearchProgress:
     pruned: int = 0
     failed: int = 0
     cpu_seconds: float = 0.0
+    stopped: bool = False
 
 
 def claim_step(s: Session, study_id: int, hold_s: float) -> bool:
@@ -121,13 +122,30 @@ def cpu_spent(s: Session, study_id: int) -> float:
 
 
 def over_budget(s: Session, study_id: int, search: SearchConfig) -> bool:
-    """The study has spent its ``budget_cpu_s``: no new trial is asked."""
+    """The study has spent its ``budget_cpu_s``, or its owner stopped it: no new trial is asked."""
+    if stopped(s, study_id):
+        return True
     return search.budget_cpu_s is not None and cpu_spent(s, study_id) >= search.budget_cpu_s
 
 
+def stopped(s: Session, study_id: int) -> bool:
+    return s.scalar(select(Study.search_stopped_at).where(Study.id == study_id)) is not None
+
+
+def stop(s: Session, study_id: int) -> None:
+    """Stop the search: no trial is asked from now on; the running ones finish (a client cancels
+    them if it wants), then the study ends as a spent budget ends it. Idempotent."""
+    s.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.search_stopped_at.is_(None))
+        .values(search_stopped_at=_now())
+    )
+    bump_study(s, study_id)
+
+
 def search_done(s: Session, study_id: int, search: SearchConfig) -> bool:
-    """Every trial of the search was asked and told, or the budget is spent and every trial asked
-    was told (the running ones finished): the study may promote."""
+    """Every trial of the search was asked and told, or the budget is spent (or the search was
+    stopped) and every trial asked was told (the running ones finished): the study may promote."""
     told = told_count(s, study_id)
     if told >= search.trials:
         return True
@@ -170,6 +188,7 @@ def progress_of(s: Session, study_ids: list[int]) -> Mapping[int, SearchProgress
             pruned=sum(1 for told, _, _ in rows if told == "pruned"),
             failed=sum(1 for told, _, _ in rows if told == "fail"),
             cpu_seconds=cpu_spent(s, sid),
+            stopped=stopped(s, sid),
         )
     return out
 

@@ -142,3 +142,23 @@ def get_study(
         return cached
     response.headers["ETag"] = etag
     return studies_out(session, [load_study(session, tenant.id, study_id)])[0]
+
+
+@router.post(
+    "/{study_id}/search/stop",
+    response_model=StudyOut,
+    responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "Not a search study."}},
+)
+def stop_search(study_id: IdPath, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StudyOut:
+    """Stop a search study's search: no trial is asked from now on. Trials already screening run on
+    (cancel their candidates to end them sooner); once every asked trial is told, the study ends as
+    a spent budget ends it, with the usual promotion. Idempotent."""
+    from archscreen.store import search as search_store
+
+    study = load_study(session, tenant.id, study_id)
+    if study.search is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"study {study_id} is not a search study")
+    search_store.stop(session, study.id)
+    session.commit()
+    request_step(settings, study)  # the step that finds the search over runs the promotion
+    return studies_out(session, [study])[0]

@@ -135,3 +135,16 @@ def test_openapi_documents_space_and_search(client: TestClient) -> None:
         "budget_cpu_s",
     }
     assert "search" in schemas["StudyOut"]["properties"]
+
+
+def test_stop_a_search(client: TestClient, auth: dict[str, str]) -> None:
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 4})
+    sid = r.json()["id"]
+    assert r.json()["search"]["stopped"] is False
+    for _ in range(2):  # idempotent
+        r = client.post(f"{URL}/{sid}/search/stop", headers=auth)
+        assert r.status_code == 200 and r.json()["search"]["stopped"] is True, r.text
+    plain = _post(client, auth, name="plain").json()
+    r = client.post(f"{URL}/{plain['id']}/search/stop", headers=auth)
+    assert r.status_code == 409 and "not a search study" in r.text
+    assert client.post(f"{URL}/999999/search/stop", headers=auth).status_code == 404

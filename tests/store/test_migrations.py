@@ -126,6 +126,7 @@ def test_job_cpu_seconds_revision_downgrades_alone(database_url: str) -> None:
     assert "cpu_seconds" in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
     db.downgrade("0006")
     assert "cpu_seconds" not in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    assert "search_stopped_at" not in {c["name"] for c in inspect(db.engine).get_columns("studies")}
     assert "search_trials" in inspect(db.engine).get_table_names()  # 0006 stays
     db.migrate()
     assert "cpu_seconds" in {c["name"] for c in inspect(db.engine).get_columns("jobs")}

@@ -77,6 +77,30 @@ def test_grid_sampler_asks_every_grid_point_once(tmp_path: Path) -> None:
         assert len(made) == 6 and len(_candidates(d)) == 6
 
 
+def test_a_stopped_search_asks_nothing_more_and_ends_when_its_trials_are_told(tmp_path: Path) -> None:
+    """POST …/search/stop's effect on the step: the trials asked before the stop end (here cancelled,
+    as the client's cancel_study does), no trial replaces them, and the search is over."""
+    from archscreen.store import jobs as job_store
+    from archscreen.store.models import Job
+    from archscreen.worker.search import search_step
+
+    with deployment(tmp_path) as d:  # no worker: the step asks, the jobs stay queued
+        study_id = _study(d, {"sampler": "random", "trials": 6, "parallel": 2, "seed": 0}, SPACE)
+        assert len(search_step(d.db, d.settings, study_id)) == 2
+        with d.db.session() as s:
+            search_store.stop(s, study_id)
+            for job in s.query(Job).all():
+                assert job_store.request_cancel(s, job.id) == "cancelled"  # queued: at once
+        assert search_step(d.db, d.settings, study_id) == []
+        with d.db.session() as s:
+            progress = search_store.progress_of(s, [study_id])[study_id]
+            study = study_store.study_by_id(s, study_id)
+            assert study is not None and study.search is not None
+            assert search_store.search_done(s, study_id, study.search)
+            assert search_store.studies_searching(s) == []  # the maintenance pass leaves it alone
+        assert (progress.asked, progress.told, progress.failed, progress.stopped) == (2, 2, 2, True)
+
+
 def test_grid_rejects_a_continuous_space() -> None:
     from archscreen.core.spec import SpecError
     from archscreen.core.spec.space import grid_size, parse_space
