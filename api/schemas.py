@@ -159,6 +159,13 @@ class SearchOut(BaseModel):
     best_value: float | None
     best_params: dict[str, Any] | None
     asha: AshaConfig = Field(description="Successive halving across the trials (on by default).")
+    objectives: list[str] = Field(default_factory=lambda: ["val_loss"], description="Minimised, in order.")
+    running: int = Field(0, description="Trials asked and not yet told (screening, or about to).")
+    pruned: int = Field(0, description="Trials told PRUNED: points refused before they trained.")
+    failed: int = Field(0, description="Trials told FAIL: every screening run of the point failed.")
+    budget_cpu_s: float | None = Field(None, description="The study's CPU-seconds budget (null: none).")
+    cpu_seconds: float = Field(0.0, description="CPU-seconds the study's jobs spent so far.")
+    stopped: bool = Field(False, description="Stopped by its owner (POST …/search/stop): no trial is asked.")
 
 
 # ---------------------------------------------------------------------------- candidates
@@ -263,6 +270,11 @@ class JobOut(BaseModel):
         description="ASHA (a search study's screening run): the epochs of the rung it trains to, or trained "
         "to when paused or stopped (progress.epoch: the epochs it has); null without ASHA.",
     )
+    cpu_seconds: float = Field(
+        0.0,
+        description="CPU time (user + system) the job's processes spent on it, over its attempts, as of "
+        "its last recorded epoch; on a GPU worker this is the host's CPU time, not GPU time.",
+    )
 
 
 class CandidateOut(BaseModel):
@@ -284,6 +296,7 @@ class CandidateOut(BaseModel):
     )
     created: bool = Field(False, description="True when this request created the candidate.")
     created_at: UtcDatetime
+    cpu_seconds: float = Field(0.0, description="CPU-seconds its jobs spent (the sum of their cpu_seconds).")
 
 
 class EstimateOut(BaseModel):
@@ -493,6 +506,7 @@ class CandidateRow(BaseModel):
         description="ASHA (a search study): the epochs of the rung the candidate's runs reached; null "
         "without ASHA.",
     )
+    cpu_seconds: float = 0.0
 
 
 class StudySummary(BaseModel):
@@ -505,6 +519,9 @@ class StudySummary(BaseModel):
     candidates: list[CandidateRow]
     ranking: RankingOut
     tuning_jobs: list[JobOut]
+    cpu_seconds: float = Field(
+        0.0, description="CPU-seconds all the study's jobs spent (screening and tuning)."
+    )
 
 
 # ---------------------------------------------------------------------------- datasets

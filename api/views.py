@@ -63,6 +63,13 @@ def study_out(
             best_value=search.best_value,
             best_params=search.best_params,
             asha=study.search.asha,
+            objectives=list(study.search.objectives),
+            running=search.asked - search.told,
+            pruned=search.pruned,
+            failed=search.failed,
+            budget_cpu_s=study.search.budget_cpu_s,
+            cpu_seconds=search.cpu_seconds,
+            stopped=search.stopped,
         ),
     )
 
@@ -139,6 +146,7 @@ def job_out(job: JobRecord, metrics: Sequence[EpochRecord], *, with_result: bool
         start=job.config.get("start") if job.kind == "tune" else None,
         init_lr=job.config.get("init_lr") if job.kind == "tune" else None,
         target_epochs=job.config.get("target_epochs") if job.kind == "screen" else None,
+        cpu_seconds=job.cpu_seconds,
     )
 
 
@@ -153,6 +161,7 @@ def candidate_out(cand: CandidateRecord, jobs: Sequence[JobRecord], *, created: 
         rung_epochs=rung_epochs(jobs),
         created=created,
         created_at=cand.created_at,
+        cpu_seconds=sum(j.cpu_seconds for j in jobs),
     )
 
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from archscreen.api.schemas import RankingOut
 from archscreen.cli_common import EXIT_OK, CliError
 from archscreen.client import ApiError, Client
-from archscreen.config import ScreeningConfig
+from archscreen.config import ScreeningConfig, SearchConfig
 from archscreen.core.names import Metric
 from archscreen.remote_cli import (
     EXIT_ERROR,
@@ -84,8 +84,14 @@ class CiRule(BaseModel):
 
 
 class CiConfig(BaseModel):
-    """The CI gate's config file (YAML). Paths (candidates, baseline, a local dataset file) are
-    relative to the file; :func:`load_ci_config` resolves them and checks the spec files exist."""
+    """The CI gate's config file (YAML). Paths (candidates, baseline, a space, a local dataset
+    file) are relative to the file; :func:`load_ci_config` resolves them and checks they exist.
+
+    Either ``candidates`` (spec files, screened in one study) or ``space`` + ``search`` (a search
+    study; its best trial by ``metric`` is judged, as ``search-best``). With a space the baseline
+    spec is screened in a plain study of its own beside it (a search study takes no submitted
+    candidates), with the same screening; ``rule.top_k`` does not apply (the best trial is the
+    search's first by construction)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -96,7 +102,9 @@ class CiConfig(BaseModel):
         default_factory=dict,
         description="ScreeningConfig fields; only these are sent, the rest are the service's defaults",
     )
-    candidates: list[Path] = Field(min_length=1)
+    candidates: list[Path] | None = Field(None, min_length=1)
+    space: Path | None = Field(None, description="a search space file (docs/spec.md), instead of candidates")
+    search: SearchConfig | None = Field(None, description="how the space is searched (with space)")
     baseline: Path | None = None
     baseline_score: float | None = None
     metric: Metric = "val_loss"
@@ -108,6 +116,14 @@ class CiConfig(BaseModel):
     def _baseline_for_max_regression(self) -> CiConfig:
         if self.rule.max_regression is not None and self.baseline is None and self.baseline_score is None:
             raise ValueError("rule max_regression needs 'baseline' (a spec) or 'baseline_score'")
+        if (self.candidates is None) == (self.space is None):
+            raise ValueError("needs 'candidates' (spec files) or 'space' (a search space file), not both")
+        if self.search is not None and self.space is None:
+            raise ValueError("'search' needs 'space'")
+        if self.space is not None:
+            if self.rule.top_k is not None:
+                raise ValueError("rule top_k does not apply to a search (its best trial is judged)")
+            self.search = self.search or SearchConfig.model_validate({})
         return self
 
 
@@ -133,11 +149,14 @@ def load_ci_config(path: Path) -> CiConfig:
     base = path.parent
     if _is_dataset_file(cfg.dataset):  # a local data file, relative to the config
         cfg.dataset = str(base / cfg.dataset)
-    cfg.candidates = [base / p for p in cfg.candidates]
+    cfg.candidates = [base / p for p in cfg.candidates] if cfg.candidates else None
     cfg.baseline = base / cfg.baseline if cfg.baseline else None
-    for p in [*cfg.candidates, *([cfg.baseline] if cfg.baseline else [])]:
+    cfg.space = base / cfg.space if cfg.space else None
+    for p in [*(cfg.candidates or []), *([cfg.baseline] if cfg.baseline else [])]:
         if not p.is_file():
             raise CliError(f"{path}: spec file {p} does not exist", EXIT_ERROR)
+    if cfg.space is not None and not cfg.space.is_file():
+        raise CliError(f"{path}: space file {cfg.space} does not exist", EXIT_ERROR)
     return cfg
 
 
@@ -308,7 +327,7 @@ def markdown_summary(
 
 def cmd_ci(args: argparse.Namespace) -> int:
     cfg = load_ci_config(Path(args.config))
-    specs = [_read_spec(str(p)) for p in cfg.candidates]
+    specs = [_read_spec(str(p)) for p in cfg.candidates or []]
     baseline_spec = _read_spec(str(cfg.baseline)) if cfg.baseline else None
     timeout = args.timeout or cfg.timeout_s
     t0 = time.monotonic()
@@ -319,6 +338,8 @@ def cmd_ci(args: argparse.Namespace) -> int:
     with ctx as (url, local_token):
         token = local_token or _token(args)
         with _client(url, token) as c:
+            if cfg.space is not None:
+                return _run_search_ci(c, cfg, args, baseline_spec, timeout, t0)
             return _run_ci(c, cfg, args, specs, baseline_spec, timeout, t0)
 
 
@@ -363,6 +384,19 @@ def _run_ci(
         raise CliError(f"{why}; cancelled {n} unfinished job(s) of study {study.id}", EXIT_ERROR) from None
     ranking = c.ranking(study.id, metric=cfg.metric)
     verdicts, base_score = _judge(cfg, ranking, baseline_id, cand_ids)
+    return _report(cfg, args, name, verdicts, base_score, ranking, t0)
+
+
+def _report(
+    cfg: CiConfig,
+    args: argparse.Namespace,
+    name: str,
+    verdicts: list[Verdict],
+    base_score: float | None,
+    ranking: RankingOut,
+    t0: float,
+) -> int:
+    """JUnit XML, the Markdown summary, one line per verdict; the exit status."""
     if args.junit:
         write_junit(Path(args.junit), name, verdicts, time.monotonic() - t0)
     summary = markdown_summary(cfg, verdicts, base_score, ranking)
@@ -376,3 +410,77 @@ def _run_ci(
     if any(v.error for v in verdicts):
         return EXIT_ERROR
     return EXIT_RULE_FAILED if any(v.failure for v in verdicts) else EXIT_OK
+
+
+def _run_search_ci(
+    c: Client,
+    cfg: CiConfig,
+    args: argparse.Namespace,
+    baseline_spec: dict[str, Any] | None,
+    timeout: float,
+    t0: float,
+) -> int:
+    """The gate over a search: a search study of ``cfg.space`` (and the baseline spec in a plain
+    study beside it), waited for; the search's best trial by ``cfg.metric`` is judged."""
+    assert cfg.space is not None and cfg.search is not None
+    space = cfg.space
+    name = f"{cfg.study}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    studies: list[int] = []
+    try:
+        dataset = resolve_dataset(c, cfg.dataset, cfg.label_column, quiet=False)
+        search = cfg.search.model_dump(exclude_none=True)
+        study = c.create_search(
+            name, dataset=dataset, space=space.read_text(), search=search, screening=cfg.screening or None
+        )
+        studies.append(study.id)
+        if baseline_spec is not None:
+            base_study = c.create_study(f"{name}-baseline", dataset=dataset, screening=cfg.screening or None)
+            studies.append(base_study.id)
+            c.add_candidates(
+                base_study.id, [{"spec": baseline_spec, "name": "baseline"}], idempotency_key=name
+            )
+    except ApiError as exc:
+        for sid in studies:
+            c.cancel_study(sid)
+        raise CliError(f"the service refused the search: {exc}", EXIT_ERROR) from None
+    print(f"archscreen ci: search study {study.id} ({name}) at {c.base_url}", file=sys.stderr, flush=True)
+    try:
+        from archscreen.search_cli import progress_line
+
+        c.wait_search(
+            study.id, timeout=timeout - (time.monotonic() - t0), poll_s=1.0, on_update=_printer(progress_line)
+        )
+        for sid in studies:  # the last trials' runs (and the baseline's) to their final states
+            c.wait(sid, timeout=timeout - (time.monotonic() - t0), poll_s=1.0)
+    except (TimeoutError, KeyboardInterrupt) as exc:
+        n = sum(c.cancel_study(sid) for sid in studies)
+        why = "timed out" if isinstance(exc, TimeoutError) else "interrupted"
+        raise CliError(f"{why}; cancelled {n} unfinished job(s) of study {study.id}", EXIT_ERROR) from None
+    if baseline_spec is not None:
+        base = c.ranking(studies[1], metric=cfg.metric)
+        rows = [*base.data, *base.unranked]
+        if not rows or rows[0].score is None:
+            raise CliError(
+                f"the baseline did not finish screening ({rows[0].state if rows else 'missing'})", EXIT_ERROR
+            )
+        cfg = cfg.model_copy(update={"baseline_score": float(rows[0].score)})
+    ranking = c.ranking(study.id, metric=cfg.metric)
+    if not ranking.data:
+        raise CliError(f"the search of {space.name} found no trial with a score", EXIT_ERROR)
+    best = ranking.data[0]
+    verdicts, base_score = _judge(cfg, ranking, None, {best.candidate_id: "search-best"})
+    verdicts[0].name = f"search-best ({best.name})"
+    return _report(cfg, args, name, verdicts, base_score, ranking, t0)
+
+
+def _printer(line: Any) -> Any:
+    """An ``on_update`` that prints the search's progress line to stderr when it changes."""
+    last: list[str] = [""]
+
+    def show(s: Any) -> None:
+        text = line(s)
+        if text.split("; CPU")[0] != last[0]:
+            print(text, file=sys.stderr, flush=True)
+            last[0] = text.split("; CPU")[0]
+
+    return show

@@ -34,6 +34,7 @@ from archscreen.api.schemas import (
     LeaderboardOut,
     Page,
     RankingOut,
+    SearchOut,
     SearchViewOut,
     StudyOut,
     StudySummary,
@@ -46,6 +47,13 @@ IDEMPOTENT_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
 RETRY_STATUSES = {502, 503, 504}
 MAX_RETRY_WAIT_S = 10.0
 M = TypeVar("M", bound=BaseModel)
+
+
+def search_finished(s: SearchOut) -> bool:
+    """Every trial told, or the CPU-seconds budget spent with no trial left running: the service
+    runs the study's promotion next."""
+    spent = s.budget_cpu_s is not None and s.cpu_seconds >= s.budget_cpu_s
+    return s.told >= s.trials or (spent and s.running == 0 and s.asked == s.told)
 
 
 class DownloadedModel(BaseModel):
@@ -180,6 +188,74 @@ class Client:
         body: dict[str, Any] = {"name": name, "dataset": dataset, "space": space, "search": search}
         body.update({k: v for k, v in (("screening", screening), ("policy", policy)) if v is not None})
         return self._get(StudyOut, "POST", "/api/v1/studies", json=body)
+
+    def search(
+        self,
+        space: dict[str, Any] | str | Path,
+        *,
+        dataset: str,
+        trials: int = 20,
+        sampler: str = "tpe",
+        objectives: list[str] | None = None,
+        parallel: int | None = None,
+        seed: int | None = None,
+        budget_cpu_s: float | None = None,
+        screening: dict[str, Any] | None = None,
+        policy: dict[str, Any] | None = None,
+        name: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+        poll_s: float = 2.0,
+        on_update: Callable[[SearchOut], None] | None = None,
+    ) -> StudyOut:
+        """Search ``space`` (a document, its YAML text, or a :class:`~pathlib.Path` to a file) on
+        ``dataset``: a search study whose trials Optuna asks in the service (docs/search.md).
+        Returns the study; with ``wait``, once the search is done (:func:`search_finished`), its
+        ``search`` holding the final counts, the best trial and the CPU-seconds spent. Fields left
+        None take the service's defaults (``SearchConfig``); nsga2 without ``objectives`` gets
+        ``["val_loss", "params"]``. A refused request raises :class:`ApiError` (422 naming the
+        field, e.g. ``search.sampler``)."""
+        import uuid
+
+        doc = space.read_text() if isinstance(space, Path) else space
+        if objectives is None and sampler == "nsga2":
+            objectives = ["val_loss", "params"]
+        given = {"objectives": objectives, "parallel": parallel, "seed": seed, "budget_cpu_s": budget_cpu_s}
+        search = {"sampler": sampler, "trials": trials, **{k: v for k, v in given.items() if v is not None}}
+        study = self.create_search(
+            name or f"search-{uuid.uuid4().hex[:8]}",
+            dataset=dataset,
+            space=doc,
+            search=search,
+            screening=screening,
+            policy=policy,
+        )
+        return (
+            self.wait_search(study.id, timeout=timeout, poll_s=poll_s, on_update=on_update) if wait else study
+        )
+
+    def wait_search(
+        self,
+        study_id: int,
+        *,
+        timeout: float | None = None,
+        poll_s: float = 2.0,
+        on_update: Callable[[SearchOut], None] | None = None,
+    ) -> StudyOut:
+        """Poll a search study until :func:`search_finished`; ``on_update`` gets its progress each
+        poll. Raises ``TimeoutError`` after ``timeout`` seconds, ``ValueError`` for a plain study."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            study = self.study(study_id)
+            if study.search is None:
+                raise ValueError(f"study {study_id} is not a search study")
+            if on_update is not None:
+                on_update(study.search)
+            if search_finished(study.search):
+                return study
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"search study {study_id} still running after {timeout} s")
+            time.sleep(poll_s)
 
     def study(self, study_id: int) -> StudyOut:
         return self._get(StudyOut, "GET", f"/api/v1/studies/{study_id}")
@@ -412,8 +488,15 @@ class Client:
     def delete_dataset(self, dataset_id: int) -> None:
         self.request("DELETE", f"/api/v1/datasets/{dataset_id}")
 
+    def stop_search(self, study_id: int) -> StudyOut:
+        """Stop a search study's search: no trial is asked from now on (running ones go on)."""
+        return self._get(StudyOut, "POST", f"/api/v1/studies/{study_id}/search/stop")
+
     def cancel_study(self, study_id: int) -> int:
-        """Cancel every unfinished screening run and tuning job of the study; returns how many."""
+        """Cancel every unfinished screening run and tuning job of the study; returns how many. A
+        search study's search is stopped first, so that no new trial replaces a cancelled one."""
+        if self.study(study_id).search is not None:
+            self.stop_search(study_id)
         n = 0
         for c in self.candidates(study_id):
             if c.state not in FINAL:

@@ -23,6 +23,7 @@ from pydantic import (
     PlainValidator,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -313,17 +314,49 @@ class AshaConfig(BaseModel):
     )
 
 
+Objective = Literal["val_loss", "params", "latency"]
+
+
 class SearchConfig(BaseModel):
-    """How a search study's Optuna study runs (issue 29): its sampler, how many trials in all, how
-    many screen at once, and whether ASHA stops the poor ones early. Grid, NSGA-II and a compute
-    budget are not offered yet."""
+    """How a search study's Optuna study runs (issue 29): its sampler, what it minimises, how many
+    trials in all, how many screen at once, an optional CPU-seconds budget, and whether ASHA stops
+    the poor trials early (:class:`AshaConfig`).
+
+    Samplers: ``tpe`` (default) and ``random``; ``grid`` (Optuna's GridSampler over
+    ``core.spec.space.grid_search_space``: every parameter discrete, and ``trials`` equal to the
+    grid's size, so the grid is visited once, checked where the space is known, the API's study
+    route); ``nsga2`` (NSGA-II, for two objectives). ``objectives``: ``["val_loss"]`` for one, and
+    for NSGA-II ``["val_loss", "params"]`` (the screening score and the spec report's parameter
+    count) or ``["val_loss", "latency"]`` (the model's forward latency, ms per batch of 32, measured
+    by each screening job on its worker after training: ``core/latency.py``), all minimised.
+
+    ``budget_cpu_s``: no new trial is asked once the study's jobs have spent that many CPU-seconds
+    (``jobs.cpu_seconds``: the job process's user+system CPU time, also on a GPU worker, where it
+    is not GPU time); trials already screening finish, then the usual promotion runs.
+    """
 
     model_config = REQUEST
 
-    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPESampler or RandomSampler.")
+    sampler: Literal["tpe", "random", "grid", "nsga2"] = Field(
+        "tpe",
+        description="Optuna's TPESampler, RandomSampler, GridSampler (a discrete space; trials = its "
+        "size) or NSGAIISampler (two objectives).",
+    )
+    objectives: list[Objective] = Field(
+        default_factory=lambda: ["val_loss"],
+        validate_default=True,  # nsga2 without objectives is refused, naming this field
+        description='Minimised: ["val_loss"]; with nsga2 ["val_loss", "params"] (parameter count) or '
+        '["val_loss", "latency"] (forward ms per batch of 32, measured on the worker).',
+    )
     trials: int = Field(20, ge=1, le=500, description="Trials asked in all; then the usual promotion runs.")
     parallel: int = Field(2, ge=1, le=16, description="Trials screening at once.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="The sampler's seed (None: random).")
+    budget_cpu_s: float | None = Field(
+        None,
+        gt=0,
+        description="CPU-seconds the study's jobs may spend: no trial is asked past it (running ones "
+        "finish); None: no budget.",
+    )
     asha: AshaConfig = Field(
         default_factory=AshaConfig,  # type: ignore[arg-type]
         description="Successive halving across trials (ASHA): on by default; `false` or "
@@ -335,3 +368,13 @@ class SearchConfig(BaseModel):
     def _asha_switch(cls, value: Any) -> Any:
         """``asha: true/false`` is short for ``{enabled: true/false}`` with the default η and r."""
         return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives_fit_the_sampler(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        sampler = info.data.get("sampler", "tpe")
+        if sampler == "nsga2" and value not in (["val_loss", "params"], ["val_loss", "latency"]):
+            raise ValueError('nsga2 needs two objectives: ["val_loss", "params"] or ["val_loss", "latency"]')
+        if sampler != "nsga2" and value != ["val_loss"]:
+            raise ValueError(f'sampler {sampler} takes one objective: ["val_loss"] (two need nsga2)')
+        return value

@@ -509,6 +509,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         head = f"study {study.id} {study.name!r} on {study.dataset}"
         print(f"{head}: {study.candidates} candidates; {states}")
         print(_budget_line(study.screening))
+        if study.search is not None:
+            from archscreen.search_cli import best_line, progress_line
+
+            print(f"search ({study.search.sampler}, {' + '.join(study.search.objectives)}): ", end="")
+            print(progress_line(study.search))
+            print(best_line(study.search))
         _print_ranking(c, study.id, args.metric)
         board = c.leaderboard(study.id)
         tuned = [r for r in board.data if r.tuning_state]

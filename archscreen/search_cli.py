@@ -28,7 +28,14 @@ def add_search_command(sub: Any) -> None:
     p.add_argument("--dataset", required=True, help="a built-in dataset name or ds_<id>")
     p.add_argument("--trials", type=int, default=defaults.trials, help="trials in all (default %(default)s)")
     p.add_argument("--parallel", type=int, default=defaults.parallel, help="trials screening at once")
-    p.add_argument("--sampler", choices=["tpe", "random"], default=defaults.sampler)
+    p.add_argument("--sampler", choices=["tpe", "random", "grid", "nsga2"], default=defaults.sampler)
+    p.add_argument(
+        "--objectives",
+        default=None,
+        help="comma-separated, minimised: val_loss (default); with --sampler nsga2 val_loss,params (default) "
+        "or val_loss,latency",
+    )
+    p.add_argument("--budget", type=float, default=None, help="CPU-seconds the study may spend (no budget)")
     p.add_argument("--seed", type=int, default=None, help="the sampler's seed")
     p.add_argument(
         "--max-epochs",
@@ -61,6 +68,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     }
     asha = {"reduction_factor": args.reduction_factor, "min_epochs": args.min_epochs}
     search["asha"] = {"enabled": not args.no_asha, **{k: v for k, v in asha.items() if v is not None}}
+    if args.objectives:
+        search["objectives"] = [o.strip() for o in args.objectives.split(",")]
+    elif args.sampler == "nsga2":
+        search["objectives"] = ["val_loss", "params"]
+    if args.budget is not None:
+        search["budget_cpu_s"] = args.budget
     screening = {"max_epochs": args.max_epochs} if args.max_epochs else None
     with _client(args.server, _token(args)) as client:
         try:
@@ -77,21 +90,43 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"study {study.id} ({study.name}): searching {args.trials} trials of {path.name}")
         if args.wait:
             s = _wait(client, study.id)
-            print(f"best val_loss {s.best_value} with {s.best_params}")
+            print(progress_line(s))
+            print(best_line(s))
     return EXIT_OK
 
 
+def progress_line(s: SearchOut) -> str:
+    """One line of a search's progress, as ``archscreen status`` and ``search --wait`` print it."""
+    budget = f" of {s.budget_cpu_s:g} budget" if s.budget_cpu_s is not None else ""
+    best = "none yet" if s.best_value is None else f"{s.best_value:.4g}"
+    return (
+        f"trials asked {s.asked}/{s.trials}, told {s.told}, running {s.running}, pruned {s.pruned}"
+        f"{f', failed {s.failed}' if s.failed else ''}; best val_loss {best}; "
+        f"CPU-seconds {s.cpu_seconds:.1f}{budget}"
+    )
+
+
+def best_line(s: SearchOut) -> str:
+    if s.best_value is None:
+        return "best: no trial has a score yet"
+    params = ", ".join(f"{k}={v}" for k, v in sorted((s.best_params or {}).items()))
+    return f"best: val_loss {s.best_value:.4g} with {params or 'no parameters'}"
+
+
 def _wait(client: Client, study_id: int) -> SearchOut:
-    """The search's progress once every trial is told (printed to stderr as it changes)."""
-    last = None
-    while True:
-        s = client.study(study_id).search
-        if s is None:  # the study was made by create_search, so it has one
-            raise CliError(f"study {study_id} is not a search study")
-        line = f"asked {s.asked}/{s.trials}, told {s.told}, best {s.best_value}"
-        if line != last:
-            print(line, file=sys.stderr)
-            last = line
-        if s.told >= s.trials:
-            return s
-        time.sleep(POLL_S)
+    """The search's progress once it is done (printed to stderr as it changes: counts and best at
+    once, the CPU-seconds at most every 10 s)."""
+    last: list[Any] = [None, 0.0]
+
+    def show(s: SearchOut) -> None:
+        key = (s.asked, s.told, s.running, s.pruned, s.failed, s.best_value)
+        if key != last[0] or time.monotonic() - last[1] > 10:
+            print(progress_line(s), file=sys.stderr, flush=True)
+            last[:] = [key, time.monotonic()]
+
+    try:
+        done = client.wait_search(study_id, poll_s=POLL_S, on_update=show)
+    except ValueError as exc:  # the study was made by create_search, so it has one
+        raise CliError(str(exc)) from None
+    assert done.search is not None
+    return done.search

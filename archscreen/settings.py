@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         description="A queued job whose message is in no broker queue and held by no worker for this "
         "long has its message re-sent.",
     )
+    search_step_hold_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A search study's step lock held this long is taken to be a dead step's and is taken "
+        "over (a step is database work and one spec validation per new trial: well under a second).",
+    )
     held_message_timeout_s: float = Field(
         default=90.0,
         gt=0,

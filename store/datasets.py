@@ -199,3 +199,38 @@ def delete(s: Session, tenant_id: int, dataset_id: int) -> DatasetRecord | None:
 def blob_in_use(s: Session, blob_sha256: str) -> bool:
     """Whether any dataset (of any tenant) still points at this blob."""
     return bool(s.scalar(select(func.count()).select_from(Dataset).where(Dataset.blob_sha256 == blob_sha256)))
+
+
+class UnknownDataset(ValueError):
+    """A study's dataset is neither a built-in name nor one of the tenant's ``ds_<id>``."""
+
+
+def dataset_info(s: Session, tenant_id: int, name: str) -> Any:
+    """The :class:`~archscreen.core.data.base.DatasetInfo` a study's dataset gives shape inference:
+    a built-in's, or an upload's from its stored facts (no file is read). Here, not in ``api/``:
+    the API's study and candidate routes and the worker's search step (which must not import
+    ``api/``) all need it. Raises :class:`UnknownDataset` with a message for the user."""
+    from archscreen.core.data import available, get_dataset
+    from archscreen.core.data.base import DatasetInfo
+
+    dataset_id = parse_ref(name)
+    if dataset_id is None:
+        if name not in available():
+            raise UnknownDataset(
+                f"unknown dataset {name[:60]!r}; built-in: {', '.join(available())}, "
+                "or ds_<id> of an uploaded dataset"
+            )
+        return get_dataset(name).info()
+    record = get(s, tenant_id, dataset_id)
+    if record is None:
+        raise UnknownDataset(f"no dataset {name} (see GET /api/v1/datasets)")
+    f = record.facts
+    return DatasetInfo(
+        name=name,
+        task=f["task"],
+        input_shape=tuple(f["input_shape"]),
+        input_kind=f["input_kind"],
+        num_classes=f.get("num_classes"),
+        target_dim=f.get("target_dim"),
+        vocab_size=f.get("vocab_size"),
+    )

@@ -103,8 +103,10 @@ def record_epoch(
     val_accuracy: float | None,
     seconds: float,
     extra: dict[str, Any],
+    cpu_seconds: float | None = None,
 ) -> bool:
-    """Store one epoch's metrics (upsert: a resumed job rewrites epochs it re-runs); False if not owner."""
+    """Store one epoch's metrics (upsert: a resumed job rewrites epochs it re-runs); False if not owner.
+    ``cpu_seconds``: the job's CPU time so far (all its attempts), when the worker measured it."""
     job = s.scalar(select(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == "running"))
     if job is None:
         return False
@@ -124,6 +126,8 @@ def record_epoch(
     )
     s.execute(stmt)
     job.epoch, job.max_epochs, job.elapsed_s, job.updated_at = epoch, max_epochs, elapsed_s, utcnow()
+    if cpu_seconds is not None:
+        job.cpu_seconds = cpu_seconds
     bump_study(s, job.study_id)
     return True
 
@@ -146,8 +150,10 @@ def finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
     model: ModelArtifact | None = None,
+    cpu_seconds: float | None = None,
 ) -> bool:
     """running → a final state, only by the lease owner (False if the lease was lost).
+    ``cpu_seconds``: the job's CPU time over all its attempts (worker/runner.py), when measured.
 
     ``model``: the tuning job's model file, already in the blob store; recorded in the same
     compare-and-set, so a job is never seen succeeded before its model is known.
@@ -170,6 +176,7 @@ def finish(
         lease_owner=None,
         lease_expires_at=None,
         **artifact,
+        **({} if cpu_seconds is None else {"cpu_seconds": cpu_seconds}),
     ):
         return False
     study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
@@ -178,7 +185,9 @@ def finish(
     return True
 
 
-def pause(s: Session, job_id: int, owner: str, *, result: dict[str, Any]) -> bool:
+def pause(
+    s: Session, job_id: int, owner: str, *, result: dict[str, Any], cpu_seconds: float | None = None
+) -> bool:
     """running → paused by the lease owner: a search study's screening run reached its ASHA rung
     (``result`` is the run's result there). Its checkpoint stays; the search step promotes it
     (:func:`resume_paused`) or stops it (:func:`stop_paused`). False if the lease was lost."""
@@ -192,6 +201,7 @@ def pause(s: Session, job_id: int, owner: str, *, result: dict[str, Any]) -> boo
         updated_at=now,
         lease_owner=None,
         lease_expires_at=None,
+        **({} if cpu_seconds is None else {"cpu_seconds": cpu_seconds}),
     ):
         return False
     study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))

@@ -135,6 +135,8 @@ class Study(Base):
     # A search study's ASHA scheduler state (core/asha.py's state_dict), read and written by the
     # search step under its lock; NULL before the first step, or with ASHA off.
     asha: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # a search stopped by its owner (POST /studies/{id}/search/stop): no trial is asked after it
+    search_stopped_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Candidate(Base):
@@ -180,6 +182,9 @@ class Job(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     max_epochs: Mapped[int] = mapped_column(Integer, default=0)
     elapsed_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # CPU time (user + system) the job's processes spent on it, summed over its attempts up to its
+    # last recorded epoch (worker/runner.py); on a GPU worker still CPU time, not GPU time
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

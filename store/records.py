@@ -127,6 +127,7 @@ class JobRecord:
     model_key: str | None = None
     model_bytes: int | None = None
     model_sha256: str | None = None
+    cpu_seconds: float = 0.0  # CPU time its processes spent on it (worker/runner.py)
 
     @classmethod
     def of(cls, row: Job | Row[Any]) -> JobRecord:
@@ -152,6 +153,7 @@ class JobRecord:
             model_key=row.model_key,
             model_bytes=row.model_bytes,
             model_sha256=row.model_sha256,
+            cpu_seconds=float(getattr(row, "cpu_seconds", 0.0) or 0.0),
         )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from archscreen.config import SearchConfig
 from archscreen.store.jobs import bump_study
-from archscreen.store.models import Candidate, SearchTrial, Study, _now
+from archscreen.store.models import Candidate, Job, SearchTrial, Study, _now
 from archscreen.store.records import StudyRecord
 
 
@@ -36,6 +36,10 @@ class SearchProgress:
     told: int
     best_value: float | None
     best_params: dict[str, Any] | None
+    pruned: int = 0
+    failed: int = 0
+    cpu_seconds: float = 0.0
+    stopped: bool = False
 
 
 def claim_step(s: Session, study_id: int, hold_s: float) -> bool:
@@ -100,14 +104,55 @@ def mark_told(s: Session, study_id: int, number: int, told: str, value: float | 
     bump_study(s, study_id)
 
 
+def num_params_of(s: Session, candidate_ids: list[int]) -> dict[int, int]:
+    """Each candidate's parameter count (its spec report's): NSGA-II's second objective."""
+    rows = s.execute(select(Candidate.id, Candidate.num_params).where(Candidate.id.in_(candidate_ids)))
+    return {cid: int(n) for cid, n in rows}
+
+
 def told_count(s: Session, study_id: int) -> int:
     q = select(func.count()).where(SearchTrial.study_id == study_id, SearchTrial.told.is_not(None))
     return int(s.scalar(q) or 0)
 
 
+def cpu_spent(s: Session, study_id: int) -> float:
+    """CPU-seconds the study's jobs have spent (``jobs.cpu_seconds``, as far as recorded)."""
+    total = s.scalar(select(func.sum(Job.cpu_seconds)).where(Job.study_id == study_id))
+    return float(total or 0.0)
+
+
+def over_budget(s: Session, study_id: int, search: SearchConfig) -> bool:
+    """The study has spent its ``budget_cpu_s``, or its owner stopped it: no new trial is asked."""
+    if stopped(s, study_id):
+        return True
+    return search.budget_cpu_s is not None and cpu_spent(s, study_id) >= search.budget_cpu_s
+
+
+def stopped(s: Session, study_id: int) -> bool:
+    return s.scalar(select(Study.search_stopped_at).where(Study.id == study_id)) is not None
+
+
+def stop(s: Session, study_id: int) -> None:
+    """Stop the search: no trial is asked from now on; the running ones finish (a client cancels
+    them if it wants), then the study ends as a spent budget ends it. Idempotent."""
+    s.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.search_stopped_at.is_(None))
+        .values(search_stopped_at=_now())
+    )
+    bump_study(s, study_id)
+
+
 def search_done(s: Session, study_id: int, search: SearchConfig) -> bool:
-    """Every trial of the search was asked and told: the study may promote."""
-    return told_count(s, study_id) >= search.trials
+    """Every trial of the search was asked and told, or the budget is spent (or the search was
+    stopped) and every trial asked was told (the running ones finished): the study may promote."""
+    told = told_count(s, study_id)
+    if told >= search.trials:
+        return True
+    if not over_budget(s, study_id, search):
+        return False
+    asked = int(s.scalar(select(func.count()).where(SearchTrial.study_id == study_id)) or 0)
+    return told >= asked
 
 
 def studies_searching(s: Session) -> list[int]:
@@ -123,7 +168,9 @@ def studies_searching(s: Session) -> list[int]:
 
 
 def progress_of(s: Session, study_ids: list[int]) -> Mapping[int, SearchProgress]:
-    """``asked``, ``told`` and the best told value (minimised val_loss) with its candidate's params."""
+    """``asked``, ``told`` (``pruned``, ``failed`` among them), the best told value (minimised
+    val_loss; with NSGA-II the least val_loss, not the Pareto front) with its candidate's params,
+    and the CPU-seconds spent."""
     out: dict[int, SearchProgress] = {}
     for sid in study_ids:
         rows = s.execute(
@@ -138,6 +185,10 @@ def progress_of(s: Session, study_ids: list[int]) -> Mapping[int, SearchProgress
             told=sum(1 for told, _, _ in rows if told is not None),
             best_value=best[0],
             best_params=best[1],
+            pruned=sum(1 for told, _, _ in rows if told == "pruned"),
+            failed=sum(1 for told, _, _ in rows if told == "fail"),
+            cpu_seconds=cpu_spent(s, sid),
+            stopped=stopped(s, sid),
         )
     return out
 

@@ -39,6 +39,17 @@ def test_core_never_imports_service_layers() -> None:
     assert offenders == []
 
 
+def test_worker_never_imports_the_api() -> None:
+    """worker/ runs without the web layer (lazy imports inside functions count too)."""
+    offenders = []
+    for path in (ROOT / "worker").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("import ", "from ")) and "archscreen.api" in stripped:
+                offenders.append(f"{path.relative_to(ROOT)}: {stripped}")
+    assert offenders == []
+
+
 MAX_FUNCTION_LINES = 80
 # Folders whose functions may be longer: benchmark scripts and generated migrations (and tests).
 LONG_FUNCTIONS_ALLOWED_IN = {"bench", "migrations", "tests"}

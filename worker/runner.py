@@ -130,6 +130,22 @@ class Lease(threading.Thread):
         self._stop_event.set()
 
 
+class CpuClock:
+    """A job's CPU-seconds (``jobs.cpu_seconds``): what its earlier attempts recorded plus this
+    process's CPU time (user + system, every thread: ``time.process_time``) since the job was
+    claimed. A job runs alone in a fresh process (``worker_max_tasks_per_child=1``), so the
+    process's time is the job's: its data loading, training and evaluation, the lease thread's
+    beats. On a GPU worker this is still CPU time (the host side), not GPU time. An attempt killed
+    hard keeps what its last epoch recorded; the rest of that epoch is not counted."""
+
+    def __init__(self, before: float) -> None:
+        self.before = before
+        self.start = time.process_time()
+
+    def total(self) -> float:
+        return self.before + (time.process_time() - self.start)
+
+
 def screening_run(study: StudyRecord, seed: int, device: str) -> tuple[Any, Any]:
     """The study's screener and budget for the run with ``seed``: ``ScreeningConfig.run``, the one
     function the CLI and the benches call too (a tuning job trains under the same budget)."""
@@ -160,6 +176,7 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         assert study is not None and spec is not None
         kind, seed, job_config = job.kind, job.seed, dict(job.config)
         dataset = study.dataset
+    cpu = CpuClock(job.cpu_seconds)  # earlier attempts' CPU time, then this process's
     from archscreen.core.training.loop import DiskFull
 
     lease = Lease(db, job_id, owner, settings)
@@ -167,7 +184,7 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
     model: job_store.ModelArtifact | None = None  # a tuning job's model file, in the blob store
     try:
         state, result, error, model = _run(
-            db, settings, job_id, owner, kind, seed, job_config, spec, dataset, study, lease
+            db, settings, job_id, owner, kind, seed, job_config, spec, dataset, study, lease, cpu
         )
     except (ShutdownRequested, DiskFull) as exc:
         lease.stop()
@@ -185,8 +202,12 @@ def execute(db: Database, settings: Settings, job_id: int, *, owner: str | None 
         return "lost"
     with db.session() as s:
         if state == "paused":  # an ASHA rung: the checkpoint stays, the search step decides
-            return "paused" if result and job_store.pause(s, job_id, owner, result=result) else "lost"
-        if not job_store.finish(s, job_id, owner, state, result=result, error=error, model=model):
+            paused = result and job_store.pause(s, job_id, owner, result=result, cpu_seconds=cpu.total())
+            return "paused" if paused else "lost"
+        done = job_store.finish(
+            s, job_id, owner, state, result=result, error=error, model=model, cpu_seconds=cpu.total()
+        )
+        if not done:
             return "lost"
     if state == "succeeded":
         _apply_retention(settings, job_id, kind, model_stored=model is not None)
@@ -298,6 +319,7 @@ def _run(
     dataset: str,
     study: StudyRecord,
     lease: Lease,
+    cpu: CpuClock,
 ) -> tuple[str, dict[str, Any] | None, str | None, job_store.ModelArtifact | None]:
     import torch
 
@@ -320,7 +342,7 @@ def _run(
     dataset = local_dataset(db, settings, dataset)  # ds_<id>: the uploaded file, cached locally
     ckpt = job_dir(settings, job_id) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    step_hook, callback = _job_hooks(db, settings, job_id, owner, lease)
+    step_hook, callback = _job_hooks(db, settings, job_id, owner, lease, cpu)
     model: job_store.ModelArtifact | None = None
     if kind == "screen":
         if settings.cuda_graphs:  # opt-in (core/training/graphs.py); on the CPU a logged no-op
@@ -336,6 +358,8 @@ def _run(
         out["lr_range"] = list(screener.settings(out["task"])[:2])
         if isinstance(target, int):
             out["asha"] = _rung_report(out, target, config.max_epochs)
+        if study.search is not None and "latency" in study.search.objectives:
+            out["latency_ms"] = _latency_ms(spec, dataset, config, device, out)
     elif kind == "tune":
         from archscreen.core.data import load_dataset
         from archscreen.core.tuning import get_tuner
@@ -378,8 +402,23 @@ def _rung_report(out: dict[str, Any], target: int, max_epochs: int) -> dict[str,
     return {"epochs": target, "key": DEFAULT_RANKING_KEY, "value": value if math.isfinite(value) else None}
 
 
+def _latency_ms(
+    spec: dict[str, Any], dataset: Any, config: Any, device: str, out: dict[str, Any]
+) -> float | None:
+    """A search trial's measured forward latency (NSGA-II's ``latency`` objective,
+    ``core/latency.py``), on this job's device after its training; None for a cancelled or
+    diverged run. Its CPU time counts in the job's ``cpu_seconds`` (the study's compute)."""
+    if out.get("stopped_because") in ("cancelled", "diverged"):
+        return None
+    from archscreen.core.data import load_dataset
+    from archscreen.core.latency import forward_latency_ms
+
+    info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
+    return forward_latency_ms(spec, info, device=device)
+
+
 def _job_hooks(
-    db: Database, settings: Settings, job_id: int, owner: str, lease: Lease
+    db: Database, settings: Settings, job_id: int, owner: str, lease: Lease, cpu: CpuClock
 ) -> tuple[Callable[[int, int], None], Callable[[Progress], None]]:
     """The training loop's ``step_hook`` (stops for a lost lease, a cancel or a shutdown) and
     epoch ``callback`` (writes the epoch, as the lease owner only)."""
@@ -414,6 +453,7 @@ def _job_hooks(
                 val_accuracy=r.val_accuracy,
                 seconds=r.seconds,
                 extra=_jsonable(p.extra),
+                cpu_seconds=cpu.total(),
             )
         if not owned:
             lease.lost.set()

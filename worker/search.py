@@ -7,10 +7,17 @@ One pass, under the study's step lock (a compare-and-set on ``studies.search_ste
 workers never ask at once and ``trials`` is never overshot):
 
 1. a trial Optuna holds that archscreen has no link for (a crash between ask and commit) is linked
-   now, from its stored params (``point_from_params``), or recorded with the state Optuna has;
+   now, or recorded with the state Optuna has if it is no longer RUNNING. Sampling is
+   define-by-run, so a step killed right after ``ask()`` leaves a trial with no params (or some):
+   the trial is reopened as a live ``optuna.trial.Trial`` and the point sampled on it, where a
+   param already suggested keeps its stored value and the rest are drawn by the sampler now (a
+   FrozenTrial's params alone are refused as incomplete, and the trial would be told PRUNED: a
+   trial spent on no point);
 2. every linked trial whose candidate's screening runs have all ended is told: the mean best
    ``val_loss`` of its succeeded runs (minimised) as COMPLETE, else FAIL;
-3. new trials are asked until ``parallel`` screen at once or ``trials`` were asked; each point
+3. new trials are asked until ``parallel`` screen at once or ``trials`` were asked, and none once
+   the study's jobs spent ``budget_cpu_s`` CPU-seconds (checked once per step: a trial asked just
+   under the budget still runs, so the budget may be overshot by up to ``parallel`` trials); each point
    becomes a candidate (its params stored on it) with its screening jobs, or, refused before it
    trains (``PointRefused``), is told PRUNED (see ``core/spec/space.py`` for why not FAIL).
 
@@ -18,7 +25,8 @@ With ``search.asha`` on (the default), steps 2 and 3 are successive halving's in
 (``worker/search_asha.py``): a trial's run trains rung by rung, paused between rungs, and new
 trials are asked only when the scheduler has nothing to promote.
 
-When every trial is told, the usual automatic promotion runs (``policy.auto``).
+When every trial is told (or the budget is spent and every asked trial is told), the usual
+automatic promotion runs (``policy.auto``).
 
 Optuna's tables live in the service's database server but apart from archscreen's (Optuna also has
 a table named ``studies`` and its own ``alembic_version``): on PostgreSQL in the schema
@@ -31,6 +39,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +60,10 @@ log = logging.getLogger("archscreen.worker")
 
 STEP_TASK = "archscreen.search_step"
 OPTUNA_SCHEMA = "archscreen_optuna"
-# A step that holds the lock longer than this is taken to have died (a step is database work and
-# one spec validation per new trial: well under a second).
-STEP_HOLD_S = 60.0
+# Tests only: the process whose step creates this file first (writing the trial number there) stops
+# between Optuna's ask and archscreen's link of that trial, as a process killed there would
+# (tests/reliability/test_search_kill.py kills it there with SIGKILL).
+PAUSE_AFTER_ASK_ENV = "ARCHSCREEN_TEST_PAUSE_AFTER_ASK"
 
 
 @functools.lru_cache(maxsize=8)
@@ -80,25 +91,44 @@ def optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
 
 
 def optuna_study(settings: Settings, study: StudyRecord, asked: int = 0) -> optuna.Study:
-    """The study's Optuna study (named ``archscreen-<id>``). The sampler is rebuilt per step: a
-    seeded one is seeded with ``seed + asked`` so that consecutive steps do not draw the same
-    random points."""
+    """The study's Optuna study (named ``archscreen-<id>``), minimising ``search.objectives`` (two
+    directions for NSGA-II). The sampler is rebuilt per step: a seeded one is seeded with
+    ``seed + asked`` so that consecutive steps do not draw the same random points."""
     import optuna
 
     assert study.search is not None
     seed = None if study.search.seed is None else study.search.seed + asked
-    sampler: optuna.samplers.BaseSampler = (
-        optuna.samplers.RandomSampler(seed=seed)
-        if study.search.sampler == "random"
-        else optuna.samplers.TPESampler(seed=seed)
-    )
     return optuna.create_study(
         storage=optuna_storage(settings.resolved_database_url),
         study_name=f"archscreen-{study.id}",
-        sampler=sampler,
-        direction="minimize",
+        sampler=_sampler(study, seed),
+        directions=["minimize"] * len(study.search.objectives),
         load_if_exists=True,
     )
+
+
+def _sampler(study: StudyRecord, seed: int | None) -> optuna.samplers.BaseSampler:
+    """``search.sampler`` as Optuna's sampler. Grid: ``GridSampler`` over the space's
+    ``grid_search_space`` (the API checked it is discrete and that ``trials`` is its size), seeded
+    with the study's own seed, never ``seed + asked``: the sampler shuffles its grid with its seed
+    and a trial's stored ``grid_id`` indexes that order, so every step must rebuild the same order.
+    Which grid points were visited lives in Optuna's storage, so a rebuilt sampler goes on where
+    the last one stopped."""
+    import optuna
+
+    assert study.search is not None
+    kind = study.search.sampler
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        from archscreen.core.spec.space import grid_search_space, parse_space
+
+        assert study.space is not None
+        grid = grid_search_space(parse_space(study.space))
+        return optuna.samplers.GridSampler(grid, seed=study.search.seed or 0)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
@@ -108,7 +138,7 @@ def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
         study = study_store.study_by_id(s, study_id)
         if study is None or study.search is None or study.space is None:
             return []
-        if not search_store.claim_step(s, study_id, STEP_HOLD_S):
+        if not search_store.claim_step(s, study_id, settings.search_step_hold_s):
             return []
     try:
         created = _step(db, settings, study)
@@ -132,6 +162,7 @@ def search_step(db: Database, settings: Settings, study_id: int) -> list[int]:
 
 
 def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
+    import optuna
     from optuna.trial import TrialState
 
     from archscreen.core.spec.space import parse_space
@@ -148,10 +179,12 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
         if number in links:
             told = links[number].told
             if told is not None and trial.state == TrialState.RUNNING:  # crashed before its tell
-                _tell(ostudy, number, TrialState.PRUNED if told == "pruned" else None, links[number].value)
+                state = TrialState.PRUNED if told == "pruned" else None
+                _tell(ostudy, number, state, _values(db, study, links[number]))
             continue
-        if trial.state == TrialState.RUNNING:
-            created += _link(db, settings, study, ostudy, number, space, info, trial.params)
+        if trial.state == TrialState.RUNNING:  # sampled now, as a live trial (see the docstring)
+            live = optuna.trial.Trial(ostudy, trial._trial_id)
+            created += _link(db, settings, study, ostudy, number, space, info, None, live)
         else:
             with db.session() as s:
                 search_store.link_trial(s, study.id, number, told=trial.state.name.lower())
@@ -160,6 +193,7 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
         """Ask one new trial (the sampler seeded for the ``asked``-th) and link it."""
         fresh = optuna_study(settings, study, asked)
         new_trial = fresh.ask()
+        _pause_after_ask(new_trial.number)
         return _link(db, settings, study, fresh, new_trial.number, space, info, None, new_trial)
 
     if study.search.asha.enabled:  # successive halving decides which runs train on
@@ -171,7 +205,9 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
         links = search_store.links_of(s, study.id)
     asked = len(ostudy.get_trials(deepcopy=False))
     running = sum(1 for link in links.values() if link.told is None)
-    while asked < study.search.trials and running < study.search.parallel:
+    with db.session() as s:  # budget spent: ask nothing more; the running trials finish
+        spent = search_store.over_budget(s, study.id, study.search)
+    while asked < study.search.trials and running < study.search.parallel and not spent:
         new = ask(asked)
         asked += 1
         created += new
@@ -258,23 +294,66 @@ def _tell_finished(db: Database, study: StudyRecord, ostudy: optuna.Study) -> No
             if j.state == "succeeded" and j.result and _finite(j.result.get("val_loss"))
         ]
         value = sum(losses) / len(losses) if losses else None
+        values = _values(db, study, link, value)
         trial = by_number.get(link.number)
         if trial is not None and trial.state == TrialState.RUNNING:
-            _tell(ostudy, link.number, None, value)
+            _tell(ostudy, link.number, None, values)
         with db.session() as s:
-            search_store.mark_told(s, study.id, link.number, "fail" if value is None else "complete", value)
+            search_store.mark_told(s, study.id, link.number, "fail" if values is None else "complete", value)
 
 
-def _tell(ostudy: optuna.Study, number: int, state: Any, value: float | None) -> None:
-    """Tell a trial: ``state`` PRUNED, else its value (COMPLETE) or, without one, FAIL."""
+def _values(
+    db: Database, study: StudyRecord, link: search_store.TrialLink, value: float | None = None
+) -> list[float] | None:
+    """The trial's objective values in ``search.objectives`` order: the told ``val_loss`` (``value``,
+    else the link's); ``params``: its candidate's parameter count (the spec report's, stored on the
+    candidate); ``latency``: the mean ``latency_ms`` its succeeded screening runs measured. None (told
+    FAIL): no score, or no latency measured."""
+    assert study.search is not None
+    loss = link.value if value is None else value
+    if loss is None:
+        return None
+    if study.search.objectives == ["val_loss"] or link.candidate_id is None:
+        return [loss]
+    cid = link.candidate_id
+    with db.session() as s:
+        params = search_store.num_params_of(s, [cid])
+        runs = study_store.jobs_of(s, [cid], kind="screen")[cid]
+    latencies = [
+        float(j.result["latency_ms"])
+        for j in runs
+        if j.state == "succeeded" and j.result and _finite(j.result.get("latency_ms"))
+    ]
+    extra = {"params": float(params[cid]), "latency": sum(latencies) / len(latencies) if latencies else None}
+    values = [loss if name == "val_loss" else extra[name] for name in study.search.objectives]
+    return None if any(v is None for v in values) else [float(v) for v in values if v is not None]
+
+
+def _tell(ostudy: optuna.Study, number: int, state: Any, values: list[float] | None) -> None:
+    """Tell a trial: ``state`` PRUNED, else its values (COMPLETE) or, without them, FAIL."""
     from optuna.trial import TrialState
 
     if state is not None:
         ostudy.tell(number, state=state)
-    elif value is None:
+    elif values is None:
         ostudy.tell(number, state=TrialState.FAIL)
     else:
-        ostudy.tell(number, value)
+        ostudy.tell(number, values)
+
+
+def _pause_after_ask(number: int) -> None:
+    """The :data:`PAUSE_AFTER_ASK_ENV` test hook (a no-op unless that variable names a file)."""
+    marker = os.environ.get(PAUSE_AFTER_ASK_ENV)
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(number).encode())
+    os.close(fd)
+    log.warning("test hook %s: the step stops after asking trial %s", PAUSE_AFTER_ASK_ENV, number)
+    threading.Event().wait()
 
 
 def _finite(v: Any) -> bool:
@@ -283,7 +362,7 @@ def _finite(v: Any) -> bool:
 
 def _dataset_info(db: Database, study: StudyRecord) -> Any:
     """The study's DatasetInfo, as the API found it when the study was created."""
-    from archscreen.api.routes.datasets import dataset_info
+    from archscreen.store.datasets import dataset_info
 
     with db.session() as s:
         return dataset_info(s, study.tenant_id, study.dataset)

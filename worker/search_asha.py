@@ -101,7 +101,9 @@ def asha_step(
     created: list[int] = []
     while True:
         asked = len(ostudy.get_trials(deepcopy=False))
-        if asked >= study.search.trials and not asha.closed:
+        with db.session() as s:  # the CPU-seconds budget spent, or the search stopped: no new trial
+            spent = search_store.over_budget(s, study.id, study.search)
+        if (asked >= study.search.trials or spent) and not asha.closed:
             asha.close()
             with db.session() as s:
                 search_store.save_asha_state(s, study.id, asha.state_dict())

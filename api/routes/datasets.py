@@ -598,38 +598,12 @@ def delete_dataset(
 
 
 def dataset_info(session: Any, tenant_id: int, name: str) -> Any:
-    """The :class:`DatasetInfo` a study's dataset gives shape inference: built-in, or ``ds_<id>``.
-
-    Raises :class:`ApiValidationError` naming ``body.dataset`` for an unknown one."""
-    from archscreen.core.data import available, get_dataset
-    from archscreen.core.data.base import DatasetInfo
-
-    dataset_id = dataset_store.parse_ref(name)
-    if dataset_id is None:
-        if name not in available():
-            raise ApiValidationError(
-                [
-                    item(
-                        ["body", "dataset"],
-                        f"unknown dataset {name[:60]!r}; built-in: {', '.join(available())}, "
-                        "or ds_<id> of an uploaded dataset",
-                    )
-                ]
-            )
-        return get_dataset(name).info()
-    record = dataset_store.get(session, tenant_id, dataset_id)
-    if record is None:
-        raise ApiValidationError([item(["body", "dataset"], f"no dataset {name} (see GET /api/v1/datasets)")])
-    f = record.facts
-    return DatasetInfo(
-        name=name,
-        task=f["task"],
-        input_shape=tuple(f["input_shape"]),
-        input_kind=f["input_kind"],
-        num_classes=f.get("num_classes"),
-        target_dim=f.get("target_dim"),
-        vocab_size=f.get("vocab_size"),
-    )
+    """:func:`archscreen.store.datasets.dataset_info`, an unknown dataset a 422 naming
+    ``body.dataset`` (:class:`ApiValidationError`)."""
+    try:
+        return dataset_store.dataset_info(session, tenant_id, name)
+    except dataset_store.UnknownDataset as exc:
+        raise ApiValidationError([item(["body", "dataset"], str(exc))]) from None
 
 
 def train_rows_of(session: Any, tenant_id: int, name: str) -> int | None:

@@ -61,6 +61,8 @@ def create_study(
                     )
                 ]
             )
+    if space is not None and body.search is not None and body.search.sampler == "grid":
+        _check_grid(space, body.search.trials)
     try:
         study = study_store.create_study(
             session,
@@ -104,6 +106,30 @@ def _checked_space(raw: dict[str, Any] | str, max_bytes: int) -> dict[str, Any]:
     return dict(document)
 
 
+def _check_grid(document: dict[str, Any], trials: int) -> None:
+    """A grid search needs every parameter discrete and ``trials`` equal to the grid's size: Optuna's
+    GridSampler visits a random subset of a larger grid, and repeats points past its size (in
+    ask-and-tell it cannot stop the study). 422 naming ``body.search.sampler`` with the reason."""
+    from archscreen.core.spec import SpecError
+    from archscreen.core.spec.space import grid_size, parse_space
+
+    at: list[str | int] = ["body", "search", "sampler"]
+    try:
+        size = grid_size(parse_space(document))
+    except SpecError as exc:
+        reasons = "; ".join(f"{i.path}: {i.message}" for i in exc.issues[:5])
+        raise ApiValidationError([item(at, f"grid: {reasons}")]) from None
+    if size != trials:
+        fix = (
+            f"set trials to {size}"
+            if size <= 500
+            else "more than the 500 trials a study may ask: fix parameters (or use tpe or random)"
+        )
+        raise ApiValidationError(
+            [item(at, f"grid: the space's grid has {size:,} points and trials is {trials}; {fix}")]
+        )
+
+
 @router.get("", response_model=Page[StudyOut])
 def list_studies(
     session: SessionDep,
@@ -133,3 +159,23 @@ def get_study(
         return cached
     response.headers["ETag"] = etag
     return studies_out(session, [load_study(session, tenant.id, study_id)])[0]
+
+
+@router.post(
+    "/{study_id}/search/stop",
+    response_model=StudyOut,
+    responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "Not a search study."}},
+)
+def stop_search(study_id: IdPath, session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> StudyOut:
+    """Stop a search study's search: no trial is asked from now on. Trials already screening run on
+    (cancel their candidates to end them sooner); once every asked trial is told, the study ends as
+    a spent budget ends it, with the usual promotion. Idempotent."""
+    from archscreen.store import search as search_store
+
+    study = load_study(session, tenant.id, study_id)
+    if study.search is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"study {study_id} is not a search study")
+    search_store.stop(session, study.id)
+    session.commit()
+    request_step(settings, study)  # the step that finds the search over runs the promotion
+    return studies_out(session, [study])[0]

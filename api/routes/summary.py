@@ -56,6 +56,7 @@ def build_summary(s: Session, study: StudyRecord) -> StudySummary:
                 estimate=estimate_out(r.estimate),
                 error=errors[0] if errors else None,
                 rung_epochs=r.rung_epochs,
+                cpu_seconds=sum(j.cpu_seconds for j in screens[c.id]),
             )
         )
     ranking = RankingOut(
@@ -69,20 +70,17 @@ def build_summary(s: Session, study: StudyRecord) -> StudySummary:
     by_state: dict[str, int] = {}
     for j in jobs:
         by_state[j.state] = by_state.get(j.state, 0) + 1
+    search = search_store.progress_of(s, [study.id]).get(study.id) if study.search is not None else None
     return StudySummary(
-        # counted from the rows read; a search study's progress too (the dashboard's search plots key on it)
-        study=study_out(
-            study,
-            candidates=len(cands),
-            jobs_by_state=by_state,
-            search=search_store.progress_of(s, [study.id])[study.id] if study.search is not None else None,
-        ),
+        # counted from the rows read
+        study=study_out(study, candidates=len(cands), jobs_by_state=by_state, search=search),
         version=study.version,
         candidate_states=states,
         progress=progress([j for j in jobs if j.kind == "screen"]),
         candidates=out_rows,
         ranking=ranking,
         tuning_jobs=[job_out(j, [], with_result=True) for j in tunes],
+        cpu_seconds=sum(j.cpu_seconds for j in jobs),
     )
 
 

@@ -667,6 +667,13 @@ def grid_search_space(space: SearchSpace) -> dict[str, list[Any]]:
     return grid
 
 
+def grid_size(space: SearchSpace) -> int:
+    """The number of points ``GridSampler`` enumerates over :func:`grid_search_space` (the product
+    of every name's values, so a conditional parameter multiplies too; saturates at
+    :data:`SIZE_CAP`). Raises :class:`SpecError` as :func:`grid_search_space` does."""
+    return _capped_product(len(values) for values in grid_search_space(space).values())
+
+
 def _range_values(p: Param) -> list[Any]:
     if p.kind == "int":
         return list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))

@@ -45,12 +45,54 @@ def test_bad_space_and_search_are_422_naming_the_path(client: TestClient, auth: 
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "trials"]
     r = _post(client, auth, space=SPACE_TEXT, search={"trials": 4, "sampler": "grid"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "sampler"]
+    assert "dropout_p' is continuous: a grid needs step" in r.json()["detail"][0]["msg"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 4, "sampler": "nsga2"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "objectives"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"objectives": ["val_loss", "params"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "objectives"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"budget_cpu_s": 0})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "budget_cpu_s"]
     r = _post(client, auth, search={"trials": 4})  # a search needs a space
     assert r.status_code == 422
     for scalar_text in ("31", "[1, 2]", "null"):  # YAML text that is no mapping (schemathesis: a 500)
         r = _post(client, auth, space=scalar_text, search={"trials": 4})
         assert r.status_code == 422 and r.json()["detail"][0]["path"].startswith("body.space"), r.text
     assert client.get(URL, headers=auth).json()["count"] == 0
+
+
+def test_grid_needs_trials_equal_to_its_size(client: TestClient, auth: dict[str, str]) -> None:
+    from tests.worker.test_search_samplers import GRID_SPACE
+
+    r = _post(client, auth, space=GRID_SPACE, search={"trials": 5, "sampler": "grid"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "sampler"]
+    assert "grid has 8 points and trials is 5; set trials to 8" in r.json()["detail"][0]["msg"]
+    r = _post(client, auth, space=GRID_SPACE, search={"trials": 8, "sampler": "grid"})
+    assert r.status_code == 201, r.text
+    assert r.json()["search"]["sampler"] == "grid"
+    r = _post(
+        client,
+        auth,
+        name="pareto",
+        space=SPACE_TEXT,
+        search={"trials": 4, "sampler": "nsga2", "objectives": ["val_loss", "params"]},
+    )
+    assert r.status_code == 201, r.text
+    r = _post(
+        client,
+        auth,
+        name="fast",
+        space=SPACE_TEXT,
+        search={"trials": 4, "sampler": "nsga2", "objectives": ["val_loss", "latency"]},
+    )
+    assert r.status_code == 201 and r.json()["search"]["objectives"] == ["val_loss", "latency"], r.text
+    r = _post(
+        client,
+        auth,
+        name="x",
+        space=SPACE_TEXT,
+        search={"sampler": "nsga2", "objectives": ["params", "val_loss"]},
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "objectives"]
 
 
 def test_search_study_shows_progress_and_takes_no_candidates(
@@ -67,6 +109,12 @@ def test_search_study_shows_progress_and_takes_no_candidates(
         "told": 0,
         "best_value": None,
         "best_params": None,
+        "objectives": ["val_loss"],
+        "running": 0,
+        "pruned": 0,
+        "failed": 0,
+        "budget_cpu_s": None,
+        "cpu_seconds": 0.0,
         "asha": {"enabled": True, "reduction_factor": 3, "min_epochs": 1},  # on by default
     }
     spec = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "classifier"}
@@ -79,7 +127,15 @@ def test_search_study_shows_progress_and_takes_no_candidates(
 def test_openapi_documents_space_and_search(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert {"space", "search"} <= set(schemas["StudyCreate"]["properties"])
-    assert set(schemas["SearchConfig"]["properties"]) == {"sampler", "trials", "parallel", "seed", "asha"}
+    assert set(schemas["SearchConfig"]["properties"]) == {
+        "sampler",
+        "objectives",
+        "trials",
+        "parallel",
+        "seed",
+        "budget_cpu_s",
+        "asha",
+    }
     assert set(schemas["AshaConfig"]["properties"]) == {"enabled", "reduction_factor", "min_epochs"}
     assert "rung_epochs" in schemas["CandidateOut"]["properties"]
     assert "rung_epochs" in schemas["RankRowOut"]["properties"]
@@ -111,3 +167,16 @@ def test_asha_settings_are_validated_naming_the_field(client: TestClient, auth: 
         client, auth, name="r3", space=SPACE_TEXT, search={"asha": {"reduction_factor": 2, "min_epochs": 3}}
     )
     assert r.status_code == 201 and r.json()["search"]["asha"]["reduction_factor"] == 2
+
+
+def test_stop_a_search(client: TestClient, auth: dict[str, str]) -> None:
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 4})
+    sid = r.json()["id"]
+    assert r.json()["search"]["stopped"] is False
+    for _ in range(2):  # idempotent
+        r = client.post(f"{URL}/{sid}/search/stop", headers=auth)
+        assert r.status_code == 200 and r.json()["search"]["stopped"] is True, r.text
+    plain = _post(client, auth, name="plain").json()
+    r = client.post(f"{URL}/{plain['id']}/search/stop", headers=auth)
+    assert r.status_code == 409 and "not a search study" in r.text
+    assert client.post(f"{URL}/999999/search/stop", headers=auth).status_code == 404

@@ -166,3 +166,51 @@ def test_gate_judges_by_balanced_accuracy(tmp_path: Path) -> None:
     config.write_text(config.read_text().replace("val_balanced_accuracy", "balanced_accuracy"))
     with pytest.raises(CliError, match="val_macro_f1"):
         load_ci_config(config)
+
+
+def test_gate_over_a_search_space(tmp_path: Path) -> None:
+    """`space:` + `search:` in place of candidates: the search's best trial is judged against the
+    baseline (screened in a plain study beside the search); a regression fails the build."""
+    good = run_ci(str(CI / "archscreen-ci-search.yaml"), "--local", "--junit", str(tmp_path / "good.xml"))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "PASS  search-best (trial-" in good.stdout and "trials asked" in good.stderr
+    suite = ET.parse(tmp_path / "good.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "1" and suite.get("failures") == "0"
+    strict = tmp_path / "strict.yaml"  # no val_loss is 0: the best trial regresses
+    strict.write_text(
+        "dataset: digits\nscreening: {max_epochs: 1, seeds: [0]}\n"
+        f"space: {EXAMPLES / 'spaces/mlp_space.yaml'}\n"
+        "search: {sampler: random, trials: 2, parallel: 2, seed: 1}\nbaseline_score: 0.0\n"
+        "rule: {max_regression: 0.0}\n"
+    )
+    bad = run_ci(str(strict), "--local")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAIL  search-best (trial-" in bad.stdout and "worse than the baseline's 0.0000" in bad.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("space: SPACE\nrule: {top_k: 1}\n", "rule top_k does not apply to a search"),
+        (
+            "candidates: [CAND]\nspace: SPACE\nrule: {max_regression: 1}\nbaseline_score: 1\n",
+            "not both",
+        ),
+        ("search: {trials: 3}\ncandidates: [CAND]\nrule: {top_k: 1}\n", "'search' needs 'space'"),
+        (
+            "space: SPACE\nsearch: {sampler: nsga2}\nrule: {max_regression: 1}\nbaseline_score: 1\n",
+            "search.objectives",
+        ),
+        ("space: nope.yaml\nrule: {max_regression: 1}\nbaseline_score: 1\n", "space file"),
+    ],
+)
+def test_a_bad_search_config_is_one_line(tmp_path: Path, body: str, message: str) -> None:
+    from archscreen.ci_gate import load_ci_config
+    from archscreen.cli_common import CliError
+
+    config = tmp_path / "ci.yaml"
+    body = body.replace("SPACE", str(EXAMPLES / "spaces/mlp_space.yaml"))
+    config.write_text("dataset: digits\n" + body.replace("CAND", str(CI / "candidate-cnn.yaml")))
+    with pytest.raises(CliError) as err:
+        load_ci_config(config)
+    assert err.value.code == 2 and message in str(err.value) and "\n" not in str(err.value)

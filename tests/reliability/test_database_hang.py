@@ -5,41 +5,17 @@ included), and the API serves again once the database does."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.reliability.tcp_proxy import TcpProxy
-from tests.services import RunningService, fresh_postgres_url, need
+from tests.services import RunningService
 
 pytestmark = pytest.mark.slow
 SPEC = {"layers": ["flatten", {"linear": 4}, "relu"], "head": "classifier"}
-
-
-@pytest.fixture
-def api_through_proxy(tmp_path: Path) -> Iterator[tuple[RunningService, TcpProxy]]:
-    need("PostgreSQL", "127.0.0.1", 5432)
-    gen = fresh_postgres_url()
-    url = next(gen)
-    proxy = TcpProxy(("127.0.0.1", 5432)).start()
-    svc = RunningService(tmp_path, url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), None)
-    try:
-        svc.cli("migrate")
-        svc.token = svc.cli("token", "create", "--tenant", "hang").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
-        svc.start_api()
-        svc.wait_healthy()
-        yield svc, proxy
-    finally:
-        proxy.thaw()
-        svc.stop()
-        proxy.close()
-        with contextlib.suppress(StopIteration):
-            next(gen)
 
 
 def test_a_hung_database_is_a_503_within_seconds_and_healthz_stays_prompt(

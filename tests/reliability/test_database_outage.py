@@ -4,37 +4,14 @@ hang), and the API recovers by itself when the database comes back, with nothing
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.reliability.tcp_proxy import TcpProxy
-from tests.services import RunningService, fresh_postgres_url, need
-
-
-@pytest.fixture
-def api_through_proxy(tmp_path: Path) -> Iterator[tuple[RunningService, TcpProxy]]:
-    need("PostgreSQL", "127.0.0.1", 5432)
-    gen = fresh_postgres_url()
-    url = next(gen)
-    proxy = TcpProxy(("127.0.0.1", 5432)).start()
-    svc = RunningService(tmp_path, url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), None)
-    try:
-        svc.cli("migrate")
-        svc.token = svc.cli("token", "create", "--tenant", "outage").stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
-        svc.start_api()
-        svc.wait_healthy()
-        yield svc, proxy
-    finally:
-        svc.stop()
-        proxy.close()
-        with contextlib.suppress(StopIteration):
-            next(gen)
+from tests.services import RunningService
 
 
 def test_database_outage_is_a_fast_503_and_the_api_recovers(

@@ -155,4 +155,16 @@ def test_asha_revision_keeps_older_searches_one_run_each_and_downgrades(database
     assert "asha" not in (back if isinstance(back, dict) else json.loads(back))
     assert "asha" not in {c["name"] for c in inspect(db.engine).get_columns("studies")}
     db.migrate()
+
+
+def test_job_cpu_seconds_revision_downgrades_alone(database_url: str) -> None:
+    db = Database(database_url)
+    db.migrate()
+    assert "cpu_seconds" in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    db.downgrade("0007_asha")
+    assert "cpu_seconds" not in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+    assert "search_stopped_at" not in {c["name"] for c in inspect(db.engine).get_columns("studies")}
+    assert "asha" in {c["name"] for c in inspect(db.engine).get_columns("studies")}  # 0007 stays
+    db.migrate()
+    assert "cpu_seconds" in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
     db.dispose()

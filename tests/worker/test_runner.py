@@ -130,3 +130,30 @@ def test_a_tuning_jobs_training_seed_is_its_configs_train_seed(tmp_path: Path) -
     # same training seed and rate: the same run (the job seed does not reach the training)
     assert results[1]["val_loss"] == results[2]["val_loss"] != results[3]["val_loss"]
     db.dispose()
+
+
+def test_job_records_its_cpu_seconds_over_attempts(tmp_path: Path) -> None:
+    """jobs.cpu_seconds is this process's CPU time for the job plus what earlier attempts recorded
+    (a job resumed after a crash keeps its first attempt's seconds)."""
+    db, settings, job_id = setup(tmp_path)
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.cpu_seconds == 0.0
+        job.max_epochs = 2
+        job.cpu_seconds = 100.0  # what a first attempt recorded before it was killed
+        study_id = job.study_id
+    from archscreen.store.models import Study
+
+    with db.session() as s:
+        study = s.get(Study, study_id)
+        assert study is not None
+        study.screening = {**study.screening, "max_epochs": 2}
+    before = time.process_time()
+    assert execute(db, settings, job_id, owner="w1") == "succeeded"
+    spent = time.process_time() - before
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        assert 100.0 < job.cpu_seconds <= 100.0 + spent
+        assert job.cpu_seconds - 100.0 > 0.5 * spent  # most of the call's CPU time was the job's
+    db.dispose()

@@ -44,7 +44,9 @@ def load_example(name: str) -> SearchSpace:
     return parse_space(SPACES / f"{name}.yaml")
 
 
-def run_study(space: SearchSpace, info: DatasetInfo, sampler: optuna.samplers.BaseSampler, n: int) -> optuna.Study:
+def run_study(
+    space: SearchSpace, info: DatasetInfo, sampler: optuna.samplers.BaseSampler, n: int
+) -> optuna.Study:
     """An in-memory study whose objective is the point's parameter count (cheap, deterministic)."""
 
     def objective(trial: optuna.Trial) -> float:
@@ -74,7 +76,14 @@ head: classifier
 
 def test_examples_parse_and_name_their_parameters() -> None:
     assert sorted(load_example("transformer_space").params) == ["depth", "dim", "dropout", "heads", "mlp"]
-    assert sorted(load_example("mlp_space").params) == ["activation", "depth", "dropout", "dropout_p", "norm", "width"]
+    assert sorted(load_example("mlp_space").params) == [
+        "activation",
+        "depth",
+        "dropout",
+        "dropout_p",
+        "norm",
+        "width",
+    ]
     assert space_size(load_example("transformer_space")) == (3 * 4 * 4 * 3, True)  # dim is tied: counted once
 
 
@@ -93,7 +102,9 @@ def test_a_space_parses_from_text_path_or_mapping() -> None:
 
 
 def test_derived_names_are_template_paths() -> None:
-    space = space_of("space: {}\nlayers: [flatten, {linear: {choice: [8, 16]}}, {dropout: {float: [0.1, 0.5]}}]\nhead: classifier")
+    space = space_of(
+        "space: {}\nlayers: [flatten, {linear: {choice: [8, 16]}}, {dropout: {float: [0.1, 0.5]}}]\nhead: classifier"
+    )
     assert sorted(space.params) == ["layers[1].linear", "layers[2].dropout"]
 
 
@@ -134,7 +145,9 @@ def test_nsga2_with_two_objectives(infos: dict[str, DatasetInfo]) -> None:
         point = suggest_point(space, trial, infos["digits"])
         return float(point.report.num_params), float(point.flops)
 
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=0))
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=0)
+    )
     study.optimize(objective, n_trials=6)
     assert len(study.best_trials) >= 1
 
@@ -158,7 +171,11 @@ def test_grid_sampler_covers_the_space_and_its_size(infos: dict[str, DatasetInfo
 
 def test_grid_refuses_a_continuous_parameter() -> None:
     with pytest.raises(SpecError, match=r"layers\[1\]\.dropout: parameter 'p' is continuous"):
-        grid_search_space(space_of("space: {}\nlayers: [flatten, {dropout: {float: [0.1, 0.5], name: p}}]\nhead: classifier"))
+        grid_search_space(
+            space_of(
+                "space: {}\nlayers: [flatten, {dropout: {float: [0.1, 0.5], name: p}}]\nhead: classifier"
+            )
+        )
 
 
 def test_conditional_block_exists_only_for_its_choice() -> None:
@@ -189,14 +206,24 @@ def test_depth_repeats_shared_or_per_copy_parameters() -> None:
     assert doc["layers"] == ["flatten", {"linear": {"out": 16}}, "tanh", {"linear": {"out": 16}}, "tanh"]
     assert instantiate(shared, {"depth": 0})["layers"] == ["flatten"]
     per_copy = space_of(MLP.replace("      layers:\n", "      share: false\n      layers:\n"))
-    params = {"depth": 2, "width[0]": 8, "norm[0]": "bn", "act[0]": "relu", "width[1]": 16, "norm[1]": "none", "act[1]": "tanh"}
+    params = {
+        "depth": 2,
+        "width[0]": 8,
+        "norm[0]": "bn",
+        "act[0]": "relu",
+        "width[1]": 16,
+        "norm[1]": "none",
+        "act[1]": "tanh",
+    }
     layers = instantiate(per_copy, params)["layers"]
     assert layers == ["flatten", {"linear": {"out": 8}}, "batchnorm", "relu", {"linear": {"out": 16}}, "tanh"]
     assert space_size(per_copy) == (1 + 8 + 64, False)
 
 
 def test_a_list_choice_of_blocks_suggests_indices_and_splices() -> None:
-    space = space_of("space: {}\nlayers: [flatten, {choice: [[], [relu, relu], tanh], name: b}]\nhead: classifier")
+    space = space_of(
+        "space: {}\nlayers: [flatten, {choice: [[], [relu, relu], tanh], name: b}]\nhead: classifier"
+    )
     assert space.params["b"].choices == (0, 1, 2)
     assert instantiate(space, {"b": 1})["layers"] == ["flatten", "relu", "relu"]
     assert instantiate(space, {"b": 2})["layers"] == ["flatten", "tanh"]
@@ -211,7 +238,9 @@ def test_every_point_is_a_plain_spec_that_validates(infos: dict[str, DatasetInfo
             point = sample_point(space, trial, infos["digits"])
         except PointRefused as refusal:
             with pytest.raises(SpecError):
-                validate_spec(parse_spec(sample(space, optuna.trial.FixedTrial(trial.params))), infos["digits"])
+                validate_spec(
+                    parse_spec(sample(space, optuna.trial.FixedTrial(trial.params))), infos["digits"]
+                )
             assert refusal.issues and refusal.reason
             continue
         assert not is_space_document(point.document)
@@ -226,7 +255,9 @@ def test_every_point_is_a_plain_spec_that_validates(infos: dict[str, DatasetInfo
         ("{limits: {max_flops: 1000}}", {"heads": 2}, r"spec: [\d,]+ FLOPs exceed the limit of 1,000"),
     ],
 )
-def test_refusal_reasons(limits: str, params: dict[str, Any], reason: str, infos: dict[str, DatasetInfo]) -> None:
+def test_refusal_reasons(
+    limits: str, params: dict[str, Any], reason: str, infos: dict[str, DatasetInfo]
+) -> None:
     space = space_of(
         f"space: {limits}\nlayers: [{{embedding: 32}}, {{transformer_block: {{heads: {{choice: [2, 3], name: heads}}, dim: 32}}}}]\nhead: classifier"
     )
@@ -243,24 +274,75 @@ def test_refusal_reasons(limits: str, params: dict[str, Any], reason: str, infos
 BAD_SPACES: list[tuple[str, str]] = [
     ("space: 3\nlayers: []\nhead: classifier", r"space: expected a mapping"),
     ("space: {limit: {}}\nlayers: []\nhead: classifier", r"space\.limit: unknown field"),
-    ("space: {limits: {max_params: -1}}\nlayers: []\nhead: classifier", r"space\.limits\.max_params: expected a positive number"),
-    ("space: {limits: {max_flop: 10}}\nlayers: []\nhead: classifier", r"space\.limits\.max_flop: unknown field"),
-    ("space: {}\nlayers: [{linear: {int: [8]}}]\nhead: classifier", r"layers\[0\]\.linear\.int: expected \[lo, hi\], two integers"),
-    ("space: {}\nlayers: [{linear: {int: [8, 4]}}]\nhead: classifier", r"layers\[0\]\.linear\.int: lo must not exceed hi"),
-    ("space: {}\nlayers: [{linear: {int: [8.5, 9]}}]\nhead: classifier", r"layers\[0\]\.linear\.int: expected \[lo, hi\], two integers"),
-    ("space: {}\nlayers: [{dropout: {float: [0, 0.5], log: true}}]\nhead: classifier", r"layers\[0\]\.dropout\.float: log: true needs lo > 0"),
-    ("space: {}\nlayers: [{dropout: {float: [0.1, 0.5], logg: true}}]\nhead: classifier", r"layers\[0\]\.dropout\.logg: unknown field"),
+    (
+        "space: {limits: {max_params: -1}}\nlayers: []\nhead: classifier",
+        r"space\.limits\.max_params: expected a positive number",
+    ),
+    (
+        "space: {limits: {max_flop: 10}}\nlayers: []\nhead: classifier",
+        r"space\.limits\.max_flop: unknown field",
+    ),
+    (
+        "space: {}\nlayers: [{linear: {int: [8]}}]\nhead: classifier",
+        r"layers\[0\]\.linear\.int: expected \[lo, hi\], two integers",
+    ),
+    (
+        "space: {}\nlayers: [{linear: {int: [8, 4]}}]\nhead: classifier",
+        r"layers\[0\]\.linear\.int: lo must not exceed hi",
+    ),
+    (
+        "space: {}\nlayers: [{linear: {int: [8.5, 9]}}]\nhead: classifier",
+        r"layers\[0\]\.linear\.int: expected \[lo, hi\], two integers",
+    ),
+    (
+        "space: {}\nlayers: [{dropout: {float: [0, 0.5], log: true}}]\nhead: classifier",
+        r"layers\[0\]\.dropout\.float: log: true needs lo > 0",
+    ),
+    (
+        "space: {}\nlayers: [{dropout: {float: [0.1, 0.5], logg: true}}]\nhead: classifier",
+        r"layers\[0\]\.dropout\.logg: unknown field",
+    ),
     ("space: {}\nlayers: [{choice: []}]\nhead: classifier", r"layers\[0\]\.choice: must not be empty"),
-    ("space: {}\nlayers: [{choice: [relu, relu]}]\nhead: classifier", r"layers\[0\]\.choice: options must be distinct"),
-    ("space: {}\nlayers: [{choice: 3}]\nhead: classifier", r"layers\[0\]\.choice: expected a list or a mapping"),
-    ("space: {}\nlayers: [{choice: [relu], int: [1, 2]}]\nhead: classifier", r"layers\[0\]: a parameter has one of"),
-    ("space: {}\nlayers: [{linear: {choice: [8], name: 5}}]\nhead: classifier", r"layers\[0\]\.linear\.name: expected a string"),
-    ("space: {}\nlayers: [{linear: {choice: [8], name: w}}, {linear: {choice: [16], name: w}}]\nhead: classifier", r"layers\[1\]\.linear\.name: parameter 'w' is defined differently at layers\[0\]\.linear"),
-    ("space: {}\nlayers: [{repeat: {layers: [relu]}}]\nhead: classifier", r"layers\[0\]\.repeat\.count: missing required field"),
-    ("space: {}\nlayers: [{repeat: {count: {float: [1, 2]}, layers: [relu]}}]\nhead: classifier", r"layers\[0\]\.repeat\.count: expected an integer from 0 to 1,000"),
-    ("space: {}\nlayers: [{repeat: {count: 2, layers: relu}}]\nhead: classifier", r"layers\[0\]\.repeat\.layers: expected a list of layers"),
-    ("space: {}\nlayers: [{repeat: {count: 2, layers: [relu], times: 3}}]\nhead: classifier", r"layers\[0\]\.repeat\.times: unknown field"),
-    ("space: {}\nlayers: [{residual: [{repeat: {count: 1, layers: [{linear: {int: [2, 1]}}]}}]}]\nhead: classifier", r"layers\[0\]\.residual\[0\]\.repeat\.layers\[0\]\.linear\.int: lo must not exceed hi"),
+    (
+        "space: {}\nlayers: [{choice: [relu, relu]}]\nhead: classifier",
+        r"layers\[0\]\.choice: options must be distinct",
+    ),
+    (
+        "space: {}\nlayers: [{choice: 3}]\nhead: classifier",
+        r"layers\[0\]\.choice: expected a list or a mapping",
+    ),
+    (
+        "space: {}\nlayers: [{choice: [relu], int: [1, 2]}]\nhead: classifier",
+        r"layers\[0\]: a parameter has one of",
+    ),
+    (
+        "space: {}\nlayers: [{linear: {choice: [8], name: 5}}]\nhead: classifier",
+        r"layers\[0\]\.linear\.name: expected a string",
+    ),
+    (
+        "space: {}\nlayers: [{linear: {choice: [8], name: w}}, {linear: {choice: [16], name: w}}]\nhead: classifier",
+        r"layers\[1\]\.linear\.name: parameter 'w' is defined differently at layers\[0\]\.linear",
+    ),
+    (
+        "space: {}\nlayers: [{repeat: {layers: [relu]}}]\nhead: classifier",
+        r"layers\[0\]\.repeat\.count: missing required field",
+    ),
+    (
+        "space: {}\nlayers: [{repeat: {count: {float: [1, 2]}, layers: [relu]}}]\nhead: classifier",
+        r"layers\[0\]\.repeat\.count: expected an integer from 0 to 1,000",
+    ),
+    (
+        "space: {}\nlayers: [{repeat: {count: 2, layers: relu}}]\nhead: classifier",
+        r"layers\[0\]\.repeat\.layers: expected a list of layers",
+    ),
+    (
+        "space: {}\nlayers: [{repeat: {count: 2, layers: [relu], times: 3}}]\nhead: classifier",
+        r"layers\[0\]\.repeat\.times: unknown field",
+    ),
+    (
+        "space: {}\nlayers: [{residual: [{repeat: {count: 1, layers: [{linear: {int: [2, 1]}}]}}]}]\nhead: classifier",
+        r"layers\[0\]\.residual\[0\]\.repeat\.layers\[0\]\.linear\.int: lo must not exceed hi",
+    ),
 ]
 
 
@@ -276,7 +358,10 @@ def test_instantiate_names_bad_params() -> None:
     with pytest.raises(SpecError) as caught:
         instantiate(space, {"depth": 5, "typo": 1})
     lines = str(caught.value).splitlines()
-    assert lines == ["params.depth: expected an int in [0, 2], got 5", "params.typo: not a parameter of this point"]
+    assert lines == [
+        "params.depth: expected an int in [0, 2], got 5",
+        "params.typo: not a parameter of this point",
+    ]
     with pytest.raises(SpecError, match=r"params\.width: missing"):
         instantiate(space, {"depth": 1, "norm": "bn", "act": "relu"})
     with pytest.raises(SpecError, match=r"params\.act: expected one of \['relu', 'tanh'\], got 'gelu'"):
@@ -292,7 +377,9 @@ def test_a_plain_spec_is_not_a_space() -> None:
 
 def test_hostile_repeats_are_bounded() -> None:
     with pytest.raises(SpecError, match=r"layers\[0\]\.repeat\.count: expected an integer from 0 to 1,000"):
-        space_of("space: {}\nlayers: [{repeat: {count: {int: [1, 1000000000]}, layers: [relu]}}]\nhead: classifier")
+        space_of(
+            "space: {}\nlayers: [{repeat: {count: {int: [1, 1000000000]}, layers: [relu]}}]\nhead: classifier"
+        )
     nested = "relu"
     for _ in range(4):  # 1000^4 layers if expanded
         nested = f"{{repeat: {{count: {{int: [0, 1000]}}, share: false, layers: [{nested}]}}}}"
@@ -302,14 +389,21 @@ def test_hostile_repeats_are_bounded() -> None:
         grid_search_space(space)
     depth = {"layers[0].repeat.count": 1000}
     with pytest.raises(SpecError, match=r"params: more than 20 problems; stopped"):
-        instantiate(space, depth | {f"layers[0].repeat.layers[0].repeat.count[{i}]": 1000 for i in range(1000)})
-    shared = space_of(f"space: {{}}\nlayers: [{nested.replace('share: false', 'share: true')}]\nhead: classifier")
+        instantiate(
+            space, depth | {f"layers[0].repeat.layers[0].repeat.count[{i}]": 1000 for i in range(1000)}
+        )
+    shared = space_of(
+        f"space: {{}}\nlayers: [{nested.replace('share: false', 'share: true')}]\nhead: classifier"
+    )
     counts = {name: 1000 for name in shared.params}
     with pytest.raises(SpecError, match=r"layers: the point expands to more than 10,000 list items"):
         instantiate(shared, counts)
     with pytest.raises(PointRefused, match=r"layers: the point expands to more than 10,000 list items"):
-        sample_point(shared, optuna.trial.FixedTrial(counts), DatasetInfo(name="x", task="classification", input_shape=(4,), num_classes=2))
-
+        sample_point(
+            shared,
+            optuna.trial.FixedTrial(counts),
+            DatasetInfo(name="x", task="classification", input_shape=(4,), num_classes=2),
+        )
 
 
 class _OtherSpaceTrial:
@@ -321,7 +415,9 @@ class _OtherSpaceTrial:
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         return high + 1
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         return high
 
 
