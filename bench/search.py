@@ -76,6 +76,7 @@ CALIBRATION_TRIALS = 20
 ADAM_LR_RANGE = (1e-4, 0.1)  # Alrao-Adam's default range (core/screening.py): both search the same rates
 ARCHSCREEN_FIXED_LR = 1e-3
 ETA, MIN_EPOCHS = 3, 1
+SERVICE_MAX_TRIALS = 500  # archscreen.config.SearchConfig.trials' limit: a study asks no more
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,9 @@ class Pipeline:
     seed: int
     alrao: bool
     workdir: Path
+    full_run_cpu: float  # one full screening run's CPU-seconds: B / the calibration's trials
     max_epochs: int | None = None
+    max_trials: int = SERVICE_MAX_TRIALS
     runs: dict[str, RunInfo] = field(default_factory=dict)
     spent: float = 0.0
     sampler_s: float = 0.0
@@ -323,8 +326,12 @@ class Pipeline:
 
         from archscreen.core.asha import rung_value
 
+        if len(self.runs) >= self.max_trials and not self.asha.closed:
+            self.asha.close()  # the service's trial limit: only promotions from here on
         job = self.asha.get_job()
         if job is None:
+            if self.asha.closed:
+                return
             (trial, point, _), s = timed(lambda: ask_point(self.study, self.problem, with_lr=False))
             self.sampler_s += s
             self.runs[str(trial.number)] = RunInfo(trial, point)
@@ -349,8 +356,17 @@ class Pipeline:
                 info.told = True
 
     def leader(self) -> str | None:
-        reported = [r for r in self.asha.ranking() if self.runs[r].result is not None]
-        return reported[0] if reported else None
+        """What the service promotes (``/ranking``, ``store/ranking.py``): the highest rung
+        reached, then the Switch model's validation loss there (the ranking metric's default)."""
+        reported = [r for r, i in self.runs.items() if i.result is not None]
+        if not reported:
+            return None
+
+        def key(r: str) -> tuple[int, float]:
+            res = self.runs[r].result
+            return (-self.asha.epochs_of(r), res.val_loss if math.isfinite(res.val_loss) else math.inf)
+
+        return min(reported, key=key)
 
     def starts(self, result: Any) -> list[float]:
         from archscreen.core.tuning import posterior_starts
@@ -358,15 +374,21 @@ class Pipeline:
         return posterior_starts(result) if self.alrao else [ARCHSCREEN_FIXED_LR]
 
     def finish_cost(self) -> float:
-        """The estimated CPU of :meth:`finish` now: the leader to the cap, then each tuning start
-        for the cap, at the leader's CPU per epoch so far."""
+        """The estimated CPU of :meth:`finish` now, in full screening runs (``full_run_cpu``, the
+        calibration's mean: a run's first epochs carry its set-up and would overstate it): the rest
+        of the leader's run, then one per tuning start."""
         lead = self.leader()
         if lead is None:
             return 0.0
         info = self.runs[lead]
-        per_epoch = info.cpu / max(info.result.epochs, 1)
-        starts = len(self.starts(info.result)) if self.alrao else 1
-        return per_epoch * ((self.config.max_epochs - info.result.epochs) + self.config.max_epochs * starts)
+        starts = len(self.starts(info.result))
+        left = max(self.config.max_epochs - info.result.epochs, 0) / self.config.max_epochs
+        return self.full_run_cpu * (left + starts)
+
+    @property
+    def exhausted(self) -> bool:
+        """The trial limit is reached and nothing is left to promote: the search is over."""
+        return self.asha.done
 
     def finish(self, budget: float) -> dict:
         """A fork: the leader trained to the cap (from a copy of the checkpoints), tuned, delivered.
@@ -415,14 +437,25 @@ def _rung_counts(asha: Any) -> dict[str, int]:
 
 
 def archscreen_search(
-    problem: Problem, seed: int, budgets: list[float], alrao: bool, max_epochs: int | None
+    problem: Problem,
+    seed: int,
+    budgets: list[float],
+    alrao: bool,
+    max_epochs: int | None,
+    full_run_cpu: float,
 ) -> dict:
-    """Run the pipeline to the largest budget, forking a finish at each budget on the way."""
+    """Run the pipeline to the largest budget, forking a finish at each budget on the way (once the
+    search is over, at the service's trial limit, every larger budget gets that one finish)."""
     out: dict[str, Any] = {"delivered": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = Pipeline(problem, seed, alrao, Path(tmp), max_epochs)
+        pipe = Pipeline(problem, seed, alrao, Path(tmp), full_run_cpu, max_epochs)
         pending = sorted(budgets)
         while pending:
+            if pipe.exhausted:
+                last = pipe.finish(pending[0])
+                for b in pending:
+                    out["delivered"][f"{b:.3f}"] = last
+                break
             if pipe.leader() is not None and pipe.spent + pipe.finish_cost() >= pending[0]:
                 b = pending.pop(0)
                 out["delivered"][f"{b:.3f}"] = pipe.finish(b)
@@ -458,7 +491,13 @@ def calibrate(cell: Cell, max_epochs: int | None, trials: int) -> dict:
 
 
 def run_task(
-    cell_name: str, method: str, seed: int, budget_b: float, mults: list[int], max_epochs: int | None
+    cell_name: str,
+    method: str,
+    seed: int,
+    budget_b: float,
+    mults: list[int],
+    max_epochs: int | None,
+    calibration_trials: int = CALIBRATION_TRIALS,
 ) -> dict:
     import torch
 
@@ -473,7 +512,9 @@ def run_task(
         delivered = {f"{b:.3f}": delivered_from_trace(raw["trace"], b) for b in budgets}
         extra = {"trace": raw["trace"], "spent": raw["spent"], "sampler_s": raw["sampler_s"]}
     else:
-        raw = archscreen_search(problem, seed, budgets, alrao=method == "archscreen", max_epochs=max_epochs)
+        raw = archscreen_search(
+            problem, seed, budgets, method == "archscreen", max_epochs, budget_b / calibration_trials
+        )
         delivered, extra = raw["delivered"], {"spent": raw["spent"], "sampler_s": raw["sampler_s"]}
     rows = {str(m): delivered[f"{b:.3f}"] for m, b in zip(mults, budgets, strict=True)}
     return {
@@ -563,7 +604,16 @@ def run_all(args: argparse.Namespace) -> None:
                     cell, method, seed = ready[0]
                     tasks.remove(ready[0])
                     mults = [m for m in args.mults if m <= CELLS[cell].max_budget] or [1]
-                    fut = pool.submit(run_task, cell, method, seed, budgets[cell], mults, args.max_epochs)
+                    fut = pool.submit(
+                        run_task,
+                        cell,
+                        method,
+                        seed,
+                        budgets[cell],
+                        mults,
+                        args.max_epochs,
+                        args.calibration_trials,
+                    )
                     running[fut] = (cell, method, seed)
                 elif to_calibrate:
                     cell = to_calibrate.pop(0)
