@@ -166,7 +166,9 @@ class FD2Tuner(Tuner):
                     k = fd["updates"]
                     n = min(n_eval, len(x_val))
                     start = (k * n) % len(x_val)
-                    idx = order[start : start + n]
+                    # wraps around the split: a slice cut at its end could hold one sample, which
+                    # batch norm refuses in training mode (a 385-row validation split did)
+                    idx = order[(start + torch.arange(n, device=device)) % len(x_val)]
                     ex, ey = x_val.index_select(0, idx), y_val.index_select(0, idx)
                 else:
                     ex, ey = xb[:n_eval], yb[:n_eval]

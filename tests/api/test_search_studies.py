@@ -115,6 +115,7 @@ def test_search_study_shows_progress_and_takes_no_candidates(
         "failed": 0,
         "budget_cpu_s": None,
         "cpu_seconds": 0.0,
+        "stopped": False,
         "asha": {"enabled": True, "reduction_factor": 3, "min_epochs": 1},  # on by default
     }
     spec = {"name": "mlp", "layers": ["flatten", {"linear": 16}, "relu"], "head": "classifier"}

@@ -4,6 +4,7 @@ state_dict round trip."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -164,3 +165,25 @@ def test_fd2_adam_tuner_shares_fd2s_switches() -> None:
     )
     opt = t.build_optimizer(nn.Linear(3, 2), 1e-3)
     assert isinstance(opt, FD2Adam) and opt.lr == 1e-3
+
+
+def test_validation_batches_wrap_around_so_batch_norm_never_sees_one_sample() -> None:
+    """fd2-adam's trial losses read ``n`` validation rows per update from a cycling order; a slice
+    cut at the split's end held one row (65 rows, 64 per update: the second update read row 64
+    alone) and batch norm refused it in training mode (a real table's search crashed in tuning)."""
+    from archscreen.core.data.base import DatasetInfo, DatasetSplits
+    from archscreen.core.training.loop import TrainConfig
+
+    g = torch.Generator().manual_seed(0)
+    info = DatasetInfo(name="t", task="classification", input_shape=(6,), input_kind="float", num_classes=2)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 6, generator=g)
+        return x, (x[:, 0] > 0).long()
+
+    data = DatasetSplits(info, *split(64), *split(65), *split(20))
+    spec = {"name": "bn", "layers": [{"linear": 8}, "batchnorm", "relu"], "head": "classifier"}
+    tuner = FD2AdamTuner()
+    assert tuner.eval_batch == "validation"
+    result = tuner.tune(spec, data, 1e-3, TrainConfig(max_epochs=3, patience=3, batch_size=32))
+    assert result.epochs == 3 and math.isfinite(result.val_loss)
