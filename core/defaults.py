@@ -13,13 +13,24 @@ worker read it at no cost, and ``core/`` stays importable alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-__all__ = ["SCREENING", "Base", "ScreeningDefaults", "StopRule"]
+__all__ = [
+    "SCREENING",
+    "TUNING",
+    "TUNING_STARTS",
+    "Base",
+    "ScreeningDefaults",
+    "StopRule",
+    "TuningDefaults",
+    "TuningStart",
+]
 
 Base = Literal["sgd", "adam"]
 """Alrao's base optimizer."""
 StopRule = Literal["patience", "plateau"]
+TuningStart = Literal["multi", "screen-weights", "posterior-width"]
+"""Where a promoted candidate's tuning starts (:mod:`archscreen.core.tuners.stage`)."""
 """When a run stops early: raw patience, or the curve-aware rule (``TrainConfig.stop_rule``)."""
 
 
@@ -52,3 +63,33 @@ class ScreeningDefaults:
 
 SCREENING = ScreeningDefaults()
 """The defaults themselves: read, never copied."""
+
+
+TUNING_STARTS: tuple[TuningStart, ...] = get_args(TuningStart)
+
+
+@dataclass(frozen=True)
+class TuningDefaults:
+    """The default of each tuning-stage option (issue 29, item 6: make the tuning stage earn its
+    compute). The study's :class:`archscreen.config.PromotionPolicy` and ``bench/tuning_stage.py``
+    read these; the options themselves are documented in :mod:`archscreen.core.tuners.stage`.
+
+    ``start``: ``"multi"`` (one run per posterior quartile, the best by validation: issue 16),
+    ``"screen-weights"`` (one run from the screening's own weights) or ``"posterior-width"`` (as
+    many quartile starts as the posterior's width asks for). ``halving``: spend the starts through
+    the rung scheduler (successive halving over the starts, one job). Both stay at today's
+    behaviour until ``bench/tuning_stage.py`` shows a cheaper option delivers as well
+    (``docs/benchmarks.md``, "Tuning stage").
+    """
+
+    start: TuningStart = "multi"
+    halving: bool = False
+    # posterior-width: one start when the posterior's interquartile range is within this many
+    # decades, one more per further such width, up to the policy's starts (written before measuring)
+    narrow_decades: float = 1.0 / 3.0
+    # halving: the reduction factor over the starts (3 starts, eta 3: one rung at R/3, then the best)
+    halving_eta: int = 3
+
+
+TUNING = TuningDefaults()
+"""The tuning stage's defaults: read, never copied."""
