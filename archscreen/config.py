@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from archscreen.core.defaults import SCREENING, Base, StopRule
+from archscreen.core.defaults import SCREENING, TUNING, Base, StopRule, TuningStart
 from archscreen.core.names import Metric, TunerName, default_tuner_for
 
 if TYPE_CHECKING:
@@ -203,6 +203,25 @@ class PromotionPolicy(BaseModel):
             "val_loss for a loss). 1: one job from the posterior's weighted geometric "
             "mean (the single start of studies before this field). A tuner of another optimizer "
             "than the screening's starts once, from its own default rate."
+        ),
+    )
+    tuning_start: TuningStart = Field(
+        TUNING.start,
+        description=(
+            "Where tuning starts (core/tuners/stage.py; measured in docs/benchmarks.md, 'Tuning "
+            "stage'). multi: one job per start (see starts). posterior-width: as many of those "
+            "starts as the Switch posterior's width asks for (1 when its interquartile range is "
+            "within 1/3 decade, 2 within 2/3, else starts). screen-weights: one job that starts from "
+            "the best screening run's own weights (body + the output copy the posterior weights "
+            "most) at that run's posterior rate; its screening runs keep their weights for it."
+        ),
+    )
+    halving: bool = Field(
+        TUNING.halving,
+        description=(
+            "Spend a candidate's starts through successive halving in one tuning job (eta 3: every "
+            "start trains a third of the budget, the best by validation loss trains on to the end) "
+            "instead of one full job per start."
         ),
     )
 

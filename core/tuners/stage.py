@@ -24,7 +24,7 @@ the study's ``PromotionPolicy`` and ``bench/tuning_stage.py``):
   (:func:`starts_for_width`). The rule, written before measuring: the width is the posterior's
   interquartile range in decades, :math:`w = \log_{10}(q_{75}/q_{25})`
   (:func:`~.start.posterior_quantile`); the starts are
-  :math:`\min(n_{\max}, 1 + \lfloor w / (1/3) \rfloor)`: one start when the middle half of the
+  :math:`\min(n_{\max}, \max(1, \lceil w / (1/3) \rceil))`: one start when the middle half of the
   posterior's mass lies within a third of a decade (one copy's spacing on the default Adam range,
   10 copies over 3 decades), two within two thirds, else today's count. The starts are the first
   ones of the promotion's order (median, lower quartile, upper quartile).
@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from archscreen.core.asha import AshaScheduler
+from archscreen.core.asha import AshaScheduler, rung_value
 from archscreen.core.data import DatasetSplits
 from archscreen.core.defaults import TUNING
 from archscreen.core.runs import SpecLike
@@ -85,7 +85,8 @@ def starts_for_width(
     result_or_posterior: Any, max_starts: int = 3, narrow_decades: float = TUNING.narrow_decades
 ) -> int:
     """How many quartile starts the posterior's width asks for (module docstring's rule):
-    ``min(max_starts, 1 + floor(width / narrow_decades))``. A result with no posterior (only a
+    ``min(max_starts, max(1, ceil(width / narrow_decades)))``: a width within
+    ``narrow_decades`` (inclusive) is one start. A result with no posterior (only a
     ``preferred_lr``) gets one start."""
     if max_starts < 1:
         raise ValueError(f"max_starts must be >= 1, got {max_starts}")
@@ -95,7 +96,7 @@ def starts_for_width(
     if not posterior:
         return 1
     width = posterior_width_decades(posterior)
-    return min(max_starts, 1 + math.floor(width / narrow_decades + 1e-9))
+    return min(max_starts, max(1, math.ceil(width / narrow_decades - 1e-9)))
 
 
 def chosen_copy(result_or_posterior: Any) -> int:
@@ -147,10 +148,11 @@ def halving_min_epochs(max_epochs: int, starts: int, eta: int = TUNING.halving_e
 @dataclass(frozen=True)
 class HalvingResult:
     """The starts spent through the rung scheduler: ``best`` is the run that completed the top rung
-    (the stage's answer); ``runs`` every start's last result, in start order; ``rungs`` the rung
-    epochs; ``values`` each start's validation loss per rung it reached."""
+    (the stage's answer), start number ``chosen``; ``runs`` every start's last result, in start
+    order; ``rungs`` the rung epochs; ``values`` each start's validation loss per rung it reached."""
 
     best: TuningResult
+    chosen: int
     runs: list[TuningResult]
     rungs: list[int]
     values: list[list[float | None]]
@@ -206,14 +208,20 @@ def tune_with_halving(
         if res.stopped_because == "cancelled":  # the caller sees it on ``best``
             return HalvingResult(
                 best=res,
+                chosen=i,
                 runs=[last[k] for k in sorted(last)],
                 rungs=list(asha.rungs),
                 values=[asha.values(r) for r in ids],
             )
-        asha.report(job.run_id, res.val_loss if math.isfinite(res.val_loss) else None)
+        # the lowest validation loss within the rung's epochs, read off the curve: a run resumed
+        # past its rung (a replay after a kill) reports what it had at the rung, so the decisions
+        # and the values replay exactly
+        value = rung_value(res.curves, job.epochs, res.task, key="val-loss")
+        asha.report(job.run_id, value if math.isfinite(value) else None)
     leader = int(asha.ranking()[0])
     return HalvingResult(
         best=last[leader],
+        chosen=leader,
         runs=[last[i] for i in sorted(last)],
         rungs=list(asha.rungs),
         values=[asha.values(r) for r in ids],
