@@ -138,7 +138,7 @@ def screen(dataset: str, arch: str, seed: int, quick: bool, ckpt: Path) -> dict[
     cpu = _cpu() - t0
     lr_range = list(screener.settings(res.task)[:2])
     return {
-        "score": 100.0 * float(res.test_accuracy),
+        "score": 100.0 * float(res.test_accuracy or 0.0),
         "cpu_s": cpu,
         "switch_posterior": res.switch_posterior,
         "preferred_lr": res.preferred_lr,
