@@ -1,10 +1,15 @@
 """The tuning stage's options against today's multi-start default (issue 29, item 6).
 
 On each held-out suite (``bench/fidelity.py``'s study II pools: the first study's report half plus
-the new architectures) the bench takes the **top screened net** (the lowest mean Alrao-Adam
-validation loss over the cached screening runs of that pool, ``docs/data/fidelity-*.jsonl``:
-``resnet`` on digits, ``gru-64`` on MNIST-1D), screens it once per seed with the product's
-screener (Alrao-Adam, the pipeline bench's budget), then runs each tuning-stage option
+the new architectures) the bench takes one net: with ``--nets top`` the **top screened net** (the
+lowest mean Alrao-Adam validation loss over the cached screening runs of that pool,
+``docs/data/fidelity-*.jsonl``: ``resnet`` on digits, ``gru-64`` on MNIST-1D, :func:`top_screened`);
+with ``--nets new`` (the default, what docs/benchmarks.md reports) the top screened of the pool's
+*new* architectures (``h-mlp-wide-shallow`` on digits, ``h-cnn-wide-shallow`` on MNIST-1D, second
+in the whole pool on MNIST-1D), about a fifth of the CPU: the first run with ``resnet`` spent 80
+CPU-seconds on its first multi-start alone on a box shared with a long benchmark (load 10 to 14 on
+2 cores), which put the 3-seed table past the deadline. It screens the net once per seed with the
+product's screener (Alrao-Adam, the pipeline bench's budget), then runs each tuning-stage option
 (:mod:`archscreen.core.tuners.stage`) from that screening, with the default tuner (``fd2-adam``):
 
 * ``multi`` (today's default): one run per posterior quartile (median, 25th, 75th percentile),
