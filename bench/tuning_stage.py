@@ -6,9 +6,10 @@ lowest mean Alrao-Adam validation loss over the cached screening runs of that po
 ``docs/data/fidelity-*.jsonl``: ``resnet`` on digits, ``gru-64`` on MNIST-1D, :func:`top_screened`);
 with ``--nets new`` (the default, what docs/benchmarks.md reports) the top screened of the pool's
 *new* architectures (``h-mlp-wide-shallow`` on digits, ``h-cnn-wide-shallow`` on MNIST-1D, second
-in the whole pool on MNIST-1D), about a fifth of the CPU: the first run with ``resnet`` spent 80
-CPU-seconds on its first multi-start alone on a box shared with a long benchmark (load 10 to 14 on
-2 cores), which put the 3-seed table past the deadline. It screens the net once per seed with the
+in the whole pool on MNIST-1D), about a fifth of the CPU: a first attempt with ``resnet`` had used 89
+CPU-seconds (9.9 of them its screening) without finishing its first seed's 3-start tuning, on a
+box shared with a long benchmark (load 10 to 14 on 2 cores): the 3-seed table would have ended
+past the deadline. It screens the net once per seed with the
 product's screener (Alrao-Adam, the pipeline bench's budget), then runs each tuning-stage option
 (:mod:`archscreen.core.tuners.stage`) from that screening, with the default tuner (``fd2-adam``):
 
