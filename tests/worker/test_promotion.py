@@ -21,7 +21,9 @@ def study(base: str = "sgd", tuner: str | None = None, starts: int = 1, **policy
         name="s",
         dataset="mnist1d",
         screening=ScreeningConfig.model_validate({"base": base}),
-        policy=PromotionPolicy.model_validate({"tuner": tuner, "starts": starts, **policy}),
+        policy=PromotionPolicy.model_validate(
+            {"tuner": tuner, "starts": starts, "tuning_start": "multi", **policy}
+        ),
         created_at=datetime(2026, 1, 1),
         auto_promoted_at=None,
         version=0,
@@ -159,9 +161,13 @@ NARROW = _adam_posterior([0, 0, 0, 0, 1.0, 0, 0, 0, 0, 0])
 WIDE = _adam_posterior([0.1] * 10)
 
 
-def test_the_default_policy_is_todays_multi_start() -> None:
+def test_the_default_policy_is_cores_tuning_default() -> None:
+    from archscreen.core.defaults import TUNING
+
     policy = PromotionPolicy()
-    assert (policy.tuning_start, policy.halving, policy.starts) == ("multi", False, 3)
+    assert (
+        (policy.tuning_start, policy.halving) == (TUNING.start, TUNING.halving) == ("screen-weights", False)
+    )
 
 
 def test_posterior_width_makes_one_start_for_a_narrow_posterior_and_three_for_a_wide_one() -> None:
