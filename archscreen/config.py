@@ -197,7 +197,8 @@ class PromotionPolicy(BaseModel):
         ge=1,
         le=3,
         description=(
-            "Tuning jobs per promoted candidate, each from its own starting rate on the Switch "
+            "Under tuning_start multi (the most under posterior-width; halving spends them in one job): "
+            "tuning jobs per promoted candidate, each from its own starting rate on the Switch "
             "posterior: the median, then the 25th, then the 75th percentile. The candidate's tuned "
             "answer is its succeeded job with the best validation score (the metric's val_ side; "
             "val_loss for a loss). 1: one job from the posterior's weighted geometric "
