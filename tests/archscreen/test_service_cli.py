@@ -127,8 +127,12 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
             timeout=120,
         )
         assert status.returncode == 0 and "best:" in status.stdout and "learning rate" in status.stdout
-        # each tuned candidate's line names the start that answers for it (best by validation)
-        assert status.stdout.count(", best by validation)") == 2 and "(start p" in status.stdout
+        # each tuned candidate's line names the start that answers for it: under the default tuning
+        # stage (screen-weights) its one job; under multi, its best start by validation
+        label = {"multi": "p", "posterior-width": "p"}.get(policy.tuning_start, policy.tuning_start)
+        if policy.halving:
+            label = "screen-weights+halving" if policy.tuning_start == "screen-weights" else "halving"
+        assert status.stdout.count(f"(start {label}") == 2, status.stdout
         db = Database(f"sqlite:///{tmp_path / 'archscreen.db'}")
         with db.engine.connect() as conn:
             worker_pids = [row[0] for row in conn.exec_driver_sql("SELECT pid FROM workers")]
