@@ -1,16 +1,18 @@
 r"""The tuning stage's cheaper options (issue 29, item 6): where and how many tuning runs start.
 
-Today's default (``start="multi"``, issue 16) trains one finite-difference run from each quartile
-of the Switch posterior (median, 25th, 75th percentile: :func:`~.start.posterior_starts`) and keeps
-the best by validation. On the end-to-end pipeline bench that was 57 % of the pipeline's CPU. The
-options here spend less, each a switch (:class:`archscreen.core.defaults.TuningDefaults`, read by
-the study's ``PromotionPolicy`` and ``bench/tuning_stage.py``):
+The multi-start (``start="multi"``, issue 16; the default until this measurement) trains one
+finite-difference run from each quartile of the Switch posterior (median, 25th, 75th percentile:
+:func:`~.start.posterior_starts`) and keeps the best by validation. On the end-to-end pipeline
+bench that was 57 % of the pipeline's CPU. The options here spend less, each a switch
+(:class:`archscreen.core.defaults.TuningDefaults`, read by the study's ``PromotionPolicy`` and
+``bench/tuning_stage.py``):
 
 * ``start="screen-weights"``: **one** run that starts from the screening run's own weights, not
   from a fresh initialisation: the Alrao model's body (its best epoch, the weights the loop keeps)
   and the output copy the Switch posterior weights most, copied into the plain model's single
   output layer (:func:`plain_state_from_alrao`); the rate is the posterior's weighted geometric
-  mean (:func:`~.start.initial_lr_from_screen`, the single start's rate).
+  mean (:func:`~.start.initial_lr_from_screen`, the single start's rate). With several screening
+  seeds the service starts from the run with the lowest validation loss (``worker/promotion.py``).
 
   .. note::
       Deviation (there is no paper for this step): the chosen copy, not the Switch-averaged
