@@ -86,8 +86,8 @@ class TuningDefaults:
     90.63 ± 2.15) at 0.27 and 0.20 of the multi-start's CPU-seconds (``docs/benchmarks.md``,
     "Tuning stage"). ``"multi"`` (issue 16's three quartile starts) stays one policy field away.
     Not yet settled: the partial run on the suites' top nets (``--nets top``: ``resnet`` on digits,
-    seed 0 only) had screen-weights 0.83 points under multi; that run must finish before this
-    default is trusted.
+    two seeds) had screen-weights 0.83 points under multi on one seed and 0.55 over it on the
+    other; that run must finish before this default is trusted on the strongest nets.
     ``halving`` stays off: on the same runs it delivered 0.80 points less on MNIST-1D and saved
     little where patience stops the runs before the first rung (0.86 of the CPU on digits).
     """
