@@ -265,8 +265,10 @@ def table(
     out = []
     for option in OPTIONS:
         for ds in datasets:
-            got = [rows[(ds, s, option)] for s in range(seeds) if (ds, s, option) in rows]
-            base = [rows[(ds, s, "multi")] for s in range(seeds) if (ds, s, "multi") in rows]
+            # paired: only the seeds where both the option and the default finished
+            paired = [s for s in range(seeds) if (ds, s, option) in rows and (ds, s, "multi") in rows]
+            got = [rows[(ds, s, option)] for s in paired]
+            base = [rows[(ds, s, "multi")] for s in paired]
             if not got or not base:
                 continue
             scores = [r["score"] for r in got]
