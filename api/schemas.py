@@ -261,8 +261,10 @@ class JobOut(BaseModel):
     )
     start: str | None = Field(
         None,
-        description="A tuning job's start on the Switch posterior (p50, p25, p75; its seed is the start's "
-        "index, its training seed the same for every start); null for a screening run or a single start.",
+        description="A tuning job's start: on the Switch posterior (p50, p25, p75; its seed is the start's "
+        "index, its training seed the same for every start), or the tuning stage's one-job starts "
+        "(screen-weights, halving, screen-weights+halving: policy.tuning_start and policy.halving); null "
+        "for a screening run or a single start.",
     )
     init_lr: float | None = Field(None, description="A tuning job's starting rate (null: a screening run).")
     target_epochs: int | None = Field(
@@ -390,8 +392,9 @@ class RankRowOut(BaseModel):
     recommended_lr: float | None = Field(description="The chosen tuning job's recommended rate.")
     tuning_start: str | None = Field(
         None,
-        description="The chosen job's start (p50, p25, p75); null for a single start (the posterior's "
-        "weighted geometric mean or the tuner's default).",
+        description="The chosen job's start (p50, p25, p75, screen-weights, halving, "
+        "screen-weights+halving); null for a single start (the posterior's weighted geometric mean or "
+        "the tuner's default).",
     )
     tuning_jobs: int = Field(0, description="Tuning jobs of the candidate (one per start).")
     rung_epochs: int | None = Field(
@@ -473,7 +476,9 @@ class LeaderboardRow(BaseModel):
     tuning_job_id: int | None = Field(
         None, description="The tuning job that answers for the candidate (its model is the export's)."
     )
-    tuning_start: str | None = Field(None, description="That job's start (p50, p25, p75; null: one start).")
+    tuning_start: str | None = Field(
+        None, description="That job's start (p50, p25, p75, screen-weights, halving; null: one start)."
+    )
 
 
 class LeaderboardOut(BaseModel):

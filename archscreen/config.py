@@ -34,9 +34,11 @@ from archscreen.core.asha import DEFAULT_MIN_EPOCHS, DEFAULT_REDUCTION_FACTOR
 from archscreen.core.defaults import (
     MEASURED_MAX_EPOCHS,
     SCREENING,
+    TUNING,
     UPLOADED_BUDGET,
     Base,
     StopRule,
+    TuningStart,
     resolve_max_epochs,
 )
 from archscreen.core.names import Metric, TunerName, default_tuner_for
@@ -280,12 +282,32 @@ class PromotionPolicy(BaseModel):
         ge=1,
         le=3,
         description=(
-            "Tuning jobs per promoted candidate, each from its own starting rate on the Switch "
+            "Under tuning_start multi (the most under posterior-width; halving spends them in one job): "
+            "tuning jobs per promoted candidate, each from its own starting rate on the Switch "
             "posterior: the median, then the 25th, then the 75th percentile. The candidate's tuned "
             "answer is its succeeded job with the best validation score (the metric's val_ side; "
             "val_loss for a loss). 1: one job from the posterior's weighted geometric "
             "mean (the single start of studies before this field). A tuner of another optimizer "
             "than the screening's starts once, from its own default rate."
+        ),
+    )
+    tuning_start: TuningStart = Field(
+        TUNING.start,
+        description=(
+            "Where tuning starts (core/tuners/stage.py; measured in docs/benchmarks.md, 'Tuning "
+            "stage'). multi: one job per start (see starts). posterior-width: as many of those "
+            "starts as the Switch posterior's width asks for (1 when its interquartile range is "
+            "within 1/3 decade, 2 within 2/3, else starts). screen-weights: one job that starts from "
+            "the best screening run's own weights (body + the output copy the posterior weights "
+            "most) at that run's posterior rate; its screening runs keep their weights for it."
+        ),
+    )
+    halving: bool = Field(
+        TUNING.halving,
+        description=(
+            "Spend a candidate's starts through successive halving in one tuning job (eta 3: every "
+            "start trains a third of the budget, the best by validation loss trains on to the end) "
+            "instead of one full job per start."
         ),
     )
 

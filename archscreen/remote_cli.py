@@ -520,7 +520,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         tuned = [r for r in board.data if r.tuning_state]
         for r in tuned:
             lr = f"{r.recommended_lr:.3g}" if r.recommended_lr else "-"
-            start = f" (start {r.tuning_start}, best by validation)" if r.tuning_start else ""
+            # a quantile start (p50, p25, p75) was picked among the candidate's starts; the tuning
+            # stage's one-job starts (screen-weights, halving) are the candidate's only job
+            picked = ", best by validation" if (r.tuning_start or "").startswith("p") else ""
+            start = f" (start {r.tuning_start}{picked})" if r.tuning_start else ""
             print(f"tuned {r.name}: {r.tuning_state}, score {r.tuned_score}, recommended lr {lr}{start}")
         if board.best:
             b = board.best

@@ -26,6 +26,8 @@ Where the parts live (this module re-exports their public names):
 * the implementations: :mod:`archscreen.core.tuners.fd_tuners`,
   :mod:`archscreen.core.tuners.alera_tuners`;
 * the start from a screening: :mod:`archscreen.core.tuners.start`;
+* the tuning stage's options (where and how many runs start, successive halving over starts):
+  :mod:`archscreen.core.tuners.stage`;
 * fd2's functional trial losses: :mod:`archscreen.core.tuners.functional`;
 * the trajectory and its recommendation rules: :mod:`archscreen.core.tuners.trajectory`.
 """

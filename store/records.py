@@ -32,6 +32,12 @@ def columns_of(record: type, table: Any) -> list[Any]:
     return [table.c[f.name] for f in fields(record)]
 
 
+# A policy stored before the tuning stage's fields existed was made (and screened) for the
+# multi-start tuning of its day: it keeps it. Its screening runs kept no weights for the
+# screen-weights start, today's default for new studies (core/defaults.py TUNING).
+_POLICY_BEFORE_TUNING_START: dict[str, Any] = {"tuning_start": "multi", "halving": False}
+
+
 @dataclass(frozen=True, slots=True)
 class StudyRecord:
     id: int
@@ -55,7 +61,7 @@ class StudyRecord:
             dataset=row.dataset,
             # stored as the validated models' JSON: re-hydrated, not re-defaulted
             screening=ScreeningConfig.model_validate(row.screening),
-            policy=PromotionPolicy.model_validate(row.policy),
+            policy=PromotionPolicy.model_validate({**_POLICY_BEFORE_TUNING_START, **row.policy}),
             created_at=row.created_at,
             auto_promoted_at=row.auto_promoted_at,
             version=row.version,

@@ -106,11 +106,61 @@ def decide(
         if not same_scale:
             default = tuner_impl.default_init_lr()
             out[cid] = {0: {"tuner": tuner, "init_lr": default, "init_lr_source": "tuner_default"}}
-        elif n == 1:
-            out[cid] = {0: {"tuner": tuner, "init_lr": rates[0]}}
+        elif study.policy.tuning_start == "multi" and not study.policy.halving:
+            out[cid] = (
+                {0: {"tuner": tuner, "init_lr": rates[0]}} if n == 1 else _quantile_start_jobs(tuner, rates)
+            )
         else:
-            out[cid] = _quantile_start_jobs(tuner, rates)
+            out[cid] = _stage_jobs(study, tuner, cid, cand_runs, n)
     return out
+
+
+def _stage_jobs(
+    study: StudyRecord, tuner: TunerName, cid: int, cand_runs: Sequence[JobRecord], n: int
+) -> dict[int, dict[str, Any]]:
+    """The jobs of the tuning stage's cheaper options (``policy.tuning_start``, ``policy.halving``;
+    ``core.tuners.stage``): ``posterior-width`` keeps the first of :data:`START_QUANTILES` as many as
+    the widest succeeded run's posterior asks for (``starts_for_width``, at most ``n``), each a
+    quantile start (the median for one); ``screen-weights`` is one job from the best screening run
+    by validation loss: its weights (``init_from_job``, ``init_copy``) at its posterior's rate.
+    With ``halving`` the quantile starts become one job that spends them by successive halving
+    (``halving_rates``; from the screening's weights too under ``screen-weights``)."""
+    from archscreen.core.tuners.stage import chosen_copy, starts_for_width
+    from archscreen.core.tuning import initial_lr_from_screen
+
+    ok = [j for j in cand_runs if j.state == "succeeded" and j.result is not None]
+    policy = study.policy
+    if policy.tuning_start == "posterior-width":
+        n = max(starts_for_width(j.result, n) for j in ok)
+    rates = _start_rates(cid, cand_runs, max(n, 2), same_scale=True)[:n]
+    jobs = _quantile_start_jobs(tuner, rates)
+    if policy.tuning_start == "screen-weights":
+        src = min(ok, key=lambda j: (_val_loss(j), j.id))
+        assert src.result is not None
+        lr_range = src.result.get("lr_range")
+        lr = initial_lr_from_screen(src.result, tuple(lr_range) if lr_range else None)
+        source = {"init_from_job": src.id, "init_copy": chosen_copy(src.result), "train_seed": 0}
+        jobs = {0: {"tuner": tuner, "init_lr": lr, "start": "screen-weights", **source}}
+        if policy.halving and len(rates) > 1:
+            jobs[0].update(start="screen-weights+halving", halving_rates=list(rates))
+        return jobs
+    if policy.halving and len(jobs) > 1:
+        kept = [c["init_lr"] for c in jobs.values()]
+        return {
+            0: {
+                "tuner": tuner,
+                "init_lr": kept[0],
+                "start": "halving",
+                "halving_rates": kept,
+                "train_seed": 0,
+            }
+        }
+    return jobs
+
+
+def _val_loss(job: JobRecord) -> float:
+    value = (job.result or {}).get("val_loss")
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.inf
 
 
 def _start_rates(cid: int, cand_runs: Sequence[JobRecord], n: int, *, same_scale: bool) -> list[float]:

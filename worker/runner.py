@@ -298,6 +298,8 @@ def _apply_retention(settings: Settings, job_id: int, kind: str, *, model_stored
     ckpt = folder / "checkpoint.pt"
     if kind == "tune" and not model_stored:
         return
+    if kind == "tune":  # a halving job's starts: the answer is in the model store now
+        shutil.rmtree(folder / HALVING_DIR, ignore_errors=True)
     try:
         ckpt.unlink(missing_ok=True)
     except OSError:  # the result stands; the checkpoint stays
@@ -360,26 +362,19 @@ def _run(
             out["asha"] = _rung_report(out, target, config.max_epochs)
         if study.search is not None and "latency" in study.search.objectives:
             out["latency_ms"] = _latency_ms(spec, dataset, config, device, out)
+        if study.policy.tuning_start == "screen-weights" and out["stopped_because"] != "cancelled":
+            _keep_screen_weights(ckpt)
     elif kind == "tune":
         from archscreen.core.data import load_dataset
-        from archscreen.core.tuning import get_tuner
         from archscreen.worker.artifacts import dataset_preprocessing, export_model
 
-        tuner = get_tuner(job_config["tuner"])
-        out = tuner.tune(
-            spec,
-            dataset,
-            job_config.get("init_lr"),
-            config,
-            train_seed,
-            callback,
-            step_hook=step_hook,
-            checkpoint_path=ckpt,
-        ).to_dict()
+        out, best_ckpt = _tune(
+            settings, job_config, spec, dataset, config, train_seed, callback, step_hook, ckpt
+        )
         if out["stopped_because"] not in ("cancelled", "diverged"):
             info = load_dataset(dataset, seed=config.seed).info  # memoised: the splits it trained on
             prep = dataset_preprocessing(dataset)  # a table's or images': the model takes raw input
-            model = export_model(settings, ckpt, out, spec, study.dataset, info, job_id, prep)
+            model = export_model(settings, best_ckpt, out, spec, study.dataset, info, job_id, prep)
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     out = _stored_result(settings, kind, out, device, share, screener)
@@ -389,6 +384,102 @@ def _run(
     )
     error = "training diverged (non-finite loss)" if state == "diverged" else None
     return state, out, error, model
+
+
+SCREEN_WEIGHTS = "screen_weights.pt"
+HALVING_DIR = "halving"
+
+
+def _keep_screen_weights(ckpt: Path) -> None:
+    """A screening run of a ``screen-weights`` study keeps its weights (the best epoch's Alrao
+    model, no optimizer state) beside its checkpoint, for the tuning job that starts from them:
+    the checkpoint itself goes at success (retention)."""
+    import torch
+
+    from archscreen.core.tuners.stage import screening_weights
+
+    tmp = ckpt.with_name(SCREEN_WEIGHTS + ".tmp")
+    torch.save(screening_weights(ckpt), tmp)
+    os.replace(tmp, ckpt.with_name(SCREEN_WEIGHTS))
+
+
+def _init_state(settings: Settings, job_config: dict[str, Any]) -> dict[str, Any] | None:
+    """The plain model's starting weights of a ``screen-weights`` tuning job (``init_from_job``:
+    the screening run whose weights, ``init_copy``: its chosen output copy); None otherwise."""
+    src = job_config.get("init_from_job")
+    if src is None:
+        return None
+    import torch
+
+    from archscreen.core.tuners.stage import plain_state_from_alrao
+
+    path = job_dir(settings, int(src)) / SCREEN_WEIGHTS
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the weights of screening run {src} are gone (tuning_start screen-weights needs them): "
+            "promote with another tuning_start"
+        )
+    weights = torch.load(path, map_location="cpu", weights_only=True)
+    return plain_state_from_alrao(weights, int(job_config["init_copy"]))
+
+
+def _tune(
+    settings: Settings,
+    job_config: dict[str, Any],
+    spec: dict[str, Any],
+    dataset: Any,
+    config: Any,
+    train_seed: int,
+    callback: Callable[[Progress], None],
+    step_hook: Callable[[int, int], None],
+    ckpt: Path,
+) -> tuple[dict[str, Any], Path]:
+    """A tuning job's run: one start, or its ``halving_rates`` through successive halving
+    (``core.tuners.stage.tune_with_halving``, each start's checkpoint under ``halving/``; a
+    resumed job replays the decisions from them). Returns the result and the checkpoint whose
+    best weights are the answer. A halving job's epoch rows are its starts' (the later start's
+    row wins an epoch number two starts trained; ``extra.start`` names it)."""
+    from dataclasses import replace
+
+    from archscreen.core.tuning import get_tuner
+
+    tuner = get_tuner(job_config["tuner"])
+    init_state = _init_state(settings, job_config)
+    rates = job_config.get("halving_rates")
+    if not rates:
+        out = tuner.tune(
+            spec,
+            dataset,
+            job_config.get("init_lr"),
+            config,
+            train_seed,
+            callback,
+            step_hook=step_hook,
+            checkpoint_path=ckpt,
+            init_state=init_state,
+        ).to_dict()
+        return out, ckpt
+    from archscreen.core.tuners.stage import tune_with_halving
+
+    def start_callback(i: int) -> Callable[[Progress], None]:
+        return lambda p: callback(replace(p, extra={**p.extra, "start": i}))
+
+    work = ckpt.parent / HALVING_DIR
+    stage = tune_with_halving(
+        tuner,
+        spec,
+        dataset,
+        [float(r) for r in rates],
+        replace(config, seed=train_seed),
+        work,
+        init_state=init_state,
+        callback=start_callback,
+        step_hook=step_hook,
+    )
+    leader = stage.chosen
+    out = stage.best.to_dict()
+    out["halving"] = {"rates": rates, "rungs": stage.rungs, "values": stage.values, "chosen": leader}
+    return out, work / f"start-{leader}.pt"
 
 
 def _rung_report(out: dict[str, Any], target: int, max_epochs: int) -> dict[str, Any]:

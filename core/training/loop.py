@@ -482,7 +482,10 @@ def train(
     serialised (model, optimizer, RNG and loop state), so a resumed run reproduces the
     uninterrupted one exactly (same device, same torch build). A checkpoint of a newer format
     raises :class:`~archscreen.core.training.state.CheckpointFormatError`. A finished run's
-    checkpoint (e.g. a job delivered twice) is re-reported, not trained on.
+    checkpoint (e.g. a job delivered twice) is re-reported, not trained on, unless it stopped at
+    the epoch cap and ``config.max_epochs`` is now higher: then it trains on to the new cap (the
+    successive halving over tuning starts, :mod:`archscreen.core.tuners.stage`, promotes a run
+    from one rung to the next this way).
 
     ``step_fn(model, optimizer, xb, yb)``, if given, replaces the default step
     (``zero_grad``, forward, backward, ``optimizer.step()``) and returns the
@@ -494,6 +497,8 @@ def train(
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None and ckpt.exists():
         _load_checkpoint(state, ckpt, run.device)
+    if state.stopped_because == "max_epochs" and state.epoch < config.max_epochs:
+        state.stopped_because = None  # the cap was raised: the run trains on (a promoted rung)
     rules = stop_rules(config)
     clock = _Clock(state.elapsed)
     stopped = state.stopped_because

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -144,7 +144,13 @@ class Tuner(abc.ABC):
         *,
         step_hook: StepHook | None = None,
         checkpoint_path: str | Path | None = None,
+        init_state: Mapping[str, Tensor] | None = None,
     ) -> TuningResult:
+        """Train ``spec`` once from ``init_lr`` (default :meth:`default_init_lr`) and read the rate
+        off the run. ``init_state``: the plain model's starting weights (a state dict, loaded
+        strictly after the model is built; :func:`archscreen.core.tuners.stage.plain_state_from_alrao`
+        makes one from a screening), else the seed's initialisation. A checkpoint, when one
+        exists, wins over both: the run resumes."""
         config = budget or TrainConfig()
         if seed is not None:
             config = replace(config, seed=seed)
@@ -154,6 +160,8 @@ class Tuner(abc.ABC):
             if not (lr0 > 0 and math.isfinite(lr0)):  # after validate_spec: a bad spec is named first
                 raise ValueError(f"Invalid learning rate: {init_lr}")
             model = self.build_model(arch, splits)
+            if init_state is not None:
+                model.load_state_dict(dict(init_state), strict=True)
             return model, self.build_optimizer(model, lr0)
 
         run = start_run(spec, dataset, config, build)

@@ -70,6 +70,23 @@ def test_default_tuner_tunes_the_screening_optimizer(client: TestClient, auth: d
     assert chosen["policy"]["tuner"] == "salera"
 
 
+def test_the_tuning_stage_policy_defaults_and_refuses_an_unknown_start(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    made = new_study(client, auth, name="stage")
+    assert (made["policy"]["tuning_start"], made["policy"]["halving"]) == ("screen-weights", False)
+    multi = new_study(client, auth, name="stage-multi", policy={"tuning_start": "multi", "halving": True})
+    assert (multi["policy"]["tuning_start"], multi["policy"]["halving"]) == ("multi", True)
+    for policy, path in (
+        ({"tuning_start": "best"}, "body.policy.tuning_start"),
+        ({"halving": "sometimes"}, "body.policy.halving"),
+    ):
+        r = client.post(
+            "/api/v1/studies", json={"name": "bad", "dataset": "mnist1d", "policy": policy}, headers=auth
+        )
+        assert r.status_code == 422 and r.json()["detail"][0]["path"] == path, r.text
+
+
 def test_study_create_read_list_and_errors(client: TestClient, auth: dict[str, str]) -> None:
     study = new_study(client, auth, screening={"max_epochs": 4, "seeds": [0, 1]}, policy={"top_k": 2})
     assert study["screening"]["seeds"] == [0, 1]

@@ -65,6 +65,7 @@ def make(client: TestClient, auth: dict, seeds: list[int], n: int) -> tuple[int,
             "name": "r",
             "dataset": "mnist1d",
             "screening": {"seeds": seeds, "max_epochs": 2, "base": "sgd"},
+            "policy": {"tuning_start": "multi"},  # the multi-start promotion these tests are about
         },
     ).json()
     cands = client.post(
@@ -179,7 +180,11 @@ def test_cancelling_the_last_screening_run_fires_auto_promotion(env) -> None:  #
     study = client.post(
         "/api/v1/studies",
         headers=auth,
-        json={"name": "auto", "dataset": "mnist1d", "policy": {"top_k": 2, "auto": True}},
+        json={
+            "name": "auto",
+            "dataset": "mnist1d",
+            "policy": {"top_k": 2, "auto": True, "tuning_start": "multi"},
+        },
     ).json()
     cands = client.post(
         f"/api/v1/studies/{study['id']}/candidates",
@@ -227,6 +232,7 @@ def test_promotion_after_alrao_adam_starts_only_adam_tuners_from_the_posterior(e
             "name": "a",
             "dataset": "mnist1d",
             "screening": {"seeds": [0], "max_epochs": 2, "base": "adam"},
+            "policy": {"tuning_start": "multi"},
         },
     ).json()
     cid = client.post(

@@ -52,7 +52,7 @@ def test_export_writes_the_best_tuning_jobs_model(tmp_path: Path) -> None:
                 "exp",
                 dataset="mnist1d",
                 screening=SCREENING,
-                policy={"top_k": 1, "auto": True, "starts": 2},
+                policy={"top_k": 1, "auto": True, "starts": 2, "tuning_start": "multi"},
             )
             c.add_candidates(study.id, [{"spec": s} for s in SPECS])
             # no worker yet: nothing is screened, so nothing is tuned

@@ -69,9 +69,13 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
         assert f"http://127.0.0.1:{port}" in "".join(lines)
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{port}/api/v1"
-        done = 3 + 2 * PromotionPolicy().starts
+        # tuning jobs per promoted candidate under the default policy: one per start (multi), one
+        # from the screening's weights (screen-weights, core/defaults.py TUNING), or one halving job
+        policy = PromotionPolicy()
+        per = policy.starts if policy.tuning_start == "multi" and not policy.halving else 1
+        done = 3 + 2 * per
         # the demo screens under the default budget (30 epochs, patience 10: core/defaults.py)
-        deadline = time.monotonic() + 360 + 60 * PromotionPolicy().starts
+        deadline = time.monotonic() + 360 + 60 * per
         jobs: dict[str, int] = {}
         while time.monotonic() < deadline:
             studies = httpx.get(f"{base}/studies", headers=headers).json()["data"]
@@ -123,8 +127,12 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
             timeout=120,
         )
         assert status.returncode == 0 and "best:" in status.stdout and "learning rate" in status.stdout
-        # each tuned candidate's line names the start that answers for it (best by validation)
-        assert status.stdout.count(", best by validation)") == 2 and "(start p" in status.stdout
+        # each tuned candidate's line names the start that answers for it: under the default tuning
+        # stage (screen-weights) its one job; under multi, its best start by validation
+        label = {"multi": "p", "posterior-width": "p"}.get(policy.tuning_start, policy.tuning_start)
+        if policy.halving:
+            label = "screen-weights+halving" if policy.tuning_start == "screen-weights" else "halving"
+        assert status.stdout.count(f"(start {label}") == 2, status.stdout
         db = Database(f"sqlite:///{tmp_path / 'archscreen.db'}")
         with db.engine.connect() as conn:
             worker_pids = [row[0] for row in conn.exec_driver_sql("SELECT pid FROM workers")]

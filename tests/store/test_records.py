@@ -36,6 +36,26 @@ def test_a_stored_config_comes_back_typed_with_the_products_defaults(migrated: D
         assert study_store.get_study(s, tenant.id + 1, made.id) is None  # another tenant's
 
 
+def test_a_policy_stored_before_the_tuning_stage_fields_keeps_multi_start(migrated: Database) -> None:
+    """New studies get core/defaults.py's TUNING (screen-weights); a row stored before the fields
+    existed screened without keeping its weights, so it keeps the multi-start of its day."""
+    from archscreen.store.models import Study
+
+    with migrated.session() as s:
+        tenant = get_or_create_tenant(s, "acme")
+        new = study_store.create_study(s, tenant.id, name="new", dataset="mnist1d", screening={}, policy={})
+        old = study_store.create_study(s, tenant.id, name="old", dataset="mnist1d", screening={}, policy={})
+        row = s.get(Study, old.id)
+        assert row is not None and row.policy["tuning_start"] == "screen-weights"
+        row.policy = {k: v for k, v in row.policy.items() if k not in ("tuning_start", "halving")}
+    with migrated.session() as s:
+        got_new = study_store.get_study(s, tenant.id, new.id)
+        got_old = study_store.get_study(s, tenant.id, old.id)
+    assert got_new is not None and got_old is not None
+    assert (got_new.policy.tuning_start, got_new.policy.halving) == ("screen-weights", False)
+    assert (got_old.policy.tuning_start, got_old.policy.halving) == ("multi", False)
+
+
 def test_the_store_refuses_a_config_the_api_would_refuse(migrated: Database) -> None:
     with migrated.session() as s:
         tenant = get_or_create_tenant(s, "acme")

@@ -149,8 +149,8 @@ def test_four_candidates_auto_promote_the_top_two_to_tuning_from_three_starts(
             "auto",
             dataset="mnist1d",
             screening={"max_epochs": 4, "patience": 4, "batch_size": 64},
-            # the defaults: Alrao-Adam, then fd2-adam from 3 starts on its posterior
-            policy={"top_k": 2, "auto": True},
+            # Alrao-Adam, then fd2-adam from 3 starts on its posterior (the multi-start tuning stage)
+            policy={"top_k": 2, "auto": True, "tuning_start": "multi"},
         )
         c.add_candidates(study.id, [{"spec": s} for s in [*SPECS, wide]])
         c.wait(study.id, timeout=240, poll_s=0.5)

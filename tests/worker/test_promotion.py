@@ -14,14 +14,16 @@ from archscreen.worker.promotion import START_QUANTILES, choose_tuner, decide, s
 POSTERIOR = [{"lr": 0.01, "weight": 0.5}, {"lr": 1.0, "weight": 0.5}]  # geometric mean 0.1
 
 
-def study(base: str = "sgd", tuner: str | None = None, starts: int = 1) -> StudyRecord:
+def study(base: str = "sgd", tuner: str | None = None, starts: int = 1, **policy: object) -> StudyRecord:
     return StudyRecord(
         id=1,
         tenant_id=1,
         name="s",
         dataset="mnist1d",
         screening=ScreeningConfig.model_validate({"base": base}),
-        policy=PromotionPolicy.model_validate({"tuner": tuner, "starts": starts}),
+        policy=PromotionPolicy.model_validate(
+            {"tuner": tuner, "starts": starts, "tuning_start": "multi", **policy}
+        ),
         created_at=datetime(2026, 1, 1),
         auto_promoted_at=None,
         version=0,
@@ -144,3 +146,71 @@ def test_each_start_is_the_geometric_mean_over_the_succeeded_seeds_and_equal_sta
     got = decide(study("sgd", starts=3), {7: [top]}, "fd2")[7]
     assert sorted(got) == [0, 1] and got[0]["init_lr"] == pytest.approx(1.0) and got[1]["start"] == "p25"
     assert got[1]["init_lr"] == pytest.approx(10**-0.25)
+
+
+# ---------------------------------------------------------------- the tuning stage's options
+# 10 copies over 3 decades (Alrao-Adam's range): one copy's spacing is a third of a decade
+ADAM_RANGE = (1e-4, 0.1)
+
+
+def _adam_posterior(weights: list[float]) -> list[dict[str, float]]:
+    return [{"lr": 1e-4 * 1000 ** (j / 9), "weight": w} for j, w in enumerate(weights)]
+
+
+NARROW = _adam_posterior([0, 0, 0, 0, 1.0, 0, 0, 0, 0, 0])
+WIDE = _adam_posterior([0.1] * 10)
+
+
+def test_the_default_policy_is_cores_tuning_default() -> None:
+    from archscreen.core.defaults import TUNING
+
+    policy = PromotionPolicy()
+    assert (
+        (policy.tuning_start, policy.halving) == (TUNING.start, TUNING.halving) == ("screen-weights", False)
+    )
+
+
+def test_posterior_width_makes_one_start_for_a_narrow_posterior_and_three_for_a_wide_one() -> None:
+    s = study("adam", starts=3, tuning_start="posterior-width")
+    narrow = decide(s, {7: [run(1, 7, posterior=NARROW, lr_range=ADAM_RANGE)]}, "fd2-adam")[7]
+    assert list(narrow) == [0] and narrow[0]["start"] == "p50"
+    wide = decide(s, {7: [run(1, 7, posterior=WIDE, lr_range=ADAM_RANGE)]}, "fd2-adam")[7]
+    multi = decide(study("adam", starts=3), {7: [run(1, 7, posterior=WIDE, lr_range=ADAM_RANGE)]}, "fd2-adam")
+    assert wide == multi[7] and [c["start"] for c in wide.values()] == ["p50", "p25", "p75"]
+    # the widest succeeded run decides
+    both = [run(1, 7, posterior=NARROW, lr_range=ADAM_RANGE), run(2, 7, posterior=WIDE, lr_range=ADAM_RANGE)]
+    assert len(decide(s, {7: both}, "fd2-adam")[7]) == 3
+
+
+def test_screen_weights_is_one_job_from_the_best_screening_run_and_its_heaviest_copy() -> None:
+    s = study("adam", starts=3, tuning_start="screen-weights")
+    a = run(1, 7, posterior=WIDE, lr_range=ADAM_RANGE)
+    b = run(2, 7, posterior=NARROW, lr_range=ADAM_RANGE)
+    assert a.result is not None and b.result is not None
+    a.result["val_loss"], b.result["val_loss"] = 0.5, 0.3
+    jobs = decide(s, {7: [a, b]}, "fd2-adam")[7]
+    assert jobs == {
+        0: {
+            "tuner": "fd2-adam",
+            "init_lr": pytest.approx(1e-4 * 1000 ** (4 / 9)),
+            "start": "screen-weights",
+            "init_from_job": 2,
+            "init_copy": 4,
+            "train_seed": 0,
+        }
+    }
+
+
+def test_halving_is_one_job_over_the_quantile_starts() -> None:
+    runs = {7: [run(1, 7, posterior=WIDE, lr_range=ADAM_RANGE)]}
+    multi = decide(study("adam", starts=3), runs, "fd2-adam")[7]
+    jobs = decide(study("adam", starts=3, halving=True), runs, "fd2-adam")[7]
+    assert list(jobs) == [0] and jobs[0]["start"] == "halving"
+    assert jobs[0]["halving_rates"] == [c["init_lr"] for c in multi.values()]
+    sw = decide(study("adam", starts=3, halving=True, tuning_start="screen-weights"), runs, "fd2-adam")[7]
+    assert sw[0]["start"] == "screen-weights+halving" and sw[0]["halving_rates"] == jobs[0]["halving_rates"]
+    assert sw[0]["init_from_job"] == 1
+    # a narrow posterior under posterior-width is one start: nothing to halve
+    narrow = {7: [run(1, 7, posterior=NARROW, lr_range=ADAM_RANGE)]}
+    one = decide(study("adam", starts=3, halving=True, tuning_start="posterior-width"), narrow, "fd2-adam")[7]
+    assert list(one) == [0] and "halving_rates" not in one[0]
