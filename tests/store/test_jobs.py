@@ -204,7 +204,7 @@ def test_lost_messages_are_resent_only_when_the_broker_queue_is_empty(migrated: 
 
 
 def test_concurrent_promotions_of_one_candidate_make_one_job_per_start(migrated: Database) -> None:
-    sid = make_study(migrated)  # the default policy: 3 starts
+    sid = make_study(migrated, policy={"top_k": 1, "tuning_start": "multi"})  # 3 quartile starts
     job_ids = add(migrated, sid)
     posterior = [{"lr": 0.01, "weight": 0.5}, {"lr": 1.0, "weight": 0.5}]  # 3 distinct quartiles
     result = {"val_loss": 1.0, "switch_posterior": posterior, "lr_range": [1e-5, 10]}

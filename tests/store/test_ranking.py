@@ -122,7 +122,7 @@ def screened(db: Database, policy: dict[str, Any]) -> tuple[int, int]:
 
 
 def test_promotion_persists_one_job_per_start_once(migrated: Database) -> None:
-    sid, cid = screened(migrated, {"top_k": 1})  # starts: the default, 3
+    sid, cid = screened(migrated, {"top_k": 1, "tuning_start": "multi"})  # starts: the default, 3
     with migrated.session() as s:
         study = study_store.study_by_id(s, sid)
         assert study is not None and study.policy.starts == 3
@@ -141,7 +141,7 @@ def test_promotion_persists_one_job_per_start_once(migrated: Database) -> None:
 
 
 def test_one_start_is_the_single_job_of_before(migrated: Database) -> None:
-    sid, cid = screened(migrated, {"top_k": 1, "starts": 1})
+    sid, cid = screened(migrated, {"top_k": 1, "starts": 1, "tuning_start": "multi"})
     with migrated.session() as s:
         study = study_store.study_by_id(s, sid)
         assert study is not None
