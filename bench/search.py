@@ -714,6 +714,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     summ = summarise(rows)
     cells = [c for c in CELLS if any(k[0] == c for k in summ)]
@@ -733,7 +734,11 @@ def plot(rows: list[dict], out: Path) -> None:
                     capsize=3,
                     label=m,
                 )
-        ax.set_xscale("log")
+        spent = [v["spent"] for k, v in summ.items() if k[0] == cell and v["spent"] > 0]
+        if spent and max(spent) / min(spent) > 5:  # several budgets: a log axis; one budget: linear
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.0f"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # minor log labels overlap
         ax.set_title(cell)
         ax.set_xlabel("training CPU-seconds (mean spent)")
         ax.set_ylabel("delivered test accuracy (%)")
