@@ -400,3 +400,13 @@ class SearchConfig(BaseModel):
         if sampler != "nsga2" and value != ["val_loss"]:
             raise ValueError(f'sampler {sampler} takes one objective: ["val_loss"] (two need nsga2)')
         return value
+
+    @model_validator(mode="after")
+    def _asha_ranks_one_objective(self) -> SearchConfig:
+        """ASHA ranks the runs at a rung by one value, so a two-objective (NSGA-II) search runs one
+        full run per trial: ASHA is off by default there, and asked for explicitly it is refused."""
+        if self.sampler == "nsga2" and self.asha.enabled:
+            if "asha" in self.model_fields_set:
+                raise ValueError("asha: successive halving ranks by one value; with nsga2 set asha: false")
+            object.__setattr__(self, "asha", AshaConfig.model_validate({"enabled": False}))
+        return self

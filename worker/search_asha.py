@@ -191,14 +191,21 @@ def _report(
     import optuna as _optuna
     from optuna.trial import TrialState
 
-    if value is not None:
+    # the run's earlier rungs too: Optuna's storage is not archscreen's transaction, so a report a
+    # killed step made to one and not the other is made up here (each step at most once)
+    earlier = [(asha.rungs[k], v) for k, v in enumerate(asha.values(rid)) if v is not None]
+    reports = [*earlier, (epochs, value)] if value is not None else earlier
+    if reports:
         with db.session() as s:
             numbers = {
                 n for n, link in search_store.links_of(s, study.id).items() if link.candidate_id == int(rid)
             }
         for t in ostudy.get_trials(deepcopy=False):
-            if t.number in numbers and t.state == TrialState.RUNNING and epochs not in t.intermediate_values:
-                _optuna.trial.Trial(ostudy, t._trial_id).report(value, step=epochs)
+            if t.number not in numbers or t.state != TrialState.RUNNING:
+                continue
+            for step, v in reports:
+                if step not in t.intermediate_values:
+                    _optuna.trial.Trial(ostudy, t._trial_id).report(v, step=step)
     asha.report(rid, value)
     log.info("study %s: run %s reported %s at %s epochs (%s)", study.id, rid, value, epochs, asha.status(rid))
 

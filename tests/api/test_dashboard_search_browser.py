@@ -79,7 +79,7 @@ def _ranked_names(page: Page) -> list[str]:
 def test_search_plots_and_metric_selector(service: tuple[str, str, Path], browser: Browser) -> None:
     url, token, _ = service
     with Client(url, token) as c:
-        search = {"trials": 4, "parallel": 2, "seed": 3}
+        search = {"trials": 4, "parallel": 2, "seed": 3, "asha": False}  # every trial COMPLETE: importances
         study = c.create_search(
             "dash-search",
             dataset="digits",

@@ -132,8 +132,8 @@ def test_status_shows_the_estimate_with_its_interval(env, monkeypatch, capsys) -
     )
     assert args.func(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "estimate [interval]" in lines[1]
-    rows = [line.split(maxsplit=2) for line in lines[2:6]]
+    header = next(i for i, line in enumerate(lines) if "estimate [interval]" in line)  # after the budget line
+    rows = [line.split(maxsplit=2) for line in lines[header + 1 : header + 5]]
     assert [r[1] for r in rows] == ["m16", "m24", "m8", "m32"]  # ranked by estimate, then unranked
     assert rows[0][2].startswith("0.9100  91.0% [87.0, 94.0]") and rows[0][2].endswith("(tied)")
     assert rows[3][2].split() == ["succeeded", "-"]  # stored before estimates: no column value

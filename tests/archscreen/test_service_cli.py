@@ -86,7 +86,8 @@ def test_up_demo_screens_ranks_promotes_and_ctrl_c_stops_every_child(tmp_path: P
             time.sleep(0.5)
         assert jobs == {"succeeded": done}, jobs
         # the demo screens under the service's defaults (core/defaults.py), what a user gets
-        assert studies[0]["screening"] == ScreeningConfig().model_dump(mode="json")
+        default = ScreeningConfig().for_dataset(studies[0]["dataset"], None)  # "auto": its measured cap
+        assert studies[0]["screening"] == default.model_dump(mode="json")
         png = tmp_path / "demo.png"
         plot = subprocess.run(
             [

@@ -35,7 +35,12 @@ def setup(tmp_path: Path, **screening: Any) -> tuple[Database, Settings, int, in
     with db.session() as s:
         tenant = get_or_create_tenant(s, "t")
         study = study_store.create_study(
-            s, tenant.id, name="s", dataset="digits", policy={"top_k": 1}, screening=config
+            s,
+            tenant.id,
+            name="s",
+            dataset="digits",
+            policy={"top_k": 1, "tuning_start": "multi"},  # retention of the run checkpoint alone
+            screening=config,
         )
         _, _, jobs = study_store.add_candidate(
             s, study, name="lr", spec=LOGREG, spec_hash="h", num_params=1, summary=[], max_attempts=3
