@@ -68,9 +68,20 @@ PAUSE_AFTER_ASK_ENV = "ARCHSCREEN_TEST_PAUSE_AFTER_ASK"
 
 @functools.lru_cache(maxsize=8)
 def optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage for the service's database (one per process and URL: it creates its
-    engine and tables once). ``skip_compatibility_check``: Optuna's version check reads the
-    ``alembic_version`` of its own schema/file, which it stamps at creation."""
+    """Optuna's RDB storage for the service's database (one per process and URL), created once
+    more if another process was creating its tables at the same moment: both stamp Optuna's
+    ``alembic_version``, and the loser's insert fails (the API's search view and a worker's first
+    step raced so in CI: a 500)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    try:
+        return _optuna_storage(database_url)
+    except (IntegrityError, OperationalError):
+        log.info("Optuna's tables were being created by another process; opening them again")
+        return _optuna_storage(database_url)
+
+
+def _optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
     import optuna
 
     url = make_url(database_url)
