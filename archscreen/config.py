@@ -337,6 +337,8 @@ class AshaConfig(BaseModel):
 
 
 Objective = Literal["val_loss", "params", "latency"]
+MAX_TRIALS = 500  # a search study without a budget asks at most this many trials
+MAX_TRIALS_BUDGETED = 10_000  # with a budget, the budget ends the search; this bounds the study's rows
 
 
 class SearchConfig(BaseModel):
@@ -370,20 +372,47 @@ class SearchConfig(BaseModel):
         description='Minimised: ["val_loss"]; with nsga2 ["val_loss", "params"] (parameter count) or '
         '["val_loss", "latency"] (forward ms per batch of 32, measured on the worker).',
     )
-    trials: int = Field(20, ge=1, le=500, description="Trials asked in all; then the usual promotion runs.")
-    parallel: int = Field(2, ge=1, le=16, description="Trials screening at once.")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="The sampler's seed (None: random).")
+    # before ``trials``: its validator reads the budget (a field validator sees the fields above it)
     budget_cpu_s: float | None = Field(
         None,
         gt=0,
         description="CPU-seconds the study's jobs may spend: no trial is asked past it (running ones "
         "finish); None: no budget.",
     )
+    trials: int = Field(
+        20,
+        ge=1,
+        le=MAX_TRIALS_BUDGETED,
+        description=f"Trials asked in all; then the usual promotion runs. At most {MAX_TRIALS} without a "
+        f"budget; with budget_cpu_s up to {MAX_TRIALS_BUDGETED}, and left out it is that: the budget ends "
+        "the search.",
+    )
+    parallel: int = Field(2, ge=1, le=16, description="Trials screening at once.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="The sampler's seed (None: random).")
     asha: AshaConfig = Field(
         default_factory=AshaConfig,  # type: ignore[arg-type]
         description="Successive halving across trials (ASHA): on by default; `false` or "
         "`{enabled: false}`: one full run per trial.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_ends_the_search(cls, data: Any) -> Any:
+        """A budgeted search that names no trial count runs until its budget (bench/search.py: a
+        trial limit ended archscreen's search before the budget it was given)."""
+        if isinstance(data, dict) and data.get("budget_cpu_s") is not None and data.get("trials") is None:
+            return {**data, "trials": MAX_TRIALS_BUDGETED}
+        return data
+
+    @field_validator("trials")
+    @classmethod
+    def _trials_beyond_the_limit_need_a_budget(cls, value: int, info: ValidationInfo) -> int:
+        if value > MAX_TRIALS and info.data.get("budget_cpu_s") is None:
+            raise ValueError(
+                f"more than {MAX_TRIALS} trials need a budget (search.budget_cpu_s), which then ends "
+                "the search"
+            )
+        return value
 
     @field_validator("asha", mode="before")
     @classmethod

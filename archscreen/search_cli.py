@@ -26,7 +26,12 @@ def add_search_command(sub: Any) -> None:
     p = sub.add_parser("search", help="search a space on a running service (Optuna asks, archscreen screens)")
     p.add_argument("space", help="search space file (YAML); see docs/spec.md, Search spaces")
     p.add_argument("--dataset", required=True, help="a built-in dataset name or ds_<id>")
-    p.add_argument("--trials", type=int, default=defaults.trials, help="trials in all (default %(default)s)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help=f"trials in all (default {defaults.trials}; with --budget, until the budget is spent)",
+    )
     p.add_argument("--parallel", type=int, default=defaults.parallel, help="trials screening at once")
     p.add_argument("--sampler", choices=["tpe", "random", "grid", "nsga2"], default=defaults.sampler)
     p.add_argument(
@@ -60,12 +65,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     path = Path(args.space)
     if not path.is_file():
         raise CliError(f"{path}: no such file", EXIT_USAGE)
-    search: dict[str, Any] = {
-        "sampler": args.sampler,
-        "trials": args.trials,
-        "parallel": args.parallel,
-        "seed": args.seed,
-    }
+    search: dict[str, Any] = {"sampler": args.sampler, "parallel": args.parallel, "seed": args.seed}
+    if args.trials is not None:
+        search["trials"] = args.trials
+    elif args.budget is None:
+        search["trials"] = SearchConfig.model_validate({}).trials
     asha = {"reduction_factor": args.reduction_factor, "min_epochs": args.min_epochs}
     search["asha"] = {"enabled": not args.no_asha, **{k: v for k, v in asha.items() if v is not None}}
     if args.objectives:
@@ -87,7 +91,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
         except ApiError as exc:
             raise CliError(f"{path}: {format_detail(exc.detail)}") from None
-        print(f"study {study.id} ({study.name}): searching {args.trials} trials of {path.name}")
+        planned = study.search.trials if study.search is not None else args.trials
+        until = f" (or until {args.budget:g} CPU-seconds)" if args.budget is not None else ""
+        print(f"study {study.id} ({study.name}): searching {planned} trials of {path.name}{until}")
         if args.wait:
             s = _wait(client, study.id)
             print(progress_line(s))

@@ -75,8 +75,34 @@ METHODS = ("archscreen", "optuna-hyperband", "random", "archscreen-adam")
 CALIBRATION_TRIALS = 20
 ADAM_LR_RANGE = (1e-4, 0.1)  # Alrao-Adam's default range (core/screening.py): both search the same rates
 ARCHSCREEN_FIXED_LR = 1e-3
-ETA, MIN_EPOCHS = 3, 1
-SERVICE_MAX_TRIALS = 500  # archscreen.config.SearchConfig.trials' limit: a study asks no more
+ETA = 3
+SERVICE_MAX_TRIALS = 500  # archscreen.config.SearchConfig.trials' limit when a study names a count
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The archscreen pipeline's settings that the bench compares (both archscreen methods use
+    the same): ASHA's first rung ``r``, the trial limit (None: until the budget), the tuning start."""
+
+    min_epochs: int
+    max_trials: int | None
+    tuning_start: str  # "multi" (three posterior quartiles) or "screen-weights"
+
+
+VARIANTS = {
+    # the first run's settings (stop 31): the service's defaults of then
+    "r1-limit500-multi": Variant(1, SERVICE_MAX_TRIALS, "multi"),
+    # the next to try (docs/search.md): no trial limit, the screen-weights stage, r = 1, 3, 9
+    "r1-screen": Variant(1, None, "screen-weights"),
+    "r3-screen": Variant(3, None, "screen-weights"),
+    "r9-screen": Variant(9, None, "screen-weights"),
+}
+FIRST_VARIANT = "r1-limit500-multi"  # rows written before variants existed ran these settings
+DEFAULT_VARIANT = "r1-limit500-multi"
+
+
+def variant_of(row: dict) -> str:
+    return str(row.get("variant", FIRST_VARIANT))
 
 
 @dataclass(frozen=True)
@@ -282,7 +308,7 @@ class Pipeline:
     workdir: Path
     full_run_cpu: float  # one full screening run's CPU-seconds: B / the calibration's trials
     max_epochs: int | None = None
-    max_trials: int = SERVICE_MAX_TRIALS
+    variant: Variant = field(default_factory=lambda: VARIANTS[DEFAULT_VARIANT])
     runs: dict[str, RunInfo] = field(default_factory=dict)
     spent: float = 0.0
     sampler_s: float = 0.0
@@ -298,7 +324,9 @@ class Pipeline:
             direction="minimize", sampler=optuna.samplers.TPESampler(seed=self.seed)
         )
         self.asha = AshaScheduler(
-            max_epochs=self.config.max_epochs, min_epochs=MIN_EPOCHS, reduction_factor=ETA
+            max_epochs=self.config.max_epochs,
+            min_epochs=min(self.variant.min_epochs, self.config.max_epochs),
+            reduction_factor=ETA,
         )
 
     def screener(self) -> Any:
@@ -326,7 +354,8 @@ class Pipeline:
 
         from archscreen.core.asha import rung_value
 
-        if len(self.runs) >= self.max_trials and not self.asha.closed:
+        limit = self.variant.max_trials
+        if limit is not None and len(self.runs) >= limit and not self.asha.closed:
             self.asha.close()  # the service's trial limit: only promotions from here on
         job = self.asha.get_job()
         if job is None:
@@ -369,9 +398,26 @@ class Pipeline:
         return min(reported, key=key)
 
     def starts(self, result: Any) -> list[float]:
-        from archscreen.core.tuning import posterior_starts
+        """The tuning runs' initial rates: the posterior's quartiles (``multi``), or its weighted
+        geometric mean (``screen-weights``, one run from the screening's weights); 1e-3 without Alrao."""
+        from archscreen.core.tuning import initial_lr_from_screen, posterior_starts
 
-        return posterior_starts(result) if self.alrao else [ARCHSCREEN_FIXED_LR]
+        if not self.alrao:
+            return [ARCHSCREEN_FIXED_LR]
+        if self.variant.tuning_start == "screen-weights":
+            return [initial_lr_from_screen(result, ADAM_LR_RANGE)]
+        return posterior_starts(result)
+
+    def init_state(self, result: Any, checkpoint: Path) -> dict | None:
+        """``screen-weights``: the screening run's kept weights (an Alrao run's body and the copy
+        its Switch posterior weights most, as the service's promotion does; a fixed-rate run's
+        model as it is). ``multi``: None (a fresh initialisation)."""
+        from archscreen.core.tuners.stage import chosen_copy, plain_state_from_alrao, screening_weights
+
+        if self.variant.tuning_start != "screen-weights":
+            return None
+        state = screening_weights(checkpoint)
+        return plain_state_from_alrao(state, chosen_copy(result)) if self.alrao else state
 
     def finish_cost(self) -> float:
         """The estimated CPU of :meth:`finish` now, in full screening runs (``full_run_cpu``, the
@@ -402,13 +448,19 @@ class Pipeline:
         if (self.workdir / f"{lead}.pt").exists():
             shutil.copy2(self.workdir / f"{lead}.pt", fork / f"{lead}.pt")
         result, cpu = self.train(lead, self.config.max_epochs, fork)
+        state = self.init_state(result, fork / f"{lead}.pt")
         shutil.rmtree(fork, ignore_errors=True)
         tuner = get_tuner("fd2-adam")
         tuned = []
         for lr in self.starts(result):
             out, c = timed(
                 functools.partial(
-                    tuner.tune, self.runs[lead].point.document, self.problem.data, lr, self.config
+                    tuner.tune,
+                    self.runs[lead].point.document,
+                    self.problem.data,
+                    lr,
+                    self.config,
+                    init_state=state,
                 )
             )
             cpu += c
@@ -443,12 +495,13 @@ def archscreen_search(
     alrao: bool,
     max_epochs: int | None,
     full_run_cpu: float,
+    variant: Variant,
 ) -> dict:
     """Run the pipeline to the largest budget, forking a finish at each budget on the way (once the
-    search is over, at the service's trial limit, every larger budget gets that one finish)."""
+    search is over, at the trial limit, every larger budget gets that one finish)."""
     out: dict[str, Any] = {"delivered": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = Pipeline(problem, seed, alrao, Path(tmp), full_run_cpu, max_epochs)
+        pipe = Pipeline(problem, seed, alrao, Path(tmp), full_run_cpu, max_epochs, variant)
         pending = sorted(budgets)
         while pending:
             if pipe.exhausted:
@@ -498,6 +551,7 @@ def run_task(
     mults: list[int],
     max_epochs: int | None,
     calibration_trials: int = CALIBRATION_TRIALS,
+    variant: str = DEFAULT_VARIANT,
 ) -> dict:
     import torch
 
@@ -513,7 +567,13 @@ def run_task(
         extra = {"trace": raw["trace"], "spent": raw["spent"], "sampler_s": raw["sampler_s"]}
     else:
         raw = archscreen_search(
-            problem, seed, budgets, method == "archscreen", max_epochs, budget_b / calibration_trials
+            problem,
+            seed,
+            budgets,
+            method == "archscreen",
+            max_epochs,
+            budget_b / calibration_trials,
+            VARIANTS[variant],
         )
         delivered, extra = raw["delivered"], {"spent": raw["spent"], "sampler_s": raw["sampler_s"]}
     rows = {str(m): delivered[f"{b:.3f}"] for m, b in zip(mults, budgets, strict=True)}
@@ -524,6 +584,8 @@ def run_task(
         "seed": seed,
         "B": budget_b,
         "mults": mults,
+        # the archscreen pipeline's settings; the Optuna methods do not depend on them
+        **({"variant": variant} if method.startswith("archscreen") else {}),
         "delivered": rows,
         "wall_s": time.perf_counter() - t0,
         **extra,
@@ -555,15 +617,34 @@ def calibrate_task(cell_name: str, max_epochs: int | None, trials: int) -> dict:
     return {"kind": "calibration", "cell": cell_name, **calibrate(CELLS[cell_name], max_epochs, trials)}
 
 
-def plan(cells: list[Cell], methods: list[str], seeds: int, rows: list[dict]) -> list[tuple[str, str, int]]:
-    """Tasks not yet in the results. The headline pair (archscreen, Optuna + Hyperband) of every
-    cell comes first, then the other methods cell by cell: a run cut by time has the comparison
-    the issue asks for on every cell before the ablations."""
-    done = {(r["cell"], r["method"], r["seed"]) for r in rows if r.get("kind") == "run"}
+def plan(
+    cells: list[Cell],
+    methods: list[str],
+    seeds: list[int],
+    rows: list[dict],
+    variant: str = DEFAULT_VARIANT,
+    mults: list[int] | None = None,
+) -> list[tuple[str, str, int]]:
+    """Tasks not yet in the results (an archscreen method's row counts for its variant only; a row
+    whose largest budget is below what is asked now runs again). The headline pair (archscreen,
+    Optuna + Hyperband) of every cell comes first, then the other methods cell by cell: a run cut
+    by time has the comparison the issue asks for on every cell before the ablations."""
+
+    def wanted(c: Cell) -> int:
+        return max([m for m in (mults or [1]) if m <= c.max_budget] or [1])
+
+    done = {
+        (r["cell"], r["method"], r["seed"])
+        for r in rows
+        if r.get("kind") == "run"
+        and (not r["method"].startswith("archscreen") or variant_of(r) == variant)
+        and r["cell"] in CELLS
+        and max(r["mults"]) >= wanted(CELLS[r["cell"]])
+    }
     first = [m for m in methods if m in ("archscreen", "optuna-hyperband")]
     rest = [m for m in methods if m not in first]
-    order = [(c, s, m) for c in cells for s in range(seeds) for m in first]
-    order += [(c, s, m) for c in cells for s in range(seeds) for m in rest]
+    order = [(c, s, m) for c in cells for s in seeds for m in first]
+    order += [(c, s, m) for c in cells for s in seeds for m in rest]
     return [(c.name, m, s) for c, s, m in order if (c.name, m, s) not in done]
 
 
@@ -591,7 +672,7 @@ def run_all(args: argparse.Namespace) -> None:
     cells = [CELLS[c] for c in args.cells]
     budgets = {r["cell"]: float(r["B"]) for r in rows if r.get("kind") == "calibration"}
     to_calibrate = [c.name for c in cells if c.name not in budgets]
-    tasks = plan(cells, list(args.methods), args.seeds, rows)
+    tasks = plan(cells, list(args.methods), seed_list(args), rows, args.variant, args.mults)
     print(f"{len(to_calibrate)} calibrations, {len(tasks)} tasks to run", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         running: dict[Any, Any] = {}
@@ -613,6 +694,7 @@ def run_all(args: argparse.Namespace) -> None:
                         mults,
                         args.max_epochs,
                         args.calibration_trials,
+                        args.variant,
                     )
                     running[fut] = (cell, method, seed)
                 elif to_calibrate:
@@ -641,8 +723,28 @@ def run_all(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------- report
 
 
+def seed_list(args: argparse.Namespace) -> list[int]:
+    return list(args.seed_list) if args.seed_list else list(range(args.seeds))
+
+
+def reported(rows: list[dict], variant: str = DEFAULT_VARIANT, seeds: list[int] | None = None) -> list[dict]:
+    """The runs a report reads: the archscreen methods' rows of ``variant`` only, and of each
+    (cell, method, seed) the last row written (a rerun to a larger budget replaces the first)."""
+    last: dict[tuple[str, str, int], dict] = {}
+    for r in rows:
+        if r.get("kind") != "run" or r["cell"] not in CELLS:
+            continue
+        if r["method"].startswith("archscreen") and variant_of(r) != variant:
+            continue
+        if seeds is not None and r["seed"] not in seeds:
+            continue
+        last[(r["cell"], r["method"], r["seed"])] = r
+    return list(last.values())
+
+
 def summarise(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
-    """(cell, method, budget multiple) → delivered test mean, spread (sd), CPU spent, seeds."""
+    """(cell, method, budget multiple) → delivered test mean, spread (sd), CPU spent, seeds, over
+    the run rows given (:func:`reported` picks them)."""
     acc: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         if r.get("kind") != "run":
@@ -665,9 +767,9 @@ def summarise(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
     return out
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], variant: str = DEFAULT_VARIANT) -> str:
     cal = {r["cell"]: r for r in rows if r.get("kind") == "calibration"}
-    summ = summarise(rows)
+    summ = summarise(reported(rows, variant))
     lines = [
         "| cell | B (CPU-s) | budget | " + " | ".join(METHODS) + " | archscreen − Optuna+HB (pp) |",
         "|---|---|---|" + "---|" * len(METHODS) + "---|",
@@ -695,9 +797,9 @@ def _diff(summ: dict, cell: str, mult: str) -> str:
     return f"{100 * (a['mean'] - b['mean']):+.2f}"
 
 
-def headline(rows: list[dict]) -> float:
+def headline(rows: list[dict], variant: str = DEFAULT_VARIANT) -> float:
     """archscreen minus Optuna + Hyperband at budget B, in points, over the (cell, seed) pairs run by both."""
-    by = {(r["cell"], r["method"], r["seed"]): r for r in rows if r.get("kind") == "run"}
+    by = {(r["cell"], r["method"], r["seed"]): r for r in reported(rows, variant)}
     diffs = []
     for (cell, method, seed), r in by.items():
         other = by.get((cell, "optuna-hyperband", seed))
@@ -709,14 +811,14 @@ def headline(rows: list[dict]) -> float:
     return statistics.fmean(diffs) if diffs else math.nan
 
 
-def plot(rows: list[dict], out: Path) -> None:
+def plot(rows: list[dict], out: Path, variant: str = DEFAULT_VARIANT) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    summ = summarise(rows)
+    summ = summarise(reported(rows, variant))
     cells = [c for c in CELLS if any(k[0] == c for k in summ)]
     if not cells:
         return
@@ -752,8 +854,8 @@ def plot(rows: list[dict], out: Path) -> None:
 START, END = "<!-- bench/search.py:start -->", "<!-- bench/search.py:end -->"
 
 
-def write_docs(rows: list[dict], doc: Path, image: Path) -> None:
-    table = markdown(rows)
+def write_docs(rows: list[dict], doc: Path, image: Path, variant: str = DEFAULT_VARIANT) -> None:
+    table = markdown(rows, variant)
     block = f"{START}\n\n{table}\n\n![delivered test accuracy against CPU-seconds](img/{image.name})\n\n{END}"
     text = doc.read_text() if doc.exists() else ""
     if START in text and END in text:
@@ -761,7 +863,40 @@ def write_docs(rows: list[dict], doc: Path, image: Path) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     doc.write_text(text)
-    plot(rows, image)
+    plot(rows, image, variant)
+
+
+def variants_table(rows: list[dict], seeds: list[int] | None) -> tuple[str, str | None]:
+    """The archscreen pipeline's variants side by side on ``seeds`` (the selection seeds): the
+    delivered test per cell and budget, and the pooled mean over every (cell, seed, budget) that
+    every variant ran. The rule, written before the selection runs: the highest pooled mean wins;
+    a variant within 0.1 points of it with a lower first rung (less compute per trial) wins the tie."""
+    by_variant: dict[str, dict[tuple[str, int, str], float]] = {}
+    for r in rows:
+        if r.get("kind") != "run" or r["method"] != "archscreen" or r["cell"] not in CELLS:
+            continue
+        if seeds is not None and r["seed"] not in seeds:
+            continue
+        for mult, d in r["delivered"].items():
+            if d and math.isfinite(d["test"]):
+                by_variant.setdefault(variant_of(r), {})[(r["cell"], r["seed"], mult)] = d["test"]
+    if not by_variant:
+        return "no archscreen rows for these seeds", None
+    common = set.intersection(*(set(v) for v in by_variant.values()))
+    lines = ["| variant | " + " | ".join(f"{c} s{sd} {m}B" for c, sd, m in sorted(common)) + " | pooled |",
+             "|---|" + "---|" * (len(common) + 1)]  # fmt: skip
+    pooled = {}
+    for name, vals in sorted(by_variant.items()):
+        pooled[name] = statistics.fmean([vals[k] for k in common]) if common else math.nan
+        cells = " | ".join(f"{100 * vals[k]:.2f}" for k in sorted(common))
+        lines.append(f"| {name} | {cells} | {100 * pooled[name]:.2f} |")
+    finite = {k: v for k, v in pooled.items() if math.isfinite(v)}
+    if not finite:
+        return "\n".join(lines), None
+    top = max(finite.values())
+    near = [k for k, v in finite.items() if v >= top - 0.001]
+    chosen = min(near, key=lambda k: (VARIANTS[k].min_epochs if k in VARIANTS else 99, -finite[k]))
+    return "\n".join(lines), chosen
 
 
 def main() -> None:
@@ -769,6 +904,18 @@ def main() -> None:
     p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", type=int, default=3, help="sampler seeds 0..N-1 (default 3)")
+    p.add_argument("--seed-list", type=int, nargs="+", help="these sampler seeds instead of 0..N-1")
+    p.add_argument(
+        "--variant",
+        default=DEFAULT_VARIANT,
+        choices=list(VARIANTS),
+        help=f"the archscreen pipeline's settings run and reported (default {DEFAULT_VARIANT})",
+    )
+    p.add_argument(
+        "--compare-variants",
+        action="store_true",
+        help="print the archscreen variants on --seed-list side by side and the one the rule picks",
+    )
     p.add_argument("--mults", type=int, nargs="+", default=[1, 3, 9], help="budgets as multiples of B")
     p.add_argument("--jobs", type=int, default=2, help="processes (one torch thread each)")
     p.add_argument("--results", default=str(RESULTS))
@@ -793,10 +940,14 @@ def main() -> None:
     if not args.report_only:
         run_all(args)
     rows = load_rows(Path(args.results))
-    print(markdown(rows))
+    if args.compare_variants:
+        table, chosen = variants_table(rows, args.seed_list)
+        print(table)
+        print(f"chosen by the rule: {chosen}")
+    print(markdown(rows, args.variant))
     if args.docs:
-        write_docs(rows, ROOT / "docs" / "search.md", ROOT / "docs" / "img" / "search.png")
-    print(f"search_vs_optuna: {headline(rows):+.2f}")
+        write_docs(rows, ROOT / "docs" / "search.md", ROOT / "docs" / "img" / "search.png", args.variant)
+    print(f"search_vs_optuna: {headline(rows, args.variant):+.2f}")
 
 
 if __name__ == "__main__":

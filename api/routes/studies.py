@@ -110,6 +110,7 @@ def _check_grid(document: dict[str, Any], trials: int) -> None:
     """A grid search needs every parameter discrete and ``trials`` equal to the grid's size: Optuna's
     GridSampler visits a random subset of a larger grid, and repeats points past its size (in
     ask-and-tell it cannot stop the study). 422 naming ``body.search.sampler`` with the reason."""
+    from archscreen.config import MAX_TRIALS
     from archscreen.core.spec import SpecError
     from archscreen.core.spec.space import grid_size, parse_space
 
@@ -122,8 +123,8 @@ def _check_grid(document: dict[str, Any], trials: int) -> None:
     if size != trials:
         fix = (
             f"set trials to {size}"
-            if size <= 500
-            else "more than the 500 trials a study may ask: fix parameters (or use tpe or random)"
+            if size <= MAX_TRIALS
+            else f"more than the {MAX_TRIALS} trials a study may ask: fix parameters (or use tpe or random)"
         )
         raise ApiValidationError(
             [item(at, f"grid: the space's grid has {size:,} points and trials is {trials}; {fix}")]

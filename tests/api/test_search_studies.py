@@ -125,6 +125,23 @@ def test_search_study_shows_progress_and_takes_no_candidates(
     assert plain["search"] is None
 
 
+def test_a_budgeted_search_may_name_no_trial_count_and_runs_until_its_budget(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 501})  # past the limit, no budget
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "trials"]
+    assert "need a budget (search.budget_cpu_s)" in r.json()["detail"][0]["msg"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"trials": 10_001, "budget_cpu_s": 60})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "trials"]
+    r = _post(client, auth, space=SPACE_TEXT, search={"budget_cpu_s": 60})
+    assert r.status_code == 201, r.text
+    assert (r.json()["search"]["trials"], r.json()["search"]["budget_cpu_s"]) == (10_000, 60.0)
+    r = _post(client, auth, name="more", space=SPACE_TEXT, search={"trials": 800, "budget_cpu_s": 60})
+    assert r.status_code == 201 and r.json()["search"]["trials"] == 800
+    r = _post(client, auth, name="count", space=SPACE_TEXT, search={"trials": 30, "budget_cpu_s": 60})
+    assert r.status_code == 201 and r.json()["search"]["trials"] == 30  # a count given is kept
+
+
 def test_openapi_documents_space_and_search(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert {"space", "search"} <= set(schemas["StudyCreate"]["properties"])

@@ -61,6 +61,14 @@ def test_search_command_searches_and_promotes(service: RunningService) -> None:
         while not c.study(study.id).auto_promoted:
             assert time.monotonic() < deadline, service.logs()
             time.sleep(0.5)
+    # a budget and no trial count: the budget ends the search (the count is the budgeted limit)
+    out = service.cli(*common, "--budget", "2", "--parallel", "1", "--name", "cli-budget", "--wait")
+    assert "searching 10000 trials of mlp_space.yaml (or until 2 CPU-seconds)" in out.stdout, out  # type: ignore[attr-defined]
+    with Client(service.url, service.token) as c:  # type: ignore[attr-defined]
+        budgeted = c.study_by_name("cli-budget")
+        assert budgeted is not None and budgeted.search is not None
+        s = budgeted.search
+        assert 1 <= s.told == s.asked < 10_000 and s.running == 0 and s.cpu_seconds >= 2, s
 
 
 @pytest.mark.slow
