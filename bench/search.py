@@ -720,6 +720,111 @@ def run_all(args: argparse.Namespace) -> None:
             _report_row(row)
 
 
+# ---------------------------------------------------------------- the learning-rate grid check
+
+GRID_RATES = tuple(10 ** (e / 2) for e in range(-8, -1))  # 1e-4 .. 1e-1, half a decade apart
+GRID_POINTS = 5
+
+
+def top_points(rows: list[dict], cell: str, k: int = GRID_POINTS) -> list[dict]:
+    """The ``k`` best distinct points any method delivered on ``cell`` (any seed, any budget), by
+    delivered test score, each with the methods that delivered it."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r.get("kind") != "run" or r["cell"] != cell:
+            continue
+        for d in r["delivered"].values():
+            if not d or not math.isfinite(d["test"]):
+                continue
+            key = json.dumps(d["params"], sort_keys=True)
+            entry = best.setdefault(key, {"params": d["params"], "test": d["test"], "found_by": []})
+            entry["test"] = max(entry["test"], d["test"])
+            if r["method"] not in entry["found_by"]:
+                entry["found_by"].append(r["method"])
+    return sorted(best.values(), key=lambda e: -e["test"])[:k]
+
+
+def grid_check_task(cell_name: str, point: dict, max_epochs: int | None) -> dict:
+    """One point of the space trained with Adam at every rate of :data:`GRID_RATES` (the screening
+    budget, seed 0): the score the point reaches at its best rate by validation loss."""
+    import optuna
+    import torch
+
+    from archscreen.core.screening import FixedRateScreener
+    from archscreen.core.spec.space import sample_point
+
+    torch.set_num_threads(1)
+    problem = load_problem(CELLS[cell_name])
+    spec = sample_point(problem.space, optuna.trial.FixedTrial(point["params"]), problem.info)
+    config = budget_config(0, max_epochs)
+    runs = []
+    for lr in GRID_RATES:
+        screener = FixedRateScreener(lr=lr, optimizer="adam")
+        res, cpu = timed(functools.partial(screener.screen, spec.document, problem.data, config))
+        runs.append({"lr": lr, "val_loss": float(res.val_loss), "test": test_score(res), "cpu": cpu})
+    finite = [r for r in runs if math.isfinite(r["val_loss"])]
+    best = min(finite, key=lambda r: r["val_loss"]) if finite else {"lr": math.nan, "test": math.nan}
+    return {
+        "kind": "grid",
+        "cell": cell_name,
+        "params": point["params"],
+        "found_by": point["found_by"],
+        "delivered_test": point["test"],
+        "best_lr": best["lr"],
+        "test": best["test"],
+        "val_loss": best.get("val_loss", math.nan),
+        "runs": runs,
+    }
+
+
+def run_grid_check(args: argparse.Namespace) -> None:
+    """The grid check of every cell's top points (resumable: a point already checked is skipped)."""
+    path = Path(args.grid_results)
+    done = {(r["cell"], json.dumps(r["params"], sort_keys=True)) for r in load_rows(path)}
+    rows = reported(load_rows(Path(args.results)), args.variant)
+    todo = [
+        (c, p)
+        for c in args.cells
+        for p in top_points(rows, c)
+        if (c, json.dumps(p["params"], sort_keys=True)) not in done
+    ]
+    print(f"grid check: {len(todo)} points x {len(GRID_RATES)} rates", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futs = {pool.submit(grid_check_task, c, p, args.max_epochs): c for c, p in todo}
+        for fut in as_completed(futs):
+            row = fut.result()
+            append(path, row)
+            print(
+                f"[{row['cell']}] {'+'.join(row['found_by'])}: delivered {100 * row['delivered_test']:.2f}, "
+                f"best rate {row['best_lr']:.2g} -> {100 * row['test']:.2f}",
+                flush=True,
+            )
+
+
+def grid_markdown(grid_rows: list[dict]) -> str:
+    """Per cell: each top point's delivered score and its grid-checked score, and the best score
+    any method found (the point whose best-rate run has the lowest validation loss)."""
+    lines = [
+        "| cell | found by | delivered | grid: best rate (by validation) | grid: its test |",
+        "|---|---|---|---|---|",
+    ]
+    for cell in CELLS:
+        pts = [r for r in grid_rows if r["cell"] == cell]
+        for r in sorted(pts, key=lambda r: -r["delivered_test"]):
+            lines.append(
+                f"| {cell} | {', '.join(r['found_by'])} | {100 * r['delivered_test']:.2f} | "
+                f"{r['best_lr']:.2g} | {100 * r['test']:.2f} |"
+            )
+        finite = [r for r in pts if math.isfinite(r["val_loss"])]
+        if finite:
+            top = min(finite, key=lambda r: r["val_loss"])
+            lines.append(
+                f"| **{cell}: best found** | {', '.join(top['found_by'])} | | {top['best_lr']:.2g} | "
+                f"**{100 * top['test']:.2f}** |"
+            )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------- report
 
 
@@ -922,6 +1027,13 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=None, help="override the screening cap (--quick only)")
     p.add_argument("--calibration-trials", type=int, default=CALIBRATION_TRIALS)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--grid-check",
+        action="store_true",
+        help=f"train the top {GRID_POINTS} points any method delivered per cell with Adam at every rate "
+        "of a half-decade grid (1e-4..0.1) and report the best score found",
+    )
+    p.add_argument("--grid-results", default=str(RESULTS.with_name("search-grid.jsonl")))
     p.add_argument("--docs", action="store_true", help="write the tables into docs/search.md and the plot")
     p.add_argument(
         "--quick", action="store_true", help="CI check: digits-mlp, 3-epoch cap, B of 3 trials, 1 seed"
@@ -937,6 +1049,11 @@ def main() -> None:
         )
         if args.results == str(RESULTS):
             args.results = str(Path(tempfile.mkdtemp()) / "search-quick.jsonl")
+    if args.grid_check:
+        if not args.report_only:
+            run_grid_check(args)
+        print(grid_markdown(load_rows(Path(args.grid_results))))
+        return
     if not args.report_only:
         run_all(args)
     rows = load_rows(Path(args.results))

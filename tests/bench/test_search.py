@@ -40,17 +40,84 @@ def test_delivered_is_the_best_complete_trial_ended_within_the_budget() -> None:
 
 def test_headline_pairs_seeds_and_reads_budget_b() -> None:
     rows = [
-        {"kind": "run", "cell": "c", "method": "archscreen", "seed": 0, "delivered": {"1": {"test": 0.95}}},
         {
             "kind": "run",
-            "cell": "c",
+            "cell": "digits-mlp",
+            "method": "archscreen",
+            "seed": 0,
+            "delivered": {"1": {"test": 0.95}},
+        },
+        {
+            "kind": "run",
+            "cell": "digits-mlp",
             "method": "optuna-hyperband",
             "seed": 0,
             "delivered": {"1": {"test": 0.90}},
         },
-        {"kind": "run", "cell": "c", "method": "archscreen", "seed": 1, "delivered": {"1": {"test": 0.10}}},
+        {
+            "kind": "run",
+            "cell": "digits-mlp",
+            "method": "archscreen",
+            "seed": 1,
+            "delivered": {"1": {"test": 0.10}},
+        },
     ]
     assert search.headline(rows) == pytest.approx(5.0)  # seed 1 has no Optuna run: left out
+
+
+def _run(
+    method: str, seed: int, test: float, variant: str | None = None, mults: list[int] | None = None
+) -> dict:
+    row = {
+        "kind": "run",
+        "cell": "digits-mlp",
+        "method": method,
+        "seed": seed,
+        "mults": mults or [1],
+        "delivered": {str(m): {"test": test, "spent": 1.0, "params": {"depth": seed}} for m in mults or [1]},
+    }
+    return row if variant is None else {**row, "variant": variant}
+
+
+def test_reports_read_one_archscreen_variant_and_the_last_row_of_each_run() -> None:
+    rows = [
+        _run("archscreen", 0, 0.90),  # written before variants: the first variant's settings
+        _run("archscreen", 0, 0.99, variant="r3-screen"),
+        _run("optuna-hyperband", 0, 0.95),
+        _run("optuna-hyperband", 0, 0.96, mults=[1, 3]),  # a rerun to a larger budget replaces it
+    ]
+    assert search.headline(rows, search.FIRST_VARIANT) == pytest.approx(-6.0)
+    assert search.headline(rows, "r3-screen") == pytest.approx(3.0)
+    cells = [search.CELLS["digits-mlp"]]
+    # an archscreen row counts as done for its own variant only; Optuna's rows for every variant
+    assert search.plan(cells, ["archscreen", "optuna-hyperband"], [0], rows, "r9-screen") == [
+        ("digits-mlp", "archscreen", 0)
+    ]
+    assert search.plan(cells, ["archscreen", "optuna-hyperband"], [0], rows, "r3-screen") == []
+    # a row whose largest budget is below the one asked now runs again
+    assert search.plan(cells, ["archscreen"], [0], rows, "r3-screen", mults=[1, 3]) == [
+        ("digits-mlp", "archscreen", 0)
+    ]
+
+
+def test_the_variant_rule_takes_the_best_pooled_mean_and_the_lower_rung_on_a_tie() -> None:
+    rows = [
+        _run("archscreen", 100, 0.970, variant="r1-screen"),
+        _run("archscreen", 100, 0.980, variant="r3-screen"),
+        _run("archscreen", 100, 0.9805, variant="r9-screen"),  # within 0.1 points: the lower rung wins
+        _run("archscreen", 0, 0.999, variant="r1-screen"),  # not a selection seed
+    ]
+    table, chosen = search.variants_table(rows, [100])
+    assert chosen == "r3-screen" and "| r9-screen | 98.05 | 98.05 |" in table
+    rows.append(_run("archscreen", 100, 0.990, variant="r9-screen"))  # the last row counts
+    assert search.variants_table(rows, [100])[1] == "r9-screen"
+
+
+def test_top_points_are_distinct_and_name_who_found_them() -> None:
+    rows = [_run("archscreen", 0, 0.97), _run("random", 0, 0.98), _run("optuna-hyperband", 1, 0.99)]
+    top = search.top_points(rows, "digits-mlp", k=2)
+    assert [t["test"] for t in top] == [0.99, 0.98]  # seed 0's point: random's score, both methods
+    assert top[1]["found_by"] == ["archscreen", "random"] and top[1]["params"] == {"depth": 0}
 
 
 @pytest.mark.slow
@@ -83,3 +150,33 @@ def test_quick_runs_every_method_at_two_budgets(tmp_path: Path) -> None:
     # successive halving: some runs stopped at the first rung, some trained on to the cap
     assert rungs.get(1, 0) >= 1 and rungs.get(3, 0) >= 1, rungs
     assert fork["starts"] >= 1 and fork["trials"] >= 2
+    # the learning-rate grid check of the top points any method delivered
+    grid = tmp_path / "grid.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "search.py"),
+            "--grid-check",
+            "--cells",
+            "digits-mlp",
+            "--max-epochs",
+            "3",
+            "--jobs",
+            "1",
+            "--results",
+            str(results),
+            "--grid-results",
+            str(grid),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checked = [json.loads(line) for line in grid.read_text().splitlines()]
+    assert 1 <= len(checked) <= search.GRID_POINTS
+    for row in checked:
+        assert [r["lr"] for r in row["runs"]] == pytest.approx(search.GRID_RATES)
+        assert set(row["found_by"]) <= set(search.METHODS) and 0.0 <= row["test"] <= 1.0
+    assert "**digits-mlp: best found**" in proc.stdout
