@@ -167,7 +167,7 @@ def test_quick_runs_every_method_at_two_budgets(tmp_path: Path) -> None:
             str(results),
             "--grid-results",
             str(grid),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=600,
