@@ -906,6 +906,24 @@ def markdown(rows: list[dict], variant: str = DEFAULT_VARIANT) -> str:
     return "\n".join(lines)
 
 
+def reach_lines(rows: list[dict], variant: str = DEFAULT_VARIANT) -> list[str]:
+    """The goal "archscreen reaches the score Optuna + Hyperband reaches at 9B with at most 3B",
+    per cell where both ran: archscreen's mean at 3B against Optuna + Hyperband's at 9B."""
+    summ = summarise(reported(rows, variant))
+    out = []
+    for cell in CELLS:
+        a, o = summ.get((cell, "archscreen", "3")), summ.get((cell, "optuna-hyperband", "9"))
+        if a is None or o is None:
+            out.append(f"- {cell}: not run to 9B")
+            continue
+        met = "met" if a["mean"] >= o["mean"] else "missed"
+        out.append(
+            f"- {cell}: archscreen at 3B {100 * a['mean']:.2f} ± {100 * a['sd']:.2f} against Optuna + "
+            f"Hyperband at 9B {100 * o['mean']:.2f} ± {100 * o['sd']:.2f}: **{met}**"
+        )
+    return out
+
+
 def _diff(summ: dict, cell: str, mult: str) -> str:
     a, b = summ.get((cell, "archscreen", mult)), summ.get((cell, "optuna-hyperband", mult))
     if a is None or b is None or not (math.isfinite(a["mean"]) and math.isfinite(b["mean"])):
@@ -971,7 +989,7 @@ START, END = "<!-- bench/search.py:start -->", "<!-- bench/search.py:end -->"
 
 
 def write_docs(rows: list[dict], doc: Path, image: Path, variant: str = DEFAULT_VARIANT) -> None:
-    table = markdown(rows, variant)
+    table = markdown(rows, variant) + "\n\n" + "\n".join(reach_lines(rows, variant))
     block = f"{START}\n\n{table}\n\n![delivered test accuracy against CPU-seconds](img/{image.name})\n\n{END}"
     text = doc.read_text() if doc.exists() else ""
     if START in text and END in text:
@@ -1073,6 +1091,7 @@ def main() -> None:
         print(table)
         print(f"chosen by the rule: {chosen}")
     print(markdown(rows, args.variant))
+    print("\n".join(reach_lines(rows, args.variant)))
     if args.docs:
         write_docs(rows, ROOT / "docs" / "search.md", ROOT / "docs" / "img" / "search.png", args.variant)
     print(f"search_vs_optuna: {headline(rows, args.variant):+.2f}")

@@ -62,7 +62,8 @@ def test_headline_pairs_seeds_and_reads_budget_b() -> None:
             "delivered": {"1": {"test": 0.10}},
         },
     ]
-    assert search.headline(rows) == pytest.approx(5.0)  # seed 1 has no Optuna run: left out
+    # rows written before variants are the first variant's; seed 1 has no Optuna run: left out
+    assert search.headline(rows, search.FIRST_VARIANT) == pytest.approx(5.0)
 
 
 def _run(
@@ -111,6 +112,16 @@ def test_the_variant_rule_takes_the_best_pooled_mean_and_the_lower_rung_on_a_tie
     assert chosen == "r3-screen" and "| r9-screen | 98.05 | 98.05 |" in table
     rows.append(_run("archscreen", 100, 0.990, variant="r9-screen"))  # the last row counts
     assert search.variants_table(rows, [100])[1] == "r9-screen"
+
+
+def test_reach_compares_archscreen_at_3b_with_optuna_at_9b() -> None:
+    rows = [_run("archscreen", 0, 0.98, variant=search.DEFAULT_VARIANT, mults=[1, 3, 9]),
+            _run("optuna-hyperband", 0, 0.97, mults=[1, 3, 9])]  # fmt: skip
+    lines = search.reach_lines(rows)
+    assert "- digits-mlp: archscreen at 3B 98.00 ± 0.00 against Optuna + Hyperband at 9B 97.00" in lines[0]
+    assert lines[0].endswith("**met**") and lines[1] == "- table-mlp: not run to 9B"
+    rows.append(_run("optuna-hyperband", 0, 0.99, mults=[1, 3, 9]))
+    assert search.reach_lines(rows)[0].endswith("**missed**")
 
 
 def test_top_points_are_distinct_and_name_who_found_them() -> None:
