@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 from archscreen.settings import Settings
@@ -45,6 +43,7 @@ from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
 from archscreen.store.optuna_storage import optuna_storage
 from archscreen.store.records import StudyRecord
+from archscreen.worker.hooks import hold_once
 
 if TYPE_CHECKING:
     import optuna
@@ -161,7 +160,7 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
         """Ask one new trial (the sampler seeded for the ``asked``-th) and link it."""
         fresh = optuna_study(settings, study, asked)
         new_trial = fresh.ask()
-        _pause_after_ask(new_trial.number)
+        hold_once(PAUSE_AFTER_ASK_ENV, new_trial.number, "the step stops after asking trial %s")
         return _link(db, settings, study, fresh, new_trial.number, space, info, None, new_trial)
 
     if study.search.asha.enabled:  # successive halving decides which runs train on
@@ -307,21 +306,6 @@ def _tell(ostudy: optuna.Study, number: int, state: Any, values: list[float] | N
         ostudy.tell(number, state=TrialState.FAIL)
     else:
         ostudy.tell(number, values)
-
-
-def _pause_after_ask(number: int) -> None:
-    """The :data:`PAUSE_AFTER_ASK_ENV` test hook (a no-op unless that variable names a file)."""
-    marker = os.environ.get(PAUSE_AFTER_ASK_ENV)
-    if not marker:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, str(number).encode())
-    os.close(fd)
-    log.warning("test hook %s: the step stops after asking trial %s", PAUSE_AFTER_ASK_ENV, number)
-    threading.Event().wait()
 
 
 def _finite(v: Any) -> bool:
