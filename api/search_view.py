@@ -60,7 +60,7 @@ def load_optuna_study(settings: Settings, study: StudyRecord) -> optuna.Study | 
     """The study's Optuna study, read only; None before its first search step created it."""
     import optuna
 
-    from archscreen.worker.search import optuna_storage
+    from archscreen.store.optuna_storage import optuna_storage
 
     storage = optuna_storage(settings.resolved_database_url)
     name = f"archscreen-{study.id}"

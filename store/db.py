@@ -188,9 +188,15 @@ class Database:
             )
 
     def migrate(self, revision: str = "head") -> None:
+        """Upgrade archscreen's schema, then create Optuna's tables (apart from it: see
+        :mod:`archscreen.store.optuna_storage`), so that the API and the workers never race to
+        create them on first use."""
         from alembic import command
 
+        from archscreen.store.optuna_storage import create_optuna_tables
+
         command.upgrade(alembic_config(self.url), revision)
+        create_optuna_tables(self.url)
 
     def downgrade(self, revision: str) -> None:
         from alembic import command

@@ -164,25 +164,18 @@ def finish(
     artifact = (
         {"model_key": model.key, "model_bytes": model.size, "model_sha256": model.sha256} if model else {}
     )
-    if not _update_owned(
+    return _leave_lease(
         s,
         job_id,
         owner,
+        cpu_seconds,
         state=state,
         result=result,
         error=error,
         finished_at=now,
         updated_at=now,
-        lease_owner=None,
-        lease_expires_at=None,
         **artifact,
-        **({} if cpu_seconds is None else {"cpu_seconds": cpu_seconds}),
-    ):
-        return False
-    study_id = s.scalar(select(Job.study_id).where(Job.id == job_id))
-    assert study_id is not None
-    bump_study(s, study_id)
-    return True
+    )
 
 
 def pause(
@@ -191,16 +184,20 @@ def pause(
     """running → paused by the lease owner: a search study's screening run reached its ASHA rung
     (``result`` is the run's result there). Its checkpoint stays; the search step promotes it
     (:func:`resume_paused`) or stops it (:func:`stop_paused`). False if the lease was lost."""
-    now = utcnow()
+    return _leave_lease(s, job_id, owner, cpu_seconds, state="paused", result=result, updated_at=utcnow())
+
+
+def _leave_lease(s: Session, job_id: int, owner: str, cpu_seconds: float | None, **values: Any) -> bool:
+    """The lease owner's last write to its running job (:func:`finish`, :func:`pause`): ``values``
+    and the lease given up in one compare-and-set, ``cpu_seconds`` only when measured (an unmeasured
+    run keeps what earlier attempts recorded), and pollers told. False if the lease was lost."""
     if not _update_owned(
         s,
         job_id,
         owner,
-        state="paused",
-        result=result,
-        updated_at=now,
         lease_owner=None,
         lease_expires_at=None,
+        **values,
         **({} if cpu_seconds is None else {"cpu_seconds": cpu_seconds}),
     ):
         return False

@@ -50,6 +50,19 @@ def test_worker_never_imports_the_api() -> None:
     assert offenders == []
 
 
+def test_store_never_imports_the_worker_or_the_api() -> None:
+    """store/ is below both: the API and the workers share it (lazy imports inside functions count too)."""
+    offenders = []
+    for path in (ROOT / "store").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("import ", "from ")) and any(
+                f in stripped for f in ("archscreen.worker", "archscreen.api")
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}: {stripped}")
+    assert offenders == []
+
+
 MAX_FUNCTION_LINES = 80
 # Folders whose functions may be longer: benchmark scripts and generated migrations (and tests).
 LONG_FUNCTIONS_ALLOWED_IN = {"bench", "migrations", "tests"}

@@ -28,30 +28,22 @@ trials are asked only when the scheduler has nothing to promote.
 When every trial is told (or the budget is spent and every asked trial is told), the usual
 automatic promotion runs (``policy.auto``).
 
-Optuna's tables live in the service's database server but apart from archscreen's (Optuna also has
-a table named ``studies`` and its own ``alembic_version``): on PostgreSQL in the schema
-:data:`OPTUNA_SCHEMA` of the same database; on SQLite, which has no schemas, in a file beside the
-database (``<name>-optuna.db``). Alembic's checks therefore never see them.
+Optuna's storage (its tables apart from archscreen's) is :mod:`archscreen.store.optuna_storage`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import os
-import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from archscreen.settings import Settings
 from archscreen.store import Database
 from archscreen.store import search as search_store
 from archscreen.store import studies as study_store
+from archscreen.store.optuna_storage import optuna_storage
 from archscreen.store.records import StudyRecord
+from archscreen.worker.hooks import hold_once
 
 if TYPE_CHECKING:
     import optuna
@@ -59,46 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("archscreen.worker")
 
 STEP_TASK = "archscreen.search_step"
-OPTUNA_SCHEMA = "archscreen_optuna"
 # Tests only: the process whose step creates this file first (writing the trial number there) stops
 # between Optuna's ask and archscreen's link of that trial, as a process killed there would
 # (tests/reliability/test_search_kill.py kills it there with SIGKILL).
 PAUSE_AFTER_ASK_ENV = "ARCHSCREEN_TEST_PAUSE_AFTER_ASK"
-
-
-@functools.lru_cache(maxsize=8)
-def optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage for the service's database (one per process and URL), created once
-    more if another process was creating its tables at the same moment: both stamp Optuna's
-    ``alembic_version``, and the loser's insert fails (the API's search view and a worker's first
-    step raced so in CI: a 500)."""
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    try:
-        return _optuna_storage(database_url)
-    except (IntegrityError, OperationalError):
-        log.info("Optuna's tables were being created by another process; opening them again")
-        return _optuna_storage(database_url)
-
-
-def _optuna_storage(database_url: str) -> optuna.storages.RDBStorage:
-    import optuna
-
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        path = Path(url.database or "archscreen.db")
-        optuna_url = url.set(database=str(path.with_name(f"{path.stem}-optuna.db")))
-        return optuna.storages.RDBStorage(optuna_url.render_as_string(hide_password=False))
-    from sqlalchemy import create_engine
-
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
-    engine.dispose()
-    return optuna.storages.RDBStorage(
-        url.render_as_string(hide_password=False),
-        engine_kwargs={"connect_args": {"options": f"-csearch_path={OPTUNA_SCHEMA}"}},
-    )
 
 
 def optuna_study(settings: Settings, study: StudyRecord, asked: int = 0) -> optuna.Study:
@@ -204,7 +160,7 @@ def _step(db: Database, settings: Settings, study: StudyRecord) -> list[int]:
         """Ask one new trial (the sampler seeded for the ``asked``-th) and link it."""
         fresh = optuna_study(settings, study, asked)
         new_trial = fresh.ask()
-        _pause_after_ask(new_trial.number)
+        hold_once(PAUSE_AFTER_ASK_ENV, new_trial.number, "the step stops after asking trial %s")
         return _link(db, settings, study, fresh, new_trial.number, space, info, None, new_trial)
 
     if study.search.asha.enabled:  # successive halving decides which runs train on
@@ -350,21 +306,6 @@ def _tell(ostudy: optuna.Study, number: int, state: Any, values: list[float] | N
         ostudy.tell(number, state=TrialState.FAIL)
     else:
         ostudy.tell(number, values)
-
-
-def _pause_after_ask(number: int) -> None:
-    """The :data:`PAUSE_AFTER_ASK_ENV` test hook (a no-op unless that variable names a file)."""
-    marker = os.environ.get(PAUSE_AFTER_ASK_ENV)
-    if not marker:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, str(number).encode())
-    os.close(fd)
-    log.warning("test hook %s: the step stops after asking trial %s", PAUSE_AFTER_ASK_ENV, number)
-    threading.Event().wait()
 
 
 def _finite(v: Any) -> bool:

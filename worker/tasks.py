@@ -34,6 +34,7 @@ from archscreen.store import jobs as job_store
 from archscreen.store import search as search_store
 from archscreen.store.ranking import studies_awaiting_auto_promotion
 from archscreen.worker.app import configure, make_celery
+from archscreen.worker.hooks import hold_once
 from archscreen.worker.promotion import CHECK_TASK as PROMOTION_CHECK
 from archscreen.worker.promotion import after_screening_finished
 from archscreen.worker.queue import broker_queue_length, enqueue
@@ -211,25 +212,11 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 SWALLOW_ONCE_ENV = "ARCHSCREEN_TEST_SWALLOW_MESSAGE_ONCE"
 
 
-def _swallow_once(job_id: int) -> None:
-    marker = os.environ.get(SWALLOW_ONCE_ENV)
-    if not marker:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, str(job_id).encode())
-    os.close(fd)
-    log.warning("test hook %s: job %s's message is swallowed (held, never run)", SWALLOW_ONCE_ENV, job_id)
-    threading.Event().wait()
-
-
 def _run_job(job_id: int) -> str:
     """In the job's process: a SIGTERM (the worker is stopping) requeues the job at its next epoch
     boundary instead of killing it. Installed here, not at process start: billiard installs its own
     handler after the process initialiser."""
-    _swallow_once(job_id)
+    hold_once(SWALLOW_ONCE_ENV, job_id, "job %s's message is swallowed (held, never run)")
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return execute(database(), settings, job_id)

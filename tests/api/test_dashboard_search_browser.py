@@ -165,7 +165,7 @@ def test_pareto_front_of_a_two_objective_search(service: tuple[str, str, Path], 
     from archscreen.store import Database
     from archscreen.store import search as search_store
     from archscreen.store import studies as study_store
-    from archscreen.worker.search import optuna_storage
+    from archscreen.store.optuna_storage import optuna_storage
 
     url, token, data_dir = service
     with Client(url, token) as c:

@@ -72,7 +72,7 @@ def _two_objective_trials(settings: Settings, study_id: int) -> Any:
     from optuna.distributions import FloatDistribution, IntDistribution
     from optuna.trial import TrialState, create_trial
 
-    from archscreen.worker.search import optuna_storage
+    from archscreen.store.optuna_storage import optuna_storage
 
     ostudy = optuna.create_study(
         storage=optuna_storage(settings.resolved_database_url),

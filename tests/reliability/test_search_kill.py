@@ -31,7 +31,7 @@ TRIALS = 3
 def test_kill_9_between_ask_and_link_loses_no_trial_and_runs_none_twice(tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
-    from archscreen.worker.search import optuna_study, request_step
+    from archscreen.worker.search import optuna_study
 
     marker = tmp_path / "asked"
     with deployment(tmp_path, test_pause_after_ask=str(marker), search_step_hold_s="8") as d:
@@ -48,7 +48,7 @@ def test_kill_9_between_ask_and_link_loses_no_trial_and_runs_none_twice(tmp_path
                 space=SPACE,
                 search={"sampler": "tpe", "trials": TRIALS, "parallel": 1, "seed": 7},
             )
-        assert request_step(d.settings, study)
+        d.start_search(study.id)
         wait_for(marker.exists, 60, "the step to ask its first trial", d.logs)
         os.kill(w1.pid, signal.SIGKILL)  # the main process, stopped between ask and link
         w1.wait(10)
@@ -59,13 +59,7 @@ def test_kill_9_between_ask_and_link_loses_no_trial_and_runs_none_twice(tmp_path
             assert search_store.links_of(s, study.id) == {}  # asked by Optuna, never linked
 
         d.start_worker("w2")  # the hook fired once (its file exists): w2 steps normally
-
-        def promoted() -> bool:
-            with d.db.session() as s:
-                found = study_store.study_by_id(s, study.id)
-                return found is not None and found.auto_promoted_at is not None
-
-        wait_for(promoted, 300, "the search to recover, finish and promote", d.logs)
+        wait_for(lambda: d.auto_promoted(study.id), 300, "the search to recover, finish and promote", d.logs)
         trials = optuna_study(d.settings, study).trials
         assert len(trials) == TRIALS and all(t.state != TrialState.RUNNING for t in trials)
         with d.db.session() as s:

@@ -24,7 +24,9 @@ from archscreen.store import Database, Job
 from archscreen.store import studies as study_store
 from archscreen.store.auth import get_or_create_tenant
 from archscreen.store.models import EpochMetric, WorkerSeen
+from archscreen.store.records import StudyRecord
 from archscreen.worker.queue import enqueue
+from archscreen.worker.search import request_step
 from tests.services import worker_argv
 
 T = TypeVar("T")
@@ -139,6 +141,19 @@ class Deployment:
         if send:
             enqueue(self.db, self.settings, ids)
         return [i for i, _ in ids]
+
+    def start_search(self, study_id: int) -> StudyRecord:
+        """Send the search study's first step, as the API does when it creates the study."""
+        with self.db.session() as s:
+            study = study_store.study_by_id(s, study_id)
+        assert study is not None and request_step(self.settings, study)
+        return study
+
+    def auto_promoted(self, study_id: int) -> bool:
+        """The study's automatic promotion ran: what a search study's tests wait for."""
+        with self.db.session() as s:
+            found = study_store.study_by_id(s, study_id)
+            return found is not None and found.auto_promoted_at is not None
 
     def job(self, job_id: int) -> Job:
         with self.db.session() as s:

@@ -98,22 +98,14 @@ def test_step_links_a_trial_asked_before_a_crash_and_respects_the_lock(tmp_path:
 def test_search_study_asks_tells_and_promotes(backend: str, tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
-    from archscreen.worker.search import optuna_study, request_step
+    from archscreen.worker.search import optuna_study
 
     with backend_deployment(backend, tmp_path) as d:
         d.start_worker(concurrency=1)
         d.wait_worker_ready()
         study_id = _search_study(d)
-        with d.db.session() as s:
-            study = study_store.study_by_id(s, study_id)
-        assert study is not None and request_step(d.settings, study)
-
-        def promoted() -> bool:
-            with d.db.session() as s:
-                found = study_store.study_by_id(s, study_id)
-                return found is not None and found.auto_promoted_at is not None
-
-        wait_for(promoted, 240, "the search to finish and promote", d.logs)
+        study = d.start_search(study_id)
+        wait_for(lambda: d.auto_promoted(study_id), 240, "the search to finish and promote", d.logs)
         trials = optuna_study(d.settings, study).trials
         assert len(trials) == 4 and all(t.state != TrialState.RUNNING for t in trials)
         with d.db.session() as s:

@@ -58,14 +58,6 @@ def _study(d: Deployment, *, asha: Any = None, name: str = "search") -> int:
         ).id
 
 
-def _start(d: Deployment, study_id: int) -> None:
-    from archscreen.worker.search import request_step
-
-    with d.db.session() as s:
-        study = study_store.study_by_id(s, study_id)
-    assert study is not None and request_step(d.settings, study)
-
-
 def _jobs(d: Deployment, study_id: int) -> list[Job]:
     with d.db.session() as s:
         rows = list(
@@ -73,12 +65,6 @@ def _jobs(d: Deployment, study_id: int) -> list[Job]:
         )
         s.expunge_all()
         return rows
-
-
-def _promoted(d: Deployment, study_id: int) -> bool:
-    with d.db.session() as s:
-        found = study_store.study_by_id(s, study_id)
-        return found is not None and found.auto_promoted_at is not None
 
 
 def _kill_worker(d: Deployment, name: str) -> None:
@@ -132,7 +118,7 @@ def test_asha_search_pauses_promotes_stops_and_survives_a_kill(backend: str, tmp
         d.start_worker("w1", concurrency=1)
         d.wait_worker_ready()
         study_id = _study(d)
-        _start(d, study_id)
+        d.start_search(study_id)
         # kill -9 once a promoted run (rung 1: 3 epochs) is out, in the middle of the search
         wait_for(
             lambda: any(
@@ -148,7 +134,7 @@ def test_asha_search_pauses_promotes_stops_and_survives_a_kill(backend: str, tmp
         assert all((d.job_dir(j.id) / "checkpoint.pt").exists() for j in paused)
         _kill_worker(d, "w1")
         d.start_worker("w2", concurrency=1)
-        wait_for(lambda: _promoted(d, study_id), 420, "the ASHA search to end and promote", d.logs)
+        wait_for(lambda: d.auto_promoted(study_id), 420, "the ASHA search to end and promote", d.logs)
 
         with d.db.session() as s:
             study = study_store.study_by_id(s, study_id)
@@ -204,11 +190,11 @@ def test_asha_search_trains_fewer_epochs_than_one_full_run_each(tmp_path: Path) 
         d.start_worker("w", concurrency=1)
         d.wait_worker_ready()
         full = _study(d, asha=False, name="full")
-        _start(d, full)
-        wait_for(lambda: _promoted(d, full), 420, "the full search", d.logs)
+        d.start_search(full)
+        wait_for(lambda: d.auto_promoted(full), 420, "the full search", d.logs)
         halving = _study(d, name="asha")
-        _start(d, halving)
-        wait_for(lambda: _promoted(d, halving), 420, "the ASHA search", d.logs)
+        d.start_search(halving)
+        wait_for(lambda: d.auto_promoted(halving), 420, "the ASHA search", d.logs)
         full_epochs, asha_epochs = _epochs_trained(d, full), _epochs_trained(d, halving)
         full_s = sum(j.elapsed_s for j in _jobs(d, full))
         asha_s = sum(j.elapsed_s for j in _jobs(d, halving))

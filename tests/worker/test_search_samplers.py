@@ -117,16 +117,14 @@ def test_nsga2_tells_val_loss_and_a_second_objective(tmp_path: Path, second: str
     from optuna.trial import TrialState
 
     from archscreen.store.models import Job
-    from archscreen.worker.search import optuna_study, request_step
+    from archscreen.worker.search import optuna_study
 
     search = {"sampler": "nsga2", "objectives": ["val_loss", second], "trials": 3, "parallel": 3}
     with deployment(tmp_path) as d:
         d.start_worker(concurrency=1)
         d.wait_worker_ready()
         study_id = _study(d, {**search, "seed": 5}, SPACE)
-        with d.db.session() as s:
-            study = study_store.study_by_id(s, study_id)
-        assert study is not None and request_step(d.settings, study)
+        study = d.start_search(study_id)
 
         def all_told() -> bool:
             with d.db.session() as s:
@@ -153,8 +151,6 @@ def test_nsga2_tells_val_loss_and_a_second_objective(tmp_path: Path, second: str
 def test_budget_stops_asking_and_the_study_promotes(tmp_path: Path) -> None:
     """A CPU-seconds budget smaller than one trial: the first trial (parallel 1) runs to its end,
     nothing more is asked, and the usual promotion runs with 1 of 6 trials told."""
-    from archscreen.worker.search import request_step
-
     search = {"sampler": "random", "trials": 6, "parallel": 1, "seed": 2, "budget_cpu_s": 0.01}
     with deployment(tmp_path) as d:
         d.start_worker(concurrency=1)
@@ -170,14 +166,13 @@ def test_budget_stops_asking_and_the_study_promotes(tmp_path: Path) -> None:
                 space=SPACE,
                 search=search,
             )
-        assert request_step(d.settings, study)
-
-        def promoted() -> bool:
-            with d.db.session() as s:
-                found = study_store.study_by_id(s, study.id)
-                return found is not None and found.auto_promoted_at is not None
-
-        wait_for(promoted, 240, "the budget to end the search and the study to promote", d.logs)
+        d.start_search(study.id)
+        wait_for(
+            lambda: d.auto_promoted(study.id),
+            240,
+            "the budget to end the search and the study to promote",
+            d.logs,
+        )
         with d.db.session() as s:
             progress = search_store.progress_of(s, [study.id])[study.id]
             spent = search_store.cpu_spent(s, study.id)
