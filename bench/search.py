@@ -887,7 +887,9 @@ def markdown(rows: list[dict], variant: str = DEFAULT_VARIANT) -> str:
     cal = {r["cell"]: r for r in rows if r.get("kind") == "calibration"}
     summ = summarise(reported(rows, variant))
     lines = [
-        "| cell | B (CPU-s) | budget | " + " | ".join(METHODS) + " | archscreen − Optuna+HB (pp) |",
+        "| cell | B (CPU-s) | budget | "
+        + " | ".join(METHODS)
+        + " | archscreen − Optuna+HB (pp, paired by seed) |",
         "|---|---|---|" + "---|" * len(METHODS) + "---|",
     ]
     for cell in CELLS:
@@ -901,7 +903,7 @@ def markdown(rows: list[dict], variant: str = DEFAULT_VARIANT) -> str:
                     if s is None
                     else f"{100 * s['mean']:.2f} ± {100 * s['sd']:.2f} ({s['spent']:.0f} s, n={s['n']})"
                 )
-            diff = _diff(summ, cell, mult)
+            diff = _spread(paired_diffs(rows, variant, mult, cell))
             lines.append(f"| {cell} | {cal[cell]['B']:.0f} | {mult}B | " + " | ".join(cells) + f" | {diff} |")
     return "\n".join(lines)
 
@@ -924,24 +926,32 @@ def reach_lines(rows: list[dict], variant: str = DEFAULT_VARIANT) -> list[str]:
     return out
 
 
-def _diff(summ: dict, cell: str, mult: str) -> str:
-    a, b = summ.get((cell, "archscreen", mult)), summ.get((cell, "optuna-hyperband", mult))
-    if a is None or b is None or not (math.isfinite(a["mean"]) and math.isfinite(b["mean"])):
+def paired_diffs(rows: list[dict], variant: str, mult: str = "1", cell: str | None = None) -> list[float]:
+    """archscreen minus Optuna + Hyperband at budget ``mult``·B, in points, one per (cell, seed)
+    pair both ran (of ``cell`` only, if given): same sampler seed, same budget."""
+    by = {(r["cell"], r["method"], r["seed"]): r for r in reported(rows, variant)}
+    diffs = []
+    for (c, method, seed), r in sorted(by.items()):
+        other = by.get((c, "optuna-hyperband", seed))
+        if method != "archscreen" or other is None or (cell is not None and c != cell):
+            continue
+        a, b = r["delivered"].get(mult), other["delivered"].get(mult)
+        if a and b and math.isfinite(a["test"]) and math.isfinite(b["test"]):
+            diffs.append(100 * (a["test"] - b["test"]))
+    return diffs
+
+
+def _spread(diffs: list[float]) -> str:
+    """The mean difference ± the standard deviation of the paired differences."""
+    if not diffs:
         return "—"
-    return f"{100 * (a['mean'] - b['mean']):+.2f}"
+    sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    return f"{statistics.fmean(diffs):+.2f} ± {sd:.2f}"
 
 
 def headline(rows: list[dict], variant: str = DEFAULT_VARIANT) -> float:
     """archscreen minus Optuna + Hyperband at budget B, in points, over the (cell, seed) pairs run by both."""
-    by = {(r["cell"], r["method"], r["seed"]): r for r in reported(rows, variant)}
-    diffs = []
-    for (cell, method, seed), r in by.items():
-        other = by.get((cell, "optuna-hyperband", seed))
-        if method != "archscreen" or other is None:
-            continue
-        a, b = r["delivered"].get("1"), other["delivered"].get("1")
-        if a and b and math.isfinite(a["test"]) and math.isfinite(b["test"]):
-            diffs.append(100 * (a["test"] - b["test"]))
+    diffs = paired_diffs(rows, variant)
     return statistics.fmean(diffs) if diffs else math.nan
 
 
@@ -989,7 +999,14 @@ START, END = "<!-- bench/search.py:start -->", "<!-- bench/search.py:end -->"
 
 
 def write_docs(rows: list[dict], doc: Path, image: Path, variant: str = DEFAULT_VARIANT) -> None:
-    table = markdown(rows, variant) + "\n\n" + "\n".join(reach_lines(rows, variant))
+    at_b = paired_diffs(rows, variant)
+    table = (
+        markdown(rows, variant)
+        + "\n\n"
+        + "\n".join(reach_lines(rows, variant))
+        + f"\n\narchscreen − Optuna + Hyperband at B: **{_spread(at_b)} points** over {len(at_b)} "
+        + f"(cell, seed) pairs (`search_vs_optuna: {headline(rows, variant):+.2f}`)"
+    )
     block = f"{START}\n\n{table}\n\n![delivered test accuracy against CPU-seconds](img/{image.name})\n\n{END}"
     text = doc.read_text() if doc.exists() else ""
     if START in text and END in text:
@@ -1092,6 +1109,8 @@ def main() -> None:
         print(f"chosen by the rule: {chosen}")
     print(markdown(rows, args.variant))
     print("\n".join(reach_lines(rows, args.variant)))
+    at_b = paired_diffs(rows, args.variant)
+    print(f"archscreen - Optuna + Hyperband at B: {_spread(at_b)} points over {len(at_b)} (cell, seed) pairs")
     if args.docs:
         write_docs(rows, ROOT / "docs" / "search.md", ROOT / "docs" / "img" / "search.png", args.variant)
     print(f"search_vs_optuna: {headline(rows, args.variant):+.2f}")
