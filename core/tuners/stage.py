@@ -18,8 +18,8 @@ bench that was 57 % of the pipeline's CPU. The options here spend less, each a s
       Deviation (there is no paper for this step): the chosen copy, not the Switch-averaged
       head. The average of the copies is a mixture of K-way softmaxes, which no single linear
       layer equals; the most-weighted copy is exactly representable (the plain model's outputs
-      equal that copy's, :func:`plain_state_from_alrao`'s test), and it is the copy whose rate
-      the posterior prefers. The body's weights were trained with per-feature random rates;
+      equal that copy's to float64 rounding, :func:`plain_state_from_alrao`'s test), and it is the
+      copy whose rate the posterior prefers. The body's weights were trained with per-feature random rates;
       the tuner's one rate takes over from there, with fresh optimizer moments.
 
 * ``start="posterior-width"``: the number of quartile starts follows the posterior's width
